@@ -1,0 +1,56 @@
+# tei-operator: common tasks. `make help` lists them.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CACHE ?= $(HOME)/.cache/tei-operator
+
+.PHONY: help venv tools test test-unit test-integration test-e2e crds docs demo demo-down cluster-up cluster-down \
+        bench-autoscaling install lint
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+
+$(BIN)/tei-operator: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+venv: $(BIN)/tei-operator ## create .venv with the operator and its test dependencies
+
+tools: ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, helm (cached in ~/.cache/tei-operator)
+	bash hack/build-tools.sh
+
+test: venv tools ## run every test: unit, control plane, integration, e2e (needs `prometheus` on PATH for e2e)
+	$(BIN)/pytest -ra
+
+test-unit: venv ## run the unit tests only (no cluster)
+	$(BIN)/pytest -ra tests/unit
+
+test-integration: venv tools ## run the tests that need the local control plane
+	$(BIN)/pytest -ra tests/harness tests/integration
+
+test-e2e: venv tools ## run the closed-loop autoscaling tests
+	$(BIN)/pytest -ra tests/e2e
+
+crds: venv ## regenerate crds/, the chart's CRD templates and docs/api-reference.md from the pydantic models
+	bash hack/generate.sh
+
+cluster-up: venv tools ## start the local control plane with simulated GPU nodes in the background
+	$(BIN)/python -m tests.cluster up
+
+cluster-down: venv ## stop the local control plane
+	$(BIN)/python -m tests.cluster down
+
+demo: venv tools ## try it without a cluster: local control plane, operator, examples, emulated TEI under load
+	bash hack/demo.sh
+
+demo-down: venv ## stop what `make demo` started
+	bash hack/demo.sh down
+
+bench-autoscaling: venv ## compare the autoscaling policy with HPA/KEDA/static baselines; writes docs/benchmarks/autoscaling.md
+	$(BIN)/python -m bench.autoscaling
+
+install: ## install the operator into the current kubectl context with Helm
+	helm upgrade --install tei-operator charts/tei-operator -n tei-system --create-namespace
