@@ -1,0 +1,160 @@
+"""`spec.autoscaling` and `status.autoscaling`: what the autoscaler is asked to do and what it last saw."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from .base import ApiModel, FieldError, StatusModel
+
+
+# CEL rules attached to the autoscaling object in the generated CRD (AutoscalingSpec's pydantic validator mirrors them).
+AUTOSCALING_CEL_RULES = [
+    {
+        # has(): the API server also checks the CRD's `default: {}` against this rule, before nested defaults apply.
+        "rule": "!has(self.enabled) || !self.enabled || has(self.maxReplicas)",
+        "message": "maxReplicas is required when enabled is true",
+        "fieldPath": ".maxReplicas",
+    },
+    {
+        "rule": "!has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+        "message": "minReplicas must be less than or equal to maxReplicas",
+        "fieldPath": ".minReplicas",
+    },
+]
+
+
+class ScaleUpBehavior(ApiModel):
+    """How fast the autoscaler may add replicas."""
+
+    stabilization_window_seconds: int = Field(
+        0, ge=0, le=3600,
+        description="Seconds of recommendations to look back on before scaling up: the lowest recommendation in the "
+        "window wins. 0 scales up at once.",
+    )
+    max_pods_step: int = Field(
+        4, ge=1, le=1000,
+        description="At most this many replicas are added per period (the larger of this and maxPercentStep wins).",
+    )
+    max_percent_step: int = Field(
+        100, ge=1, le=1000,
+        description="At most this percentage of the current replicas is added per period (the larger of this and "
+        "maxPodsStep wins).",
+    )
+    period_seconds: int = Field(15, ge=1, le=1800, description="Length of one scale-up period in seconds.")
+
+
+class ScaleDownBehavior(ApiModel):
+    """How cautiously the autoscaler removes replicas."""
+
+    stabilization_window_seconds: int = Field(
+        300, ge=0, le=86400,
+        description="Seconds the load must have stayed low before scaling down: the highest recommendation in the "
+        "window wins.",
+    )
+    max_pods_step: int = Field(
+        1, ge=1, le=1000,
+        description="At most this many replicas are removed per period (the larger of this and maxPercentStep wins).",
+    )
+    max_percent_step: int = Field(
+        25, ge=1, le=100,
+        description="At most this percentage of the current replicas is removed per period (the larger of this and "
+        "maxPodsStep wins).",
+    )
+    period_seconds: int = Field(60, ge=1, le=3600, description="Length of one scale-down period in seconds.")
+
+
+class AutoscalingSpec(ApiModel):
+    """The built-in autoscaler. When enabled it owns the Deployment's replicas and spec.replicas is ignored."""
+
+    CEL_RULES: ClassVar[list[dict[str, str]]] = AUTOSCALING_CEL_RULES
+
+    enabled: bool = Field(
+        False,
+        description="Turn the built-in autoscaler on. When false, spec.replicas rules (and so kubectl scale, an HPA or "
+        "KEDA through the scale subresource).",
+    )
+    min_replicas: int = Field(1, ge=0, le=1000, description="Fewest replicas the autoscaler keeps.")
+    max_replicas: int | None = Field(
+        None, ge=1, le=1000, description="Most replicas the autoscaler asks for. Required when enabled."
+    )
+    target_queue_size: float = Field(
+        16, gt=0, le=100000,
+        description="Target of te_queue_size (inputs waiting) per ready replica.",
+    )
+    target_batch_fill: float = Field(
+        0.7, gt=0, le=1,
+        description="Target mean batch size in tokens, as a fraction of engine.maxBatchTokens "
+        "(from te_batch_next_tokens, zero-size batches left out).",
+    )
+    target_utilization: float = Field(
+        0.8, gt=0, le=1,
+        description="Target tokens/s per ready replica, as a fraction of the peak tokens/s per replica the autoscaler "
+        "has observed while the replicas were saturated (learned per service; unused until the first saturation).",
+    )
+    metrics_max_age_seconds: int = Field(
+        60, ge=1, le=3600,
+        description="Metrics older than this are treated as unavailable: the autoscaler holds and never scales down.",
+    )
+    tolerance: float = Field(
+        0.1, ge=0, le=1,
+        description="No scaling while the load ratio (observed / target) stays within 1 +/- tolerance.",
+    )
+    startup_grace_seconds: int = Field(
+        180, ge=0, le=3600,
+        description="For this long after creation, a replica that is not Ready yet counts as capacity on its way "
+        "(its model is loading), so the fleet does not overshoot while models load.",
+    )
+    fallback_replicas: int | None = Field(
+        None, ge=0, le=1000,
+        description="Replicas to hold at least, once metrics have failed failureThreshold ticks in a row. "
+        "Unset: hold the current count.",
+    )
+    failure_threshold: int = Field(
+        3, ge=1, le=100, description="Failed metric reads in a row after which fallbackReplicas applies."
+    )
+    metrics_source: Literal["default", "prometheus", "scrape"] = Field(
+        "default",
+        description="Where metrics come from: prometheus (the operator's Prometheus URL setting), scrape (each pod's "
+        "/metrics, no Prometheus needed), or default (the operator's setting).",
+    )
+    scale_up: ScaleUpBehavior = Field(default_factory=ScaleUpBehavior, description="Scale-up behaviour.")
+    scale_down: ScaleDownBehavior = Field(default_factory=ScaleDownBehavior, description="Scale-down behaviour.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "AutoscalingSpec":
+        if self.enabled and self.max_replicas is None:
+            raise FieldError("maxReplicas", "is required when enabled is true")
+        if self.max_replicas is not None and self.min_replicas > self.max_replicas:
+            raise FieldError(
+                "minReplicas", f"must be less than or equal to maxReplicas ({self.min_replicas} > {self.max_replicas})"
+            )
+        return self
+
+
+class AutoscalingSignals(StatusModel):
+    """The signals of the last tick; a missing value means the metric was unknown (never read as zero)."""
+
+    queue_per_replica: float | None = Field(None, description="te_queue_size per ready replica.")
+    batch_fill: float | None = Field(None, description="Mean tokens per non-empty batch / maxBatchTokens.")
+    overloaded_per_second: float | None = Field(None, description="Rate of 429 (overloaded) failures per second.")
+    requests_per_second: float | None = Field(None, description="Rate of requests per second.")
+    ready_replicas: int | None = Field(None, description="Pods Ready.")
+    starting_replicas: int | None = Field(None, description="Pods not Ready yet within the startup grace.")
+    schedulable_replicas: int | None = Field(
+        None, description="Replicas the matching GPU nodes can still hold, plus those already placed."
+    )
+
+
+class AutoscalingStatus(StatusModel):
+    """What the autoscaler last saw and decided."""
+
+    signals: AutoscalingSignals | None = Field(None, description="The signals of the last tick.")
+    current_replicas: int | None = Field(None, description="The Deployment's replicas at the last tick.")
+    desired_replicas: int | None = Field(None, description="The replica count the autoscaler decided.")
+    last_decision: str | None = Field(None, description="ScaleUp, ScaleDown, Hold or Limited.")
+    reason: str | None = Field(None, description="Why, in words.")
+    last_scale_time: str | None = Field(None, description="When replicas last changed (RFC 3339).")
+    last_tick_time: str | None = Field(None, description="When the autoscaler last ran (RFC 3339).")
+    consecutive_metric_failures: int | None = Field(None, description="Metric reads failed in a row.")

@@ -1,0 +1,50 @@
+"""`status` of both kinds: what the operator observed, following the Kubernetes API conventions (and so kstatus,
+which Flux, Argo CD and `kubectl wait` read)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .autoscaling import AutoscalingStatus
+from .base import SchemaHint, StatusModel
+
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "ScalingLimited")
+REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+DateTime = Annotated[str, SchemaHint(format="date-time")]
+
+
+class Condition(StatusModel):
+    """One aspect of the service's state (Ready, Progressing, Degraded, ScalingLimited)."""
+
+    type: str = Field(..., min_length=1, max_length=316, description="Ready, Progressing, Degraded or ScalingLimited.")
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    reason: str | None = Field(
+        None, max_length=1024, pattern=REASON_PATTERN, description="Why, as one PascalCase word.",
+    )
+    message: str | None = Field(None, max_length=32768, description="Why, in words.")
+    last_transition_time: DateTime | None = Field(None, description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        None, ge=0, description="The metadata.generation this condition was computed from.",
+    )
+
+
+class ServiceStatus(StatusModel):
+    """What the operator last observed of the service and its children."""
+
+    observed_generation: int | None = Field(None, ge=0, description="The metadata.generation last reconciled.")
+    replicas: int | None = Field(None, ge=0, description="Replicas of the Deployment (the scale subresource's status).")
+    ready_replicas: int | None = Field(None, ge=0, description="Replicas Ready to serve.")
+    selector: str | None = Field(
+        None, max_length=1024, description="Label selector of the pods, as a string (the scale subresource's).",
+    )
+    endpoint: str | None = Field(None, max_length=1024, description="In-cluster URL of the service.")
+    image: str | None = Field(None, max_length=1024, description="TEI image the pods run.")
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Current state: Ready, Progressing, Degraded, ScalingLimited.",
+    )
+    autoscaling: AutoscalingStatus | None = Field(None, description="What the autoscaler last saw and decided.")

@@ -1,0 +1,105 @@
+"""Operator settings, read from TEI_OPERATOR_* environment variables (the Helm chart sets them).
+
+Defaults suit an operator running in-cluster with the built-in scraper; nothing is read at import time:
+call `load_settings()`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "TEI_OPERATOR_"
+
+
+class SettingsError(ValueError):
+    """An operator setting is invalid; the message names its environment variable."""
+
+
+class Settings(BaseSettings):
+    """Everything the operator is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces to watch, comma-separated in the environment. Empty: all namespaces.",
+    )
+    tei_version: str = Field(
+        "1.9.3", pattern=r"^[0-9A-Za-z][0-9A-Za-z._-]*$",
+        description="TEI version of services that do not set engine.version. A full patch version (not 1.9) so the "
+        "image is reproducible: a floating tag moves under running pods, and nodes may then run different builds "
+        "of one service. 1.9.3 is TEI's newest release (TEI.md).",
+    )
+    image_repository: str = Field(
+        "ghcr.io/huggingface/text-embeddings-inference", min_length=1,
+        description="Repository of the TEI images; the tag is the architecture prefix plus the version.",
+    )
+    log_format: Literal["plain", "json"] = Field("plain", description="Format of the operator's own logs.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of the operator's logs.")
+    autoscaler_tick_seconds: float = Field(15, gt=0, le=3600, description="Seconds between autoscaler ticks.")
+    metrics_source: Literal["scrape", "prometheus"] = Field(
+        "scrape",
+        description="Where the autoscaler reads TEI metrics for services whose metricsSource is default: scrape "
+        "(each pod's /metrics, no Prometheus needed) or prometheus (prometheusUrl).",
+    )
+    prometheus_url: str | None = Field(
+        None, description="Base URL of the Prometheus HTTP API, for example http://prometheus.monitoring:9090.",
+    )
+    prometheus_namespace_label: str = Field("namespace", description="Prometheus label holding the pod's namespace.")
+    prometheus_pod_label: str = Field("pod", description="Prometheus label holding the pod's name.")
+    prometheus_service_label: str = Field("service", description="Prometheus label holding the Service's name.")
+    prometheus_query_timeout_seconds: float = Field(5, gt=0, le=300, description="Timeout of one Prometheus query.")
+    scrape_via: Literal["auto", "proxy", "podip"] = Field(
+        "auto",
+        description="How the scraper reaches pods: podip (direct, in-cluster), proxy (through the API server's pod "
+        "proxy, from outside the cluster), or auto (pod IP in-cluster, proxy otherwise).",
+    )
+    scrape_timeout_seconds: float = Field(3, gt=0, le=300, description="Timeout of one pod's /metrics scrape.")
+    max_pending_replicas: int = Field(
+        0, ge=0, le=1000,
+        description="Extra pending pods allowed above the free GPU capacity, so a cluster autoscaler sees demand and "
+        "adds nodes. 0: never ask for GPUs the cluster cannot schedule now.",
+    )
+    metrics_stale_seconds: float = Field(
+        60, gt=0, le=3600, description="Metrics older than this count as missing (never as zero load).",
+    )
+    resync_seconds: float = Field(60, gt=0, le=86400, description="Period of the reconcile timer of each service.")
+    health_host: str = Field(
+        "127.0.0.1", min_length=1,
+        description="Address the liveness endpoint (/healthz) binds to: loopback by default; 0.0.0.0 in a pod whose "
+        "kubelet probes it.",
+    )
+    health_port: int = Field(8080, ge=1, le=65535, description="Port of the operator's liveness endpoint.")
+    field_manager: str = Field("tei-operator", min_length=1, description="Field manager of the controller's applies.")
+    autoscaler_field_manager: str = Field(
+        "tei-operator-autoscaler", min_length=1,
+        description="Field manager of the autoscaler's writes of a Deployment's replicas.",
+    )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        """Accept "a,b , c" from the environment as well as a list."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+def env_var(field: str) -> str:
+    """The environment variable of a Settings field."""
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (and `overrides`), validated; SettingsError names the bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            lines.append(f"{env_var(field)}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid operator settings: " + "; ".join(lines)) from None

@@ -1,0 +1,72 @@
+"""Every example manifest parses, renders, and says what it is for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tei_operator.api import KINDS, ServiceResource
+from tei_operator.render import render_children
+from tei_operator.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXPECTED = {
+    "embedding-bge-m3.yaml": ("EmbeddingService", "BAAI/bge-m3", "a100"),
+    "embedding-bge-m3-autoscaling.yaml": ("EmbeddingService", "BAAI/bge-m3", "a100"),
+    "embedding-bge-large-en-v1.5.yaml": ("EmbeddingService", "BAAI/bge-large-en-v1.5", None),
+    "embedding-qwen3-embedding-0.6b.yaml": ("EmbeddingService", "Qwen/Qwen3-Embedding-0.6B", None),
+    "embedding-qwen3-embedding-4b.yaml": ("EmbeddingService", "Qwen/Qwen3-Embedding-4B", None),
+    "embedding-qwen3-embedding-8b.yaml": ("EmbeddingService", "Qwen/Qwen3-Embedding-8B", "h100"),
+    "reranker-bge-reranker-v2-m3.yaml": ("RerankerService", "BAAI/bge-reranker-v2-m3", None),
+    "reranker-ms-marco-minilm-l-12-v2.yaml": ("RerankerService", "cross-encoder/ms-marco-MiniLM-L-12-v2", None),
+    "reranker-jina-reranker-v2.yaml": ("RerankerService", "jinaai/jina-reranker-v2-base-multilingual", None),
+    "embedding-cpu.yaml": ("EmbeddingService", None, None),
+}
+
+
+def load(name: str) -> dict:
+    (doc,) = [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+    return doc
+
+
+def test_the_expected_examples_exist():
+    assert set(EXPECTED) <= {p.name for p in EXAMPLES.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_example_parses_renders_and_is_commented(name):
+    text = (EXAMPLES / name).read_text()
+    assert text.startswith("#"), "each example opens with a comment saying what it runs"
+    doc = load(name)
+    assert doc["apiVersion"] == "tei-operator.io/v1alpha1" and doc["kind"] in KINDS
+    resource = ServiceResource.from_body(doc)
+    children = render_children(resource, Settings())
+    assert [c["kind"] for c in children.all()][:2] == ["Deployment", "Service"]
+    kind, model, gpu_type = EXPECTED.get(name, (doc["kind"], None, None))
+    assert resource.kind == kind
+    if model:
+        assert resource.spec.model.id == model
+    if gpu_type:
+        assert resource.spec.gpu.type == gpu_type
+
+
+def test_cpu_example_needs_no_gpu():
+    resource = ServiceResource.from_body(load("embedding-cpu.yaml"))
+    assert resource.spec.gpu.count == 0
+    (container,) = render_children(resource, Settings()).deployment["spec"]["template"]["spec"]["containers"]
+    assert ":cpu-" in container["image"] and "nvidia.com/gpu" not in container["resources"].get("limits", {})
+
+
+def test_autoscaling_example():
+    spec = ServiceResource.from_body(load("embedding-bge-m3-autoscaling.yaml")).spec
+    assert spec.gpu.type == "a100"
+    assert (spec.autoscaling.enabled, spec.autoscaling.min_replicas, spec.autoscaling.max_replicas,
+            spec.autoscaling.target_queue_size) == (True, 1, 8, 16)
+
+
+def test_qwen_examples_run_on_the_gpus_the_issue_names():
+    assert ServiceResource.from_body(load("embedding-qwen3-embedding-0.6b.yaml")).spec.gpu.type in ("l4", "rtx4090")
+    for size in ("4b", "8b"):
+        assert ServiceResource.from_body(load(f"embedding-qwen3-embedding-{size}.yaml")).spec.gpu.type == "h100"

@@ -1,0 +1,57 @@
+"""Operator settings from TEI_OPERATOR_* variables."""
+
+from __future__ import annotations
+
+import pytest
+
+from tei_operator.settings import Settings, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("TEI_OPERATOR_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults():
+    s = load_settings()
+    assert s.namespaces == [] and s.tei_version == "1.9.3"
+    assert s.image_repository == "ghcr.io/huggingface/text-embeddings-inference"
+    assert (s.log_format, s.autoscaler_tick_seconds, s.metrics_source, s.prometheus_url) == ("plain", 15, "scrape", None)
+    assert (s.prometheus_namespace_label, s.prometheus_pod_label, s.prometheus_service_label) == (
+        "namespace", "pod", "service")
+    assert (s.prometheus_query_timeout_seconds, s.scrape_via, s.scrape_timeout_seconds) == (5, "auto", 3)
+    assert (s.max_pending_replicas, s.metrics_stale_seconds, s.resync_seconds, s.health_port) == (0, 60, 60, 8080)
+    assert (s.field_manager, s.autoscaler_field_manager) == ("tei-operator", "tei-operator-autoscaler")
+
+
+def test_environment_is_read(monkeypatch):
+    monkeypatch.setenv("TEI_OPERATOR_NAMESPACES", "search, rag,,")
+    monkeypatch.setenv("TEI_OPERATOR_METRICS_SOURCE", "prometheus")
+    monkeypatch.setenv("TEI_OPERATOR_PROMETHEUS_URL", "http://prometheus:9090")
+    monkeypatch.setenv("TEI_OPERATOR_MAX_PENDING_REPLICAS", "2")
+    s = load_settings()
+    assert s.namespaces == ["search", "rag"]
+    assert (s.metrics_source, s.prometheus_url, s.max_pending_replicas) == ("prometheus", "http://prometheus:9090", 2)
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("TEI_OPERATOR_SCRAPE_VIA", "ssh"), ("TEI_OPERATOR_HEALTH_PORT", "70000"), ("TEI_OPERATOR_LOG_FORMAT", "xml"),
+    ("TEI_OPERATOR_AUTOSCALER_TICK_SECONDS", "0"), ("TEI_OPERATOR_MAX_PENDING_REPLICAS", "-1"),
+])
+def test_invalid_environment_names_the_variable(monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError, match=f"{var}: .*\\(got '{value}'\\)"):
+        load_settings()
+
+
+def test_overrides_win_over_the_environment(monkeypatch):
+    monkeypatch.setenv("TEI_OPERATOR_NAMESPACES", "a")
+    assert load_settings(namespaces=["b"]).namespaces == ["b"]
+
+
+def test_every_setting_is_described():
+    assert [n for n, f in Settings.model_fields.items() if not (f.description or "").strip()] == []
