@@ -1,0 +1,272 @@
+"""The modelled GPU: TEI's FIFO queue, its batching task and one backend that runs one batch at a time.
+
+The shape follows TEI's router (core/src/queue.rs and infer.rs), because the operator scales on what this
+shape produces:
+- every *input* (not every request) is one queue entry; a request's inputs are queued together, then the
+  batching task is woken once;
+- a batch takes entries from the head of the queue while their tokens fit in `max_batch_tokens` (and, if
+  set, while there are fewer than `max_batch_requests`); entries whose client went away are dropped there
+  and counted as `te_request_failure{err="dropped"}`;
+- the batching task forms the *next* batch as soon as the backend has taken the current one (one parking
+  slot), so under moderate load batches are smaller than under saturation, as in TEI;
+- every formed batch is recorded in `te_batch_next_size` / `te_batch_next_tokens`, including the empty one
+  that ends each wake-up; `te_queue_size` goes up by one per queued input and is reset to the remaining
+  queue length whenever a batch is formed;
+- the backend "runs" a batch of T tokens for `batch_overhead + T / tokens_per_second` seconds.
+
+Concurrency permits (`max_concurrent_requests`, one per input) live here too, since TEI ties them to the
+inference pipeline rather than to HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tei_operator.emulator.metrics import TeiMetrics
+
+log = logging.getLogger(__name__)
+
+#: When a batch starts less than this after the previous one ended, it is taken to start exactly at that end,
+#: so the event loop's lateness in waking up does not add up over back-to-back batches.
+_CATCH_UP_SECONDS = 0.005
+
+
+class EngineStopped(RuntimeError):
+    """The engine was stopped while an input was still waiting (the emulator is shutting down)."""
+
+
+@dataclass(frozen=True)
+class InputTiming:
+    """What the engine reports back for one input: seconds queued and seconds in the batch that ran it."""
+
+    queue_seconds: float
+    inference_seconds: float
+    batch_size: int
+    batch_tokens: int
+
+
+@dataclass(eq=False)
+class QueuedInput:
+    """One input waiting in the queue; `future` gets its timing when its batch has run."""
+
+    tokens: int
+    queued_at: float
+    future: asyncio.Future[InputTiming] = field(repr=False)
+
+    @property
+    def abandoned(self) -> bool:
+        """True when nobody waits for the result any more (the request was cancelled or the engine stopped)."""
+        return self.future.done()
+
+
+@dataclass
+class Batch:
+    """A formed batch: its inputs and their total tokens."""
+
+    inputs: list[QueuedInput]
+    tokens: int
+
+
+def take_batch(queue: deque[QueuedInput], max_batch_tokens: int, max_batch_requests: int | None) -> tuple[Batch, int]:
+    """Take the next batch from the head of `queue` (mutating it) and return it with the number of abandoned
+    inputs dropped on the way. The batch is empty when the queue holds nothing runnable.
+
+    An input that would push the batch over `max_batch_tokens` stays at the head for the next batch (FIFO,
+    no skipping ahead), which is what TEI does.
+    """
+    inputs: list[QueuedInput] = []
+    tokens = 0
+    dropped = 0
+    while queue:
+        entry = queue[0]
+        if entry.abandoned:
+            queue.popleft()
+            dropped += 1
+            continue
+        if tokens + entry.tokens > max_batch_tokens:
+            break
+        queue.popleft()
+        inputs.append(entry)
+        tokens += entry.tokens
+        if max_batch_requests is not None and len(inputs) >= max_batch_requests:
+            break
+    return Batch(inputs, tokens), dropped
+
+
+def batch_seconds(tokens: int, tokens_per_second: float, overhead_seconds: float) -> float:
+    """The modelled time to run one batch of `tokens` tokens."""
+    return overhead_seconds + tokens / tokens_per_second
+
+
+class Engine:
+    """The queue, the batching task and the backend of one emulated TEI process."""
+
+    def __init__(
+        self,
+        *,
+        metrics: TeiMetrics,
+        tokens_per_second: float,
+        batch_overhead_seconds: float,
+        max_batch_tokens: int,
+        max_batch_requests: int | None,
+        max_concurrent_requests: int,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._metrics = metrics
+        self.tokens_per_second = tokens_per_second
+        self.batch_overhead_seconds = batch_overhead_seconds
+        self._max_batch_tokens = max_batch_tokens
+        self._max_batch_requests = max_batch_requests
+        self._max_permits = max_concurrent_requests
+        self._free_permits = max_concurrent_requests
+        self._clock = clock
+        self._queue: deque[QueuedInput] = deque()
+        self._arrival = asyncio.Event()
+        self._slot: Batch | None = None
+        self._running_batch: Batch | None = None
+        self._slot_free = asyncio.Event()
+        self._slot_free.set()
+        self._slot_filled = asyncio.Event()
+        self._backend = asyncio.Lock()  # held while a batch runs; /health waits for it, as TEI's health check does
+        self._backend_free_at = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.batches_run = 0
+
+    # ---- permits ---------------------------------------------------------------------------------------
+    @property
+    def free_permits(self) -> int:
+        """Concurrency permits left (one is needed per input)."""
+        return self._free_permits
+
+    def try_acquire(self, count: int) -> bool:
+        """Take `count` permits at once, or none: TEI refuses the whole request when they are not all free."""
+        if count > self._free_permits:
+            return False
+        self._free_permits -= count
+        return True
+
+    def release(self, count: int = 1) -> None:
+        """Give back permits taken by `try_acquire`."""
+        self._free_permits = min(self._max_permits, self._free_permits + count)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True between `start` and `stop`."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    def start(self) -> None:
+        """Start the batching task and the backend on the running event loop."""
+        if self._tasks:
+            raise RuntimeError("engine already started")
+        self._tasks = [
+            asyncio.create_task(self._batching_loop(), name="tei-emulator-batching"),
+            asyncio.create_task(self._backend_loop(), name="tei-emulator-backend"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop both tasks and fail every input still waiting with `EngineStopped`."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        waiting = list(self._queue)
+        for batch in (self._slot, self._running_batch):
+            if batch is not None:
+                waiting.extend(batch.inputs)
+        self._queue.clear()
+        self._slot = self._running_batch = None
+        for entry in waiting:
+            if not entry.future.done():
+                entry.future.set_exception(EngineStopped("the emulator is shutting down"))
+
+    # ---- requests ------------------------------------------------------------------------------------------
+    @property
+    def queue_length(self) -> int:
+        """Inputs waiting in the queue (not counting the parked next batch)."""
+        return len(self._queue)
+
+    def submit(self, token_counts: Sequence[int]) -> list[asyncio.Future[InputTiming]]:
+        """Queue one request's inputs (already tokenised and truncated) and wake the batching task once."""
+        if not self.running:
+            raise EngineStopped("the engine is not running")
+        loop = asyncio.get_running_loop()
+        now = self._clock()
+        futures: list[asyncio.Future[InputTiming]] = []
+        for tokens in token_counts:
+            if tokens > self._max_batch_tokens:
+                raise ValueError(f"an input of {tokens} tokens can never fit a batch of {self._max_batch_tokens}")
+            future: asyncio.Future[InputTiming] = loop.create_future()
+            self._queue.append(QueuedInput(tokens, now, future))
+            self._metrics.add_gauge("te_queue_size", 1)
+            futures.append(future)
+        self._arrival.set()
+        return futures
+
+    async def health(self) -> bool:
+        """True when the backend is up; waits for the batch running now, like TEI's health check does."""
+        if not self.running:
+            return False
+        async with self._backend:
+            return self.running
+
+    # ---- the two tasks ---------------------------------------------------------------------------------
+    def _next_batch(self) -> Batch:
+        batch, dropped = take_batch(self._queue, self._max_batch_tokens, self._max_batch_requests)
+        if dropped:
+            self._metrics.inc("te_request_failure", {"err": "dropped"}, dropped)
+        self._metrics.observe("te_batch_next_size", len(batch.inputs))
+        self._metrics.observe("te_batch_next_tokens", batch.tokens)
+        self._metrics.set_gauge("te_queue_size", len(self._queue))
+        return batch
+
+    async def _batching_loop(self) -> None:
+        while True:
+            await self._arrival.wait()
+            self._arrival.clear()
+            while True:
+                await self._slot_free.wait()
+                batch = self._next_batch()
+                if not batch.inputs:
+                    break
+                self._slot = batch
+                self._slot_free.clear()
+                self._slot_filled.set()
+
+    async def _backend_loop(self) -> None:
+        while True:
+            await self._slot_filled.wait()
+            batch, self._slot = self._slot, None
+            self._slot_filled.clear()
+            self._slot_free.set()
+            if batch is None:
+                continue
+            async with self._backend:
+                self._running_batch = batch
+                await self._run(batch)
+                self._running_batch = None
+
+    async def _run(self, batch: Batch) -> None:
+        now = self._clock()
+        start = self._backend_free_at if 0 <= now - self._backend_free_at < _CATCH_UP_SECONDS else now
+        end = start + batch_seconds(batch.tokens, self.tokens_per_second, self.batch_overhead_seconds)
+        delay = end - self._clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._backend_free_at = end
+        self.batches_run += 1
+        timing_end = max(end, self._clock())
+        for entry in batch.inputs:
+            if not entry.future.done():
+                entry.future.set_result(
+                    InputTiming(
+                        queue_seconds=max(0.0, start - entry.queued_at),
+                        inference_seconds=timing_end - start,
+                        batch_size=len(batch.inputs),
+                        batch_tokens=batch.tokens,
+                    )
+                )
