@@ -1,0 +1,290 @@
+"""One idempotent reconcile of one service: render, server-side apply, prune, status.
+
+Every trigger (create, update, resume, a child's event, the periodic resync) ends up in `Reconciler.reconcile`
+with the service's key. It reads the service fresh, so the status it compares with is the one stored, and holds a
+per-service lock, so two triggers never interleave their writes. A reconcile that finds nothing to change writes
+nothing: server-side apply of identical content leaves the resourceVersion alone, and status is merge-patched only
+when a key we own differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from .. import kube as k
+from ..api import GROUP, KINDS, VERSION, ServiceResource
+from ..kube import KubeClient
+from ..render import endpoint_url, render_children
+from ..render.labels import SERVICE_LABEL, selector_string
+from . import status as st
+from .events import Change, EventRecorder, describe_apply
+
+logger = logging.getLogger("tei_operator.controller")
+
+FIELD_MANAGER = "tei-operator"
+AUTOSCALER_FIELD_MANAGER = "tei-operator-autoscaler"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "tei-operator"
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class OwnerKey:
+    """Which service: kind, namespace, name."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one reconcile did (for logs and tests)."""
+
+    key: OwnerKey
+    found: bool = True
+    invalid_spec: str | None = None
+    changes: list[Change] = dataclasses.field(default_factory=list)
+    status_patch: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def owner_types() -> dict[str, k.ResourceType]:
+    """The operator's own kinds as client resource types, keyed by kind."""
+    return {kind: k.ResourceType(GROUP, VERSION, info.plural, kind) for kind, info in KINDS.items()}
+
+
+def controller_owner(obj: Mapping[str, Any], kinds: Mapping[str, k.ResourceType]) -> OwnerKey | None:
+    """The service that controls a child, from the child's ownerReferences."""
+    meta = obj.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        rtype = kinds.get(ref.get("kind", ""))
+        if rtype is not None and ref.get("apiVersion") == rtype.api_version and ref.get("controller"):
+            return OwnerKey(rtype.kind, meta.get("namespace", ""), ref.get("name", ""))
+    return None
+
+
+def owner_of_pod(pod: Mapping[str, Any], kinds: Mapping[str, k.ResourceType]) -> OwnerKey | None:
+    """The service a pod belongs to, from the labels render puts on every pod (service name and component)."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    name, component = labels.get(SERVICE_LABEL), labels.get("app.kubernetes.io/component")
+    if not name:
+        return None
+    for kind, info in KINDS.items():
+        if info.component == component and kind in kinds:
+            return OwnerKey(kind, meta.get("namespace", ""), name)
+    return None
+
+
+def deployment_of_pod(pod: Mapping[str, Any]) -> str | None:
+    """The Deployment a pod belongs to, without an API call: its ReplicaSet is named `<deployment>-<pod-template-hash>`."""
+    meta = pod.get("metadata") or {}
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == "ReplicaSet" and ref.get("controller"):
+            rs_name = ref.get("name", "")
+            if template_hash and rs_name.endswith(f"-{template_hash}"):
+                return rs_name[: -len(template_hash) - 1]
+            return rs_name.rsplit("-", 1)[0] or None
+    return None
+
+
+def _tei_image(deployment: Mapping[str, Any] | None) -> str | None:
+    containers = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+    for container in containers:
+        if container.get("name") == "tei":
+            return container.get("image")
+    return containers[0].get("image") if containers else None
+
+
+def _ref(manifest: Mapping[str, Any]) -> tuple[str, str]:
+    meta = manifest.get("metadata") or {}
+    return manifest.get("kind", "?"), meta.get("name", "?")
+
+
+class Reconciler:
+    """Brings one service's children in line with its spec and reports how they are doing."""
+
+    def __init__(self, kube: KubeClient, settings: Any, recorder: EventRecorder | None = None) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.recorder = recorder or EventRecorder(kube)
+        self.kinds = owner_types()
+        self.field_manager = str(getattr(settings, "field_manager", None) or FIELD_MANAGER)
+        self.autoscaler_field_manager = str(
+            getattr(settings, "autoscaler_field_manager", None) or AUTOSCALER_FIELD_MANAGER)
+        for rtype in self.kinds.values():
+            kube.register(rtype)
+        self._locks: dict[OwnerKey, asyncio.Lock] = {}
+        # Children this process has seen, by owner uid: a missing one was deleted by someone (-> "Recreated").
+        self._seen: set[tuple[str, str, str]] = set()
+
+    def lock(self, key: OwnerKey) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def reconcile(self, key: OwnerKey, *, apply: bool = True) -> Outcome:
+        """Reconcile one service. `apply=False` only refreshes its status (a pod changed, nothing to apply)."""
+        async with self.lock(key):
+            try:
+                outcome = await self._reconcile(key, apply=apply)
+            except k.KubeApiError as exc:
+                if not exc.namespace_terminating:
+                    raise
+                # The namespace is being deleted: the service and its children go with it.
+                logger.debug("Skipped %s: its namespace is being deleted", key)
+                outcome = Outcome(key, found=False)
+        if not outcome.found:
+            # The service is gone: forget its lock (a late trigger just finds it gone again).
+            self._locks.pop(key, None)
+        return outcome
+
+    async def _reconcile(self, key: OwnerKey, *, apply: bool) -> Outcome:
+        owner_type = self.kinds[key.kind]
+        owner = await self.kube.get_or_none(owner_type, key.name, key.namespace)
+        if owner is None or (owner.get("metadata") or {}).get("deletionTimestamp"):
+            # Gone or going: the garbage collector removes the children; nothing to do.
+            return Outcome(key, found=False)
+        owner.setdefault("apiVersion", owner_type.api_version)
+        owner.setdefault("kind", owner_type.kind)
+        meta = owner.get("metadata") or {}
+        generation = int(meta.get("generation") or 0)
+        current = owner.get("status") or {}
+        outcome = Outcome(key)
+
+        try:
+            resource = ServiceResource.from_body(owner)
+            children = render_children(resource, self.settings)
+        except ValueError as exc:  # InvalidSpecError is a ValueError naming the field
+            outcome.invalid_spec = str(exc)
+            await self._write_status(owner, outcome, st.build_status(
+                generation=generation, deployment=None, pods=[], current=current, now=st.now_rfc3339(),
+                invalid_spec=str(exc)), keep_counts=True)
+            return outcome
+
+        deployment_manifest = children.deployment
+        if apply:
+            drift = current.get("observedGeneration") == generation
+            deployment: dict | None = None
+            for manifest in children.all():
+                after = await self._apply_child(owner, resource, manifest, outcome, drift=drift)
+                if manifest is deployment_manifest:
+                    deployment = after
+            if children.pdb is None:
+                await self._prune(owner, k.PDB, outcome)
+        else:
+            deployment = await self.kube.get_or_none(k.DEPLOYMENT, deployment_manifest["metadata"]["name"],
+                                                     key.namespace)
+
+        selector = selector_string(resource)
+        pods = await self.kube.list(k.POD, key.namespace, label_selector=selector)
+        desired = st.build_status(
+            generation=generation, deployment=deployment, pods=pods, current=current, now=st.now_rfc3339(),
+            selector=selector, endpoint=endpoint_url(resource),
+            image=_tei_image(deployment_manifest) or _tei_image(deployment),
+        )
+        await self._write_status(owner, outcome, desired)
+        return outcome
+
+    # -- children -----------------------------------------------------------------------------------------------
+    async def _apply_child(self, owner: Mapping[str, Any], resource: Any, manifest: dict, outcome: Outcome, *,
+                           drift: bool) -> dict:
+        rtype = self.kube.resource_type(manifest["apiVersion"], manifest["kind"])
+        kind, name = _ref(manifest)
+        namespace = manifest["metadata"].get("namespace") or outcome.key.namespace
+        seen_key = ((owner.get("metadata") or {}).get("uid", ""), kind, name)
+        before = await self.kube.get_or_none(rtype, name, namespace)
+        if rtype == k.DEPLOYMENT and self._autoscaled(resource):
+            before = await self._hand_replicas_to_autoscaler(resource, manifest, before)
+        after = await self.kube.apply(manifest, self.field_manager, force=True)
+        change = describe_apply(kind, name, before, manifest, after, seen_before=seen_key in self._seen,
+                                drift=drift)
+        self._seen.add(seen_key)
+        if change is not None:
+            outcome.changes.append(change)
+            await self.recorder.change(owner, change)
+        return after
+
+    @staticmethod
+    def _autoscaled(resource: Any) -> bool:
+        autoscaling = getattr(resource.spec, "autoscaling", None)
+        return bool(autoscaling is not None and autoscaling.enabled)
+
+    async def _hand_replicas_to_autoscaler(self, resource: Any, manifest: dict, live: dict | None) -> dict | None:
+        """Make the autoscaler's field manager own spec.replicas before we apply a Deployment without it.
+
+        Dropping a field from our apply while we still own it would reset it to the default (1 replica) and
+        undo the autoscaler. So: a new Deployment is created with minReplicas and the field is then handed over;
+        an existing one keeps its current count, handed over the same way. Returns the object to compare the
+        following apply with (for the event)."""
+        name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+        if live is not None and k.owns_field(live, self.autoscaler_field_manager, "spec", "replicas"):
+            return live
+        min_replicas = int(resource.spec.autoscaling.min_replicas)
+        if live is None:
+            first = copy.deepcopy(manifest)
+            first.setdefault("spec", {})["replicas"] = min_replicas
+            created = await self.kube.apply(first, self.field_manager, force=True)
+            await self.kube.set_replicas(k.DEPLOYMENT, name, namespace, min_replicas,
+                                         field_manager=self.autoscaler_field_manager)
+            logger.info("Handed replicas of new Deployment %s/%s (%d) to the autoscaler", namespace, name,
+                        min_replicas)
+            # Report the creation as such: compare the next apply with "nothing existed".
+            del created
+            return None
+        replicas = (live.get("spec") or {}).get("replicas")
+        replicas = min_replicas if replicas is None else int(replicas)
+        handed = await self.kube.set_replicas(k.DEPLOYMENT, name, namespace, replicas,
+                                              field_manager=self.autoscaler_field_manager)
+        logger.info("Handed replicas of Deployment %s/%s (%d) to the autoscaler", namespace, name, replicas)
+        return handed
+
+    async def _prune(self, owner: Mapping[str, Any], rtype: k.ResourceType, outcome: Outcome) -> None:
+        """Delete children of a kind the spec no longer asks for (e.g. the PDB after scaling down to 1)."""
+        uid = (owner.get("metadata") or {}).get("uid")
+        for obj in await self.kube.list(rtype, outcome.key.namespace,
+                                        label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"):
+            refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+            if not any(r.get("uid") == uid and r.get("controller") for r in refs):
+                continue
+            name = obj["metadata"]["name"]
+            if await self.kube.delete(rtype, name, outcome.key.namespace, uid=obj["metadata"].get("uid")):
+                change = Change("Deleted", f"Deleted {rtype.kind} {name}, which the spec no longer needs")
+                outcome.changes.append(change)
+                await self.recorder.change(owner, change)
+            self._seen.discard((uid or "", rtype.kind, name))
+
+    # -- status -------------------------------------------------------------------------------------------------
+    async def _write_status(self, owner: Mapping[str, Any], outcome: Outcome, desired: dict[str, Any], *,
+                            keep_counts: bool = False) -> None:
+        current = owner.get("status") or {}
+        if keep_counts:  # invalid spec: nothing observed, leave what the last good reconcile wrote
+            desired = {key: v for key, v in desired.items() if key in ("observedGeneration", "conditions")}
+        patch = st.changed_status(current, desired)
+        if not patch:
+            return
+        meta = owner.get("metadata") or {}
+        await self.kube.patch_status(self.kinds[owner["kind"]], meta["name"], meta["namespace"], patch,
+                                     field_manager=self.field_manager)
+        outcome.status_patch = patch
+        if "conditions" in patch:
+            await self._condition_events(owner, current.get("conditions"), patch["conditions"])
+
+    async def _condition_events(self, owner: Mapping[str, Any], before: Any, after: list[dict]) -> None:
+        """An Event when the service turns Ready or Degraded (or stops being so), not on every status write."""
+        kind, name = owner.get("kind"), (owner.get("metadata") or {}).get("name")
+        for cond in st.transitions(before, after):
+            if cond["type"] == st.DEGRADED and cond["status"] == "True":
+                await self.recorder.record(owner, cond["reason"], f"{kind} {name} is degraded: {cond['message']}",
+                                           "Warning")
+            elif cond["type"] == st.DEGRADED and (st.condition({"conditions": before}, st.DEGRADED) or {}).get(
+                    "status") == "True":
+                await self.recorder.record(owner, "Recovered", f"{kind} {name} recovered: no problem found")
+            elif cond["type"] == st.READY and cond["status"] == "True":
+                await self.recorder.record(owner, "Ready", f"{kind} {name} became Ready: {cond['message']}")

@@ -1,0 +1,318 @@
+"""A service's status from what its children look like: pure functions, no API calls.
+
+The controller observes the Deployment and its pods and hands them here; this module decides the conditions
+(`Ready`, `Progressing`, `Degraded`) the way `kubectl wait`, Flux and Argo CD read them, and which status keys
+need writing. It never touches keys other writers own (`status.autoscaling`, and conditions of other types such as
+the autoscaler's `ScalingLimited`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+OWNED_CONDITION_TYPES = (READY, PROGRESSING, DEGRADED)
+
+# Reasons (PascalCase, API conventions); docs/troubleshooting.md has one section per reason.
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_UNSCHEDULABLE = "Unschedulable"
+REASON_CRASH_LOOP = "CrashLoopBackOff"
+REASON_IMAGE_PULL = "ImagePullBackOff"
+REASON_CONTAINER_CONFIG = "CreateContainerConfigError"
+REASON_DEADLINE = "ProgressDeadlineExceeded"
+REASON_REPLICA_FAILURE = "ReplicaFailure"
+REASON_DEPLOYMENT_MISSING = "DeploymentMissing"
+REASON_ROLLING_OUT = "RollingOut"
+REASON_WAITING_FOR_READY = "WaitingForReady"
+REASON_ALL_READY = "AllReplicasReady"
+REASON_SCALED_TO_ZERO = "ScaledToZero"
+REASON_ROLLOUT_COMPLETE = "RolloutComplete"
+REASON_HEALTHY = "NoProblems"
+
+# Status keys this controller writes; everything else under status belongs to someone else.
+OWNED_STATUS_KEYS = ("observedGeneration", "replicas", "readyReplicas", "selector", "endpoint", "image", "conditions")
+
+_IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
+_CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Why a service cannot be Ready on its own: becomes Degraded=True with this reason and message."""
+
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """Where the Deployment's rollout stands."""
+
+    ready: bool
+    progressing: bool
+    reason: str
+    message: str
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", "?"))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _live_pods(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Pods that count: not on their way out and not finished."""
+    return [
+        p for p in pods
+        if not (p.get("metadata") or {}).get("deletionTimestamp")
+        and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
+
+
+def _container_problem(pod: Mapping[str, Any]) -> Problem | None:
+    status = pod.get("status") or {}
+    for cs in list(status.get("initContainerStatuses") or []) + list(status.get("containerStatuses") or []):
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if not reason:
+            continue
+        container = cs.get("name", "?")
+        if reason == "CrashLoopBackOff":
+            terminated = (cs.get("lastState") or {}).get("terminated") or {}
+            detail = (terminated.get("message") or "").strip() or (waiting.get("message") or "").strip()
+            exit_code = terminated.get("exitCode")
+            restarts = cs.get("restartCount", 0)
+            facts = ", ".join(
+                part for part in (f"exit code {exit_code}" if exit_code is not None else "",
+                                  _plural(int(restarts or 0), "restart")) if part
+            )
+            message = f"Container {container} of pod {_name(pod)} is crash-looping ({facts})"
+            return Problem(REASON_CRASH_LOOP, f"{message}: {detail}" if detail else message)
+        if reason in _IMAGE_PULL_REASONS:
+            detail = (waiting.get("message") or "").strip()
+            message = f"Container {container} of pod {_name(pod)} cannot pull its image ({reason})"
+            return Problem(REASON_IMAGE_PULL, f"{message}: {detail}" if detail else message)
+        if reason in _CONFIG_REASONS:
+            detail = (waiting.get("message") or "").strip()
+            message = f"Container {container} of pod {_name(pod)} cannot start ({reason})"
+            return Problem(REASON_CONTAINER_CONFIG, f"{message}: {detail}" if detail else message)
+    return None
+
+
+def _unschedulable(pod: Mapping[str, Any]) -> str | None:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+            return (cond.get("message") or "").strip() or "no node fits the pod"
+    return None
+
+
+def diagnose_pods(pods: Sequence[Mapping[str, Any]]) -> Problem | None:
+    """The most telling problem among the pods, or None.
+
+    A crash loop or an image that cannot be pulled is reported before an unschedulable pod: those say what is
+    wrong with the service itself, while a pending pod may just be waiting for a GPU to free up."""
+    live = _live_pods(pods)
+    for pod in live:
+        problem = _container_problem(pod)
+        if problem is not None and problem.reason == REASON_CRASH_LOOP:
+            return problem
+    for pod in live:
+        problem = _container_problem(pod)
+        if problem is not None:
+            return problem
+    pending = [(pod, msg) for pod in live if (msg := _unschedulable(pod)) is not None]
+    if pending:
+        pod, message = pending[0]
+        who = f"Pod {_name(pod)}" if len(pending) == 1 else f"{len(pending)} pods (e.g. {_name(pod)})"
+        return Problem(REASON_UNSCHEDULABLE, f"{who} cannot be scheduled: {message}")
+    return None
+
+
+def desired_replicas(deployment: Mapping[str, Any]) -> int:
+    """The Deployment's spec.replicas (the API server defaults a missing value to 1)."""
+    value = (deployment.get("spec") or {}).get("replicas")
+    return 1 if value is None else int(value)
+
+
+def _deployment_condition(deployment: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
+    for cond in (deployment.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond
+    return None
+
+
+def deployment_problem(deployment: Mapping[str, Any] | None) -> Problem | None:
+    """Problems the Deployment controller itself reports (deadline exceeded, ReplicaSet cannot create pods)."""
+    if not deployment:
+        return None
+    progressing = _deployment_condition(deployment, "Progressing")
+    if progressing and progressing.get("status") == "False" and progressing.get("reason") == REASON_DEADLINE:
+        return Problem(REASON_DEADLINE, f"Deployment {_name(deployment)}: {progressing.get('message', '').strip()}")
+    failure = _deployment_condition(deployment, "ReplicaFailure")
+    if failure and failure.get("status") == "True":
+        return Problem(REASON_REPLICA_FAILURE,
+                       f"Deployment {_name(deployment)} cannot create pods: {failure.get('message', '').strip()}")
+    return None
+
+
+def deployment_progress(deployment: Mapping[str, Any] | None) -> Progress:
+    """Whether the Deployment is rolled out and all its desired replicas are ready.
+
+    Ready requires the Deployment controller to have seen the latest spec (observedGeneration caught up), every
+    replica on the new template, no old replica left, and the desired count ready."""
+    if not deployment:
+        return Progress(False, True, REASON_DEPLOYMENT_MISSING, "The Deployment does not exist yet")
+    name = _name(deployment)
+    meta, status = deployment.get("metadata") or {}, deployment.get("status") or {}
+    desired = desired_replicas(deployment)
+    generation = int(meta.get("generation") or 0)
+    observed = int(status.get("observedGeneration") or 0)
+    total = int(status.get("replicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    ready = int(status.get("readyReplicas") or 0)
+    if observed < generation:
+        return Progress(False, True, REASON_ROLLING_OUT,
+                        f"Deployment {name} has not yet observed generation {generation} (at {observed})")
+    if updated < desired:
+        return Progress(False, True, REASON_ROLLING_OUT,
+                        f"Deployment {name} is rolling out: {updated} of {desired} replicas updated")
+    if total > updated:
+        return Progress(False, True, REASON_ROLLING_OUT,
+                        f"Deployment {name} is rolling out: {_plural(total - updated, 'old replica')} "
+                        f"still terminating")
+    if ready < desired:
+        return Progress(False, True, REASON_WAITING_FOR_READY,
+                        f"Deployment {name}: {ready} of {desired} replicas ready")
+    if desired == 0:
+        return Progress(True, False, REASON_SCALED_TO_ZERO, f"Deployment {name} is scaled to zero")
+    return Progress(True, False, REASON_ALL_READY, f"Deployment {name}: {ready} of {desired} replicas ready")
+
+
+def _condition(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
+    return {"type": ctype, "status": "True" if ok else "False", "reason": reason, "message": message,
+            "observedGeneration": generation}
+
+
+def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
+                       pods: Sequence[Mapping[str, Any]] = (), invalid_spec: str | None = None
+                       ) -> list[dict[str, Any]]:
+    """Ready, Progressing and Degraded (without lastTransitionTime) for what was observed.
+
+    `invalid_spec` is the parse error when the spec could not be rendered: nothing was applied, so the service is
+    neither Ready nor Progressing, and Degraded says which field is wrong."""
+    if invalid_spec is not None:
+        message = f"The spec cannot be rendered: {invalid_spec}"
+        return [
+            _condition(READY, False, REASON_INVALID_SPEC, message, generation),
+            _condition(PROGRESSING, False, REASON_INVALID_SPEC, "Nothing was applied: the spec is invalid", generation),
+            _condition(DEGRADED, True, REASON_INVALID_SPEC, message, generation),
+        ]
+    progress = deployment_progress(deployment)
+    problem = None if progress.ready else (diagnose_pods(pods) or deployment_problem(deployment))
+    if progress.ready:
+        ready = _condition(READY, True, progress.reason, progress.message, generation)
+    elif problem is not None:
+        ready = _condition(READY, False, problem.reason, problem.message, generation)
+    else:
+        ready = _condition(READY, False, progress.reason, progress.message, generation)
+    progressing = _condition(
+        PROGRESSING, progress.progressing,
+        progress.reason if progress.progressing else REASON_ROLLOUT_COMPLETE,
+        progress.message, generation,
+    )
+    if problem is not None:
+        degraded = _condition(DEGRADED, True, problem.reason, problem.message, generation)
+    else:
+        degraded = _condition(DEGRADED, False, REASON_HEALTHY, "No problem found", generation)
+    return [ready, progressing, degraded]
+
+
+def merge_conditions(current: Sequence[Mapping[str, Any]] | None, desired: Sequence[Mapping[str, Any]],
+                     now: str) -> list[dict[str, Any]]:
+    """The conditions list to write: desired conditions of our types, lastTransitionTime kept unless the status
+    flipped, and conditions of other types (other writers') kept as they are, in their place."""
+    current = list(current or [])
+    by_type = {c.get("type"): c for c in current}
+    wanted: dict[str, dict[str, Any]] = {}
+    for cond in desired:
+        new = dict(cond)
+        previous = by_type.get(cond["type"])
+        if previous is not None and previous.get("status") == cond["status"] and previous.get("lastTransitionTime"):
+            new["lastTransitionTime"] = previous["lastTransitionTime"]
+        else:
+            new["lastTransitionTime"] = now
+        wanted[cond["type"]] = new
+    # Keep the order already written (a stable list means no needless write), ours replaced in place.
+    out: list[dict[str, Any]] = []
+    for cond in current:
+        ctype = cond.get("type")
+        if ctype in wanted:
+            out.append(wanted.pop(ctype))
+        elif ctype not in OWNED_CONDITION_TYPES:
+            out.append(dict(cond))
+    out.extend(wanted.values())
+    return out
+
+
+def changed_status(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of `desired` whose value differs from `current` (an empty dict means: write nothing)."""
+    current = current or {}
+    return {k: v for k, v in desired.items() if current.get(k) != v}
+
+
+def transitions(current: Sequence[Mapping[str, Any]] | None, merged: Sequence[Mapping[str, Any]]
+                ) -> list[dict[str, Any]]:
+    """Conditions whose status or reason changed: the moments worth an Event."""
+    before = {c.get("type"): c for c in current or []}
+    out = []
+    for cond in merged:
+        old = before.get(cond["type"])
+        if old is None or old.get("status") != cond["status"] or old.get("reason") != cond["reason"]:
+            out.append(dict(cond))
+    return out
+
+
+def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
+                 current: Mapping[str, Any] | None, now: str, selector: str | None = None,
+                 endpoint: str | None = None, image: str | None = None, invalid_spec: str | None = None
+                 ) -> dict[str, Any]:
+    """The status keys this controller owns, ready to compare with `changed_status` and merge-patch.
+
+    replicas/readyReplicas come from the Deployment's status (the scale subresource reads status.replicas)."""
+    dep_status = (deployment or {}).get("status") or {}
+    conditions = merge_conditions(
+        (current or {}).get("conditions"),
+        desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec),
+        now,
+    )
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "replicas": int(dep_status.get("replicas") or 0),
+        "readyReplicas": int(dep_status.get("readyReplicas") or 0),
+        "conditions": conditions,
+    }
+    if selector is not None:
+        status["selector"] = selector
+    if endpoint is not None:
+        status["endpoint"] = endpoint
+    if image is not None:
+        status["image"] = image
+    return status
+
+
+def condition(status: Mapping[str, Any] | None, ctype: str) -> Mapping[str, Any] | None:
+    for cond in (status or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond
+    return None
