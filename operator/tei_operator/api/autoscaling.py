@@ -34,8 +34,9 @@ class ScaleUpBehavior(ApiModel):
         "window wins. 0 scales up at once.",
     )
     max_pods_step: int = Field(
-        4, ge=1, le=1000,
-        description="At most this many replicas are added per period (the larger of this and maxPercentStep wins).",
+        8, ge=1, le=1000,
+        description="At most this many replicas are added per period (the larger of this and maxPercentStep wins). "
+        "Larger than HPA's 4: replicas take minutes to load a model, so the first step after a load step counts most.",
     )
     max_percent_step: int = Field(
         100, ge=1, le=1000,
@@ -89,7 +90,7 @@ class AutoscalingSpec(ApiModel):
         "(from te_batch_next_tokens, zero-size batches left out).",
     )
     target_utilization: float = Field(
-        0.8, gt=0, le=1,
+        0.7, gt=0, le=1,
         description="Target tokens/s per ready replica, as a fraction of the peak tokens/s per replica the autoscaler "
         "has observed while the replicas were saturated (learned per service; unused until the first saturation).",
     )

@@ -1,0 +1,1 @@
+"""Benchmarks of tei-operator (run from the repository root: python -m bench.autoscaling)."""

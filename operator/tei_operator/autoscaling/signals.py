@@ -1,0 +1,114 @@
+"""What the autoscaler observes about one service in one tick, and how TEI's metrics become those numbers.
+
+`Signals` is the only input of the pure policy (`policy.decide`) besides its own memory and the spec. Metric sources
+(Prometheus, scraping the pods) and the benchmark's simulator both build it, so the policy sees the same shape live
+and in the benchmark.
+
+A value of None always means "unknown", never zero: a metric that could not be read must not look like an idle
+service, or the autoscaler would scale a busy fleet down during a monitoring outage.
+
+Zero-size batches. TEI's batching task records one observation of size 0 in `te_batch_next_tokens` and
+`te_batch_next_size` for the final, empty batch of every wake-up, so `sum / count` of `te_batch_next_tokens`
+under-reads the mean batch. A real batch always has at least 2 tokens (every tokenizer TEI serves adds special tokens
+and TEI refuses empty inputs), so the histogram's first bucket (`le="1"`) holds exactly the zero-size batches. The
+number of non-empty batches is therefore `count - bucket{le="1"}`, and the mean tokens per non-empty batch is
+`sum / (count - bucket{le="1"})`. `NONEMPTY_BATCH_RATE_PROMQL` and `mean_batch_tokens()` implement that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# PromQL templates for the metric sources. `{sel}` is the label selector of one service's pods, `{w}` the rate
+# window (e.g. "1m"). Sum over pods: the policy works on fleet totals and divides by ready replicas itself.
+# te_queue_size is an instantaneous gauge that jumps by a whole client batch (up to 32 inputs) at once: averaged
+# over the rate window it stops a single burst from holding the fleet up for a whole scale-down window.
+QUEUE_SIZE_PROMQL = "sum(avg_over_time(te_queue_size{{{sel}}}[{w}]))"
+BATCH_TOKENS_RATE_PROMQL = "sum(rate(te_batch_next_tokens_sum{{{sel}}}[{w}]))"
+NONEMPTY_BATCH_RATE_PROMQL = (
+    "sum(rate(te_batch_next_tokens_count{{{sel}}}[{w}]))"
+    " - sum(rate(te_batch_next_tokens_bucket{{{sel},le=~\"1|1\\\\.0\"}}[{w}]))"  # TEI writes "1", others "1.0"
+)
+OVERLOADED_RATE_PROMQL = "sum(rate(te_request_failure{{{sel},err=\"overloaded\"}}[{w}]))"
+# te_request_count counts every request as it arrives (429s included): the arrival rate, backlog or not.
+REQUEST_RATE_PROMQL = "sum(rate(te_request_count{{{sel}}}[{w}]))"
+# te_request_success counts requests as they complete: with the batched tokens it gives tokens per request.
+SUCCESS_RATE_PROMQL = "sum(rate(te_request_success{{{sel}}}[{w}]))"
+
+
+def nonempty_batch_rate(count_rate: float, zero_bucket_rate: float) -> float:
+    """Batches per second that held at least one token: all batches minus those in the `le="1"` bucket.
+
+    Clamped at 0: rates over a window can disagree by a rounding error when a pod restarts.
+    """
+    return max(0.0, count_rate - zero_bucket_rate)
+
+
+def mean_batch_tokens(tokens_rate_sum: float | None, nonempty_rate: float | None) -> float | None:
+    """Mean tokens per non-empty batch, or None when there were no batches to average (unknown, not zero)."""
+    if tokens_rate_sum is None or nonempty_rate is None or nonempty_rate <= 0 or not math.isfinite(tokens_rate_sum):
+        return None
+    return tokens_rate_sum / nonempty_rate
+
+
+@dataclass(frozen=True)
+class Signals:
+    """One service's observations in one tick. None means unknown (never read it as zero).
+
+    Replica counts come from the Kubernetes API (pods and the Deployment); metric fields from TEI's `/metrics`
+    (directly or through Prometheus). `starting_replicas` is computed by the caller with the service's
+    `spec.autoscaling.startupGraceSeconds`: pods not Ready yet but younger than the grace, i.e. still loading
+    their model. Pods not Ready and older than the grace are counted in neither, so a crash-looping pod does not
+    pass for capacity forever.
+    """
+
+    observed_at: float
+    """When the metrics were read (seconds, same clock as the `now` passed to `decide`)."""
+    current_replicas: int
+    """The Deployment's spec.replicas: what the autoscaler asked for last."""
+    ready_replicas: int
+    """Pods Ready (serving behind the Service)."""
+    starting_replicas: int = 0
+    """Pods scheduled, not Ready yet, younger than startupGraceSeconds (their model is loading)."""
+    pending_replicas: int = 0
+    """Pods not scheduled (no node has a free GPU for them)."""
+    queue_size_total: float | None = None
+    """Sum over Ready pods of te_queue_size (inputs waiting), averaged over the rate window."""
+    batch_tokens_rate_sum: float | None = None
+    """Tokens per second the fleet batched: sum over pods of rate(te_batch_next_tokens_sum)."""
+    batch_rate_count: float | None = None
+    """Non-empty batches per second over the fleet (count minus the zero-size batches, see module docstring)."""
+    mean_tokens_per_batch: float | None = None
+    """Precomputed mean tokens per non-empty batch; used when batch_tokens_rate_sum/batch_rate_count are unset."""
+    overloaded_rate: float | None = None
+    """Requests refused with 429 per second: rate(te_request_failure{err="overloaded"})."""
+    request_rate: float | None = None
+    """Requests arriving per second over the fleet (429s included): rate(te_request_count)."""
+    success_rate: float | None = None
+    """Requests completed per second: rate(te_request_success). With batch_tokens_rate_sum it gives the tokens
+    of an average request, which turns request_rate into the demand in tokens/s."""
+    schedulable_capacity: int | None = None
+    """Most replicas the matching GPU nodes can hold: replicas already placed + free GPUs // gpu.count."""
+    error: str | None = None
+    """Why the metrics are unknown (query failed, no series, ...); None when they were read."""
+
+    def mean_batch_tokens(self) -> float | None:
+        """Mean tokens per non-empty batch, from the precomputed value or from the two rates."""
+        if self.mean_tokens_per_batch is not None:
+            return self.mean_tokens_per_batch
+        return mean_batch_tokens(self.batch_tokens_rate_sum, self.batch_rate_count)
+
+    def demand_tokens_rate(self) -> float | None:
+        """Tokens/s arriving: request_rate * tokens per completed request; else the tokens batched (a lower bound
+        when a backlog grows); None when unknown."""
+        tok = self.batch_tokens_rate_sum
+        if tok is None or not math.isfinite(tok):
+            return None
+        if self.request_rate is not None and self.success_rate and self.success_rate > 0:
+            return max(tok, self.request_rate * tok / self.success_rate)
+        return tok
+
+    def capacity_replicas(self) -> int:
+        """Replicas that serve now or soon: Ready plus still loading their model (within the startup grace)."""
+        return self.ready_replicas + self.starting_replicas

@@ -1,0 +1,254 @@
+"""The pure scaling policy, one guard at a time, with numbers (no cluster)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tei_operator.api.autoscaling import AutoscalingSpec
+from tei_operator.autoscaling.policy import PolicyState, decide
+from tei_operator.autoscaling.signals import Signals, mean_batch_tokens, nonempty_batch_rate
+
+MBT = 65536
+
+
+def spec(**kw) -> AutoscalingSpec:
+    base = {"enabled": True, "minReplicas": 1, "maxReplicas": 20, "targetQueueSize": 16}
+    base.update(kw)
+    return AutoscalingSpec.model_validate(base)
+
+
+def sig(current: int, ready: int | None = None, queue: float | None = 0.0, t: float = 0.0, **kw) -> Signals:
+    return Signals(observed_at=t, current_replicas=current, ready_replicas=current if ready is None else ready,
+                   queue_size_total=queue, **kw)
+
+
+def watched(seconds: float = 10_000) -> PolicyState:
+    """A state that has watched long enough for any scale-down window (started `seconds` before t=0)."""
+    return PolicyState(first_tick_at=-seconds)
+
+
+def test_queue_above_target_scales_up_to_demand_and_reason_has_numbers():
+    d, st = decide(sig(2, queue=74), PolicyState(), spec(), MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("ScaleUp", 5)  # ceil(74 / 16)
+    assert "queue 37/replica > target 16" in d.reason
+    assert "2.31x" in d.reason
+    assert st.scale_events == ((0, 2, 5),)
+
+
+def test_step_up_bounded_by_pods_and_percent():
+    sp = spec(maxReplicas=500, scaleUp={"maxPodsStep": 4, "maxPercentStep": 100})
+    # demand ceil(2 * 100) = 200; max(+4 pods, +100% of 2) = +4 -> 6
+    d, _ = decide(sig(2, queue=3200), PolicyState(), sp, MBT, now=0)
+    assert d.desired_replicas == 6 and d.limited_by == "ScaleUpLimit"
+    # 10 replicas: +100% (10) beats +4 -> 20
+    d, _ = decide(sig(10, queue=16000), PolicyState(), sp, MBT, now=0)
+    assert d.desired_replicas == 20
+    # the default step: +8 pods from 2 -> 10
+    d, _ = decide(sig(2, queue=3200), PolicyState(), spec(maxReplicas=500), MBT, now=0)
+    assert d.desired_replicas == 10
+
+
+def test_step_up_bounded_per_period_across_ticks():
+    sp = spec(maxReplicas=500, scaleUp={"maxPodsStep": 4, "maxPercentStep": 10, "periodSeconds": 60})
+    d, st = decide(sig(2, queue=3200), PolicyState(), sp, MBT, now=0)
+    assert d.desired_replicas == 6
+    # 15 s later, same period: the base is still 2, so no more than 6
+    d, st = decide(sig(6, ready=2, starting_replicas=0, queue=3200, t=15), st, sp, MBT, now=15)
+    assert (d.action, d.desired_replicas) == ("Hold", 6)
+    # after the period, +4 again from 6
+    d, _ = decide(sig(6, ready=2, queue=3200, t=61), st, sp, MBT, now=61)
+    assert d.desired_replicas == 10
+
+
+def test_tolerance_band_holds():
+    sp = spec(tolerance=0.1)
+    d, _ = decide(sig(4, queue=4 * 17.5), watched(), sp, MBT, now=0)  # 1.09x
+    assert (d.action, d.desired_replicas) == ("Hold", 4)
+    assert "within tolerance" in d.reason
+    d, _ = decide(sig(4, queue=4 * 18), watched(), sp, MBT, now=0)  # 1.125x -> ceil(4.5) = 5
+    assert (d.action, d.desired_replicas) == ("ScaleUp", 5)
+
+
+def test_no_scale_down_inside_stabilization_window():
+    sp = spec(scaleDown={"stabilizationWindowSeconds": 300, "maxPodsStep": 10, "maxPercentStep": 100})
+    st = watched()
+    # a high recommendation (8 of 8) at t=0, then idle
+    d, st = decide(sig(8, queue=8 * 16), st, sp, MBT, now=0)
+    assert d.action == "Hold"
+    for t in (15, 150, 299):
+        d, st = decide(sig(8, queue=0, t=t), st, sp, MBT, now=t)
+        assert (d.action, d.desired_replicas) == ("Hold", 8), t
+    d, st = decide(sig(8, queue=0, t=301), st, sp, MBT, now=301)
+    assert (d.action, d.desired_replicas) == ("ScaleDown", 1)
+
+
+def test_no_scale_down_before_window_watched_after_restart():
+    sp = spec()
+    d, st = decide(sig(8, queue=0, t=1000), PolicyState(), sp, MBT, now=1000)
+    assert (d.action, d.desired_replicas) == ("Hold", 8)
+    assert "watched 0s of the 300s" in d.reason
+
+
+def test_scale_down_step_bounded():
+    sp = spec(scaleDown={"stabilizationWindowSeconds": 0, "maxPodsStep": 1, "maxPercentStep": 25,
+                         "periodSeconds": 60})
+    d, st = decide(sig(12, queue=0), watched(), sp, MBT, now=0)
+    assert d.desired_replicas == 9  # max(1, floor(12 * 25%)) = 3 removed
+    d, st = decide(sig(9, queue=0, t=30), st, sp, MBT, now=30)
+    assert (d.action, d.desired_replicas) == ("Hold", 9)  # same period: 3 already removed
+    d, st = decide(sig(9, queue=0, t=61), st, sp, MBT, now=61)
+    assert d.desired_replicas == 7
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"error": "Prometheus query failed: connection refused"},
+        {"queue": None},
+        {"t": -500.0},  # stale: 500 s old
+    ],
+)
+def test_missing_metrics_never_scale_down(broken):
+    sp = spec(scaleDown={"stabilizationWindowSeconds": 0})
+    kw = {"queue": 0.0, "t": 0.0} | broken
+    d, st = decide(sig(6, **kw), watched(), sp, MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("Hold", 6)
+    assert d.limited_by == "MetricsUnavailable"
+    assert st.consecutive_failures == 1
+
+
+def test_metrics_recovered_does_not_scale_down_at_once():
+    # failures record "hold at current" in the window, so recovery does not drop the fleet straight away
+    sp = spec(scaleDown={"stabilizationWindowSeconds": 60, "maxPodsStep": 10, "maxPercentStep": 100})
+    st = watched()
+    d, st = decide(sig(6, error="down", t=0), st, sp, MBT, now=0)
+    d, st = decide(sig(6, queue=0, t=30), st, sp, MBT, now=30)
+    assert (d.action, d.desired_replicas, st.consecutive_failures) == ("Hold", 6, 0)
+    d, st = decide(sig(6, queue=0, t=61), st, sp, MBT, now=61)
+    assert d.desired_replicas == 1
+
+
+def test_fallback_after_failure_threshold():
+    sp = spec(failureThreshold=3, fallbackReplicas=5)
+    st = watched()
+    for t in (0, 15):
+        d, st = decide(sig(2, error="no series", t=t), st, sp, MBT, now=t)
+        assert d.desired_replicas == 2
+    d, st = decide(sig(2, error="no series", t=30), st, sp, MBT, now=30)
+    assert (d.action, d.desired_replicas) == ("ScaleUp", 5)
+    assert "failure 3 of 3" in d.reason and "fallbackReplicas 5" in d.reason
+    # a fallback below the current count never scales down
+    d, _ = decide(sig(8, error="no series", t=45), st, sp, MBT, now=45)
+    assert d.desired_replicas == 8
+
+
+def test_gpu_capacity_clamp():
+    d, _ = decide(sig(4, queue=4 * 64, schedulable_capacity=6), PolicyState(), spec(), MBT, now=0)
+    assert (d.desired_replicas, d.limited_by) == (6, "GpuCapacity")
+    assert "can hold 6" in d.limited_message
+    d, _ = decide(sig(4, queue=4 * 64, schedulable_capacity=6), PolicyState(), spec(), MBT, now=0, max_pending=1)
+    assert d.desired_replicas == 7
+    # no free GPU at all: hold, never scale down because of it
+    d, _ = decide(sig(4, queue=4 * 64, schedulable_capacity=3), PolicyState(), spec(), MBT, now=0)
+    assert (d.action, d.desired_replicas, d.limited_by) == ("Hold", 4, "GpuCapacity")
+
+
+def test_starting_pods_prevent_overshoot():
+    # 2 ready with queue 2x target: demand 4. 2 more are loading their model -> nothing more to add
+    d, _ = decide(sig(4, ready=2, starting_replicas=2, queue=64), PolicyState(), spec(), MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("Hold", 4)
+    assert "while 2 replicas load their model" in d.reason
+    # without them the same signals scale up to 4
+    d, _ = decide(sig(2, ready=2, queue=64), PolicyState(), spec(), MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("ScaleUp", 4)
+
+
+def test_overload_forces_up_even_inside_tolerance_and_blocks_scale_down():
+    d, _ = decide(sig(4, queue=4 * 16, overloaded_rate=3.0), watched(), spec(), MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("ScaleUp", 5)
+    assert "3 overloaded (429) requests/s" in d.reason
+    # a low queue would scale down, but 429s forbid it
+    sp = spec(scaleDown={"stabilizationWindowSeconds": 0})
+    d, _ = decide(sig(6, queue=0, overloaded_rate=0.5), watched(), sp, MBT, now=0)
+    assert d.desired_replicas == 7
+    # with replicas already loading, 429s hold instead of stacking more
+    d, _ = decide(sig(6, ready=4, starting_replicas=2, queue=4 * 16, overloaded_rate=1.0), watched(), spec(), MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("Hold", 6)
+
+
+def test_min_and_max_clamps():
+    d, _ = decide(sig(4, queue=4 * 160), PolicyState(), spec(maxReplicas=6), MBT, now=0)
+    assert (d.desired_replicas, d.limited_by) == (6, "MaxReplicas")
+    sp = spec(minReplicas=3, scaleDown={"stabilizationWindowSeconds": 0, "maxPercentStep": 100})
+    d, _ = decide(sig(5, queue=0), watched(), sp, MBT, now=0)
+    assert (d.desired_replicas, d.limited_by) == (3, "MinReplicas")
+    # below min (min raised in the spec): up to min even without metrics
+    d, _ = decide(sig(1, error="down"), watched(), spec(minReplicas=2), MBT, now=0)
+    assert d.desired_replicas == 2
+
+
+def test_batch_fill_drives_scale_up():
+    # queue at target but batches 95% full of 65536 against target 0.7 -> ratio 1.36 -> ceil(4 * 1.357) = 6
+    s = sig(4, queue=4 * 16, batch_tokens_rate_sum=0.95 * MBT * 40, batch_rate_count=40.0)
+    d, _ = decide(s, PolicyState(), spec(), MBT, now=0)
+    assert d.desired_replicas == 6 and d.batch_fill == pytest.approx(0.95)
+    assert "batch fill 0.95 > 0.7" in d.reason
+
+
+def test_learned_peak_sizes_scale_down_by_demand():
+    sp = spec(targetUtilization=0.8, scaleDown={"stabilizationWindowSeconds": 0, "maxPercentStep": 100})
+    # saturated (batches 90% full > target 0.7): 60000 tokens/s per replica is learned as the peak
+    full = {"batch_tokens_rate_sum": 240_000.0, "batch_rate_count": 240_000.0 / (0.9 * MBT)}
+    _, st = decide(sig(4, queue=4 * 20, **full), watched(), sp, MBT, now=0)
+    assert st.peak_tokens_per_replica == pytest.approx(60_000)
+    # later: empty queue, 8 replicas batch 120000 tokens/s -> 120000 / (60000 * 0.8) = 2.5 -> 3 replicas, not 1
+    calm = {"batch_tokens_rate_sum": 120_000.0, "batch_rate_count": 600.0}
+    d, _ = decide(sig(8, queue=0, t=15, **calm), st, sp, MBT, now=15)
+    assert (d.action, d.desired_replicas) == ("ScaleDown", 3)
+    assert "demand 15000 tokens/s/replica < 48000" in d.reason
+
+
+def test_queue_alone_is_not_saturation():
+    # a queue above target with small batches does not teach a peak (bursts queue on idle-ish replicas)
+    _, st = decide(sig(4, queue=4 * 20, batch_tokens_rate_sum=40_000.0, batch_rate_count=100.0), watched(),
+                   spec(), MBT, now=0)
+    assert st.peak_tokens_per_replica is None
+
+
+def test_demand_counts_arrivals_not_only_served_tokens():
+    # backlog: the fleet batches 100000 tokens/s (500 requests/s completed, 200 tokens each) but 1000 requests/s
+    # arrive -> demand 200000 tokens/s; with a peak of 50000 at 0.8 -> ceil(200000 / 40000) = 5
+    st = PolicyState(first_tick_at=-1000, peak_tokens_per_replica=50_000.0)
+    s = sig(2, queue=2 * 16, batch_tokens_rate_sum=100_000.0, batch_rate_count=10.0, request_rate=1000.0,
+            success_rate=500.0)
+    assert s.demand_tokens_rate() == pytest.approx(200_000)
+    d, _ = decide(s, st, spec(targetUtilization=0.8), MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("ScaleUp", 5)
+    assert d.reason.startswith("Demand load 2.50x")
+
+
+def test_no_ready_replicas_holds():
+    d, st = decide(sig(3, ready=0, starting_replicas=3, queue=None), PolicyState(), spec(), MBT, now=0)
+    assert (d.action, d.desired_replicas, st.consecutive_failures) == ("Hold", 3, 0)
+    assert "loading their model" in d.reason
+
+
+def test_pure_same_inputs_same_outputs():
+    s, st0 = sig(3, queue=100), watched()
+    assert decide(s, st0, spec(), MBT, now=0) == decide(s, st0, spec(), MBT, now=0)
+    assert st0 == watched()  # input state untouched
+
+
+def test_bad_input_errors_name_the_field():
+    with pytest.raises(ValueError, match="maxBatchTokens"):
+        decide(sig(1), PolicyState(), spec(), 0, now=0)
+    with pytest.raises(ValueError, match="maxReplicas"):
+        decide(sig(1), PolicyState(), AutoscalingSpec(), MBT, now=0)
+
+
+def test_zero_size_batches_corrected():
+    # 100 batches/s counted, 30 of them zero-size (bucket le=1); 70 real batches carry 70000 tokens/s
+    nonempty = nonempty_batch_rate(100.0, 30.0)
+    assert nonempty == 70.0
+    assert mean_batch_tokens(70_000.0, nonempty) == pytest.approx(1000.0)
+    assert mean_batch_tokens(70_000.0, 0.0) is None

@@ -1,0 +1,107 @@
+"""The autoscaling benchmark's simulator: a quick run on the step trace, with properties that can fail."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.autoscaling.__main__ import main, run_all
+from bench.autoscaling.fleet import EngineProfile, Fleet
+from bench.autoscaling.run import BenchSettings, run_one
+from bench.autoscaling.traces import RequestMix, TraceError, generate_arrivals, load_trace
+
+ROOT = Path(__file__).resolve().parents[2]
+STEP = ROOT / "bench" / "traces" / "step.csv"
+
+
+@pytest.fixture(scope="module")
+def step_results():
+    trace = load_trace(STEP)
+    results, series = run_all([trace], [0], ("operator", "hpa", "static-peak", "static-mean", "oracle"),
+                              BenchSettings.default(), jobs=2)
+    return {r.policy: r for r in results}, series
+
+
+def test_static_peak_beats_static_mean_on_slo(step_results):
+    res, _ = step_results
+    assert res["static-peak"].slo_attainment > res["static-mean"].slo_attainment + 0.2
+    assert res["static-mean"].n_429 > 0 and res["static-peak"].n_429 == 0
+
+
+def test_oracle_costs_no_more_than_policies_that_serve_as_well(step_results):
+    res, _ = step_results
+    oracle = res["oracle"]
+    for name, r in res.items():
+        if r.slo_attainment >= oracle.slo_attainment:
+            assert oracle.gpu_hours <= r.gpu_hours + 1e-9, name
+    assert oracle.gpu_hours < res["static-peak"].gpu_hours
+
+
+def test_operator_scales_up_soon_after_the_step(step_results):
+    res, _ = step_results
+    up = res["operator"].first_scale_up_s
+    assert up is not None and up <= 45  # a 15 s tick after a 15 s scrape
+
+
+def test_cost_accounting_is_consistent(step_results):
+    res, _ = step_results
+    s = BenchSettings.default()
+    static = res["static-peak"]
+    # a static fleet of N GPUs for the whole trace costs N * duration
+    duration_h = load_trace(STEP).duration / 3600
+    assert static.gpu_hours / duration_h == pytest.approx(round(static.gpu_hours / duration_h), abs=1e-6)
+    # nothing is cheaper than the physical limit
+    for r in res.values():
+        assert r.cost_ratio >= 1.0
+        assert r.cost_per_mtok == pytest.approx(r.gpu_hours * s.gpu_price_per_hour / (r.served_tokens / 1e6))
+
+
+def test_same_seed_same_result_other_seed_differs():
+    trace = load_trace(STEP).scaled(0.25)
+    s = BenchSettings.default()
+    a = run_one("operator", trace, 3, s)
+    b = run_one("operator", trace, 3, s)
+    c = run_one("operator", trace, 4, s)
+    assert (a.slo_attainment, a.gpu_hours, a.p99, a.actions) == (b.slo_attainment, b.gpu_hours, b.p99, b.actions)
+    assert np.array_equal(a.timeline["latency"], b.timeline["latency"])
+    assert (a.slo_attainment, a.p99) != (c.slo_attainment, c.p99)
+
+
+def test_idle_replica_latency_is_its_service_time():
+    # one request alone on an idle replica: overhead + tokens / throughput, nothing else
+    trace = load_trace(STEP)
+    arr = generate_arrivals(trace, 0, RequestMix())
+    e = EngineProfile()
+    f = Fleet(e, arr, 0, None, 1, 0.2)
+    i = 0
+    f.serve(float(arr.t[i]) - 0.01, i, i + 1)
+    expected = e.batch_overhead_s + arr.tokens[i] / e.tokens_per_second
+    assert f.latency[i] == pytest.approx(expected)
+
+
+def test_bad_trace_is_refused_with_the_field(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("time_s,requests_per_second\n0,10\n60,ten\n")
+    with pytest.raises(TraceError, match=r"requests_per_second='ten'"):
+        load_trace(p)
+    p.write_text("time_s,rps\n0,10\n60,10\n")
+    with pytest.raises(TraceError, match="missing"):
+        load_trace(p)
+
+
+def test_cli_quick_with_user_trace_and_service(tmp_path, capsys):
+    trace = tmp_path / "mine.csv"
+    trace.write_text("# name: mine\ntime_s,requests_per_second\n0,30\n300,30\n")
+    svc = tmp_path / "svc.yaml"
+    svc.write_text("spec:\n  engine: {maxBatchTokens: 16384}\n  autoscaling: {minReplicas: 1, maxReplicas: 4}\n")
+    rc = main(["--quick", "--trace", str(trace), "--service", str(svc), "--policies", "operator,static-mean",
+               "--jobs", "1", "--gpu-price", "2.0"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "== mine" in out and "operator" in out and "static-mean" in out
+    svc.write_text("spec:\n  autoscaling: {minReplicas: 5, maxReplicas: 4}\n")
+    assert main(["--quick", "--trace", str(trace), "--service", str(svc)]) == 2
+    assert "minReplicas" in capsys.readouterr().err
+    assert math.isfinite(BenchSettings.default().engine.peak_throughput())
