@@ -21,7 +21,10 @@ def versions() -> dict[str, str]:
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
-            out[key.strip()] = value.strip()
+            value = value.strip()
+            if value.startswith("${") and ":-" in value:  # KEY=${KEY:-default}: the environment wins, as in bash
+                value = os.environ.get(key.strip()) or value[value.index(":-") + 2 : -1]
+            out[key.strip()] = value
     return out
 
 
