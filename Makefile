@@ -29,7 +29,7 @@ test-unit: venv ## run the unit tests only (no cluster)
 	$(BIN)/pytest -ra tests/unit
 
 test-integration: venv tools ## run the tests that need the local control plane
-	$(BIN)/pytest -ra tests/harness tests/integration
+	$(BIN)/pytest -ra tests/harness tests/integration tests/chart
 
 test-e2e: venv tools ## run the closed-loop autoscaling tests
 	$(BIN)/pytest -ra tests/e2e

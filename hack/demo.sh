@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# `make demo`: tei-operator end to end on this machine, no Docker and no GPU needed.
+#   1. builds the control-plane tools (cached after the first run; progress is printed while Go builds)
+#   2. starts the local control plane with simulated GPU nodes (tests/cluster: kwok nodes with nvidia.com/gpu)
+#   3. installs the CRDs from crds/
+#   4. runs `tei-operator run` in the background against it
+#   5. applies the autoscaling examples (examples/*-autoscaling*.yaml)
+#   6. starts one TEI emulator per Running pod, standing in for TEI (tests/cluster/emulated_pods.py)
+#   7. drives the emulators with open-loop load and shows the service scaling up
+# `make demo-down` (hack/demo.sh down) stops everything this script started.
+#
+# Environment: DEMO_DIR (default ~/.cache/tei-operator/demo), DEMO_LOAD_SECONDS (default 180),
+# DEMO_RATE (load generator rate, default "20,400@30": 20 req/s, then 400 req/s after 30 s),
+# DEMO_TOKENS_PER_SECOND (modelled GPU throughput per emulated pod, default 20000).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BIN="$ROOT/.venv/bin"
+CACHE="${TEI_OPERATOR_CACHE:-$HOME/.cache/tei-operator}"
+DEMO_DIR="${DEMO_DIR:-$CACHE/demo}"
+CLUSTER_DIR="$DEMO_DIR/cluster"
+LOAD_SECONDS="${DEMO_LOAD_SECONDS:-180}"
+RATE="${DEMO_RATE:-20,400@30}"
+STEPS=7
+START=$(date +%s)
+
+step() { printf '\n\033[1m==> [%s/%s +%ss] %s\033[0m\n' "$1" "$STEPS" "$(( $(date +%s) - START ))" "$2"; }
+info() { printf '    %s\n' "$*"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+# Starts a background process, remembering its pid in $DEMO_DIR/NAME.pid and its output in NAME.log.
+start_bg() {
+  local name=$1; shift
+  "$@" >"$DEMO_DIR/$name.log" 2>&1 &
+  echo $! >"$DEMO_DIR/$name.pid"
+  info "started $name (pid $!, log $DEMO_DIR/$name.log)"
+}
+
+stop_bg() {
+  local name=$1 pidfile="$DEMO_DIR/$1.pid"
+  [ -f "$pidfile" ] || return 0
+  local pid; pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+    info "stopped $name (pid $pid)"
+  fi
+  rm -f "$pidfile"
+}
+
+down() {
+  echo "demo: stopping what \`make demo\` started in $DEMO_DIR"
+  for name in load emulators operator; do stop_bg "$name"; done
+  "$BIN/python" -m tests.cluster down --dir "$CLUSTER_DIR" || true
+}
+
+if [ "${1:-up}" = "down" ]; then
+  down
+  exit 0
+fi
+[ -x "$BIN/tei-operator" ] || die "run \`make venv\` first (or use \`make demo\`, which does)"
+mkdir -p "$DEMO_DIR"
+for name in load emulators operator; do stop_bg "$name"; done   # a previous demo's leftovers
+
+step 1 "Building the control-plane tools (first run: several minutes of Go builds; cached afterwards)"
+bash hack/build-tools.sh
+
+step 2 "Starting the local control plane with simulated GPU nodes"
+eval "$("$BIN/python" -m tests.cluster up --no-build --dir "$CLUSTER_DIR")"
+export KUBECONFIG
+KUBECTL="$CACHE/bin/kubectl-$(. hack/versions.env; echo "$KUBERNETES_VERSION")"
+kubectl() { "$KUBECTL" "$@"; }
+info "KUBECONFIG=$KUBECONFIG"
+kubectl get nodes -L nvidia.com/gpu.product -L nvidia.com/gpu.count | sed 's/^/    /'
+
+step 3 "Installing the CRDs (crds/)"
+kubectl apply --server-side -f crds/ | sed 's/^/    /'
+kubectl wait --for=condition=Established --timeout=60s crd/embeddingservices.tei-operator.io \
+  crd/rerankerservices.tei-operator.io | sed 's/^/    /'
+
+step 4 "Starting the operator (tei-operator run)"
+HEALTH_PORT="$("$BIN/python" -c 'from tests.cluster import free_port; print(free_port())')"
+# Pod IPs are loopback addresses here, reachable from this host, and the API server refuses to proxy to loopback:
+# the built-in scraper reads the emulated pods directly (scrape_via=podip), as it does in-cluster.
+TEI_OPERATOR_HEALTH_PORT="$HEALTH_PORT" TEI_OPERATOR_AUTOSCALER_TICK_SECONDS="${TEI_OPERATOR_AUTOSCALER_TICK_SECONDS:-5}" \
+  TEI_OPERATOR_SCRAPE_VIA=podip TEI_OPERATOR_LOG_FORMAT=plain \
+  start_bg operator "$BIN/tei-operator" run
+for _ in $(seq 1 60); do
+  curl -fsS "http://127.0.0.1:$HEALTH_PORT/healthz" >/dev/null 2>&1 && break
+  kill -0 "$(cat "$DEMO_DIR/operator.pid")" 2>/dev/null || { tail -20 "$DEMO_DIR/operator.log"; die "the operator exited"; }
+  sleep 1
+done
+info "the operator is healthy on http://127.0.0.1:$HEALTH_PORT/healthz"
+
+step 5 "Applying the autoscaling examples"
+shopt -s nullglob
+examples=(examples/*-autoscaling*.yaml)
+[ ${#examples[@]} -gt 0 ] || die "no examples/*-autoscaling*.yaml found"
+for f in "${examples[@]}"; do kubectl apply -n default -f "$f" | sed 's/^/    /'; done
+kubectl get tei -n default | sed 's/^/    /'
+
+step 6 "Starting one TEI emulator per Running pod (tests/cluster/emulated_pods.py)"
+# kwok gives pods loopback IPs (127.1.x.y) and runs nothing; the runner starts `tei-operator emulator` on each Running
+# pod's IP and port and writes the listening ones to a Prometheus file_sd file, which the load step reads.
+# (It binds port 80, as TEI does: run the demo as root, or ask the lead for a port option.)
+TARGETS="$DEMO_DIR/targets.json"
+rm -f "$TARGETS"
+start_bg emulators "$BIN/python" -m tests.cluster.emulated_pods --kubeconfig "$KUBECONFIG" \
+  --prometheus-targets "$TARGETS" --tokens-per-second "${DEMO_TOKENS_PER_SECOND:-20000}" \
+  --log-dir "$DEMO_DIR/emulators"
+for _ in $(seq 1 60); do [ -s "$TARGETS" ] && break; sleep 1; done
+[ -s "$TARGETS" ] || { tail -20 "$DEMO_DIR/emulators.log"; die "no emulator came up within 60 s"; }
+info "emulators listening: $("$BIN/python" -c 'import json,sys; print(sum(len(g["targets"]) for g in json.load(open(sys.argv[1]))))' "$TARGETS")"
+
+step 7 "Sending load for ${LOAD_SECONDS}s (rate $RATE req/s) and watching the services scale"
+# Open-loop load (tei_operator.emulator.loadgen) spread over whatever pods are listening at each moment: new
+# replicas take load as soon as their emulator is up.
+cat >"$DEMO_DIR/load.py" <<'PY'
+import asyncio, json, sys
+from tei_operator.emulator.loadgen import parse_rate_schedule, run_load
+
+targets, rate, duration = sys.argv[1], parse_rate_schedule(sys.argv[2]), float(sys.argv[3])
+
+def urls():
+    try:
+        return [f"http://{t}" for group in json.load(open(targets)) for t in group["targets"]]
+    except (OSError, ValueError):
+        return []
+
+summary = asyncio.run(run_load(urls, rate, duration))
+print(summary)
+PY
+start_bg load "$BIN/python" "$DEMO_DIR/load.py" "$TARGETS" "$RATE" "$LOAD_SECONDS"
+end=$(( $(date +%s) + LOAD_SECONDS + 30 ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  printf '\n    --- +%ss\n' "$(( $(date +%s) - START ))"
+  kubectl get tei -n default | sed 's/^/    /'
+  grep -E "Scaled|Scaling" "$DEMO_DIR/operator.log" | tail -3 | sed 's/^/    /' || true
+  sleep 10
+done
+
+cat <<EOF
+
+Done. The cluster and the operator keep running:
+    export KUBECONFIG=$KUBECONFIG
+    kubectl get tei -A; kubectl describe embeddingservice -n default
+    tail -f $DEMO_DIR/operator.log
+Stop everything with: make demo-down
+EOF

@@ -1,0 +1,189 @@
+"""The chart rendered by the real helm binary (no cluster): lint, defaults, watchNamespaces mode, monitoring,
+schema errors that name the field, and the CRDs identical to the pydantic models."""
+
+from __future__ import annotations
+
+import pytest
+
+from tei_operator.api.crd import generate_crds
+
+from . import CHART, by_kind, helm, one, render, template
+
+ALL_ON = {
+    "watchNamespaces": ["search", "rag"],
+    "image": {"repository": "registry.example.com/mirror/tei-operator",
+              "digest": "sha256:" + "a" * 64},
+    "imagePullSecrets": ["mirror-pull"],
+    "crds": {"enabled": True, "keep": False},
+    "operator": {"metricsSource": "prometheus", "prometheusUrl": "http://prometheus.monitoring.svc:9090",
+                 "teiImageRepository": "registry.example.com/mirror/tei", "teiVersion": "1.9.2",
+                 "autoscalerTickSeconds": 10, "logFormat": "plain",
+                 "extraEnv": [{"name": "TEI_OPERATOR_MAX_PENDING_REPLICAS", "value": "2"}]},
+    "monitoring": {"podMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+                   "serviceMonitor": {"enabled": True},
+                   "prometheusRule": {"enabled": True, "alertLabels": {"team": "search"}},
+                   "dashboard": {"enabled": True, "namespace": "monitoring"}},
+    "priorityClassName": "system-cluster-critical",
+}
+
+
+def env_of(deployment: dict) -> dict[str, str]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def rules_of(role: dict) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+def test_lint_strict_with_default_and_non_default_values(tmp_path):
+    helm("lint", "--strict", str(CHART))
+    import yaml
+    values = tmp_path / "all-on.yaml"
+    values.write_text(yaml.safe_dump(ALL_ON))
+    helm("lint", "--strict", str(CHART), "-f", str(values))
+
+
+def test_default_operator_deployment_is_locked_down():
+    deployment = one(render(), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    container = pod["containers"][0]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe == {"path": "/healthz", "port": "health"}
+    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    env = env_of(deployment)
+    assert env["TEI_OPERATOR_HEALTH_HOST"] == "0.0.0.0"
+    assert env["TEI_OPERATOR_NAMESPACES"] == ""
+    assert container["image"] == "ghcr.io/tei-operator/tei-operator:0.1.0"
+    assert pod["serviceAccountName"] == one(render(), "ServiceAccount")["metadata"]["name"]
+
+
+def test_default_is_cluster_wide_rbac():
+    objects = render()
+    assert by_kind(objects, "Role") == [] and by_kind(objects, "RoleBinding") == []
+    rules = rules_of(one(objects, "ClusterRole"))
+    for needed in [("tei-operator.io", "embeddingservices", "watch"), ("tei-operator.io", "rerankerservices/status", "patch"),
+                   ("apps", "deployments", "create"), ("apps", "deployments/scale", "patch"),
+                   ("", "services", "patch"), ("policy", "poddisruptionbudgets", "create"),
+                   ("", "pods/proxy", "get"), ("", "events", "create"), ("events.k8s.io", "events", "create"),
+                   ("", "nodes", "list"), ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+                   ("", "namespaces", "watch")]:
+        assert needed in rules, needed
+    assert not {r for r in rules if r[1] == "secrets" or "*" in r}
+    assert ("tei-operator.io", "embeddingservices", "delete") not in rules
+    binding = one(objects, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tei-tei-operator", "namespace": "tei-system"}]
+
+
+def test_watch_namespaces_gives_roles_there_and_a_small_cluster_role():
+    objects = render({"watchNamespaces": ["search", "rag"]})
+    roles = by_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["rag", "search"]
+    assert sorted(b["metadata"]["namespace"] for b in by_kind(objects, "RoleBinding")) == ["rag", "search"]
+    assert ("apps", "deployments/scale", "patch") in rules_of(roles[0])
+    cluster_rules = rules_of(one(objects, "ClusterRole"))
+    assert {r[1] for r in cluster_rules} == {"nodes", "customresourcedefinitions", "namespaces"}
+    assert {r[2] for r in cluster_rules} == {"get", "list", "watch"}
+    assert env_of(one(objects, "Deployment"))["TEI_OPERATOR_NAMESPACES"] == "search,rag"
+
+
+def test_settings_values_become_environment():
+    env = env_of(one(render(ALL_ON), "Deployment"))
+    assert env["TEI_OPERATOR_PROMETHEUS_URL"] == "http://prometheus.monitoring.svc:9090"
+    assert env["TEI_OPERATOR_METRICS_SOURCE"] == "prometheus"
+    assert env["TEI_OPERATOR_IMAGE_REPOSITORY"] == "registry.example.com/mirror/tei"
+    assert env["TEI_OPERATOR_TEI_VERSION"] == "1.9.2"
+    assert env["TEI_OPERATOR_AUTOSCALER_TICK_SECONDS"] == "10"
+    assert env["TEI_OPERATOR_LOG_FORMAT"] == "plain"
+    assert env["TEI_OPERATOR_MAX_PENDING_REPLICAS"] == "2"
+    assert "TEI_OPERATOR_PROMETHEUS_URL" not in env_of(one(render(), "Deployment"))
+
+
+def test_image_digest_wins_over_tag():
+    container = one(render(ALL_ON), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example.com/mirror/tei-operator@sha256:" + "a" * 64
+
+
+def test_monitoring_is_off_by_default_and_complete_when_on():
+    kinds = {o["kind"] for o in render()}
+    assert not kinds & {"PodMonitor", "ServiceMonitor", "PrometheusRule", "ConfigMap"}
+    objects = render(ALL_ON)
+    pod_monitor = one(objects, "PodMonitor")
+    assert pod_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert pod_monitor["spec"]["namespaceSelector"] == {"matchNames": ["search", "rag"]}
+    relabel = pod_monitor["spec"]["podMetricsEndpoints"][0]["relabelings"]
+    assert {"sourceLabels": ["__meta_kubernetes_pod_label_tei_operator_io_service"], "targetLabel": "tei_service"} in relabel
+    assert one(render({"monitoring": {"podMonitor": {"enabled": True}}}), "PodMonitor")["spec"]["namespaceSelector"] == {"any": True}
+    rule = one(objects, "PrometheusRule")
+    alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {"TEIRequestLatencyP99High", "TEIQueueDepthHigh", "TEIRequestsRejected", "TEIServiceNotReady"}
+    assert alerts["TEIRequestLatencyP99High"]["expr"].strip().endswith("> 0.1")
+    assert alerts["TEIQueueDepthHigh"]["expr"].strip().endswith("> 20")
+    assert alerts["TEIQueueDepthHigh"]["labels"] == {"severity": "warning", "team": "search"}
+    assert "{{ $labels.tei_service }}" in alerts["TEIServiceNotReady"]["annotations"]["summary"]
+    dashboard = one(objects, "ConfigMap")
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    import json
+    assert json.loads(dashboard["data"]["tei-services.json"])["uid"] == "tei-operator-services"
+
+
+def test_crds_render_as_the_models_generate_them():
+    rendered = {c["metadata"]["name"]: c for c in by_kind(render(), "CustomResourceDefinition")}
+    generated = {c["metadata"]["name"]: c for c in generate_crds()}
+    assert rendered.keys() == generated.keys()
+    for name, crd in rendered.items():
+        assert crd["spec"] == generated[name]["spec"], f"{name} drifted: run `make crds`"
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_crds_can_be_left_out_or_not_kept():
+    assert by_kind(render({"crds": {"enabled": False, "keep": True}}), "CustomResourceDefinition") == []
+    for crd in by_kind(render({"crds": {"enabled": True, "keep": False}}), "CustomResourceDefinition"):
+        assert "helm.sh/resource-policy" not in crd["metadata"]["annotations"]
+
+
+def test_helm_test_hook_checks_the_health_endpoint():
+    objects = [o for o in render(include_tests=True) if o["kind"] == "Pod"]
+    assert len(objects) == 1
+    pod = objects[0]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["args"][0]
+    assert "http://tei-tei-operator.tei-system.svc:8080/healthz" in script
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"operator": {"logFormat": "xml"}}, "/operator/logFormat"),
+    ({"operator": {"metricsSource": "prometheus"}}, "/operator/prometheusUrl"),
+    ({"operator": {"autoscalerTickSeconds": 0}}, "/operator/autoscalerTickSeconds"),
+    ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ({"image": {"digest": "latest"}}, "/image/digest"),
+    ({"monitoring": {"prometheusRule": {"for": "ten minutes"}}}, "/monitoring/prometheusRule/for"),
+    ({"replicaCount": 2}, "additional properties 'replicaCount' not allowed"),
+])
+def test_bad_values_are_refused_naming_the_field(values, message):
+    result = template(values, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_existing_service_account_must_be_named():
+    result = template({"serviceAccount": {"create": False}}, check=False)
+    assert result.returncode != 0
+    assert "serviceAccount.name is required" in result.stderr
+    objects = render({"serviceAccount": {"create": False, "name": "platform-sa"}})
+    assert by_kind(objects, "ServiceAccount") == []
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "platform-sa"
