@@ -22,13 +22,6 @@ command -v go >/dev/null || { echo "build-tools: the go command is not on PATH (
 START=$(date +%s)
 log() { printf '[build-tools +%4ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 
-# The staging modules that k8s.io/kubernetes replaces by ./staging/src/...; each is published as v0.N.M.
-STAGING=(api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
-  cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api cri-client
-  cri-streaming csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms kube-aggregator
-  kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics mount-utils pod-security-admission
-  sample-apiserver sample-cli-plugin sample-controller streaming)
-
 # go_get MODULE_DIR MODULE@VERSION: resolve a module inside a wrapper, with a clear message on refusal.
 go_get() {
   local dir=$1 out; shift
@@ -67,12 +60,20 @@ build_kubernetes() {
   local staging_v="v0.${v#v1.}"
   local dir="$WORK/kubernetes-$v"
   rm -rf "$dir"; mkdir -p "$dir"
-  log "kubernetes $v: writing wrapper module (staging modules -> $staging_v)"
-  {
-    echo "module tei-operator.local/tools/kubernetes"
-    echo "go 1.26.0"
-    for m in "${STAGING[@]}"; do echo "replace k8s.io/$m => k8s.io/$m $staging_v"; done
-  } > "$dir/go.mod"
+  # k8s.io/kubernetes replaces each staging module by ./staging/src/k8s.io/<name>; read that list from its own
+  # go.mod at this tag and point each one at its published v0.N.M twin instead.
+  log "kubernetes $v: reading the staging modules from k8s.io/kubernetes@$v's go.mod"
+  printf 'module tei-operator.local/tools/kubernetes\ngo 1.26.0\n' > "$dir/go.mod"
+  local gomod staging
+  if ! gomod=$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p') \
+      || [ -z "$gomod" ] || [ ! -f "$gomod" ]; then
+    echo "build-tools: the Go module proxy refused or failed to serve k8s.io/kubernetes@$v's go.mod; try another served release by changing hack/versions.env" >&2
+    return 1
+  fi
+  staging=$(sed -n 's#^[[:space:]]*\(replace[[:space:]]\{1,\}\)\{0,1\}k8s.io/\([a-z0-9-]*\) => ./staging/src/k8s.io/\2[[:space:]]*$#\2#p' "$gomod")
+  [ -n "$staging" ] || { echo "build-tools: found no staging replace lines in $gomod" >&2; return 1; }
+  log "kubernetes $v: wrapper module maps $(echo "$staging" | wc -l) staging modules -> $staging_v"
+  for m in $staging; do echo "replace k8s.io/$m => k8s.io/$m $staging_v" >> "$dir/go.mod"; done
   log "kubernetes $v: resolving k8s.io/kubernetes@$v and its dependencies"
   local c targets=()
   for c in "${cmds[@]}"; do targets+=("k8s.io/kubernetes/cmd/$c@$v"); done
