@@ -1,0 +1,479 @@
+"""The live autoscaler: one loop for every autoscaled service, every `settings.autoscaler_tick_seconds`.
+
+A tick:
+1. LISTs the services of both kinds (in the watched namespaces) and keeps those with autoscaling enabled;
+2. LISTs their Deployments and pods, and (only when a GPU service is autoscaled) all nodes and all pods, once,
+   for the GPU capacity of every service (capacity.py);
+3. reads the metrics of every Ready pod in one go per metrics source (sources/): a fixed number of Prometheus
+   queries, or one concurrent sweep of the pods' /metrics;
+4. per service: builds `Signals`, calls the pure policy `decide()` with the service's in-memory `PolicyState`,
+   applies the replica count when it changed, writes status.autoscaling and ScalingLimited when they changed,
+   and posts an Event for every scale.
+
+Memory. Policy state is kept in memory, keyed by the service's uid. A restart loses it, which is safe: the policy
+never scales down before it has watched a full scale-down stabilization window (`PolicyState.first_tick_at`), so a
+fresh operator holds a busy fleet rather than acting on a history it does not have.
+
+Status writes. status.autoscaling and ScalingLimited are written only when something other than lastTickTime
+changed (signals are rounded so noise does not count). lastTickTime alone is refreshed at most every
+`HEARTBEAT_SECONDS` (60 s, or every tick when ticks are longer): enough for `kubectl get -o yaml` to show the
+autoscaler is alive, without a status write per service per tick on an idle fleet.
+
+Isolation. One service that fails (bad spec, API error, a bug) is logged and skipped; the others go on. A tick
+that fails as a whole (API server unreachable) is logged and the next tick tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..api import GROUP, KINDS, VERSION, ServiceResource
+from ..kube import DEPLOYMENT, NODE, POD, KubeApiError, KubeClient, ResourceType
+from .capacity import ClusterUsage, schedulable_replicas
+from .policy import Decision, PolicyState, decide
+from .signals import Signals
+from .sources import MetricsSource, PodTarget, ServiceMetrics, ServiceTarget, SourceResult, aggregate
+from .writer import (SCALING_LIMITED, StatusWriter, autoscaling_status, find_condition, rfc3339,
+                     scaling_limited_condition)
+
+logger = logging.getLogger("tei_operator.autoscaler")
+
+MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=tei-operator"
+HEARTBEAT_SECONDS = 60.0
+TEI_CONTAINER = "tei"
+DEFAULT_TEI_PORT = 80
+
+
+def service_types() -> dict[str, ResourceType]:
+    """The operator's kinds as client resource types (built from the API package, not from the controller)."""
+    return {kind: ResourceType(GROUP, VERSION, info.plural, kind) for kind, info in KINDS.items()}
+
+
+def rate_window_seconds(tick_seconds: float) -> float:
+    """The window of rates and of the averaged queue: four ticks, at least 10 s (1 minute at the default 15 s tick,
+    which suits Prometheus' usual 15-30 s scrape interval: rate() needs two samples in the window)."""
+    return max(4.0 * tick_seconds, 10.0)
+
+
+def parse_time(text: str | None) -> float | None:
+    """RFC 3339 (as the API server writes it) to epoch seconds; None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _condition(pod: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond
+    return None
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    cond = _condition(pod, "Ready")
+    return bool(cond and cond.get("status") == "True") and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def is_leaving(pod: Mapping[str, Any]) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp")) or \
+        (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def tei_port(pod_spec: Mapping[str, Any]) -> int:
+    """The TEI container's port (named http), 80 by default."""
+    containers = pod_spec.get("containers") or []
+    ordered = [c for c in containers if c.get("name") == TEI_CONTAINER] + containers
+    for container in ordered:
+        for port in container.get("ports") or []:
+            if port.get("containerPort"):
+                return int(port["containerPort"])
+    return DEFAULT_TEI_PORT
+
+
+def matches_selector(labels: Mapping[str, str], match_labels: Mapping[str, str]) -> bool:
+    return bool(match_labels) and all(labels.get(k) == v for k, v in match_labels.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class PodCounts:
+    """A service's pods by what they mean for capacity."""
+
+    ready: tuple[Mapping[str, Any], ...]
+    starting: int
+    pending: int
+
+
+def count_pods(pods: Sequence[Mapping[str, Any]], now: float, startup_grace_seconds: float) -> PodCounts:
+    """Ready pods; starting = scheduled, not Ready, younger than the startup grace (model loading); pending = not
+    scheduled. Pods not Ready and older than the grace count as neither (a crash loop is not capacity)."""
+    ready, starting, pending = [], 0, 0
+    for pod in pods:
+        if is_leaving(pod):
+            continue
+        if is_ready(pod):
+            ready.append(pod)
+        elif not (pod.get("spec") or {}).get("nodeName"):
+            pending += 1
+        else:
+            created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+            if created is None or now - created < startup_grace_seconds:
+                starting += 1
+    return PodCounts(tuple(ready), starting, pending)
+
+
+def pod_target(pod: Mapping[str, Any]) -> PodTarget:
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    ready = _condition(pod, "Ready") or {}
+    return PodTarget(namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", ""),
+                     ip=status.get("podIP"), port=tei_port(pod.get("spec") or {}),
+                     ready_since=parse_time(ready.get("lastTransitionTime")))
+
+
+def build_signals(now: float, current: int, counts: PodCounts, metrics: ServiceMetrics,
+                  schedulable: int | None) -> Signals:
+    """The policy's input. Ready pods the source has not read yet (just turned Ready) count as starting."""
+    unread = len(metrics.unread_pods)
+    ready = len(counts.ready) - unread
+    error = metrics.error
+    return Signals(
+        observed_at=metrics.observed_at if error is None else now,
+        current_replicas=current,
+        ready_replicas=ready,
+        starting_replicas=counts.starting + unread,
+        pending_replicas=counts.pending,
+        queue_size_total=None if error else metrics.queue_size_total,
+        batch_tokens_rate_sum=None if error else metrics.batch_tokens_rate_sum,
+        batch_rate_count=None if error else metrics.nonempty_batch_rate,
+        overloaded_rate=None if error else metrics.overloaded_rate,
+        request_rate=None if error else metrics.request_rate,
+        success_rate=None if error else metrics.success_rate,
+        schedulable_capacity=schedulable,
+        error=error,
+    )
+
+
+@dataclasses.dataclass
+class ServiceView:
+    """One autoscaled service as seen in this tick."""
+
+    rtype: ResourceType
+    body: dict
+    resource: ServiceResource
+    deployment: dict | None
+    pods: list[dict]
+
+    @property
+    def uid(self) -> str:
+        return str((self.body.get("metadata") or {}).get("uid", ""))
+
+    @property
+    def label(self) -> str:
+        return f"{self.resource.kind} {self.resource.namespace}/{self.resource.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TickOutcome:
+    """What a tick did for one service (for logs and tests)."""
+
+    service: str
+    decision: Decision | None = None
+    scaled_from: int | None = None
+    scaled_to: int | None = None
+    status_written: bool = False
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class _Memory:
+    state: PolicyState = dataclasses.field(default_factory=PolicyState)
+    last_scale_time: float | None = None
+    last_tick_written: float | None = None
+
+
+class Autoscaler:
+    """The loop. `tick()` runs once; `run()` ticks until cancelled.
+
+    `sources` maps a metrics source name ("scrape", "prometheus") to a `MetricsSource`; missing ones are built
+    from the settings on first use. `clock` gives epoch seconds (tests pass a fake one)."""
+
+    def __init__(self, kube: KubeClient, settings: Any, *, sources: Mapping[str, MetricsSource] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.clock = clock
+        self.kinds = service_types()
+        for rtype in self.kinds.values():
+            kube.register(rtype)
+        self.tick_seconds = float(settings.autoscaler_tick_seconds)
+        self.window = rate_window_seconds(self.tick_seconds)
+        self.writer = StatusWriter(kube, settings.autoscaler_field_manager)
+        self.sources: dict[str, MetricsSource] = dict(sources or {})
+        self.memory: dict[str, _Memory] = {}
+        self.ticks = 0
+
+    # -- sources ----------------------------------------------------------------------------------------------
+    def source_name(self, resource: ServiceResource) -> str:
+        chosen = resource.spec.autoscaling.metrics_source
+        return self.settings.metrics_source if chosen == "default" else chosen
+
+    def source(self, name: str) -> MetricsSource:
+        """The source by name, built from the settings the first time. Raises ValueError naming the setting."""
+        if name not in self.sources:
+            s = self.settings
+            if name == "prometheus":
+                from .sources.prometheus import PrometheusSource
+
+                if not s.prometheus_url:
+                    raise ValueError("metricsSource prometheus needs the operator setting "
+                                     "TEI_OPERATOR_PROMETHEUS_URL (prometheus_url), which is not set")
+                self.sources[name] = PrometheusSource(
+                    s.prometheus_url, window=self.window, timeout=s.prometheus_query_timeout_seconds,
+                    namespace_label=s.prometheus_namespace_label, pod_label=s.prometheus_pod_label)
+            elif name == "scrape":
+                from .sources.scrape import ApiProxyFetcher, PodIpFetcher, ScrapeSource, resolve_scrape_via
+
+                via = resolve_scrape_via(s.scrape_via)
+                fetcher = PodIpFetcher() if via == "podip" else ApiProxyFetcher(self.kube)
+                self.sources[name] = ScrapeSource(fetcher, timeout=s.scrape_timeout_seconds, window=self.window)
+                logger.info("Started the built-in metrics scraper (pods reached by %s)", via)
+            else:
+                raise ValueError(f"metricsSource: must be prometheus or scrape, got {name!r}")
+        return self.sources[name]
+
+    async def close(self) -> None:
+        for source in self.sources.values():
+            try:
+                await source.close()
+            except Exception as exc:  # noqa: BLE001 - closing is best effort
+                logger.debug("Failed to close metrics source %s: %s", source.name, exc)
+
+    # -- listing ----------------------------------------------------------------------------------------------
+    def _namespaces(self) -> list[str | None]:
+        return list(self.settings.namespaces) or [None]
+
+    async def _list(self, rtype: ResourceType, label_selector: str | None = None) -> list[dict]:
+        out: list[dict] = []
+        for namespace in self._namespaces():
+            out.extend(await self.kube.list(rtype, namespace, label_selector=label_selector))
+        return out
+
+    async def _services(self) -> tuple[list[tuple[ResourceType, dict, ServiceResource]], list[tuple[ResourceType, dict]]]:
+        """(autoscaled services, services with autoscaling off that still carry our status)."""
+        on, off = [], []
+        for rtype in self.kinds.values():
+            for body in await self._list(rtype):
+                body.setdefault("kind", rtype.kind)
+                body.setdefault("apiVersion", rtype.api_version)
+                if (body.get("metadata") or {}).get("deletionTimestamp"):
+                    continue
+                try:
+                    resource = ServiceResource.from_body(body)
+                except ValueError as exc:  # the controller reports it (Degraded/InvalidSpec)
+                    logger.debug("Skipped %s %s: invalid spec: %s", rtype.kind,
+                                 (body.get("metadata") or {}).get("name"), exc)
+                    continue
+                if resource.spec.autoscaling.enabled:
+                    on.append((rtype, body, resource))
+                else:
+                    status = body.get("status") or {}
+                    if status.get("autoscaling") is not None or find_condition(status.get("conditions"),
+                                                                               SCALING_LIMITED):
+                        off.append((rtype, body))
+        return on, off
+
+    # -- the tick ---------------------------------------------------------------------------------------------
+    async def tick(self) -> list[TickOutcome]:
+        """One pass over every autoscaled service."""
+        now = self.clock()
+        self.ticks += 1
+        services, disabled = await self._services()
+        outcomes: list[TickOutcome] = []
+        for rtype, body in disabled:
+            outcomes.append(await self._isolated(self._clear(rtype, body), self._name(body)))
+        live_uids = {str((b.get("metadata") or {}).get("uid")) for _, b, _ in services}
+        for uid in [u for u in self.memory if u not in live_uids]:
+            del self.memory[uid]
+        if not services:
+            return outcomes
+
+        deployments = {((d.get("metadata") or {}).get("namespace"), (d.get("metadata") or {}).get("name")): d
+                       for d in await self._list(DEPLOYMENT, MANAGED_BY_SELECTOR)}
+        uses_gpu = any(s[2].spec.gpu.count > 0 for s in services)
+        usage, all_pods = await self._cluster_usage() if uses_gpu else (None, None)
+        our_pods = [p for p in all_pods if (p.get("metadata") or {}).get("labels", {}).get(
+            "app.kubernetes.io/managed-by") == "tei-operator"] if all_pods is not None else \
+            await self._list(POD, MANAGED_BY_SELECTOR)
+
+        views: list[ServiceView] = []
+        for rtype, body, resource in services:
+            deployment = deployments.get((resource.namespace, resource.name))
+            selector = (((deployment or {}).get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            pods = [p for p in our_pods if (p.get("metadata") or {}).get("namespace") == resource.namespace
+                    and matches_selector((p.get("metadata") or {}).get("labels") or {}, selector)]
+            views.append(ServiceView(rtype, body, resource, deployment, pods))
+
+        metrics = await self._metrics(views, now)
+        for view in views:
+            outcomes.append(await self._isolated(
+                self._decide_and_apply(view, metrics.get(view.uid), usage, now), view.label))
+        return outcomes
+
+    @staticmethod
+    def _name(body: Mapping[str, Any]) -> str:
+        meta = body.get("metadata") or {}
+        return f"{body.get('kind')} {meta.get('namespace')}/{meta.get('name')}"
+
+    async def _isolated(self, work: Any, label: str) -> TickOutcome:
+        """Run one service's work; a failure is logged and returned, never raised (the others go on)."""
+        try:
+            return await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one failing service must not stop the loop for the others
+            detail = str(exc) if isinstance(exc, (KubeApiError, ValueError)) else f"{type(exc).__name__}: {exc}"
+            logger.warning("Failed to autoscale %s: %s", label, detail, exc_info=not isinstance(
+                exc, (KubeApiError, ValueError)))
+            return TickOutcome(label, error=detail)
+
+    async def _cluster_usage(self) -> tuple[ClusterUsage | None, list[dict] | None]:
+        """One LIST of nodes and one of all pods (for what is allocated on each node). Without the right to list
+        pods cluster-wide, capacity is unknown (no limit is applied, and a warning says why)."""
+        try:
+            nodes = await self.kube.list(NODE)
+            pods = await self.kube.list(POD, None, field_selector="status.phase!=Succeeded,status.phase!=Failed")
+        except KubeApiError as exc:
+            if exc.status in (401, 403):
+                logger.warning("Failed to read GPU capacity (nodes and all pods): %s; GPU capacity is not "
+                               "enforced", exc.message)
+                return None, None
+            raise
+        return ClusterUsage.from_lists(nodes, pods), pods
+
+    async def _metrics(self, views: Sequence[ServiceView], now: float) -> dict[str, ServiceMetrics]:
+        """Every service's metrics: one fetch per source in use, all sources at once."""
+        groups: dict[str, list[tuple[ServiceView, ServiceTarget]]] = {}
+        out: dict[str, ServiceMetrics] = {}
+        for view in views:
+            counts = count_pods(view.pods, now, view.resource.spec.autoscaling.startup_grace_seconds)
+            target = ServiceTarget(view.resource.namespace, view.resource.name,
+                                   tuple(pod_target(p) for p in counts.ready))
+            groups.setdefault(self.source_name(view.resource), []).append((view, target))
+
+        async def one(name: str, members: list[tuple[ServiceView, ServiceTarget]]) -> None:
+            try:
+                result = await self.source(name).fetch([t for _, t in members], now)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broken source makes its services' metrics unknown
+                result = SourceResult(pods={}, error=f"metrics source {name}: {exc}")
+            for view, target in members:
+                out[view.uid] = aggregate(target, result, now, stale_seconds=self.settings.metrics_stale_seconds,
+                                          fresh_grace_seconds=self.settings.metrics_stale_seconds)
+
+        await asyncio.gather(*(one(name, members) for name, members in groups.items()))
+        return out
+
+    async def _decide_and_apply(self, view: ServiceView, metrics: ServiceMetrics | None,
+                                usage: ClusterUsage | None, now: float) -> TickOutcome:
+        resource, deployment = view.resource, view.deployment
+        if deployment is None:
+            return TickOutcome(view.label, error="the Deployment does not exist yet")
+        spec = resource.spec.autoscaling
+        dep_spec = deployment.get("spec") or {}
+        current = int(dep_spec.get("replicas") if dep_spec.get("replicas") is not None else 1)
+        counts = count_pods(view.pods, now, spec.startup_grace_seconds)
+        schedulable = None
+        if usage is not None:
+            template_spec = (dep_spec.get("template") or {}).get("spec") or {}
+            capacity = schedulable_replicas(usage, template_spec, resource.spec.gpu.resource_name, view.pods)
+            schedulable = None if capacity is None else capacity.schedulable
+        if metrics is None:
+            metrics = ServiceMetrics(observed_at=now, error="no metrics were fetched")
+        signals = build_signals(now, current, counts, metrics, schedulable)
+        memory = self.memory.setdefault(view.uid, _Memory())
+        decision, memory.state = decide(signals, memory.state, spec, resource.spec.engine.max_batch_tokens, now,
+                                        self.settings.max_pending_replicas)
+        outcome = TickOutcome(view.label, decision=decision)
+        if decision.desired_replicas != current:
+            await self.writer.set_replicas(resource.namespace, resource.name, decision.desired_replicas)
+            memory.last_scale_time = now
+            outcome = dataclasses.replace(outcome, scaled_from=current, scaled_to=decision.desired_replicas)
+            direction = "up" if decision.desired_replicas > current else "down"
+            logger.info("Scaled Deployment %s/%s %s from %d to %d: %s", resource.namespace, resource.name, direction,
+                        current, decision.desired_replicas, decision.reason)
+            await self.writer.event(view.body, "ScaledUp" if direction == "up" else "ScaledDown",
+                                    f"Scaled {direction} from {current} to {decision.desired_replicas}: "
+                                    f"{decision.reason}")
+        written = await self._write(view, decision, signals, memory, now)
+        return dataclasses.replace(outcome, status_written=bool(written))
+
+    async def _write(self, view: ServiceView, decision: Decision, signals: Signals, memory: _Memory,
+                     now: float) -> dict:
+        generation = int((view.body.get("metadata") or {}).get("generation") or 0)
+        heartbeat = max(HEARTBEAT_SECONDS, self.tick_seconds)
+        due = memory.last_tick_written is None or now - memory.last_tick_written >= heartbeat - 1e-6
+        status = autoscaling_status(decision, signals, last_scale_time=memory.last_scale_time or
+                                    parse_time(((view.body.get("status") or {}).get("autoscaling") or {})
+                                               .get("lastScaleTime")),
+                                    now=now, failures=memory.state.consecutive_failures)
+        condition = scaling_limited_condition(decision, generation)
+        before = find_condition((view.body.get("status") or {}).get("conditions"), SCALING_LIMITED)
+        patch = await self.writer.write_status(view.rtype, view.body, status, condition, now=rfc3339(now),
+                                               heartbeat_due=due)
+        if "autoscaling" in patch:
+            memory.last_tick_written = now
+        if "conditions" in patch and condition["status"] == "True" and (
+                before is None or before.get("status") != "True" or before.get("reason") != condition["reason"]):
+            kind = "Warning" if condition["reason"] == "MetricsUnavailable" else "Normal"
+            await self.writer.event(view.body, "ScalingLimited", f"Scaling of {view.label} limited "
+                                    f"({condition['reason']}): {condition['message']}", kind)
+            logger.info("Limited scaling of %s (%s): %s", view.label, condition["reason"], condition["message"])
+        return patch
+
+    async def _clear(self, rtype: ResourceType, body: Mapping[str, Any]) -> TickOutcome:
+        """Autoscaling turned off: remove status.autoscaling and ScalingLimited, which would otherwise go stale."""
+        patch = await self.writer.write_status(rtype, body, None, None, now=rfc3339(self.clock()),
+                                               heartbeat_due=False)
+        if patch:
+            logger.info("Cleared the autoscaler's status of %s: autoscaling is off", self._name(body))
+        return TickOutcome(self._name(body), status_written=bool(patch))
+
+    # -- running ----------------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Tick every `autoscaler_tick_seconds` until cancelled. A failed tick is logged; the next one retries."""
+        logger.info("Started the autoscaler (tick %.3g s, metrics from %s by default, rate window %.0f s)",
+                    self.tick_seconds, self.settings.metrics_source, self.window)
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the loop must outlive a bad tick
+                    logger.warning("Failed an autoscaler tick: %s", exc,
+                                   exc_info=not isinstance(exc, KubeApiError))
+                elapsed = time.monotonic() - started
+                if elapsed > self.tick_seconds:
+                    logger.warning("Autoscaler tick took %.1f s, longer than the %.3g s period", elapsed,
+                                   self.tick_seconds)
+                await asyncio.sleep(max(0.0, self.tick_seconds - elapsed) if math.isfinite(elapsed) else 0)
+        finally:
+            await self.close()
+            logger.info("Stopped the autoscaler")
+
+
+def start_autoscaler(kube: KubeClient, settings: Any) -> asyncio.Task:
+    """Start the loop as a task of the running event loop (call from kopf's startup handler; cancel the task at
+    cleanup: it closes its metrics sources on the way out)."""
+    return asyncio.create_task(Autoscaler(kube, settings).run(), name="autoscaler")

@@ -1,0 +1,162 @@
+"""Metrics from Prometheus, through its HTTP API (`prometheus-api-client`).
+
+One instant query per signal per tick, each covering every pod of every autoscaled service (`sum by (namespace,
+pod)`), so the cost of a tick does not grow with the number of services. The loop maps pods to services with what
+the API server says (which pods are Ready, whose they are), so only the `namespace` and `pod` labels are needed:
+both exist under the Prometheus Operator (ServiceMonitor and PodMonitor) and under the usual annotation-based
+`kubernetes_sd_configs` relabelling. Their names are settings (`prometheus_namespace_label`,
+`prometheus_pod_label`). docs/autoscaling-metrics.md shows the templates filled in.
+
+Freshness: a pod's metrics count only if its scrape target is up and was scraped within `metrics_stale_seconds`
+(`timestamp(up)`); otherwise the pod is unread, and a service with an unread Ready pod has unknown metrics.
+
+The client is synchronous (requests): every query runs in a worker thread (`asyncio.to_thread`), all queries of a
+tick at once, so the kopf event loop never waits on Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from . import MetricsSource, PodMetrics, ServiceTarget, SourceResult
+
+# `{by}` is "namespace_label, pod_label"; `{sel}` a label matcher list (may be empty); `{w}` the rate window.
+# le="1" matches TEI's own exposition (`le="1"`); Prometheus 3 and prometheus_client write "1.0": accept both.
+QUERIES: dict[str, str] = {
+    "queue": "sum by ({by}) (avg_over_time(te_queue_size{{{sel}}}[{w}]))",
+    "tokens": "sum by ({by}) (rate(te_batch_next_tokens_sum{{{sel}}}[{w}]))",
+    "batches": "sum by ({by}) (rate(te_batch_next_tokens_count{{{sel}}}[{w}]))",
+    "zero_batches": "sum by ({by}) (rate(te_batch_next_tokens_bucket{{{sel_comma}le=~\"1|1\\\\.0\"}}[{w}]))",
+    "overloaded": "sum by ({by}) (rate(te_request_failure{{{sel_comma}err=\"overloaded\"}}[{w}]))",
+    "requests": "sum by ({by}) (rate(te_request_count{{{sel}}}[{w}]))",
+    "successes": "sum by ({by}) (rate(te_request_success{{{sel}}}[{w}]))",
+    # When each target was last scraped, kept only for targets whose last scrape succeeded.
+    "fresh": "max by ({by}) (timestamp(up{{{sel}}})) and max by ({by}) (up{{{sel}}} == 1)",
+}
+
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def promql_duration(seconds: float) -> str:
+    """A PromQL range duration in whole seconds (at least 1s), e.g. 60 -> "60s"."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"rate window: must be a positive number of seconds, got {seconds}")
+    return f"{max(1, math.ceil(seconds))}s"
+
+
+def namespace_matcher(label: str, namespaces: Sequence[str]) -> str:
+    """`namespace=~"a|b"` restricting the queries to the namespaces that hold autoscaled services ('' for none)."""
+    names = sorted({n for n in namespaces if n})
+    if not names:
+        return ""
+    for name in names:  # namespaces are DNS labels: nothing to escape in a regex, but refuse anything else
+        if not _NAMESPACE_RE.match(name):
+            raise ValueError(f"namespace {name!r} is not a DNS label")
+    return f'{label}=~"' + "|".join(names) + '"'
+
+
+def build_queries(namespace_label: str, pod_label: str, window_seconds: float,
+                  namespaces: Sequence[str] = ()) -> dict[str, str]:
+    """The tick's PromQL, one per signal. Raises ValueError naming a bad label setting."""
+    for setting, label in (("prometheus_namespace_label", namespace_label), ("prometheus_pod_label", pod_label)):
+        if not _LABEL_RE.match(label or ""):
+            raise ValueError(f"{setting}: must be a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*), got {label!r}")
+    sel = namespace_matcher(namespace_label, namespaces)
+    fill = {"by": f"{namespace_label}, {pod_label}", "sel": sel, "sel_comma": f"{sel}," if sel else "",
+            "w": promql_duration(window_seconds)}
+    return {name: template.format(**fill) for name, template in QUERIES.items()}
+
+
+def parse_vector(result: Any, namespace_label: str, pod_label: str) -> dict[tuple[str, str], float]:
+    """An instant vector from the API (`[{"metric": {...}, "value": [ts, "v"]}, ...]`) as {(ns, pod): value}.
+    Series without both labels, or NaN values, are left out."""
+    out: dict[tuple[str, str], float] = {}
+    if not isinstance(result, list):
+        raise ValueError(f"expected an instant vector (a list), got {type(result).__name__}")
+    for item in result:
+        metric = item.get("metric") or {}
+        ns, pod = metric.get(namespace_label), metric.get(pod_label)
+        try:
+            value = float(item["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if ns and pod and math.isfinite(value):
+            out[(ns, pod)] = value
+    return out
+
+
+class PrometheusSource(MetricsSource):
+    """Reads the signals from Prometheus: len(QUERIES) queries per tick, whatever the number of services."""
+
+    name = "prometheus"
+
+    def __init__(self, url: str, *, window: float, timeout: float, namespace_label: str = "namespace",
+                 pod_label: str = "pod") -> None:
+        if not url:
+            raise ValueError("prometheus_url: required for the Prometheus metrics source (TEI_OPERATOR_PROMETHEUS_URL)")
+        self.url = url.rstrip("/")
+        self.window = window
+        self.timeout = timeout
+        self.namespace_label = namespace_label
+        self.pod_label = pod_label
+        build_queries(namespace_label, pod_label, window)  # fail at start on a bad label setting
+
+    def _query_sync(self, promql: str) -> Any:
+        from prometheus_api_client import PrometheusConnect
+        from urllib3.util.retry import Retry
+
+        # A client per query: requests' Session is not meant to be shared between threads; no retries, the next
+        # tick is the retry.
+        client = PrometheusConnect(self.url, disable_ssl=False, retry=Retry(total=0), timeout=self.timeout)
+        try:
+            return client.custom_query(promql)
+        finally:
+            client._session.close()  # noqa: SLF001 - the library offers no close()
+
+    async def _query(self, promql: str) -> Any:
+        return await asyncio.wait_for(asyncio.to_thread(self._query_sync, promql), self.timeout + 1)
+
+    async def fetch(self, services: Sequence[ServiceTarget], now: float) -> SourceResult:
+        if not any(s.pods for s in services):
+            return SourceResult(pods={})
+        queries = build_queries(self.namespace_label, self.pod_label, self.window, [s.namespace for s in services])
+        names = list(queries)
+        answers = await asyncio.gather(*(self._query(queries[n]) for n in names), return_exceptions=True)
+        vectors: dict[str, dict[tuple[str, str], float]] = {}
+        for name, answer in zip(names, answers):
+            if isinstance(answer, BaseException):
+                detail = f"{type(answer).__name__}: {answer}" if str(answer) else type(answer).__name__
+                if isinstance(answer, asyncio.TimeoutError):
+                    detail = f"no answer within {self.timeout:g}s"
+                return SourceResult(pods={}, error=f"Prometheus query {name} at {self.url} failed: {detail}"[:500])
+            try:
+                vectors[name] = parse_vector(answer, self.namespace_label, self.pod_label)
+            except ValueError as exc:
+                return SourceResult(pods={}, error=f"Prometheus query {name} at {self.url}: {exc}")
+        pods: dict[str, PodMetrics] = {}
+        errors: dict[str, str] = {}
+        for service in services:
+            for pod in service.pods:
+                key = (pod.namespace, pod.name)
+                fresh = vectors["fresh"].get(key)
+                if fresh is None:
+                    errors[pod.uid] = "not scraped by Prometheus (no up == 1 series)"
+                    continue
+                pods[pod.uid] = PodMetrics(
+                    observed_at=fresh,
+                    # The target is up: a missing te_queue_size means TEI never queued an input (series appear
+                    # at their first observation), which is a known 0.
+                    queue_size=vectors["queue"].get(key, 0.0),
+                    batch_tokens_rate=vectors["tokens"].get(key),
+                    batch_count_rate=vectors["batches"].get(key),
+                    zero_batch_rate=vectors["zero_batches"].get(key),
+                    overloaded_rate=vectors["overloaded"].get(key),
+                    request_rate=vectors["requests"].get(key),
+                    success_rate=vectors["successes"].get(key),
+                )
+        return SourceResult(pods=pods, pod_errors=errors)

@@ -1,0 +1,297 @@
+"""The built-in metrics source: read every Ready pod's TEI `/metrics` and compute the rates ourselves.
+
+No Prometheus needed. Each tick is one concurrent sweep over the Ready pods of all autoscaled services (bounded
+concurrency, a timeout per pod). A pod's samples are kept for the rate window; rates are the counter increase
+between the oldest and the newest sample in the window over the time between them, with counter resets handled as
+Prometheus does (a counter that went down restarted from zero: its increase is the new value). `te_queue_size` is
+averaged over the samples in the window, like `avg_over_time` in the Prometheus source, so one burst of a client
+batch does not hold a fleet up for a whole scale-down window.
+
+How pods are reached (`settings.scrape_via`):
+- `podip`: `http://POD_IP:PORT/metrics`, direct. Needs the operator to run inside the cluster network.
+- `proxy`: through the API server's pod proxy, `/api/v1/namespaces/NS/pods/NAME:PORT/proxy/metrics`, with the
+  operator's credentials (RBAC: `pods/proxy` get). Works from outside the cluster; costs API server traffic.
+- `auto`: `podip` when running in a pod (KUBERNETES_SERVICE_HOST is set), `proxy` otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from . import MetricsSource, PodMetrics, PodTarget, ServiceTarget, SourceResult
+
+logger = logging.getLogger("tei_operator.autoscaler")
+
+METRICS_PATH = "/metrics"
+DEFAULT_CONCURRENCY = 32
+
+Fetcher = Callable[[PodTarget], Awaitable[str]]
+
+
+class ScrapeError(Exception):
+    """One pod's /metrics could not be read or parsed; the message says why, for the status."""
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """The TEI counters and gauge of one scrape, summed over their labels (the ones the autoscaler needs)."""
+
+    queue_size: float = 0.0
+    batch_tokens_sum: float = 0.0
+    batch_count: float = 0.0
+    zero_batches: float = 0.0
+    overloaded: float = 0.0
+    requests: float = 0.0
+    successes: float = 0.0
+
+
+_COUNTERS = ("batch_tokens_sum", "batch_count", "zero_batches", "overloaded", "requests", "successes")
+
+
+def _strip_total(name: str) -> str:
+    # TEI's counters have no _total suffix; prometheus_client's parser reports samples of a `counter` family as
+    # NAME_total. Accept both so a future TEI that adds the suffix keeps working.
+    return name[:-6] if name.endswith("_total") else name
+
+
+def parse_tei_metrics(text: str) -> RawSample:
+    """Parse TEI's Prometheus text exposition into the numbers the autoscaler uses. Series TEI has not created
+    yet (no observation so far) read as 0: the scrape itself succeeded, so their absence is knowledge.
+
+    Raises ScrapeError when the text is not the Prometheus format."""
+    values = dict.fromkeys(("queue_size",) + _COUNTERS, 0.0)
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                name, labels, value = _strip_total(sample.name), sample.labels, float(sample.value)
+                if not math.isfinite(value):
+                    continue
+                if name == "te_queue_size":
+                    values["queue_size"] += value
+                elif name == "te_batch_next_tokens_sum":
+                    values["batch_tokens_sum"] += value
+                elif name == "te_batch_next_tokens_count":
+                    values["batch_count"] += value
+                elif name == "te_batch_next_tokens_bucket" and _le_is_one(labels.get("le")):
+                    values["zero_batches"] += value
+                elif name == "te_request_failure" and labels.get("err") == "overloaded":
+                    values["overloaded"] += value
+                elif name == "te_request_count":
+                    values["requests"] += value
+                elif name == "te_request_success":
+                    values["successes"] += value
+    except ValueError as exc:  # the parser's only error type for bad input
+        raise ScrapeError(f"not the Prometheus text format: {exc}") from None
+    return RawSample(**values)
+
+
+def _le_is_one(le: str | None) -> bool:
+    try:
+        return le is not None and float(le) == 1.0
+    except ValueError:
+        return False
+
+
+def counter_increase(values: Sequence[float]) -> float:
+    """Increase of a counter over successive samples, counting a decrease as a restart from zero (Prometheus's
+    rule): the increase across a reset is the value after it."""
+    total = 0.0
+    for before, after in zip(values, values[1:]):
+        total += after - before if after >= before else after
+    return total
+
+
+class PodHistory:
+    """A pod's recent samples (epoch seconds, sample), enough to compute rates over `window` seconds."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.samples: deque[tuple[float, RawSample]] = deque()
+
+    def add(self, t: float, sample: RawSample) -> None:
+        if self.samples and t <= self.samples[-1][0]:
+            return  # same or older sample (clock step): keep the series monotonic
+        self.samples.append((t, sample))
+        # Keep the window, but always the two newest samples, so a tick longer than the window still has a rate.
+        while len(self.samples) > 2 and self.samples[1][0] <= t - self.window:
+            self.samples.popleft()
+
+    @property
+    def last_time(self) -> float | None:
+        return self.samples[-1][0] if self.samples else None
+
+    def metrics(self) -> PodMetrics | None:
+        """Rates over the kept samples and the mean queue; None without any sample."""
+        if not self.samples:
+            return None
+        t_last, last = self.samples[-1]
+        in_window = [s for t, s in self.samples if t >= t_last - self.window]
+        queue = sum(s.queue_size for s in in_window) / len(in_window)
+        if len(self.samples) < 2:
+            return PodMetrics(observed_at=t_last, queue_size=queue)
+        t_first = self.samples[0][0]
+        span = t_last - t_first
+        rates: dict[str, float] = {}
+        for name in _COUNTERS:
+            series = [getattr(s, name) for _, s in self.samples]
+            rates[name] = counter_increase(series) / span
+        return PodMetrics(
+            observed_at=t_last, queue_size=queue,
+            batch_tokens_rate=rates["batch_tokens_sum"], batch_count_rate=rates["batch_count"],
+            zero_batch_rate=rates["zero_batches"], overloaded_rate=rates["overloaded"],
+            request_rate=rates["requests"], success_rate=rates["successes"],
+        )
+
+
+def proxy_path(namespace: str, pod: str, port: int, path: str = METRICS_PATH) -> str:
+    """The API server's pod proxy path to a pod's port, e.g. /api/v1/namespaces/ns/pods/p:80/proxy/metrics."""
+    if not namespace or not pod:
+        raise ValueError("proxy_path: namespace and pod name are required")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"proxy_path: port must be between 1 and 65535, got {port}")
+    return (f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(pod, safe='')}:{int(port)}"
+            f"/proxy{path}")
+
+
+def pod_ip_url(ip: str, port: int, path: str = METRICS_PATH) -> str:
+    """A pod's URL by its IP (IPv6 in brackets)."""
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"http://{host}:{int(port)}{path}"
+
+
+def resolve_scrape_via(scrape_via: str, environ: Mapping[str, str] | None = None) -> str:
+    """`auto` -> `podip` inside a pod (KUBERNETES_SERVICE_HOST set), `proxy` outside; others unchanged."""
+    if scrape_via not in ("auto", "proxy", "podip"):
+        raise ValueError(f"scrape_via: must be auto, proxy or podip, got {scrape_via!r}")
+    if scrape_via != "auto":
+        return scrape_via
+    env = os.environ if environ is None else environ
+    return "podip" if env.get("KUBERNETES_SERVICE_HOST") else "proxy"
+
+
+class PodIpFetcher:
+    """GET http://POD_IP:PORT/metrics with one shared aiohttp session (created lazily, inside the event loop)."""
+
+    def __init__(self) -> None:
+        self._session: Any = None
+
+    async def __call__(self, pod: PodTarget) -> str:
+        import aiohttp
+
+        if not pod.ip:
+            raise ScrapeError("pod has no IP yet")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=DEFAULT_CONCURRENCY))
+        try:
+            async with self._session.get(pod_ip_url(pod.ip, pod.port)) as response:
+                body = await response.text()
+                if response.status != 200:
+                    raise ScrapeError(f"GET /metrics answered {response.status}")
+                return body
+        except aiohttp.ClientError as exc:
+            raise ScrapeError(f"GET {pod_ip_url(pod.ip, pod.port)} failed: {type(exc).__name__}: {exc}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _get_text_sync(kube: Any, path: str) -> str:
+    """A GET of a non-JSON body with the KubeClient's credentials. KubeClient's own `request` decodes JSON, and the
+    pod proxy answers Prometheus text; this reaches its configured ApiClient (see the report: a `request_text`
+    method on KubeClient would make this unnecessary, and is used when present)."""
+    api = kube._api  # noqa: SLF001 - the configured kubernetes ApiClient (credentials, TLS)
+    request = api.param_serialize(method="GET", resource_path=path, header_params={"Accept": "text/plain, */*"},
+                                  auth_settings=["BearerToken"])
+    response = api.call_api(*request, _request_timeout=10)
+    data = response.read()
+    if not 200 <= response.status <= 299:
+        raise ScrapeError(f"API server answered {response.status}: {data[:200]!r}")
+    return data.decode("utf-8", "replace")
+
+
+class ApiProxyFetcher:
+    """GET the pod's /metrics through the API server's pod proxy, with the operator's KubeClient credentials."""
+
+    def __init__(self, kube: Any) -> None:
+        self._kube = kube
+
+    async def __call__(self, pod: PodTarget) -> str:
+        path = proxy_path(pod.namespace, pod.name, pod.port)
+        try:
+            if hasattr(self._kube, "request_text"):
+                return await self._kube.request_text("GET", path)
+            return await asyncio.to_thread(_get_text_sync, self._kube, path)
+        except Exception as exc:  # noqa: BLE001 - any failure means "this pod is unread"
+            raise ScrapeError(f"GET {path} failed: {exc}") from None
+
+    async def close(self) -> None:
+        return None
+
+
+class ScrapeSource(MetricsSource):
+    """The built-in source: one concurrent sweep of the Ready pods' /metrics per tick."""
+
+    name = "scrape"
+
+    def __init__(self, fetcher: Fetcher, *, timeout: float, window: float, concurrency: int = DEFAULT_CONCURRENCY,
+                 clock: Callable[[], float] | None = None) -> None:
+        if timeout <= 0 or window <= 0 or concurrency < 1:
+            raise ValueError("ScrapeSource: timeout and window must be > 0 and concurrency >= 1 "
+                             f"(got {timeout}, {window}, {concurrency})")
+        self._fetch = fetcher
+        self.timeout = timeout
+        self.window = window
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._histories: dict[str, PodHistory] = {}
+        self._clock = clock
+
+    async def _scrape(self, pod: PodTarget, now: float) -> tuple[str, RawSample | None, float, str | None]:
+        async with self._semaphore:
+            try:
+                text = await asyncio.wait_for(self._fetch(pod), self.timeout)
+                t = self._clock() if self._clock else now
+                return pod.uid, parse_tei_metrics(text), t, None
+            except asyncio.TimeoutError:
+                return pod.uid, None, now, f"/metrics did not answer within {self.timeout:g}s"
+            except ScrapeError as exc:
+                return pod.uid, None, now, str(exc)
+
+    async def fetch(self, services: Sequence[ServiceTarget], now: float) -> SourceResult:
+        pods = {pod.uid: pod for service in services for pod in service.pods}
+        results = await asyncio.gather(*(self._scrape(pod, now) for pod in pods.values()))
+        errors: dict[str, str] = {}
+        for uid, sample, t, error in results:
+            if sample is None:
+                errors[uid] = error or "unread"
+                continue
+            self._histories.setdefault(uid, PodHistory(self.window)).add(t, sample)
+        # Forget pods gone for a while (a pod that comes back is a new uid anyway).
+        for uid in [u for u, h in self._histories.items() if u not in pods
+                    and (h.last_time is None or h.last_time < now - 4 * self.window)]:
+            del self._histories[uid]
+        out: dict[str, PodMetrics] = {}
+        for uid in pods:
+            history = self._histories.get(uid)
+            metrics = history.metrics() if history is not None else None
+            if metrics is not None:
+                out[uid] = metrics  # possibly older than this tick: the caller judges staleness
+        if errors:
+            logger.debug("Failed to scrape %d of %d pods: %s", len(errors), len(pods), errors)
+        return SourceResult(pods=out, pod_errors=errors)
+
+    async def close(self) -> None:
+        closer = getattr(self._fetch, "close", None)
+        if closer is not None:
+            await closer()

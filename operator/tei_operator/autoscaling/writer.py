@@ -1,0 +1,209 @@
+"""Applying the autoscaler's decisions: the Deployment's replicas, status.autoscaling, the ScalingLimited
+condition, Events.
+
+The pure part (`autoscaling_status`, `scaling_limited_condition`, `merge_condition`, `status_patch`) decides what
+to write; `StatusWriter` writes it.
+
+Sharing status with the controller. The controller owns the conditions Ready/Progressing/Degraded and the top-level
+counts; the autoscaler owns `status.autoscaling` and the `ScalingLimited` condition. A JSON merge patch of
+`status.conditions` replaces the whole list, so the autoscaler does a read-modify-write of the list from the live
+object, keeping every other condition as it is, and sends `metadata.resourceVersion` with the patch: if the
+controller wrote in between, the API server answers 409 Conflict and the write is redone on the fresh object.
+A patch that only changes `status.autoscaling` (the usual case) does not touch the list and needs no lock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..kube import DEPLOYMENT, KubeApiError, KubeClient, MERGE_PATCH, ResourceType
+from .policy import Decision
+from .signals import Signals
+
+logger = logging.getLogger("tei_operator.autoscaler")
+
+SCALING_LIMITED = "ScalingLimited"
+LIMITING_REASONS = ("MaxReplicas", "GpuCapacity", "MetricsUnavailable")
+WITHIN_LIMITS = "WithinLimits"
+EVENT_COMPONENT = "tei-operator-autoscaler"
+CONFLICT_RETRIES = 4
+
+
+def rfc3339(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    # Rounded so that noise in the last digits does not count as a change worth a status write.
+    return None if value is None else round(float(value), digits)
+
+
+def last_decision(decision: Decision) -> str:
+    """ScaleUp, ScaleDown, Hold, or Limited (held back by maxReplicas, GPU capacity or missing metrics)."""
+    if decision.action == "Hold" and decision.limited_by in LIMITING_REASONS:
+        return "Limited"
+    return decision.action
+
+
+def autoscaling_status(decision: Decision, signals: Signals, *, last_scale_time: float | None, now: float,
+                       failures: int) -> dict[str, Any]:
+    """status.autoscaling for one tick, camelCase, every key present (None removes a key in a merge patch, so a
+    signal that became unknown disappears instead of showing its last value)."""
+    per_replica_queue = decision.queue_per_replica
+    rate = signals.request_rate if signals.error is None else None
+    return {
+        "signals": {
+            "queuePerReplica": _round(per_replica_queue, 2),
+            "batchFill": _round(decision.batch_fill, 3),
+            "overloadedPerSecond": _round(signals.overloaded_rate if signals.error is None else None, 2),
+            "requestsPerSecond": _round(rate, 2),
+            "readyReplicas": signals.ready_replicas,
+            "startingReplicas": signals.starting_replicas,
+            "schedulableReplicas": signals.schedulable_capacity,
+        },
+        "currentReplicas": signals.current_replicas,
+        "desiredReplicas": decision.desired_replicas,
+        "lastDecision": last_decision(decision),
+        "reason": decision.reason[:1024],
+        "lastScaleTime": rfc3339(last_scale_time) if last_scale_time is not None else None,
+        "lastTickTime": rfc3339(now),
+        "consecutiveMetricFailures": failures,
+    }
+
+
+def scaling_limited_condition(decision: Decision, generation: int) -> dict[str, Any]:
+    """ScalingLimited: True with MaxReplicas / GpuCapacity / MetricsUnavailable when one of them holds the count
+    back this tick; False with WithinLimits otherwise (no lastTransitionTime: `merge_condition` sets it)."""
+    if decision.limited_by in LIMITING_REASONS:
+        return {"type": SCALING_LIMITED, "status": "True", "reason": decision.limited_by,
+                "message": decision.limited_message or decision.reason, "observedGeneration": generation}
+    message = f"Desired {decision.desired_replicas} replicas: within maxReplicas, GPU capacity and metrics"
+    if decision.limited_by and decision.limited_message:
+        message += f" ({decision.limited_message})"
+    return {"type": SCALING_LIMITED, "status": "False", "reason": WITHIN_LIMITS, "message": message,
+            "observedGeneration": generation}
+
+
+def find_condition(conditions: Sequence[Mapping[str, Any]] | None, ctype: str) -> Mapping[str, Any] | None:
+    for cond in conditions or []:
+        if cond.get("type") == ctype:
+            return cond
+    return None
+
+
+def merge_condition(conditions: Sequence[Mapping[str, Any]] | None, new: Mapping[str, Any],
+                    now: str) -> list[dict[str, Any]]:
+    """The live list with `new` put in place of its type (appended when absent), every other condition kept as
+    is; lastTransitionTime kept unless the status flipped."""
+    out: list[dict[str, Any]] = []
+    placed = False
+    for cond in conditions or []:
+        if cond.get("type") == new["type"]:
+            merged = dict(new)
+            same = cond.get("status") == new["status"] and cond.get("lastTransitionTime")
+            merged["lastTransitionTime"] = cond["lastTransitionTime"] if same else now
+            out.append(merged)
+            placed = True
+        else:
+            out.append(dict(cond))
+    if not placed:
+        out.append({**new, "lastTransitionTime": now})
+    return out
+
+
+def remove_condition(conditions: Sequence[Mapping[str, Any]] | None, ctype: str) -> list[dict[str, Any]]:
+    return [dict(c) for c in conditions or [] if c.get("type") != ctype]
+
+
+def _condition_differs(live: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
+    if live is None:
+        return True
+    return any(live.get(k) != wanted.get(k) for k in ("status", "reason", "message", "observedGeneration"))
+
+
+def _without_tick(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (status or {}).items() if k != "lastTickTime"}
+
+
+def _normalised(autoscaling: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the API server stores for a status.autoscaling we wrote: keys set to None are absent."""
+    out: dict[str, Any] = {}
+    for key, value in (autoscaling or {}).items():
+        if isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if v is not None}
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def status_patch(live_status: Mapping[str, Any] | None, autoscaling: Mapping[str, Any] | None,
+                 condition: Mapping[str, Any] | None, *, now: str, heartbeat_due: bool) -> dict[str, Any]:
+    """The status keys to merge-patch, or {} when nothing but lastTickTime changed and no heartbeat is due.
+
+    `autoscaling`/`condition` None means: remove ours (autoscaling turned off)."""
+    live = live_status or {}
+    patch: dict[str, Any] = {}
+    live_auto = live.get("autoscaling")
+    if autoscaling is None:
+        if live_auto is not None:
+            patch["autoscaling"] = None
+    elif heartbeat_due or _without_tick(_normalised(autoscaling)) != _without_tick(live_auto):
+        patch["autoscaling"] = dict(autoscaling)
+    live_conditions = live.get("conditions")
+    live_cond = find_condition(live_conditions, SCALING_LIMITED)
+    if condition is None:
+        if live_cond is not None:
+            patch["conditions"] = remove_condition(live_conditions, SCALING_LIMITED)
+    elif _condition_differs(live_cond, condition):
+        patch["conditions"] = merge_condition(live_conditions, condition, now)
+    return patch
+
+
+class StatusWriter:
+    """Writes replicas, status and events for the autoscaler."""
+
+    def __init__(self, kube: KubeClient, field_manager: str) -> None:
+        self.kube = kube
+        self.field_manager = field_manager
+
+    async def set_replicas(self, namespace: str, name: str, replicas: int) -> None:
+        """Server-side apply of the Deployment's spec.replicas under the autoscaler's own field manager (force:
+        it takes the field over from whoever held it)."""
+        await self.kube.set_replicas(DEPLOYMENT, name, namespace, replicas, field_manager=self.field_manager)
+
+    async def write_status(self, rtype: ResourceType, body: Mapping[str, Any],
+                           autoscaling: Mapping[str, Any] | None, condition: Mapping[str, Any] | None, *,
+                           now: str, heartbeat_due: bool) -> dict[str, Any]:
+        """Merge-patch status.autoscaling and ScalingLimited when they changed; returns the patch sent ({} if none).
+
+        When the conditions list is part of the patch, it carries the resourceVersion the list was read at, and a
+        409 Conflict re-reads the object and tries again."""
+        meta = body.get("metadata") or {}
+        name, namespace = meta["name"], meta["namespace"]
+        live = body
+        for attempt in range(CONFLICT_RETRIES):
+            patch = status_patch(live.get("status"), autoscaling, condition, now=now, heartbeat_due=heartbeat_due)
+            if not patch:
+                return {}
+            document: dict[str, Any] = {"status": patch}
+            if "conditions" in patch:
+                document["metadata"] = {"resourceVersion": (live.get("metadata") or {}).get("resourceVersion")}
+            try:
+                await self.kube.patch(rtype, name, namespace, document, content_type=MERGE_PATCH,
+                                      subresource="status", field_manager=self.field_manager)
+                return patch
+            except KubeApiError as exc:
+                if not exc.conflict or attempt == CONFLICT_RETRIES - 1:
+                    raise
+                logger.debug("Retrying the status write of %s %s/%s after a conflict", rtype.kind, namespace, name)
+                fresh = await self.kube.get_or_none(rtype, name, namespace)
+                if fresh is None:
+                    return {}
+                live = fresh
+        return {}
+
+    async def event(self, body: Mapping[str, Any], reason: str, message: str, type: str = "Normal") -> None:
+        await self.kube.create_event(body, reason=reason, message=message, type=type, component=EVENT_COMPONENT)

@@ -1,0 +1,289 @@
+"""Metric sources against real things: the TEI emulator over HTTP, and a real Prometheus (/usr/bin/prometheus)
+scraping it. Pure parts (rates with counter resets, staleness, URL building) with plain numbers.
+
+TEI facts relied on (/work/shared/TEI.md): counters have no `_total` suffix; a series exists only after its first
+observation; te_batch_next_tokens records zero-size batches (le="1" bucket); te_request_count counts requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tei_operator.autoscaling.sources import PodMetrics, PodTarget, ServiceTarget, SourceResult, aggregate
+from tei_operator.autoscaling.sources.prometheus import PrometheusSource, build_queries, parse_vector
+from tei_operator.autoscaling.sources.scrape import (PodHistory, PodIpFetcher, RawSample, ScrapeError, ScrapeSource,
+                                                     counter_increase, parse_tei_metrics, pod_ip_url, proxy_path,
+                                                     resolve_scrape_via)
+from tei_operator.emulator.config import EmulatorConfig
+from tei_operator.emulator.server import EmulatorServer
+
+pytestmark = pytest.mark.timeout(60)
+
+PROMETHEUS = "/usr/bin/prometheus"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def send(url: str, requests: int, inputs: int = 4) -> None:
+    async with aiohttp.ClientSession() as session:
+        async def one() -> None:
+            async with session.post(f"{url}/embed", json={"inputs": ["hello world " * 20] * inputs}) as r:
+                assert r.status == 200
+        await asyncio.gather(*(one() for _ in range(requests)))
+
+
+# -- parsing ----------------------------------------------------------------------------------------------------
+async def test_parse_reads_the_emulators_real_exposition():
+    async with EmulatorServer(EmulatorConfig(port=0, tokens_per_second=1e6)) as server:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{server.url}/metrics") as r:
+                idle = parse_tei_metrics(await r.text())
+            await send(server.url, 5)
+            async with session.get(f"{server.url}/metrics") as r:
+                busy = parse_tei_metrics(await r.text())
+    # A fresh TEI has no series at all: a successful read of nothing is zero, not an error.
+    assert idle == RawSample()
+    assert busy.requests == 5 and busy.successes == 5
+    assert busy.batch_count >= 1 and busy.batch_tokens_sum > 0
+    assert busy.zero_batches <= busy.batch_count
+
+
+def test_parse_accepts_counters_with_and_without_total_and_refuses_garbage():
+    text = ("# TYPE te_request_count counter\nte_request_count{method=\"single\"} 3\n"
+            "te_request_count{method=\"batch\"} 4\n"
+            "# TYPE te_request_failure counter\nte_request_failure{err=\"overloaded\"} 2\n"
+            "te_request_failure{err=\"validation\"} 9\n"
+            "# TYPE te_batch_next_tokens histogram\nte_batch_next_tokens_bucket{le=\"1\"} 2\n"
+            "te_batch_next_tokens_bucket{le=\"+Inf\"} 5\nte_batch_next_tokens_sum 700\nte_batch_next_tokens_count 5\n"
+            "# TYPE te_queue_size gauge\nte_queue_size 11\n")
+    sample = parse_tei_metrics(text)
+    assert (sample.requests, sample.overloaded, sample.zero_batches, sample.batch_count) == (7, 2, 2, 5)
+    assert (sample.batch_tokens_sum, sample.queue_size) == (700, 11)
+    with pytest.raises(ScrapeError, match="Prometheus text format"):
+        parse_tei_metrics("te_queue_size{oops 1\n")
+
+
+# -- rates ------------------------------------------------------------------------------------------------------
+def test_counter_increase_counts_a_reset_as_a_restart_from_zero():
+    assert counter_increase([10, 15, 25]) == 15
+    # 10 -> 15 (+5), reset to 3 (+3), 3 -> 8 (+5)
+    assert counter_increase([10, 15, 3, 8]) == 13
+    assert counter_increase([5]) == 0
+
+
+def test_history_rates_over_the_window_with_a_reset():
+    h = PodHistory(window=10)
+    h.add(100.0, RawSample(requests=100, queue_size=4))
+    assert h.metrics().request_rate is None  # one sample: a rate is not known yet (not zero)
+    h.add(102.0, RawSample(requests=120, queue_size=8))
+    h.add(104.0, RawSample(requests=10, queue_size=0))  # the pod's TEI restarted: counter reset
+    m = h.metrics()
+    assert m.observed_at == 104.0
+    assert m.request_rate == pytest.approx((20 + 10) / 4)
+    assert m.queue_size == pytest.approx(4.0)  # averaged over the window
+    h.add(130.0, RawSample(requests=70, queue_size=2))  # long gap: the two newest are kept
+    m = h.metrics()
+    assert m.request_rate == pytest.approx(60 / 26)
+    assert m.queue_size == 2
+
+
+# -- staleness and aggregation ----------------------------------------------------------------------------------
+def pod(name: str, ready_since: float | None = 0.0) -> PodTarget:
+    return PodTarget("ns", name, f"uid-{name}", "127.0.0.1", 80, ready_since)
+
+
+def test_stale_or_missing_pod_makes_the_service_unknown_never_zero():
+    svc = ServiceTarget("ns", "svc", (pod("a"), pod("b")))
+    fresh = PodMetrics(observed_at=100.0, queue_size=3, request_rate=2.0)
+    stale = PodMetrics(observed_at=30.0, queue_size=0)
+    ok = aggregate(svc, SourceResult({"uid-a": fresh, "uid-b": fresh}), 101.0, stale_seconds=60,
+                   fresh_grace_seconds=60)
+    assert ok.error is None and ok.queue_size_total == 6 and ok.request_rate == 4.0
+    old = aggregate(svc, SourceResult({"uid-a": fresh, "uid-b": stale}), 101.0, stale_seconds=60,
+                    fresh_grace_seconds=60)
+    assert old.error and "pod b" in old.error and "71s old" in old.error and old.queue_size_total is None
+    missing = aggregate(svc, SourceResult({"uid-a": fresh}, pod_errors={"uid-b": "connection refused"}), 101.0,
+                        stale_seconds=60, fresh_grace_seconds=60)
+    assert missing.error and "connection refused" in missing.error
+    down = aggregate(svc, SourceResult({}, error="Prometheus down"), 101.0, stale_seconds=60, fresh_grace_seconds=60)
+    assert down.error == "Prometheus down" and down.queue_size_total is None
+
+
+def test_a_pod_that_just_turned_ready_and_was_not_read_yet_is_listed_not_an_error():
+    svc = ServiceTarget("ns", "svc", (pod("a"), pod("new", ready_since=95.0)))
+    m = aggregate(svc, SourceResult({"uid-a": PodMetrics(observed_at=100.0, queue_size=5)}), 100.0,
+                  stale_seconds=60, fresh_grace_seconds=30)
+    assert m.error is None and m.unread_pods == ("new",) and m.queue_size_total == 5
+
+
+def test_nonempty_batches_leave_the_zero_size_ones_out():
+    svc = ServiceTarget("ns", "svc", (pod("a"),))
+    m = aggregate(svc, SourceResult({"uid-a": PodMetrics(100.0, 0, batch_tokens_rate=900, batch_count_rate=5,
+                                                          zero_batch_rate=2)}), 100.0, stale_seconds=60,
+                  fresh_grace_seconds=60)
+    assert m.nonempty_batch_rate == 3 and m.batch_tokens_rate_sum == 900
+
+
+# -- the scrape source against a real emulator --------------------------------------------------------------------
+async def test_scrape_source_reads_a_real_emulator_and_goes_stale_when_it_stops():
+    clock = [1000.0]
+    async with EmulatorServer(EmulatorConfig(port=0, tokens_per_second=1e6)) as server:
+        target = PodTarget("ns", "p", "uid-p", "127.0.0.1", server.port, 0.0)
+        svc = ServiceTarget("ns", "svc", (target,))
+        source = ScrapeSource(PodIpFetcher(), timeout=2, window=30, clock=lambda: clock[0])
+        first = await source.fetch([svc], clock[0])
+        assert first.pods["uid-p"].request_rate is None  # one sample: no rate yet
+        await send(server.url, 8)
+        clock[0] += 4
+        second = await source.fetch([svc], clock[0])
+        m = second.pods["uid-p"]
+        assert m.request_rate == pytest.approx(8 / 4)
+        assert m.success_rate == pytest.approx(8 / 4)
+        assert m.batch_tokens_rate > 0
+    # The emulator is gone: the last sample is still returned (younger than the stale limit), then goes stale.
+    clock[0] += 2
+    third = await source.fetch([svc], clock[0])
+    assert "uid-p" in third.pod_errors
+    agg = aggregate(svc, third, clock[0], stale_seconds=10, fresh_grace_seconds=10)
+    assert agg.error is None  # 2 s old: still valid
+    clock[0] += 20
+    fourth = await source.fetch([svc], clock[0])
+    agg = aggregate(svc, fourth, clock[0], stale_seconds=10, fresh_grace_seconds=10)
+    assert agg.error and "old" in agg.error and agg.queue_size_total is None
+    await source.close()
+
+
+async def test_scrape_timeout_is_per_pod_and_named():
+    async def slow(_pod: PodTarget) -> str:
+        await asyncio.sleep(5)
+        return ""
+
+    async def fast(_pod: PodTarget) -> str:
+        return "# TYPE te_queue_size gauge\nte_queue_size 7\n"
+
+    async def by_pod(p: PodTarget) -> str:
+        return await (slow(p) if p.name == "slow" else fast(p))
+
+    source = ScrapeSource(by_pod, timeout=0.2, window=10)
+    svc = ServiceTarget("ns", "svc", (pod("slow"), pod("fast")))
+    started = time.monotonic()
+    result = await source.fetch([svc], 100.0)
+    assert time.monotonic() - started < 2
+    assert result.pods["uid-fast"].queue_size == 7
+    assert "within 0.2s" in result.pod_errors["uid-slow"]
+
+
+def test_urls():
+    assert proxy_path("search", "bge-m3-7d9f-abc", 80) == "/api/v1/namespaces/search/pods/bge-m3-7d9f-abc:80/proxy/metrics"
+    assert pod_ip_url("127.1.0.5", 80) == "http://127.1.0.5:80/metrics"
+    assert pod_ip_url("fd00::1", 80) == "http://[fd00::1]:80/metrics"
+    with pytest.raises(ValueError, match="port"):
+        proxy_path("ns", "p", 0)
+    assert resolve_scrape_via("auto", {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}) == "podip"
+    assert resolve_scrape_via("auto", {}) == "proxy"
+    assert resolve_scrape_via("proxy", {"KUBERNETES_SERVICE_HOST": "x"}) == "proxy"
+    with pytest.raises(ValueError, match="scrape_via"):
+        resolve_scrape_via("direct", {})
+
+
+# -- Prometheus ---------------------------------------------------------------------------------------------------
+def test_queries_are_one_per_signal_whatever_the_number_of_services():
+    few = build_queries("namespace", "pod", 60, ["a"])
+    many = build_queries("namespace", "pod", 60, [f"ns{i}" for i in range(50)])
+    assert len(few) == len(many) == 8
+    assert 'namespace=~"a"' in few["queue"] and "[60s]" in few["tokens"]
+    assert 'err="overloaded"' in few["overloaded"]
+    custom = build_queries("kubernetes_namespace", "kubernetes_pod_name", 30)
+    assert "sum by (kubernetes_namespace, kubernetes_pod_name)" in custom["requests"]
+    with pytest.raises(ValueError, match="prometheus_pod_label"):
+        build_queries("namespace", "pod-name", 60)
+
+
+def test_parse_vector_skips_series_without_the_labels():
+    vec = parse_vector([{"metric": {"namespace": "a", "pod": "p"}, "value": [1, "2.5"]},
+                        {"metric": {"namespace": "a"}, "value": [1, "3"]},
+                        {"metric": {"namespace": "a", "pod": "q"}, "value": [1, "NaN"]}], "namespace", "pod")
+    assert vec == {("a", "p"): 2.5}
+
+
+@pytest.fixture
+def prometheus_binary() -> str:
+    if not Path(PROMETHEUS).exists():
+        pytest.fail(f"{PROMETHEUS} is missing: `apt-get install prometheus` (CI installs it)")
+    return PROMETHEUS
+
+
+def start_prometheus(workdir: Path, port: int, targets: list[dict]) -> subprocess.Popen:
+    (workdir / "targets.json").write_text(json.dumps(targets))
+    (workdir / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n- job_name: tei\n  file_sd_configs: [{files: ['" + str(workdir / "targets.json") +
+        "'], refresh_interval: 1s}]\n")
+    return subprocess.Popen(
+        [PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=open(workdir / "prometheus.log", "ab"), stdin=subprocess.DEVNULL)
+
+
+def wait_up(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?query=up%3D%3D1", timeout=1) as r:
+                if json.loads(r.read())["data"]["result"]:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("Prometheus did not scrape the emulator in time")
+
+
+@pytest.mark.timeout(90)
+async def test_prometheus_source_against_a_real_prometheus(prometheus_binary):
+    workdir = Path(tempfile.mkdtemp(prefix="tei-prom-unit-"))
+    port = free_port()
+    async with EmulatorServer(EmulatorConfig(port=0, tokens_per_second=2e5)) as server:
+        proc = start_prometheus(workdir, port, [{"targets": [f"127.0.0.1:{server.port}"],
+                                                 "labels": {"namespace": "search", "pod": "bge-0"}}])
+        try:
+            await asyncio.to_thread(wait_up, port)
+            source = PrometheusSource(f"http://127.0.0.1:{port}", window=10, timeout=3)
+            svc = ServiceTarget("search", "bge", (PodTarget("search", "bge-0", "uid-0", None, 80, 0.0),
+                                                  PodTarget("search", "bge-1", "uid-1", None, 80, 0.0)))
+            for _ in range(6):  # a few seconds of steady load, so rate() has samples on both sides
+                await send(server.url, 10)
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1.5)
+            result = await source.fetch([svc], time.time())
+            assert result.error is None
+            m = result.pods["uid-0"]
+            assert m.request_rate and m.request_rate > 0
+            assert m.batch_tokens_rate and m.batch_tokens_rate > 0
+            assert abs(time.time() - m.observed_at) < 5
+            assert "uid-1" not in result.pods and "not scraped" in result.pod_errors["uid-1"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        down = await source.fetch([svc], time.time())
+        assert down.error and "failed" in down.error and not down.pods
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def test_prometheus_source_refuses_a_missing_url():
+    with pytest.raises(ValueError, match="TEI_OPERATOR_PROMETHEUS_URL"):
+        PrometheusSource("", window=60, timeout=5)
