@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/tei-operator
 
 .PHONY: help venv tools test test-unit test-integration test-e2e crds docs demo demo-down cluster-up cluster-down \
-        bench-autoscaling install lint
+        bench-autoscaling install
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
