@@ -1,6 +1,6 @@
 """The TEI emulator standing in for each pod of the simulated cluster.
 
-kwok marks pods Running and gives them loopback IPs (127.1.x.y) but runs nothing. This runner watches the pods
+kwok marks pods Running and gives them loopback IPs (127.N.x.y) but runs nothing. This runner watches the pods
 (polling every 0.5 s) and, for each Running pod with a podIP, starts one emulator process bound to that IP on the
 pod's container port (80: we run as root), configured from the pod's TEI container env (MODEL_ID, MAX_BATCH_TOKENS,
 MAX_CONCURRENT_REQUESTS, ...) plus the runner's test knobs (tokens/s, model-loading seconds). It stops the process

@@ -11,8 +11,10 @@ One implementation serves pytest (the `cluster` fixture in tests/conftest.py) an
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -30,9 +32,14 @@ from .pki import Pki
 from .pools import DEFAULT_POOLS, NodePool
 
 HOST = "127.0.0.1"
-# kwok hands out pod IPs from this range. It is loopback on purpose: tests that reach "pods" (the TEI emulators
-# that stand in for them, the API server's pod proxy, Prometheus) only ever talk to this machine.
-POD_CIDR = "127.1.0.0/16"
+# kwok hands out pod IPs from a /16 of the loopback range, on purpose: tests that reach "pods" (the TEI emulators
+# that stand in for them, Prometheus) only ever talk to this machine. Each cluster takes its own /16 at random, so
+# two clusters on one machine (two test sessions, `make demo`) never hand out the same pod IP.
+POD_CIDR_FORMAT = "127.{}.0.0/16"
+
+
+def random_pod_cidr() -> str:
+    return POD_CIDR_FORMAT.format(random.randint(2, 254))
 SERVICE_CIDR = "10.96.0.0/16"  # virtual addresses only; nothing connects to them
 STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
 
@@ -63,6 +70,7 @@ class ClusterState:
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     pools: list[dict] = field(default_factory=list)
+    pod_cidr: str = ""
 
 
 class ClusterError(RuntimeError):
@@ -75,18 +83,26 @@ class Cluster:
     COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
     def __init__(self, workdir: Path | str, pools: tuple[NodePool, ...] = DEFAULT_POOLS, *,
-                 tie_to_parent: bool = True) -> None:
+                 tie_to_parent: bool = True, pod_cidr: str | None = None) -> None:
         self.workdir = Path(workdir).resolve()
         self.pools = tuple(pools)
         self.tie_to_parent = tie_to_parent
         self.procs: dict[str, subprocess.Popen] = {}
-        self.state = ClusterState(workdir=str(self.workdir), pools=[asdict(p) for p in self.pools])
+        pod_cidr = pod_cidr or random_pod_cidr()
+        if not ipaddress.ip_network(pod_cidr).is_loopback:
+            raise ValueError(f"pod_cidr {pod_cidr!r} must be inside 127.0.0.0/8: simulated pods stay on this machine")
+        self.state = ClusterState(workdir=str(self.workdir), pools=[asdict(p) for p in self.pools],
+                                  pod_cidr=pod_cidr)
         self.timings: dict[str, float] = {}
 
     # ---------------------------------------------------------------- paths
     @property
     def kubeconfig(self) -> Path:
         return self.workdir / "kubeconfig"
+
+    @property
+    def pod_cidr(self) -> str:
+        return self.state.pod_cidr
 
     @property
     def api_url(self) -> str:
@@ -295,7 +311,7 @@ class Cluster:
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             f"--node-ip={HOST}",
-            f"--cidr={POD_CIDR}",
+            f"--cidr={self.state.pod_cidr}",
             "--node-lease-duration-seconds=40",
             f"--config={STAGES_FILE}",
         ])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import Cluster, free_port, harness, parse_layout
+from tests.cluster import Cluster, free_port, parse_layout
 from tests.cluster.emulated_pods import EmulatedPods
 from tests.integration.conftest import OperatorProcess
 
@@ -54,15 +53,7 @@ def workdir():
 @pytest.fixture(scope="module")
 def scarce_cluster(workdir):
     cluster = Cluster(workdir / "cluster", parse_layout(LAYOUT))
-    # kwok hands out pod IPs from harness.POD_CIDR (127.1.0.0/16) in every cluster, so two clusters on one machine
-    # (another test session, `make demo`) give out the same IPs and their emulators fight over IP:80. This one
-    # takes a /16 of its own while it starts (kwok reads --cidr once).
-    old_cidr = harness.POD_CIDR
-    harness.POD_CIDR = f"127.{random.randint(100, 250)}.0.0/16"
-    try:
-        cluster.start()
-    finally:
-        harness.POD_CIDR = old_cidr
+    cluster.start()  # with a loopback /16 of its own for pod IPs (see harness.random_pod_cidr)
     try:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
         for crd in ("embeddingservices", "rerankerservices"):

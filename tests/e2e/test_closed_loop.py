@@ -8,7 +8,7 @@ What it shows, with assertions on the Deployment's replicas over time (the timel
 2. The built-in scrape source (scrape_via=podip, no Prometheus) drives the same loop: up under load, held at
    maxReplicas (ScalingLimited MaxReplicas), down after the window once the load ends.
 
-scrape_via=proxy cannot run here: the API server refuses to proxy to loopback pod IPs (kwok's 127.1.x.y); its URL
+scrape_via=proxy cannot run here: the API server refuses to proxy to loopback pod IPs (kwok's 127.N.x.y); its URL
 building is unit-tested (tests/unit/test_sources.py).
 
 TEI facts relied on: te_queue_size counts inputs waiting; 429 when the concurrency permits are used up; /health
