@@ -9,6 +9,9 @@
 #   7. drives the emulators with open-loop load and shows the service scaling up
 # `make demo-down` (hack/demo.sh down) stops everything this script started.
 #
+# Must run as root: the simulated pods get loopback IPs (127.N.x.y) and each TEI emulator binds port 80 on its pod's
+# IP, as TEI does in a real pod; binding a port below 1024 needs root. The script checks `id -u` and stops otherwise.
+#
 # Environment: DEMO_DIR (default ~/.cache/tei-operator/demo), DEMO_LOAD_SECONDS (default 180),
 # DEMO_RATE (load generator rate, default "20,400@30": 20 req/s, then 400 req/s after 30 s),
 # DEMO_TOKENS_PER_SECOND (modelled GPU throughput per emulated pod, default 20000).
@@ -59,6 +62,7 @@ if [ "${1:-up}" = "down" ]; then
   down
   exit 0
 fi
+[ "$(id -u)" -eq 0 ] || die "must run as root: the TEI emulators bind port 80 on the simulated pods' loopback IPs (127.N.x.y), and ports below 1024 need root. Run it as root."
 [ -x "$BIN/tei-operator" ] || die "run \`make venv\` first (or use \`make demo\`, which does)"
 mkdir -p "$DEMO_DIR"
 for name in load emulators operator; do stop_bg "$name"; done   # a previous demo's leftovers
@@ -101,9 +105,9 @@ for f in "${examples[@]}"; do kubectl apply -n default -f "$f" | sed 's/^/    /'
 kubectl get tei -n default | sed 's/^/    /'
 
 step 6 "Starting one TEI emulator per Running pod (tests/cluster/emulated_pods.py)"
-# kwok gives pods loopback IPs (127.1.x.y) and runs nothing; the runner starts `tei-operator emulator` on each Running
-# pod's IP and port and writes the listening ones to a Prometheus file_sd file, which the load step reads.
-# (It binds port 80, as TEI does: run the demo as root, or ask the lead for a port option.)
+# kwok gives pods loopback IPs (127.N.x.y) and runs nothing; the runner starts `tei-operator emulator` on each Running
+# pod's IP and port 80 (the TEI container port, hence root) and writes the listening ones to a Prometheus file_sd
+# file, which the load step reads.
 TARGETS="$DEMO_DIR/targets.json"
 rm -f "$TARGETS"
 start_bg emulators "$BIN/python" -m tests.cluster.emulated_pods --kubeconfig "$KUBECONFIG" \

@@ -170,14 +170,15 @@ OPERATOR_CAN = [
     ("patch", "embeddingservices.tei-operator.io", "status"), ("update", "rerankerservices.tei-operator.io", "status"),
     ("create", "deployments.apps", None), ("patch", "deployments.apps", None), ("delete", "deployments.apps", None),
     ("update", "deployments.apps", "scale"), ("patch", "deployments.apps", "scale"),
-    ("create", "services", None), ("patch", "services", None),
+    ("create", "services", None), ("patch", "services", None), ("delete", "services", None),
     ("create", "poddisruptionbudgets.policy", None), ("delete", "poddisruptionbudgets.policy", None),
     ("list", "pods", None), ("watch", "pods", None), ("get", "pods", "proxy"),
     ("create", "events", None), ("patch", "events.events.k8s.io", None),
 ]
 OPERATOR_CANNOT = [
     ("get", "secrets", None), ("list", "secrets", None), ("create", "pods", None), ("delete", "pods", None),
-    ("create", "pods", "exec"), ("create", "embeddingservices.tei-operator.io", None),
+    ("create", "pods", "exec"), ("create", "pods", "attach"), ("create", "pods", "portforward"),
+    ("create", "embeddingservices.tei-operator.io", None),
     ("delete", "rerankerservices.tei-operator.io", None), ("create", "configmaps", None),
     ("create", "roles.rbac.authorization.k8s.io", None),
 ]

@@ -3,11 +3,16 @@ schema errors that name the field, and the CRDs identical to the pydantic models
 
 from __future__ import annotations
 
+import json
+import shutil
+import textwrap
+
 import pytest
+import yaml
 
 from tei_operator.api.crd import generate_crds
 
-from . import CHART, by_kind, helm, one, render, template
+from . import CHART, KUBE_VERSION, by_kind, helm, one, render, template, values_file
 
 ALL_ON = {
     "watchNamespaces": ["search", "rag"],
@@ -39,7 +44,6 @@ def rules_of(role: dict) -> set[tuple[str, str, str]]:
 
 def test_lint_strict_with_default_and_non_default_values(tmp_path):
     helm("lint", "--strict", str(CHART))
-    import yaml
     values = tmp_path / "all-on.yaml"
     values.write_text(yaml.safe_dump(ALL_ON))
     helm("lint", "--strict", str(CHART), "-f", str(values))
@@ -126,7 +130,8 @@ def test_monitoring_is_off_by_default_and_complete_when_on():
     assert one(render({"monitoring": {"podMonitor": {"enabled": True}}}), "PodMonitor")["spec"]["namespaceSelector"] == {"any": True}
     rule = one(objects, "PrometheusRule")
     alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
-    assert set(alerts) == {"TEIRequestLatencyP99High", "TEIQueueDepthHigh", "TEIRequestsRejected", "TEIServiceNotReady"}
+    assert set(alerts) == {"TEIRequestLatencyP99High", "TEIQueueDepthHigh", "TEIRequestsRejected", "TEIServiceNotReady",
+                           "TEIServiceReplicasUnavailable"}
     assert alerts["TEIRequestLatencyP99High"]["expr"].strip().endswith("> 0.1")
     assert alerts["TEIQueueDepthHigh"]["expr"].strip().endswith("> 20")
     assert alerts["TEIQueueDepthHigh"]["labels"] == {"severity": "warning", "team": "search"}
@@ -134,8 +139,25 @@ def test_monitoring_is_off_by_default_and_complete_when_on():
     dashboard = one(objects, "ConfigMap")
     assert dashboard["metadata"]["namespace"] == "monitoring"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
-    import json
     assert json.loads(dashboard["data"]["tei-services.json"])["uid"] == "tei-operator-services"
+
+
+def test_not_ready_alerts_select_the_operators_deployments_in_kube_state_metrics():
+    rule = one(render({"monitoring": {"prometheusRule": {"enabled": True, "notReadyFor": "30m"}}}), "PrometheusRule")
+    alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    for name, severity in (("TEIServiceNotReady", "critical"), ("TEIServiceReplicasUnavailable", "warning")):
+        alert = alerts[name]
+        assert alert["for"] == "30m" and alert["labels"]["severity"] == severity
+        assert 'kube_deployment_labels{label_app_kubernetes_io_managed_by="tei-operator"}' in alert["expr"]
+        assert "up{" not in alert["expr"] and "up)" not in alert["expr"]
+        assert alert["expr"].count("(") == alert["expr"].count(")"), alert["expr"]
+    # a custom pod selector becomes the kube-state-metrics label matchers, key by key
+    selector = {"app.kubernetes.io/managed-by": "tei-operator", "platform.example.com/tier": "gpu"}
+    rule = one(render({"monitoring": {"teiPodSelector": selector, "prometheusRule": {"enabled": True}}}),
+               "PrometheusRule")
+    expr = {r["alert"]: r["expr"] for r in rule["spec"]["groups"][0]["rules"]}["TEIServiceNotReady"]
+    assert ('kube_deployment_labels{label_app_kubernetes_io_managed_by="tei-operator", '
+            'label_platform_example_com_tier="gpu"}') in expr
 
 
 def test_crds_render_as_the_models_generate_them():
@@ -187,3 +209,46 @@ def test_existing_service_account_must_be_named():
     objects = render({"serviceAccount": {"create": False, "name": "platform-sa"}})
     assert by_kind(objects, "ServiceAccount") == []
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "platform-sa"
+
+
+# ---------------------------------------------------------------- NOTES.txt
+
+def notes(values: dict | None, tmp_path) -> str:
+    """NOTES.txt as `helm install` prints it. `helm template` does not render NOTES.txt, so a copy of the chart gets
+    a ConfigMap template whose data is NOTES.txt rendered with `tpl` (same values, same helpers)."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    (chart / "notes-under-test.txt").write_text((chart / "templates" / "NOTES.txt").read_text())
+    (chart / "templates" / "zz-notes-under-test.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: |\n"
+        '{{ tpl (.Files.Get "notes-under-test.txt") . | indent 4 }}\n')
+    args = ["template", "tei", str(chart), "--namespace", "tei-system", "--kube-version", KUBE_VERSION,
+            "--show-only", "templates/zz-notes-under-test.yaml"]
+    return yaml.safe_load(helm(*args, *values_file(values, tmp_path / "values")).stdout)["data"]["notes"]
+
+
+def inline_manifest(text: str) -> dict:
+    """The manifest between `<<'EOF'` and `EOF` in the notes."""
+    block = text.split("<<'EOF'\n", 1)[1].split("\n     EOF", 1)[0]
+    return yaml.safe_load(textwrap.dedent(block))
+
+
+def test_notes_warn_that_the_default_image_is_not_published(tmp_path):
+    text = notes(None, tmp_path / "default")
+    assert "WARNING: the operator image ghcr.io/tei-operator/tei-operator:0.1.0 is not published" in text
+    assert "--set image.repository=REGISTRY/tei-operator,image.tag=0.1.0" in text
+    own = notes({"image": {"repository": "registry.example.com/platform/tei-operator"}}, tmp_path / "own")
+    assert "WARNING" not in own and "not published" not in own
+
+
+def test_notes_carry_a_manifest_that_works_without_a_checkout(tmp_path):
+    from tei_operator.api import ServiceResource
+
+    text = notes({"watchNamespaces": ["search"], "monitoring": {"prometheusRule": {"enabled": True}}}, tmp_path)
+    assert "kubectl apply -n search -f - <<'EOF'" in text
+    assert "examples/ directory of\n   a checkout" in text and "-f examples/" not in text
+    manifest = inline_manifest(text)
+    resource = ServiceResource.from_body(manifest, default_namespace="search")  # the operator's own validation
+    assert resource.kind == "EmbeddingService" and resource.spec.gpu.count == 0
+    assert f"embeddingservice/{manifest['metadata']['name']} -n search" in text
+    assert "--metric-labels-allowlist=deployments=[app.kubernetes.io/managed-by]" in text

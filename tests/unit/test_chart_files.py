@@ -235,11 +235,11 @@ def metric_names(promql: str) -> set[str]:
 
 
 def test_dashboard_shows_what_the_issue_asks_for():
-    dashboard = json.loads((CHART / "dashboards" / "tei-services.json").read_text())
-    titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
-    for word in ("replicas", "queue", "batch", "latency", "tokens per second"):
+    panels = dashboard()["panels"]
+    titles = " | ".join(p["title"].lower() for p in panels)
+    for word in ("replicas", "queue", "batch fill", "latency", "tokens per second"):
         assert word in titles, f"no dashboard panel about {word}: {titles}"
-    ids = [p["id"] for p in dashboard["panels"]]
+    ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
 
 
@@ -254,9 +254,69 @@ def test_dashboard_and_alerts_use_only_series_tei_exports():
 
 
 @pytest.mark.parametrize("alert", ["TEIRequestLatencyP99High", "TEIQueueDepthHigh", "TEIRequestsRejected",
-                                   "TEIServiceNotReady"])
+                                   "TEIServiceNotReady", "TEIServiceReplicasUnavailable"])
 def test_prometheus_rule_has_alert(alert):
     assert f"alert: {alert}" in (TEMPLATES / "prometheusrule.yaml").read_text()
+
+
+# Deployment series kube-state-metrics exports (its docs/metrics/workload/deployment-metrics.md), for a typo check.
+KSM_DEPLOYMENT_SERIES = {
+    "kube_deployment_spec_replicas", "kube_deployment_status_replicas", "kube_deployment_status_replicas_available",
+    "kube_deployment_status_replicas_ready", "kube_deployment_status_replicas_unavailable",
+    "kube_deployment_status_replicas_updated", "kube_deployment_status_observed_generation",
+    "kube_deployment_status_condition", "kube_deployment_metadata_generation", "kube_deployment_labels",
+}
+
+
+def alert_exprs() -> dict[str, str]:
+    """alert name -> its expr block, read from the template text (the rendered objects are in tests/chart/)."""
+    text = (TEMPLATES / "prometheusrule.yaml").read_text()
+    found = re.findall(r"- alert: (\w+)\n\s+expr: \|\n(.*?)\n\s+for:", text, flags=re.S)
+    return {name: expr for name, expr in found}
+
+
+def test_not_ready_alerts_see_pods_that_never_got_a_scrape_target():
+    """`up == 0` never fires for a Pending pod (no target, no `up` series): the not-Ready alerts must compare the
+    Deployment's wanted and available replicas from kube-state-metrics, for the operator's Deployments only."""
+    exprs = alert_exprs()
+    assert set(exprs) >= {"TEIServiceNotReady", "TEIServiceReplicasUnavailable"}
+    for name in ("TEIServiceNotReady", "TEIServiceReplicasUnavailable"):
+        expr = exprs[name]
+        assert not re.search(r"\bup\b", expr), f"{name} still reads `up`"
+        used = set(re.findall(r"\b(kube_[a-z_]+)\b", expr))
+        assert {"kube_deployment_spec_replicas", "kube_deployment_status_replicas_available",
+                "kube_deployment_labels"} <= used, name
+        assert used <= KSM_DEPLOYMENT_SERIES, f"{name}: kube-state-metrics has no {used - KSM_DEPLOYMENT_SERIES}"
+        assert 'include "tei-operator.ksmDeploymentMatchers"' in expr, f"{name} is not limited to TEI Deployments"
+        assert '"tei_service", "$1", "deployment"' in expr, f"{name} does not name the service"
+    assert "unless on (namespace, deployment)" in exprs["TEIServiceNotReady"]
+
+
+def dashboard() -> dict:
+    return json.loads((CHART / "dashboards" / "tei-services.json").read_text())
+
+
+def test_dashboard_batch_fill_leaves_out_empty_batches_as_the_autoscaler_does():
+    from tei_operator.api.engine import EngineSpec
+    from tei_operator.autoscaling.signals import NONEMPTY_BATCH_RATE_PROMQL
+
+    panels = [p for p in dashboard()["panels"] if p["title"].lower().startswith("batch fill")]
+    assert len(panels) == 1, "no batch fill panel"
+    expr = panels[0]["targets"][0]["expr"]
+    assert {"te_batch_next_tokens_sum", "te_batch_next_tokens_count", "te_batch_next_tokens_bucket"} <= \
+        metric_names(expr)
+    # the zero-size batches TEI records sit in the le="1" bucket: the same matcher as the autoscaler's query
+    autoscaler_le = re.search(r'le=~"[^"]+"', NONEMPTY_BATCH_RATE_PROMQL.format(sel="x", w="5m")).group(0)
+    bucket = re.search(r"te_batch_next_tokens_bucket\{([^}]*)\}", expr).group(1)
+    assert autoscaler_le in bucket
+    subtracted = r"_count\{[^}]*\}\[5m\]\)\)\s*-\s*sum by \(namespace, tei_service\) \(rate\(te_batch_next_tokens_bucket"
+    assert re.search(subtracted, expr), "empty batches are not subtracted from the batch count"
+    assert expr.rstrip().endswith("/ $max_batch_tokens")
+    assert panels[0]["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    box = variables["max_batch_tokens"]
+    assert box["type"] == "textbox"
+    assert int(box["query"]) == int(box["current"]["value"]) == EngineSpec.model_fields["max_batch_tokens"].default
 
 
 def test_monitoring_selects_the_pods_and_ports_the_operator_renders():
@@ -274,3 +334,7 @@ def test_monitoring_selects_the_pods_and_ports_the_operator_renders():
     assert pod["metadata"]["labels"][mon["teiComponentLabel"]] == "embedding"
     assert mon["teiMetricsPort"] in {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
     assert mon["serviceMonitor"]["port"] in {p["name"] for p in children.service["spec"]["ports"]}
+    # the not-Ready alerts join kube-state-metrics' Deployment series on these labels and name the service after
+    # the Deployment
+    assert mon["teiPodSelector"].items() <= children.deployment["metadata"]["labels"].items()
+    assert children.deployment["metadata"]["name"] == body["metadata"]["name"]
