@@ -283,10 +283,17 @@ class KubeClient:
                                   content_type=content_type, query={"fieldManager": field_manager})
 
     async def patch_status(self, rtype: ResourceType, name: str, namespace: str | None, status: Mapping[str, Any],
-                           *, field_manager: str | None = None) -> dict:
+                           *, field_manager: str | None = None, resource_version: str | None = None) -> dict:
         """JSON merge patch of the status subresource: only the keys given change, so writers of other status
-        keys (the autoscaler's status.autoscaling) are left alone. A key set to None is removed."""
-        return await self.patch(rtype, name, namespace, {"status": dict(status)}, content_type=MERGE_PATCH,
+        keys (the autoscaler's status.autoscaling) are left alone. A key set to None is removed.
+
+        A list (status.conditions) is replaced whole by a merge patch, so whoever writes one must have read the
+        latest: with `resource_version` the patch applies only to that version of the object, and fails with
+        409 Conflict (`KubeApiError.conflict`) when someone wrote in between; re-read and try again."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": str(resource_version)}
+        return await self.patch(rtype, name, namespace, body, content_type=MERGE_PATCH,
                                 subresource="status", field_manager=field_manager)
 
     async def create(self, manifest: Mapping[str, Any], *, field_manager: str | None = None) -> dict:

@@ -1,9 +1,12 @@
 """Hand edits and deletions of children are undone promptly (child watches, not the periodic resync: the session's
-operator resyncs only every 10 minutes and these tests allow 15 s); a restarted operator converges without duplicates."""
+operator resyncs only every 10 minutes and these tests allow 15 s), additive ones too (an env variable, a toleration,
+a sidecar: the pod template converges to exactly the rendered one); a restarted operator converges without
+duplicates."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -83,3 +86,103 @@ def test_restart_mid_way_converges_without_duplicates(operator, kube, namespace)
             assert len(names) == len(set(names))
             continue
         assert sorted(names) == ["restart", "restart2"], f"{kind}: {json.dumps(names)}"
+
+
+# -- additive hand edits: fields server-side apply alone would leave in place ------------------------------------
+
+def _pod_spec(kube, name, namespace):
+    return kube.get("deployment", name, namespace)["spec"]["template"]["spec"]
+
+
+def _reverts(kube, namespace, name):
+    return [e["message"] for e in kube.events(namespace, name) if e["reason"] == "DriftReverted"]
+
+
+def test_added_env_variable_is_removed_and_the_event_names_it_without_its_value(operator, kube, namespace):
+    kube.apply(embedding("addenv", namespace))
+    kube.wait_condition("embsvc", "addenv", namespace, "Ready")
+    original = _env(kube.get("deployment", "addenv", namespace))
+    kube.kubectl("set", "env", "deployment/addenv", "-n", namespace, "FOO=s3cr3t-value")
+    wait_for(lambda: "FOO" not in _env(kube.get("deployment", "addenv", namespace)), PROMPT,
+             what="env FOO to be removed")
+    assert _env(kube.get("deployment", "addenv", namespace)) == original
+    messages = wait_for(lambda: _reverts(kube, namespace, "addenv"), PROMPT, what="a DriftReverted event")
+    assert "Reverted a hand edit of Deployment addenv: env FOO added by kubectl-set" in messages
+    assert not any("s3cr3t-value" in m for m in messages)
+
+
+def test_added_toleration_node_selector_and_sidecar_are_removed(operator, kube, namespace):
+    kube.apply(embedding("addmore", namespace))
+    kube.wait_condition("embsvc", "addmore", namespace, "Ready")
+    rendered = _pod_spec(kube, "addmore", namespace)
+    assert "nodeSelector" not in rendered
+    kube.kubectl("patch", "deployment", "addmore", "-n", namespace, "--type=json", "-p", json.dumps([
+        {"op": "add", "path": "/spec/template/spec/tolerations/-",
+         "value": {"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}},
+        {"op": "add", "path": "/spec/template/spec/nodeSelector", "value": {"zone": "eu-1a"}},
+        {"op": "add", "path": "/spec/template/spec/containers/-", "value": {"name": "sidecar", "image": "busybox"}},
+    ]))
+    wait_for(lambda: _pod_spec(kube, "addmore", namespace) == rendered, PROMPT,
+             what="the pod template to be exactly the rendered one again")
+    messages = wait_for(lambda: _reverts(kube, namespace, "addmore"), PROMPT, what="a DriftReverted event")
+    assert any("container sidecar added by kubectl-patch" in m and "nodeSelector set by kubectl-patch" in m
+               for m in messages), messages
+
+
+def test_rollout_restart_is_not_drift(operator, kube, namespace):
+    kube.apply(embedding("restarted", namespace))
+    kube.wait_condition("embsvc", "restarted", namespace, "Ready")
+    kube.kubectl("rollout", "restart", "deployment/restarted", "-n", namespace)
+    annotation = "kubectl.kubernetes.io/restartedAt"
+    # The edit triggers a reconcile at once (Deployment watch); give it time to act, then check nothing was undone.
+    kube.wait_condition("embsvc", "restarted", namespace, "Ready", timeout=30)
+    time.sleep(2)
+    template = kube.get("deployment", "restarted", namespace)["spec"]["template"]
+    assert annotation in template["metadata"]["annotations"]
+    assert _reverts(kube, namespace, "restarted") == []
+
+
+# -- an operator upgrade re-renders Deployments: reported as such, not as drift ------------------------------------
+
+def test_an_operator_upgrade_is_reported_as_an_update_not_as_drift(operator, kube, namespace):
+    from tei_operator.render.stamp import operator_version
+
+    for name in ("upgraded", "resettled"):
+        kube.apply(embedding(name, namespace))
+    for name in ("upgraded", "resettled"):
+        kube.wait_condition("embsvc", name, namespace, "Ready")
+    old_image = tei_container(kube.get("deployment", "upgraded", namespace))["image"]
+    operator.stop()
+    try:
+        # What an older operator would have left: its own version and hash, and shorter readiness probes.
+        kube.kubectl("annotate", "deployment", "upgraded", "-n", namespace, "--overwrite",
+                     "tei-operator.io/rendered-by=0.0.1", "tei-operator.io/rendered-hash=0123456789abcdef")
+        kube.kubectl("patch", "deployment", "upgraded", "-n", namespace, "--type=json", "-p", json.dumps([
+            {"op": "replace", "path": "/spec/template/spec/containers/0/readinessProbe/timeoutSeconds", "value": 1}]))
+        # And the new operator comes with a new default TEI version (a settings change for "resettled").
+        operator.extra_env["TEI_OPERATOR_TEI_VERSION"] = "1.9.2"
+    finally:
+        operator.start()
+    try:
+        dep = wait_for(lambda: (d := kube.get("deployment", "upgraded", namespace)) and
+                       tei_container(d)["image"].endswith("1.9.2") and d, 30, what="the new render")
+        assert tei_container(dep)["readinessProbe"]["timeoutSeconds"] == 5
+        assert dep["metadata"]["annotations"]["tei-operator.io/rendered-by"] == operator_version()
+
+        def event(name, reason):
+            return next((e for e in kube.events(namespace, name) if e["reason"] == reason), None)
+
+        upgraded = wait_for(lambda: event("upgraded", "OperatorUpgraded"), PROMPT, what="an OperatorUpgraded event")
+        assert upgraded["type"] == "Normal"
+        assert upgraded["message"].startswith(
+            f"Updated Deployment upgraded after an operator upgrade (0.0.1 -> {operator_version()}): "
+            f"image {old_image} -> {old_image.rsplit(':', 1)[0]}:")
+        assert "readinessProbe.timeoutSeconds" in upgraded["message"]
+        settled = wait_for(lambda: event("resettled", "SettingsChanged"), PROMPT, what="a SettingsChanged event")
+        assert settled["type"] == "Normal" and "after a change of the operator's settings: image" in settled["message"]
+        for name in ("upgraded", "resettled"):
+            assert event(name, "DriftReverted") is None
+    finally:
+        operator.stop()
+        operator.extra_env.pop("TEI_OPERATOR_TEI_VERSION", None)
+        operator.start()

@@ -16,6 +16,8 @@ INVALID = [
     ("EmbeddingService", {"model": GOOD_MODEL, "gpu": {"count": 2}}, "spec.gpu.count"),
     ("EmbeddingService", {"model": GOOD_MODEL, "gpu": {"count": 1, "type": "v100"}}, "spec.gpu.type"),
     ("EmbeddingService", {"model": GOOD_MODEL, "gpu": {"count": 0, "type": "a100"}}, "spec.gpu.type"),
+    ("EmbeddingService", {"model": GOOD_MODEL, "gpu": {"type": "a100", "resourceName": "nvidia.com/mig-1g.10gb"}},
+     "spec.gpu.type: Invalid value: gpu.type selects whole GPUs by product; with a MIG resourceName leave type unset"),
     ("EmbeddingService", {"gpu": {"count": 1}}, "spec.model"),
     ("EmbeddingService", {"model": {"revision": "main"}}, "spec.model.id"),
     ("EmbeddingService", {"model": GOOD_MODEL, "replicas": -1}, "spec.replicas"),

@@ -160,3 +160,24 @@ def test_kinds_table():
         "EmbeddingService": ("embeddingservices", ("embsvc",), "embedding"),
         "RerankerService": ("rerankerservices", ("rrsvc",), "reranker"),
     }
+
+
+def test_a_gpu_type_with_a_mig_resource_is_refused_with_the_way_out():
+    # GPU feature discovery labels a MIG node's product `<product>-MIG-<profile>`: no type's product list matches.
+    errors = errors_of({"model": MODEL, "gpu": {"type": "a100", "resourceName": "nvidia.com/mig-1g.10gb"}})
+    assert errors == ["spec.gpu.type: gpu.type selects whole GPUs by product; with a MIG resourceName leave type "
+                      "unset and use nodeSelector/affinity"]
+    # Either alone is fine.
+    assert parse_spec("EmbeddingService", {"model": MODEL, "gpu": {"resourceName": "nvidia.com/mig-1g.10gb"}})
+    assert parse_spec("EmbeddingService", {"model": MODEL, "gpu": {"type": "a100"}}).gpu.type == "a100"
+
+
+def test_the_mig_rule_is_also_a_cel_rule_of_the_crd():
+    from tei_operator.api.gpu_spec import MIG_WITH_TYPE_MESSAGE
+    from tei_operator.api.crd import generate_crds
+
+    for crd in generate_crds():
+        gpu = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["gpu"]
+        rules = {r["message"]: r for r in gpu["x-kubernetes-validations"]}
+        assert rules[MIG_WITH_TYPE_MESSAGE]["fieldPath"] == ".type"
+        assert "nvidia.com/mig-" in rules[MIG_WITH_TYPE_MESSAGE]["rule"]

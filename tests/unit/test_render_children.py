@@ -266,3 +266,24 @@ def test_render_does_not_mutate_the_spec():
     render_children(res, SETTINGS)
     render_children(res, SETTINGS)
     assert res.spec.to_wire() == before
+
+
+def test_the_deployment_is_stamped_with_the_operator_version_and_a_hash_of_its_manifest():
+    from importlib import metadata
+
+    from tei_operator.render.stamp import manifest_hash, stamp_of
+
+    children = render()
+    annotations = children.deployment["metadata"]["annotations"]
+    assert annotations["tei-operator.io/rendered-by"] == metadata.version("tei-operator")
+    assert annotations["tei-operator.io/rendered-hash"] == manifest_hash(children.deployment)
+    # In the Deployment's own metadata only: an operator release must not restart every pod.
+    assert not {"tei-operator.io/rendered-by", "tei-operator.io/rendered-hash"} & set(
+        children.deployment["spec"]["template"]["metadata"]["annotations"])
+    assert "annotations" not in children.service["metadata"]
+    # The hash follows what the operator renders (here: another default TEI version), not only the spec.
+    newer = render_children(resource(), Settings(tei_version="1.9.4"))
+    assert stamp_of(newer.deployment).hash != stamp_of(children.deployment).hash
+    assert stamp_of(newer.deployment).version == stamp_of(children.deployment).version
+    assert stamp_of(render().deployment) == stamp_of(children.deployment)
+    assert stamp_of(children.service) is None

@@ -245,14 +245,20 @@ def test_changed_fields_and_describe_apply():
     fields = changed_fields(applied, live)
     assert [f[0] for f in fields] == ["spec.template.spec.containers[tei].image",
                                       "spec.template.spec.containers[tei].env[MODEL_ID].value"]
-    after = {**live, "metadata": {"name": "bge-m3", "resourceVersion": "6"}}
+    after = {**copy.deepcopy(applied), "metadata": {"name": "bge-m3", "resourceVersion": "6"}}
     change = describe_apply("Deployment", "bge-m3", live, applied, after)
     assert change is not None and change.reason == "Updated"
-    assert change.message == ("Updated Deployment bge-m3: image img:hacked -> img:1.9, "
-                              "env MODEL_ID evil/model -> BAAI/bge-m3")
+    assert change.message == "Updated Deployment bge-m3: image img:hacked -> img:1.9, env MODEL_ID changed"
     drift = describe_apply("Deployment", "bge-m3", live, applied, after, drift=True)
     assert drift is not None and drift.reason == "DriftReverted" and drift.type == "Warning"
+    assert drift.message == ("Reverted a hand edit of Deployment bge-m3: image img:hacked -> img:1.9, "
+                             "env MODEL_ID changed")
     assert describe_apply("Deployment", "bge-m3", live, applied, live) is None  # same resourceVersion: no-op
+    # The Deployment controller wrote status and its revision annotation between our read and our no-op apply.
+    raced = copy.deepcopy(live)
+    raced["metadata"].update(resourceVersion="7", annotations={"deployment.kubernetes.io/revision": "2"})
+    raced["status"] = {"observedGeneration": 2}
+    assert describe_apply("Deployment", "bge-m3", live, applied, raced) is None
     assert describe_apply("Service", "bge-m3", None, applied, after).message == "Created Service bge-m3"
     recreated = describe_apply("Service", "bge-m3", None, applied, after, seen_before=True)
     assert recreated.reason == "Recreated" and recreated.message.startswith("Recreated Service bge-m3")
@@ -288,3 +294,229 @@ def test_children_and_pods_are_routed_to_their_service():
     assert deployment_of_pod(pod) == "bge-m3"
     del pod["metadata"]["labels"]["tei-operator.io/service"]
     assert owner_of_pod(pod, kinds) is None
+
+
+# -- events never print env values; an operator upgrade is not drift ------------------------------------------
+
+SECRET = "hf_s3cr3t-token-value"
+
+
+def _deployment_with_env(env, *, rv="5", stamp=None):
+    meta = {"name": "bge-m3", "resourceVersion": rv}
+    if stamp:
+        meta["annotations"] = {"tei-operator.io/rendered-by": stamp[0], "tei-operator.io/rendered-hash": stamp[1]}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+            "spec": {"template": {"spec": {"containers": [{"name": "tei", "image": "img:1.9", "env": env}]}}}}
+
+
+@pytest.mark.parametrize("drift", [False, True])
+def test_events_name_env_variables_but_never_print_their_values(drift):
+    applied = _deployment_with_env([{"name": "MODEL_ID", "value": "BAAI/bge-m3"}, {"name": "HF_TOKEN", "value": SECRET}])
+    live = _deployment_with_env([{"name": "MODEL_ID", "value": "evil/model"}])
+    after = _deployment_with_env(applied["spec"]["template"]["spec"]["containers"][0]["env"], rv="6")
+    change = describe_apply("Deployment", "bge-m3", live, applied, after, drift=drift)
+    assert "MODEL_ID changed" in change.message
+    assert ("HF_TOKEN put back" if drift else "HF_TOKEN added") in change.message
+    for value in (SECRET, "evil/model", "BAAI/bge-m3"):
+        assert value not in change.message
+
+
+def test_a_changed_render_stamp_with_an_unchanged_spec_is_an_upgrade_not_drift():
+    live = _deployment_with_env([], stamp=("0.1.0", "aaaa"))
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = "img:1.8"
+    upgraded = _deployment_with_env([], stamp=("0.2.0", "bbbb"))
+    after = {**upgraded, "metadata": {**upgraded["metadata"], "resourceVersion": "6"}}
+    change = describe_apply("Deployment", "bge-m3", live, upgraded, after, drift=True)
+    assert (change.reason, change.type) == ("OperatorUpgraded", "Normal")
+    # The stamp annotations themselves are bookkeeping, not worth listing.
+    assert change.message == "Updated Deployment bge-m3 after an operator upgrade (0.1.0 -> 0.2.0): image img:1.8 -> img:1.9"
+    # Same version, another hash: the operator's settings changed (e.g. its default TEI version).
+    settings = _deployment_with_env([], stamp=("0.1.0", "cccc"))
+    change = describe_apply("Deployment", "bge-m3", live, settings, {**settings, "metadata": {"resourceVersion": "6"}},
+                            drift=True)
+    assert (change.reason, change.type) == ("SettingsChanged", "Normal")
+    assert change.message.startswith("Updated Deployment bge-m3 after a change of the operator's settings: image")
+    # A Deployment from before stamps existed.
+    unstamped = _deployment_with_env([])
+    change = describe_apply("Deployment", "bge-m3", unstamped, upgraded, after, drift=True)
+    assert change.reason == "OperatorUpgraded" and "(unstamped -> 0.2.0)" in change.message
+    # Same stamp: whatever changed was changed by hand.
+    same = _deployment_with_env([], stamp=("0.1.0", "aaaa"))
+    change = describe_apply("Deployment", "bge-m3", live, same, {**same, "metadata": {"resourceVersion": "6"}},
+                            drift=True)
+    assert (change.reason, change.type) == ("DriftReverted", "Warning")
+    # A spec change is an update whatever the stamps say.
+    change = describe_apply("Deployment", "bge-m3", live, upgraded, after, drift=False)
+    assert change.reason == "Updated"
+
+
+# -- fields others added to the pod template -------------------------------------------------------------------
+
+from tei_operator.controller.events import describe_removal  # noqa: E402
+from tei_operator.controller.ownership import (  # noqa: E402
+    describe_field, foreign_template_fields, removal_patch)
+
+OURS = frozenset({"tei-operator", "tei-operator-autoscaler"})
+
+
+def _k(**key):
+    import json
+    return "k:" + json.dumps(key, separators=(",", ":"))
+
+
+def edited_deployment():
+    """A Deployment as the API server returns it after hand edits, managedFields as recorded (shapes observed on
+    kube-apiserver 1.36: `kubectl set env`, `kubectl patch` of an atomic map, a sidecar, `rollout restart`)."""
+    env = [{"name": "MODEL_ID", "value": "BAAI/bge-m3"}, {"name": "PORT", "value": "80"},
+           {"name": "FOO", "value": SECRET}]
+    template = {
+        "metadata": {"labels": {"app": "bge-m3"},
+                     "annotations": {"tei-operator.io/config-hash": "abc",
+                                     "kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z",
+                                     "team.example.com/cost-centre": "42"}},
+        "spec": {
+            "containers": [
+                {"name": "tei", "image": "img:1.9", "env": env,
+                 "resources": {"limits": {"nvidia.com/gpu": "1", "cpu": "4"}}},
+                {"name": "sidecar", "image": "busybox"},
+            ],
+            "nodeSelector": {"zone": "a"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    }
+    tei = _k(name="tei")
+    ours = {"f:metadata": {"f:labels": {"f:app": {}}, "f:annotations": {"f:tei-operator.io/config-hash": {}}},
+            "f:spec": {"f:containers": {tei: {".": {}, "f:name": {}, "f:image": {}, "f:env": {
+                _k(name="MODEL_ID"): {".": {}, "f:name": {}, "f:value": {}},
+                _k(name="PORT"): {".": {}, "f:name": {}, "f:value": {}}},
+                "f:resources": {"f:limits": {"f:nvidia.com/gpu": {}}}}},
+                "f:tolerations": {}}}
+    managed = [
+        {"manager": "tei-operator", "operation": "Apply", "fieldsV1": {"f:spec": {"f:template": ours}}},
+        {"manager": "kube-controller-manager-v1.36.3", "operation": "Update", "subresource": "status",
+         "fieldsV1": {"f:status": {"f:replicas": {}}}},
+        {"manager": "kubectl-set", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {
+            "f:containers": {tei: {"f:env": {_k(name="FOO"): {".": {}, "f:name": {}, "f:value": {}}}}}}}}}},
+        {"manager": "kubectl-patch", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {
+            "f:spec": {"f:nodeSelector": {}}}}}},
+        {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {
+            "f:metadata": {"f:annotations": {"f:team.example.com/cost-centre": {}}},
+            "f:spec": {"f:containers": {_k(name="sidecar"): {".": {}, "f:name": {}, "f:image": {}},
+                                        tei: {"f:resources": {"f:limits": {"f:cpu": {}}}}}}}}}},
+        {"manager": "kubectl-rollout", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {
+            "f:metadata": {"f:annotations": {"f:kubectl.kubernetes.io/restartedAt": {}}}}}}},
+        # Someone applied the very image we set: shared ownership, ours.
+        {"manager": "ci-bot", "operation": "Apply", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {
+            "f:containers": {tei: {".": {}, "f:name": {}, "f:image": {}}}}}}}},
+    ]
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "bge-m3", "namespace": "search", "resourceVersion": "77", "managedFields": managed},
+            "spec": {"replicas": 2, "template": template}}
+
+
+def test_fields_only_foreign_managers_own_are_found_and_named_without_values():
+    found = foreign_template_fields(edited_deployment(), OURS)
+    by_pointer = {f.json_pointer: (describe_field(f), f.manager) for f in found}
+    assert by_pointer == {
+        "/spec/template/spec/containers/0/env/2": ("env FOO added", "kubectl-set"),
+        "/spec/template/spec/nodeSelector": ("nodeSelector set", "kubectl-patch"),
+        "/spec/template/metadata/annotations/team.example.com~1cost-centre":
+            ("pod annotation team.example.com/cost-centre added", "kubectl-edit"),
+        "/spec/template/spec/containers/1": ("container sidecar added", "kubectl-edit"),
+        "/spec/template/spec/containers/0/resources/limits/cpu":
+            ("resources.limits.cpu of container tei set", "kubectl-edit"),
+    }
+    # Kept: the rollout restart stamp, our own fields, the one the CI bot shares with us, the control plane's.
+    assert foreign_template_fields(edited_deployment(), OURS | {"kubectl-set", "kubectl-patch", "kubectl-edit"}) == []
+
+
+def test_a_field_we_share_with_a_foreign_manager_is_ours():
+    dep = edited_deployment()
+    # Our apply now also sets the nodeSelector kubectl-patch set: shared, so it stays.
+    dep["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:nodeSelector"] = {}
+    assert "/spec/template/spec/nodeSelector" not in {f.json_pointer for f in foreign_template_fields(dep, OURS)}
+
+
+def test_a_stale_managed_fields_entry_for_a_field_that_is_gone_is_ignored():
+    dep = edited_deployment()
+    dep["spec"]["template"]["spec"]["containers"][0]["env"].pop()  # FOO is gone already
+    assert "env FOO added" not in {describe_field(f) for f in foreign_template_fields(dep, OURS)}
+
+
+def test_removal_patch_is_pinned_to_the_resource_version_and_removes_higher_indexes_first():
+    dep = edited_deployment()
+    found = foreign_template_fields(dep, OURS)
+    patch = removal_patch("77", found)
+    assert patch[0] == {"op": "replace", "path": "/metadata/resourceVersion", "value": "77"}
+    paths = [op["path"] for op in patch[1:]]
+    assert all(op["op"] == "remove" for op in patch[1:]) and len(paths) == len(found)
+    # Container 1 goes before anything inside container 0, so container 0's pointers stay valid.
+    assert paths.index("/spec/template/spec/containers/1") < paths.index("/spec/template/spec/containers/0/env/2")
+    # Applying the patch the way the API server does leaves exactly the rendered template.
+    _apply_removals(dep, paths)
+    template = dep["spec"]["template"]
+    assert [c["name"] for c in template["spec"]["containers"]] == ["tei"]
+    assert [e["name"] for e in template["spec"]["containers"][0]["env"]] == ["MODEL_ID", "PORT"]
+    assert template["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert "nodeSelector" not in template["spec"]
+    assert set(template["metadata"]["annotations"]) == {"tei-operator.io/config-hash",
+                                                        "kubectl.kubernetes.io/restartedAt"}
+
+
+def _apply_removals(doc, paths):
+    """RFC 6902 `remove`, applied in order (a small stand-in for the API server's JSON patch)."""
+    for path in paths:
+        tokens = [t.replace("~1", "/").replace("~0", "~") for t in path.split("/")[1:]]
+        parent = doc
+        for token in tokens[:-1]:
+            parent = parent[int(token)] if isinstance(parent, list) else parent[token]
+        last = tokens[-1]
+        del parent[int(last) if isinstance(parent, list) else last]
+
+
+def test_nested_foreign_fields_are_removed_once():
+    dep = edited_deployment()
+    tei = _k(name="tei")
+    # A second manager owns FOO's value inside the item kubectl-set added: one removal of the item.
+    dep["metadata"]["managedFields"].append({"manager": "other", "operation": "Update", "fieldsV1": {"f:spec": {
+        "f:template": {"f:spec": {"f:containers": {tei: {"f:env": {_k(name="FOO"): {"f:value": {}}}}}}}}}})
+    pointers = [f.json_pointer for f in foreign_template_fields(dep, OURS)]
+    assert pointers.count("/spec/template/spec/containers/0/env/2") == 1
+    assert not any(p.startswith("/spec/template/spec/containers/0/env/2/") for p in pointers)
+
+
+def test_one_warning_lists_what_the_apply_and_the_removal_reverted():
+    found = foreign_template_fields(edited_deployment(), OURS)
+    applied = _deployment_with_env([{"name": "MODEL_ID", "value": "BAAI/bge-m3"}])
+    live = _deployment_with_env([{"name": "MODEL_ID", "value": "evil/model"}])
+    drift = describe_apply("Deployment", "bge-m3", live, applied, {**applied, "metadata": {"resourceVersion": "9"}},
+                           drift=True)
+    (merged,) = describe_removal("Deployment", "bge-m3", found[:1], drift)
+    assert merged.reason == "DriftReverted" and merged.type == "Warning"
+    assert merged.message == ("Reverted a hand edit of Deployment bge-m3: env MODEL_ID changed, "
+                              "env FOO added by kubectl-set")
+    assert SECRET not in merged.message
+    # Only foreign fields (the apply was a no-op): the event of item 1 of issue #3.
+    (alone,) = describe_removal("Deployment", "bge-m3", found[:1], None)
+    assert alone.message == "Reverted a hand edit of Deployment bge-m3: env FOO added by kubectl-set"
+    # A spec update at the same time stays an Updated event; the removal is its own Warning.
+    update = describe_apply("Deployment", "bge-m3", live, applied, {**applied, "metadata": {"resourceVersion": "9"}})
+    assert [c.reason for c in describe_removal("Deployment", "bge-m3", found, update)] == ["Updated", "DriftReverted"]
+    assert describe_removal("Deployment", "bge-m3", [], None) == []
+
+
+def test_nulls_are_not_foreign_fields_and_a_removal_defaulted_back_is_not_reported():
+    from tei_operator.controller.ownership import still_present
+
+    dep = edited_deployment()
+    dep["spec"]["template"]["metadata"]["creationTimestamp"] = None
+    dep["metadata"]["managedFields"].append({"manager": "kubectl-client-side-apply", "operation": "Update",
+                                             "fieldsV1": {"f:spec": {"f:template": {"f:metadata": {
+                                                 "f:creationTimestamp": {}}}}}})
+    found = foreign_template_fields(dep, OURS)
+    assert "/spec/template/metadata/creationTimestamp" not in {f.json_pointer for f in found}
+    env_foo = next(f for f in found if f.json_pointer.endswith("/env/2"))
+    assert SECRET not in repr(env_foo)
+    assert still_present(dep, env_foo)
+    dep["spec"]["template"]["spec"]["containers"][0]["env"].pop()
+    assert not still_present(dep, env_foo)

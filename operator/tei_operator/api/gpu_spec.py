@@ -10,6 +10,11 @@ from .base import ApiModel, FieldError
 from .gpu import GPU_TYPES, GpuTypeName
 
 RESOURCE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+# MIG slices as the NVIDIA device plugin's "mixed" strategy advertises them (nvidia.com/mig-1g.10gb). GPU feature
+# discovery then labels the node's product `<product>-MIG-<profile>`, which no gpu.type's product list holds.
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+MIG_WITH_TYPE_MESSAGE = ("gpu.type selects whole GPUs by product; with a MIG resourceName leave type unset and use "
+                         "nodeSelector/affinity")
 
 
 class GpuSpec(ApiModel):
@@ -20,6 +25,12 @@ class GpuSpec(ApiModel):
         {
             "rule": "!has(self.type) || self.count > 0",
             "message": "type applies only when count > 0 (count 0 runs the CPU image)",
+            "fieldPath": ".type",
+        },
+        {
+            "rule": f"!has(self.type) || !has(self.resourceName) || "
+                    f"!self.resourceName.startsWith('{MIG_RESOURCE_PREFIX}')",
+            "message": MIG_WITH_TYPE_MESSAGE,
             "fieldPath": ".type",
         },
     ]
@@ -39,11 +50,14 @@ class GpuSpec(ApiModel):
     resource_name: str = Field(
         "nvidia.com/gpu", max_length=253, pattern=RESOURCE_NAME_PATTERN,
         description="Extended resource requested per GPU, for example nvidia.com/gpu or a MIG profile such as "
-        "nvidia.com/mig-1g.10gb.",
+        "nvidia.com/mig-1g.10gb. With a MIG profile leave type unset (the node's product label then names the MIG "
+        "profile, not the card) and place pods with nodeSelector or affinity.",
     )
 
     @model_validator(mode="after")
     def _type_needs_gpu(self) -> "GpuSpec":
         if self.type is not None and self.count == 0:
             raise FieldError("type", "type applies only when count > 0 (count 0 runs the CPU image)")
+        if self.type is not None and self.resource_name.startswith(MIG_RESOURCE_PREFIX):
+            raise FieldError("type", MIG_WITH_TYPE_MESSAGE)
         return self

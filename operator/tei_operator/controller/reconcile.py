@@ -5,6 +5,11 @@ with the service's key. It reads the service fresh, so the status it compares wi
 per-service lock, so two triggers never interleave their writes. A reconcile that finds nothing to change writes
 nothing: server-side apply of identical content leaves the resourceVersion alone, and status is merge-patched only
 when a key we own differs.
+
+The Deployment's pod template converges to exactly the rendered one: server-side apply puts back the fields we set,
+and fields someone else added (an env variable, a toleration, a sidecar) are removed (ownership.py). Status is
+written read-modify-write against the resourceVersion it was computed from, so a condition another writer (the
+autoscaler's ScalingLimited) added in between is never dropped.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import copy
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import kube as k
@@ -21,8 +26,10 @@ from ..api import GROUP, KINDS, VERSION, ServiceResource
 from ..kube import KubeClient
 from ..render import endpoint_url, render_children
 from ..render.labels import SERVICE_LABEL, selector_string
+from ..settings import Settings
 from . import status as st
-from .events import Change, EventRecorder, describe_apply
+from .events import Change, EventRecorder, describe_apply, describe_removal
+from .ownership import ForeignField, foreign_template_fields, removal_patch, still_present
 
 logger = logging.getLogger("tei_operator.controller")
 
@@ -30,6 +37,10 @@ FIELD_MANAGER = "tei-operator"
 AUTOSCALER_FIELD_MANAGER = "tei-operator-autoscaler"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "tei-operator"
+# Writes computed from a read that went stale (409 Conflict) are recomputed from a fresh read this many times.
+MAX_WRITE_ATTEMPTS = 5
+
+StatusBuilder = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -112,14 +123,15 @@ def _ref(manifest: Mapping[str, Any]) -> tuple[str, str]:
 class Reconciler:
     """Brings one service's children in line with its spec and reports how they are doing."""
 
-    def __init__(self, kube: KubeClient, settings: Any, recorder: EventRecorder | None = None) -> None:
+    def __init__(self, kube: KubeClient, settings: Settings, recorder: EventRecorder | None = None) -> None:
         self.kube = kube
         self.settings = settings
         self.recorder = recorder or EventRecorder(kube)
         self.kinds = owner_types()
-        self.field_manager = str(getattr(settings, "field_manager", None) or FIELD_MANAGER)
-        self.autoscaler_field_manager = str(
-            getattr(settings, "autoscaler_field_manager", None) or AUTOSCALER_FIELD_MANAGER)
+        self.field_manager = settings.field_manager
+        self.autoscaler_field_manager = settings.autoscaler_field_manager
+        # Whose fields in a Deployment's pod template are not hand edits (besides the control plane's).
+        self.own_managers = frozenset({self.field_manager, self.autoscaler_field_manager})
         for rtype in self.kinds.values():
             kube.register(rtype)
         self._locks: dict[OwnerKey, asyncio.Lock] = {}
@@ -162,10 +174,10 @@ class Reconciler:
             resource = ServiceResource.from_body(owner)
             children = render_children(resource, self.settings)
         except ValueError as exc:  # InvalidSpecError is a ValueError naming the field
-            outcome.invalid_spec = str(exc)
-            await self._write_status(owner, outcome, st.build_status(
-                generation=generation, deployment=None, pods=[], current=current, now=st.now_rfc3339(),
-                invalid_spec=str(exc)), keep_counts=True)
+            outcome.invalid_spec = message = str(exc)
+            await self.write_status(owner, outcome, lambda latest: st.build_status(
+                generation=generation, deployment=None, pods=[], current=latest, now=st.now_rfc3339(),
+                invalid_spec=message), keep_counts=True)
             return outcome
 
         deployment_manifest = children.deployment
@@ -184,12 +196,10 @@ class Reconciler:
 
         selector = selector_string(resource)
         pods = await self.kube.list(k.POD, key.namespace, label_selector=selector)
-        desired = st.build_status(
-            generation=generation, deployment=deployment, pods=pods, current=current, now=st.now_rfc3339(),
-            selector=selector, endpoint=endpoint_url(resource),
-            image=_tei_image(deployment_manifest) or _tei_image(deployment),
-        )
-        await self._write_status(owner, outcome, desired)
+        endpoint, image = endpoint_url(resource), _tei_image(deployment_manifest) or _tei_image(deployment)
+        await self.write_status(owner, outcome, lambda latest: st.build_status(
+            generation=generation, deployment=deployment, pods=pods, current=latest, now=st.now_rfc3339(),
+            selector=selector, endpoint=endpoint, image=image))
         return outcome
 
     # -- children -----------------------------------------------------------------------------------------------
@@ -202,14 +212,45 @@ class Reconciler:
         before = await self.kube.get_or_none(rtype, name, namespace)
         if rtype == k.DEPLOYMENT and self._autoscaled(resource):
             before = await self._hand_replicas_to_autoscaler(resource, manifest, before)
-        after = await self.kube.apply(manifest, self.field_manager, force=True)
-        change = describe_apply(kind, name, before, manifest, after, seen_before=seen_key in self._seen,
+        applied = await self.kube.apply(manifest, self.field_manager, force=True)
+        change = describe_apply(kind, name, before, manifest, applied, seen_before=seen_key in self._seen,
                                 drift=drift)
+        after, removed = applied, list[ForeignField]()
+        if rtype == k.DEPLOYMENT:
+            after, removed = await self._remove_foreign_fields(applied)
         self._seen.add(seen_key)
-        if change is not None:
-            outcome.changes.append(change)
-            await self.recorder.change(owner, change)
+        for each in describe_removal(kind, name, removed, change):
+            outcome.changes.append(each)
+            await self.recorder.change(owner, each)
         return after
+
+    async def _remove_foreign_fields(self, deployment: dict) -> tuple[dict, list[ForeignField]]:
+        """Take out of the pod template what only other field managers set (hand edits the apply cannot undo).
+
+        Returns the Deployment afterwards and what was removed. The patch is pinned to the resourceVersion it was
+        computed from; when someone wrote in between (409), it is recomputed from a fresh read."""
+        meta = deployment.get("metadata") or {}
+        name, namespace = meta.get("name", ""), meta.get("namespace", "")
+        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+            fields = foreign_template_fields(deployment, self.own_managers)
+            if not fields:
+                return deployment, []
+            rv = str((deployment.get("metadata") or {}).get("resourceVersion", ""))
+            try:
+                patched = await self.kube.patch(k.DEPLOYMENT, name, namespace, removal_patch(rv, fields),
+                                                content_type=k.JSON_PATCH, field_manager=self.field_manager)
+                # A field defaulted back to the same value was not really removed (and stays the other
+                # manager's): leave it out of the event, so it is not reported again on every reconcile.
+                return patched, [f for f in fields if not still_present(patched, f)]
+            except k.KubeApiError as exc:
+                if not exc.conflict or attempt == MAX_WRITE_ATTEMPTS:
+                    raise
+                logger.debug("Deployment %s/%s changed while removing hand edits; retrying", namespace, name)
+                fresh = await self.kube.get_or_none(k.DEPLOYMENT, name, namespace)
+                if fresh is None:
+                    return deployment, []
+                deployment = fresh
+        return deployment, []
 
     @staticmethod
     def _autoscaled(resource: Any) -> bool:
@@ -261,20 +302,44 @@ class Reconciler:
             self._seen.discard((uid or "", rtype.kind, name))
 
     # -- status -------------------------------------------------------------------------------------------------
-    async def _write_status(self, owner: Mapping[str, Any], outcome: Outcome, desired: dict[str, Any], *,
+    async def write_status(self, owner: Mapping[str, Any], outcome: Outcome, build: StatusBuilder, *,
                             keep_counts: bool = False) -> None:
-        current = owner.get("status") or {}
-        if keep_counts:  # invalid spec: nothing observed, leave what the last good reconcile wrote
-            desired = {key: v for key, v in desired.items() if key in ("observedGeneration", "conditions")}
-        patch = st.changed_status(current, desired)
-        if not patch:
+        """Write the status keys we own that differ, read-modify-write.
+
+        `build` turns the stored status into the desired one (it merges our conditions into the stored list, keeping
+        other writers' conditions). The merge patch carries the resourceVersion the status was read at; on 409 the
+        service is read again and the status rebuilt from what is stored now, so a condition the autoscaler wrote
+        in between survives."""
+        rtype = self.kinds[owner["kind"]]
+        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+            current = owner.get("status") or {}
+            desired = build(current)
+            if keep_counts:  # invalid spec: nothing observed, leave what the last good reconcile wrote
+                desired = {key: v for key, v in desired.items() if key in ("observedGeneration", "conditions")}
+            patch = st.changed_status(current, desired)
+            if not patch:
+                return
+            meta = owner.get("metadata") or {}
+            try:
+                await self.kube.patch_status(rtype, meta["name"], meta["namespace"], patch,
+                                             field_manager=self.field_manager,
+                                             resource_version=meta.get("resourceVersion"))
+            except k.KubeApiError as exc:
+                if not exc.conflict or attempt == MAX_WRITE_ATTEMPTS:
+                    raise
+                logger.debug("%s %s/%s changed before its status was written; retrying", owner["kind"],
+                             meta["namespace"], meta["name"])
+                fresh = await self.kube.get_or_none(rtype, meta["name"], meta["namespace"])
+                if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+                    return
+                fresh.setdefault("apiVersion", owner.get("apiVersion"))
+                fresh.setdefault("kind", owner["kind"])
+                owner = fresh
+                continue
+            outcome.status_patch = patch
+            if "conditions" in patch:
+                await self._condition_events(owner, current.get("conditions"), patch["conditions"])
             return
-        meta = owner.get("metadata") or {}
-        await self.kube.patch_status(self.kinds[owner["kind"]], meta["name"], meta["namespace"], patch,
-                                     field_manager=self.field_manager)
-        outcome.status_patch = patch
-        if "conditions" in patch:
-            await self._condition_events(owner, current.get("conditions"), patch["conditions"])
 
     async def _condition_events(self, owner: Mapping[str, Any], before: Any, after: list[dict]) -> None:
         """An Event when the service turns Ready or Degraded (or stops being so), not on every status write."""

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any
 
 import kopf
 
-from ..kube import KubeClient, KubeApiError
 from ..autoscaling.loop import start_autoscaler
+from ..kube import KubeApiError, KubeClient
+from ..settings import Settings
 from .errors import classify
 from .handlers import ControllerMemo, register
 from .logs import configure_logging
@@ -23,31 +23,14 @@ from .reconcile import OwnerKey, Reconciler, owner_types
 logger = logging.getLogger("tei_operator.controller")
 
 ANNOTATION_PREFIX = "tei-operator.io"
-DEFAULT_HEALTH_HOST = "127.0.0.1"
-DEFAULT_RESYNC_SECONDS = 300.0
-HEALTH_HOST_ENV = "TEI_OPERATOR_HEALTH_HOST"
 
 
-def _setting(settings: Any, name: str, default: Any) -> Any:
-    value = getattr(settings, name, None)
-    return default if value is None else value
-
-
-def watched_namespaces(settings: Any) -> list[str]:
+def watched_namespaces(settings: Settings) -> list[str]:
     """The namespaces to watch; empty means the whole cluster."""
-    value = _setting(settings, "namespaces", [])
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",")]
-    return [ns for ns in value if ns]
+    return [ns for ns in settings.namespaces if ns]
 
 
-def health_host(settings: Any) -> str:
-    """Where the liveness endpoint binds: loopback unless told otherwise (the chart sets 0.0.0.0 in a pod)."""
-    return str(_setting(settings, "health_host", None) or os.environ.get(HEALTH_HOST_ENV) or DEFAULT_HEALTH_HOST)
-
-
-
-def kopf_settings(settings: Any) -> kopf.OperatorSettings:
+def kopf_settings() -> kopf.OperatorSettings:
     """kopf configured for this project: its bookkeeping under our own annotation prefix, no finalizer, its
     per-handler Events only for warnings, no peering (one operator replica; see docs/troubleshooting.md)."""
     ks = kopf.OperatorSettings()
@@ -86,7 +69,7 @@ async def resync_forever(reconciler: Reconciler, queue: ReconcileQueue, namespac
             logger.warning("Failed to list services for the periodic resync: %s", classify(exc).message)
 
 
-async def run_async(settings: Any, *, stop_flag: asyncio.Event | None = None,
+async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = None,
                     ready_flag: asyncio.Event | None = None) -> None:
     """Run the operator in the current event loop until stopped (by signal or `stop_flag`)."""
     kube = KubeClient.from_environment()
@@ -105,7 +88,7 @@ async def run_async(settings: Any, *, stop_flag: asyncio.Event | None = None,
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # The same credentials as KubeClient: the in-cluster service account, or the kubeconfig.
         return kopf.login_via_client(**kwargs)
-    interval = float(_setting(settings, "resync_seconds", DEFAULT_RESYNC_SECONDS))
+    interval = float(settings.resync_seconds)
     tasks: list[asyncio.Task] = []
 
     @kopf.on.startup(id="start-resync", registry=registry)
@@ -123,15 +106,14 @@ async def run_async(settings: Any, *, stop_flag: asyncio.Event | None = None,
         await queue.close()
         logger.info("Stopped tei-operator")
 
-    port = int(_setting(settings, "health_port", 8080))
     try:
         await kopf.operator(
             registry=registry,
-            settings=kopf_settings(settings),
+            settings=kopf_settings(),
             clusterwide=not namespaces,
             namespaces=namespaces,
             standalone=True,
-            liveness_endpoint=f"http://{health_host(settings)}:{port}/healthz",
+            liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
             memo=memo,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
@@ -140,9 +122,9 @@ async def run_async(settings: Any, *, stop_flag: asyncio.Event | None = None,
         kube.close()
 
 
-def run(settings: Any) -> None:
+def run(settings: Settings) -> None:
     """Entry point of `tei-operator run`: configure logging, run until SIGINT/SIGTERM."""
-    configure_logging(_setting(settings, "log_format", "plain"), _setting(settings, "log_level", "INFO"))
+    configure_logging(settings.log_format, settings.log_level)
     try:
         asyncio.run(run_async(settings))
     except KubeApiError as exc:

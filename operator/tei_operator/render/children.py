@@ -16,6 +16,7 @@ from ..api.resource import ServiceResource
 from ..settings import Settings
 from .labels import common_labels, selector_labels
 from .pod import PORT_NAME, STARTUP_BUDGET_SECONDS, pod_template
+from .stamp import operator_version, stamp
 
 CONFIG_HASH_ANNOTATION = "tei-operator.io/config-hash"
 REVISION_HISTORY_LIMIT = 3
@@ -64,7 +65,8 @@ def config_hash(template: dict[str, Any]) -> str:
 
 
 def render_deployment(resource: ServiceResource, settings: Settings) -> dict[str, Any]:
-    """The Deployment. Without spec.replicas when the built-in autoscaler owns the count."""
+    """The Deployment. Without spec.replicas when the built-in autoscaler owns the count. Its metadata carries the
+    operator version and a hash of the manifest (stamp.py), so an operator upgrade is told apart from drift."""
     spec = resource.spec
     template = pod_template(resource, settings)
     template["metadata"]["annotations"][CONFIG_HASH_ANNOTATION] = config_hash(template)
@@ -81,7 +83,8 @@ def render_deployment(resource: ServiceResource, settings: Settings) -> dict[str
         },
         "template": template,
     })
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(resource), "spec": body}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(resource), "spec": body}
+    return stamp(deployment, operator_version())
 
 
 def render_service(resource: ServiceResource) -> dict[str, Any]:
