@@ -78,13 +78,37 @@ class Settings(BaseSettings):
         "tei-operator-autoscaler", min_length=1,
         description="Field manager of the autoscaler's writes of a Deployment's replicas.",
     )
+    extra_field_managers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Field managers whose additions to a TEI Deployment's pod template the operator leaves alone "
+        "(it removes everything else it did not set), comma-separated in the environment: a name matches exactly, "
+        "a name ending in * is a prefix (istio-*). For tools that legitimately edit the template, such as a config "
+        "reloader bumping a pod annotation. The DriftReverted event names the manager of each removed field. "
+        "Fields the operator sets itself are still put back.",
+    )
 
-    @field_validator("namespaces", mode="before")
+    @field_validator("namespaces", "extra_field_managers", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         """Accept "a,b , c" from the environment as well as a list."""
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("extra_field_managers")
+    @classmethod
+    def _manager_names(cls, value: list[str]) -> list[str]:
+        """Field manager names are at most 128 printable characters (the API server's limit); `*` only at the end,
+        and not alone: trusting every manager would switch off the removal of hand edits without saying so."""
+        for name in value:
+            pattern = name[:-1] if name.endswith("*") else name
+            if name == "*":
+                raise ValueError("'*' would trust every field manager; name the managers (or prefixes like "
+                                 "istio-*) to trust")
+            if not pattern or len(name) > 128 or "*" in pattern or "," in name or any(
+                    not c.isprintable() or c.isspace() for c in name):
+                raise ValueError(f"{name!r} is not a field manager name or prefix: 1 to 128 printable characters "
+                                 "without spaces or commas, * allowed only at the end")
         return value
 
 

@@ -230,7 +230,9 @@ def crds(cluster, kube) -> list[dict]:
 def operator(cluster, crds, kubeconfig):
     """The operator, running against the test cluster for the whole session."""
     workdir = Path(tempfile.mkdtemp(prefix="tei-operator-it-"))
-    process = OperatorProcess(kubeconfig, workdir, {"TEI_OPERATOR_RESYNC_SECONDS": "600"})
+    # Two trusted field managers (a name and a prefix) for test_extra_field_managers.py; no other test uses them.
+    process = OperatorProcess(kubeconfig, workdir, {"TEI_OPERATOR_RESYNC_SECONDS": "600",
+                                                    "TEI_OPERATOR_EXTRA_FIELD_MANAGERS": "reloader,mesh-injector-*"})
     process.start()
     try:
         yield process

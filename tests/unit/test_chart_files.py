@@ -135,10 +135,27 @@ def test_chart_defaults_agree_with_the_operator_defaults():
     assert op["autoscalerTickSeconds"] == fields["autoscaler_tick_seconds"].default
     assert op["healthPort"] == fields["health_port"].default
     assert op["logLevel"] == fields["log_level"].default
+    assert op["extraFieldManagers"] == fields["extra_field_managers"].default_factory() == []
     # The log format deliberately differs (json for log pipelines in-cluster), but must be one Settings accepts.
     assert op["logFormat"] in SCHEMA["properties"]["operator"]["properties"]["logFormat"]["enum"]
     for value in SCHEMA["properties"]["operator"]["properties"]["logFormat"]["enum"]:
         Settings(log_format=value)
+
+
+@pytest.mark.parametrize("name", ["reloader", "istio-*", "Reloader.v2", "*", "is*tio", "a b", "a,b", ""])
+def test_extra_field_managers_schema_agrees_with_the_operator(name):
+    """A name the chart's schema accepts must start the operator, and one it refuses must be refused there too."""
+    from tei_operator.settings import SettingsError, load_settings
+
+    items = SCHEMA["properties"]["operator"]["properties"]["extraFieldManagers"]["items"]
+    chart_ok = items["minLength"] <= len(name) <= items["maxLength"] and re.search(items["pattern"], name) is not None
+    try:
+        operator_ok = load_settings(extra_field_managers=[name]).extra_field_managers == [name]
+    except SettingsError:
+        operator_ok = False
+    assert chart_ok == operator_ok
+    template = (TEMPLATES / "deployment.yaml").read_text()
+    assert '{{ join "," .Values.operator.extraFieldManagers | quote }}' in template
 
 
 # ---------------------------------------------------------------- CRDs: crds/ and the chart's templates

@@ -26,6 +26,7 @@ def test_defaults():
     assert (s.prometheus_query_timeout_seconds, s.scrape_via, s.scrape_timeout_seconds) == (5, "auto", 3)
     assert (s.max_pending_replicas, s.metrics_stale_seconds, s.resync_seconds, s.health_port) == (0, 60, 60, 8080)
     assert (s.field_manager, s.autoscaler_field_manager) == ("tei-operator", "tei-operator-autoscaler")
+    assert s.extra_field_managers == []
 
 
 def test_environment_is_read(monkeypatch):
@@ -45,6 +46,25 @@ def test_environment_is_read(monkeypatch):
 def test_invalid_environment_names_the_variable(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     with pytest.raises(SettingsError, match=f"{var}: .*\\(got '{value}'\\)"):
+        load_settings()
+
+
+def test_extra_field_managers_are_a_comma_separated_list(monkeypatch):
+    monkeypatch.setenv("TEI_OPERATOR_EXTRA_FIELD_MANAGERS", " reloader, istio-* ,,")
+    assert load_settings().extra_field_managers == ["reloader", "istio-*"]
+    monkeypatch.setenv("TEI_OPERATOR_EXTRA_FIELD_MANAGERS", "")
+    assert load_settings().extra_field_managers == []
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("*", "would trust every field manager"),
+    ("reloader,*", "would trust every field manager"),
+    ("is*tio", r"\* allowed only at the end"),
+    ("x" * 129, "1 to 128 printable characters"),
+])
+def test_invalid_extra_field_managers_are_refused_with_the_variable_named(monkeypatch, value, words):
+    monkeypatch.setenv("TEI_OPERATOR_EXTRA_FIELD_MANAGERS", value)
+    with pytest.raises(SettingsError, match=f"TEI_OPERATOR_EXTRA_FIELD_MANAGERS: .*{words}"):
         load_settings()
 
 

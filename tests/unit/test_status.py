@@ -227,7 +227,8 @@ def test_transitions_only_report_flips():
     worse = st.merge_conditions(before, st.desired_conditions(
         generation=1, deployment=deployment(ready=0), pods=[crashloop_pod()]), T1)
     flipped = {c["type"] for c in st.transitions(before, worse)}
-    assert flipped == {"Ready", "Progressing", "Degraded"}
+    # Reconciling stays False (done before, stuck now) but its reason moves from AllReplicasReady to the crash loop.
+    assert flipped == {"Ready", "Progressing", "Degraded", "Reconciling", "Stalled"}
 
 
 def test_changed_fields_and_describe_apply():
@@ -272,7 +273,7 @@ def test_built_status_is_valid_against_the_status_schema():
                    {"deployment": None, "invalid_spec": "spec.gpu.count: must be <= 1 (got 2)"}):
         built = st.build_status(generation=1, current=None, now=T0, pods=kwargs.pop("pods", []), **kwargs)
         parsed = ServiceStatus.model_validate(built)
-        assert {c.type for c in parsed.conditions} == {"Ready", "Progressing", "Degraded"}
+        assert {c.type for c in parsed.conditions} == {"Ready", "Progressing", "Degraded", "Reconciling", "Stalled"}
 
 
 def test_children_and_pods_are_routed_to_their_service():
@@ -520,3 +521,288 @@ def test_nulls_are_not_foreign_fields_and_a_removal_defaulted_back_is_not_report
     assert still_present(dep, env_foo)
     dep["spec"]["template"]["spec"]["containers"][0]["env"].pop()
     assert not still_present(dep, env_foo)
+
+
+# -- kstatus: Reconciling and Stalled ---------------------------------------------------------------------------
+
+def kstatus(obj):
+    """kstatus's generic rules for a custom resource (sigs.k8s.io/cli-utils pkg/kstatus/status, checkGenericProperties
+    then the fallback for kinds it has no rules for), as Flux, kpt and Config Sync apply them."""
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return "Terminating"
+    if "observedGeneration" in status and status["observedGeneration"] != meta.get("generation"):
+        return "InProgress"
+    for cond in status.get("conditions") or []:
+        if cond["type"] == "Reconciling" and cond["status"] == "True":
+            return "InProgress"
+        if cond["type"] == "Stalled" and cond["status"] == "True":
+            return "Failed"
+    return "Current"
+
+
+def service(generation, **build):
+    """A service object as stored after the operator's status write for `generation`."""
+    status = st.build_status(generation=generation, current=None, now=T0, **build)
+    return {"metadata": {"name": "bge-m3", "generation": generation}, "status": status}
+
+
+def test_the_kstatus_helper_reads_only_the_generic_fields():
+    obj = {"metadata": {"generation": 2}, "status": {"observedGeneration": 1, "conditions": []}}
+    assert kstatus(obj) == "InProgress"
+    obj["status"]["observedGeneration"] = 2
+    assert kstatus(obj) == "Current"
+    obj["status"]["conditions"] = [{"type": "Ready", "status": "False"}, {"type": "Degraded", "status": "True"}]
+    assert kstatus(obj) == "Current"  # why the operator writes Reconciling and Stalled at all
+    obj["status"]["conditions"].append({"type": "Stalled", "status": "True"})
+    assert kstatus(obj) == "Failed"
+    obj["metadata"]["deletionTimestamp"] = T0
+    assert kstatus(obj) == "Terminating"
+
+
+def test_a_ready_service_is_neither_reconciling_nor_stalled():
+    conds = by_type(st.desired_conditions(generation=4, deployment=deployment(), pods=[pod()]))
+    assert conds["Reconciling"] == {"type": "Reconciling", "status": "False", "reason": "AllReplicasReady",
+                                    "message": "Deployment bge-m3: 2 of 2 replicas ready", "observedGeneration": 4}
+    assert conds["Stalled"] == {"type": "Stalled", "status": "False", "reason": "NotStalled",
+                                "message": "Not stalled", "observedGeneration": 4}
+    assert kstatus(service(4, deployment=deployment(), pods=[pod()])) == "Current"
+    zero = deployment(replicas=0, total=0, updated=0, ready=0)
+    assert kstatus(service(1, deployment=zero, pods=[])) == "Current"
+
+
+@pytest.mark.parametrize("dep,reason", [
+    (deployment(generation=4, observed=3), "RollingOut"),                       # Deployment behind its generation
+    (deployment(replicas=3, total=3, updated=1, ready=3), "RollingOut"),        # new template on 1 of 3
+    (deployment(replicas=2, total=3, updated=2, ready=2), "RollingOut"),        # an old pod still terminating
+    (deployment(replicas=3, total=3, updated=3, ready=1), "WaitingForReady"),   # pods starting, model downloading
+    (None, "DeploymentMissing"),
+])
+def test_a_service_on_its_way_is_reconciling(dep, reason):
+    conds = by_type(st.desired_conditions(generation=2, deployment=dep, pods=[pod()]))
+    assert (conds["Reconciling"]["status"], conds["Reconciling"]["reason"]) == ("True", reason)
+    assert conds["Reconciling"]["message"] == conds["Progressing"]["message"]
+    assert conds["Stalled"]["status"] == "False"
+    assert kstatus(service(2, deployment=dep, pods=[pod()])) == "InProgress"
+
+
+def image_pull_pod(reason):
+    return pod(containers=[{"name": "tei", "restartCount": 0, "state": {"waiting": {
+        "reason": reason, "message": 'Back-off pulling image "ghcr.io/x:nope"'}}}])
+
+
+@pytest.mark.parametrize("bad_pod,reason,words", [
+    (crashloop_pod(), "CrashLoopBackOff", TERMINATION_MESSAGE),
+    (image_pull_pod("ImagePullBackOff"), "ImagePullBackOff", "ghcr.io/x:nope"),
+    (image_pull_pod("ErrImagePull"), "ImagePullBackOff", "(ErrImagePull)"),
+])
+def test_a_crash_loop_or_an_image_pull_failure_stalls_at_once(bad_pod, reason, words):
+    dep = deployment(replicas=1, total=1, updated=1, ready=0)
+    conds = by_type(st.desired_conditions(generation=3, deployment=dep, pods=[bad_pod]))
+    stalled = conds["Stalled"]
+    assert (stalled["status"], stalled["reason"], stalled["observedGeneration"]) == ("True", reason, 3)
+    assert words in stalled["message"]
+    # kstatus reads Reconciling first: it must not also be True, or Flux would wait instead of failing.
+    assert (conds["Reconciling"]["status"], conds["Reconciling"]["reason"]) == ("False", reason)
+    assert kstatus(service(3, deployment=dep, pods=[bad_pod])) == "Failed"
+
+
+def test_an_invalid_spec_stalls():
+    conds = by_type(st.desired_conditions(generation=7, deployment=None, invalid_spec="spec.gpu.count: must be >= 1"))
+    assert (conds["Stalled"]["status"], conds["Stalled"]["reason"]) == ("True", "InvalidSpec")
+    assert "spec.gpu.count: must be >= 1" in conds["Stalled"]["message"]
+    assert conds["Reconciling"]["status"] == "False"
+    assert kstatus(service(7, deployment=None, pods=[], invalid_spec="spec.gpu.count: must be >= 1")) == "Failed"
+
+
+def deadline(dep):
+    dep["status"]["conditions"] = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                                    "message": 'ReplicaSet "bge-m3-7d9f" has timed out progressing.'}]
+    return dep
+
+
+def test_an_unschedulable_pod_keeps_reconciling_until_the_progress_deadline_then_stalls():
+    dep = deployment(replicas=2, total=2, updated=2, ready=1)
+    conds = by_type(st.desired_conditions(generation=2, deployment=dep, pods=[pod(), unschedulable_pod()]))
+    # A GPU shortage may end when a cluster autoscaler adds a node: InProgress, with the scheduler's words.
+    assert (conds["Reconciling"]["status"], conds["Reconciling"]["reason"]) == ("True", "Unschedulable")
+    assert "Insufficient nvidia.com/gpu" in conds["Reconciling"]["message"]
+    assert (conds["Stalled"]["status"], conds["Stalled"]["reason"]) == ("False", "NotStalled")
+    assert "progress deadline" in conds["Stalled"]["message"]
+    assert conds["Degraded"]["status"] == "True"  # a human still hears about it at once
+    assert kstatus(service(2, deployment=dep, pods=[pod(), unschedulable_pod()])) == "InProgress"
+    # The Deployment controller gave up: Stalled, saying both what timed out and why.
+    conds = by_type(st.desired_conditions(generation=2, deployment=deadline(dep), pods=[pod(), unschedulable_pod()]))
+    stalled = conds["Stalled"]
+    assert (stalled["status"], stalled["reason"]) == ("True", "ProgressDeadlineExceeded")
+    assert "timed out progressing" in stalled["message"] and "Insufficient nvidia.com/gpu" in stalled["message"]
+    assert conds["Reconciling"]["status"] == "False"
+
+
+def test_a_missing_secret_waits_and_a_refused_replica_set_stalls():
+    config = pod(containers=[{"name": "tei", "restartCount": 0, "state": {"waiting": {
+        "reason": "CreateContainerConfigError", "message": 'secret "hf-token" not found'}}}])
+    dep = deployment(replicas=1, total=1, updated=1, ready=0)
+    conds = by_type(st.desired_conditions(generation=1, deployment=dep, pods=[config]))
+    assert (conds["Reconciling"]["status"], conds["Reconciling"]["reason"]) == ("True", "CreateContainerConfigError")
+    assert conds["Stalled"]["status"] == "False"
+    quota = deployment(replicas=1, total=0, updated=0, ready=0, conditions=[{
+        "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+        "message": 'pods "bge-m3-7d9f-x" is forbidden: exceeded quota: gpus'}])
+    conds = by_type(st.desired_conditions(generation=1, deployment=quota, pods=[]))
+    assert (conds["Stalled"]["status"], conds["Stalled"]["reason"]) == ("True", "ReplicaFailure")
+    assert "exceeded quota" in conds["Stalled"]["message"]
+
+
+def test_a_deadline_of_the_previous_template_does_not_stall_the_new_one():
+    # The spec was fixed: the Deployment has a new generation its controller has not acted on yet, and still
+    # carries the old rollout's ProgressDeadlineExceeded.
+    dep = deadline(deployment(replicas=1, generation=5, observed=4, total=1, updated=1, ready=0))
+    conds = by_type(st.desired_conditions(generation=3, deployment=dep, pods=[]))
+    assert (conds["Reconciling"]["status"], conds["Reconciling"]["reason"]) == ("True", "RollingOut")
+    assert conds["Stalled"]["status"] == "False"
+
+
+def hashed(p, template_hash):
+    p = copy.deepcopy(p)
+    p["metadata"]["annotations"] = {"tei-operator.io/config-hash": template_hash}
+    return p
+
+
+def test_only_pods_of_the_current_template_can_stall_the_service():
+    # After a fix, the old template's crash-looping pod lingers until the Deployment replaces it: Reconciling,
+    # not Failed (Flux would otherwise fail the very sync that fixes the service).
+    dep = deployment(replicas=1, total=2, updated=1, ready=0)
+    pods = [hashed(crashloop_pod("old"), "aaaa"), hashed(pod("new"), "bbbb")]
+    conds = by_type(st.desired_conditions(generation=2, deployment=dep, pods=pods, template_hash="bbbb"))
+    assert (conds["Reconciling"]["status"], conds["Stalled"]["status"]) == ("True", "False")
+    assert conds["Degraded"]["reason"] == "CrashLoopBackOff"  # still visible to a human
+    # The new template crashes too: stalled.
+    pods[1] = hashed(crashloop_pod("new"), "bbbb")
+    conds = by_type(st.desired_conditions(generation=2, deployment=dep, pods=pods, template_hash="bbbb"))
+    assert (conds["Stalled"]["status"], conds["Stalled"]["reason"]) == ("True", "CrashLoopBackOff")
+    assert "pod new" in conds["Stalled"]["message"]
+    # Pods without the annotation (created before it existed) and an unknown hash count as current.
+    assert len(st.current_template_pods([crashloop_pod("x")], "bbbb")) == 1
+    assert len(st.current_template_pods(pods, None)) == 2
+
+
+def test_a_ready_service_with_a_stray_bad_pod_is_not_stalled():
+    conds = by_type(st.desired_conditions(generation=1, deployment=deployment(), pods=[crashloop_pod()]))
+    assert (conds["Reconciling"]["status"], conds["Stalled"]["status"]) == ("False", "False")
+
+
+def test_reconciling_and_stalled_transition_times():
+    starting = deployment(replicas=2, total=2, updated=2, ready=0)
+    first = st.merge_conditions([], st.desired_conditions(generation=1, deployment=starting), T0)
+    assert by_type(first)["Reconciling"]["lastTransitionTime"] == T0
+    assert by_type(first)["Stalled"]["lastTransitionTime"] == T0
+    # Still on its way, for another reason: the time stays, the reason moves.
+    rolling = deployment(replicas=2, total=3, updated=2, ready=0)
+    second = st.merge_conditions(first, st.desired_conditions(generation=1, deployment=rolling), T1)
+    assert (by_type(second)["Reconciling"]["reason"], by_type(second)["Reconciling"]["lastTransitionTime"]) == (
+        "RollingOut", T0)
+    # Crash loop: Reconciling turns False and Stalled True, both at T2; then Ready: only Stalled moves again.
+    t2, t3 = "2026-01-01T00:10:00Z", "2026-01-01T00:15:00Z"
+    third = st.merge_conditions(second, st.desired_conditions(generation=1, deployment=starting,
+                                                              pods=[crashloop_pod()]), t2)
+    assert by_type(third)["Reconciling"]["lastTransitionTime"] == t2
+    assert (by_type(third)["Stalled"]["status"], by_type(third)["Stalled"]["lastTransitionTime"]) == ("True", t2)
+    fourth = st.merge_conditions(third, st.desired_conditions(generation=1, deployment=deployment()), t3)
+    assert (by_type(fourth)["Stalled"]["status"], by_type(fourth)["Stalled"]["lastTransitionTime"]) == ("False", t3)
+    assert (by_type(fourth)["Reconciling"]["status"], by_type(fourth)["Reconciling"]["lastTransitionTime"]) == (
+        "False", t2)
+    # Nothing changed: the same list, so nothing is written.
+    assert st.merge_conditions(fourth, st.desired_conditions(generation=1, deployment=deployment()), t3) == fourth
+
+
+def test_conditions_written_before_reconciling_and_stalled_existed_get_them_appended():
+    old = [c for c in st.merge_conditions([], st.desired_conditions(generation=1, deployment=deployment()), T0)
+           if c["type"] in ("Ready", "Progressing", "Degraded")]
+    merged = st.merge_conditions(old, st.desired_conditions(generation=1, deployment=deployment()), T1)
+    assert [c["type"] for c in merged] == ["Ready", "Progressing", "Degraded", "Reconciling", "Stalled"]
+    assert merged[:3] == old and {c["lastTransitionTime"] for c in merged[3:]} == {T1}
+
+
+# -- field managers the settings trust ----------------------------------------------------------------------
+
+def test_trusted_field_managers_match_by_name_or_by_prefix():
+    from tei_operator.controller.ownership import matches_manager
+
+    assert matches_manager("reloader", ["reloader"])
+    assert not matches_manager("reloader-test", ["reloader"])   # a name is exact
+    assert not matches_manager("Reloader", ["reloader"])        # and case-sensitive, like the API server's names
+    assert matches_manager("istio-sidecar-injector", ["reloader", "istio-*"])
+    assert not matches_manager("istio", ["istio-*"])
+    assert not matches_manager("kubectl-edit", [])
+
+
+def test_fields_of_trusted_managers_are_left_alone():
+    all_found = {f.manager for f in foreign_template_fields(edited_deployment(), OURS)}
+    assert all_found == {"kubectl-set", "kubectl-patch", "kubectl-edit"}
+    found = foreign_template_fields(edited_deployment(), OURS, ["kubectl-patch", "kubectl-e*"])
+    assert {(f.json_pointer, f.manager) for f in found} == {("/spec/template/spec/containers/0/env/2", "kubectl-set")}
+    # A prefix that matches nothing changes nothing.
+    assert len(foreign_template_fields(edited_deployment(), OURS, ["reloader", "istio-*"])) == 5
+
+
+def test_a_field_a_trusted_manager_shares_with_a_foreign_one_stays():
+    dep = edited_deployment()
+    # The reloader also owns the annotation kubectl-edit added (it set the same value): kept.
+    dep["metadata"]["managedFields"].append({"manager": "reloader", "operation": "Update", "fieldsV1": {"f:spec": {
+        "f:template": {"f:metadata": {"f:annotations": {"f:team.example.com/cost-centre": {}}}}}}})
+    pointers = {f.json_pointer for f in foreign_template_fields(dep, OURS, ["reloader"])}
+    assert "/spec/template/metadata/annotations/team.example.com~1cost-centre" not in pointers
+    assert "/spec/template/spec/containers/1" in pointers  # kubectl-edit's other additions still go
+
+
+# -- the Argo CD health check in docs/gitops.md, run on the statuses the operator writes ---------------------------
+
+def argocd_health():
+    """The Lua of docs/gitops.md's argocd-cm, as a Python function of a service object (Argo CD runs it with
+    gopher-lua, a Lua 5.1: so does this test)."""
+    import re
+    import textwrap
+    from pathlib import Path
+
+    import lupa.lua51 as lua51  # a test dependency (pyproject): a missing lupa fails, never skips
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "gitops.md").read_text()
+    body = re.search(r"io_EmbeddingService: \|\n(.*?)\n  resource\.customizations", doc, re.S)
+    assert body, "docs/gitops.md lost its Argo CD health check"
+    runtime = lua51.LuaRuntime()
+    check = runtime.eval("function(obj)\n" + textwrap.dedent(body.group(1)) + "\nend")
+
+    def health(obj):
+        hs = check(runtime.table_from(obj, recursive=True))
+        return hs["status"], hs["message"]
+    return health
+
+
+def test_the_argocd_health_check_agrees_with_kstatus():
+    health = argocd_health()
+    cases = [
+        ({"deployment": deployment(), "pods": [pod()]}, "Healthy", "Current"),
+        ({"deployment": deployment(ready=1), "pods": [pod()]}, "Progressing", "InProgress"),
+        ({"deployment": deployment(ready=1), "pods": [pod(), unschedulable_pod()]}, "Progressing", "InProgress"),
+        ({"deployment": deployment(replicas=1, total=1, updated=1, ready=0), "pods": [crashloop_pod()]},
+         "Degraded", "Failed"),
+        ({"deployment": None, "pods": [], "invalid_spec": "spec.gpu.count: must be >= 1"}, "Degraded", "Failed"),
+    ]
+    for build, argo, ks in cases:
+        obj = service(3, **build)
+        status, message = health(obj)
+        assert (status, kstatus(obj)) == (argo, ks), build
+        reason = by_type(obj["status"]["conditions"])["Stalled" if argo == "Degraded" else "Reconciling"]["reason"]
+        assert message.startswith(f"{reason}: ") if argo != "Healthy" else message.startswith("AllReplicasReady: ")
+    # The waiting service says why it waits.
+    _, message = health(service(3, deployment=deployment(ready=1), pods=[pod(), unschedulable_pod()]))
+    assert message.startswith("Unschedulable: ") and "Insufficient nvidia.com/gpu" in message
+    # A generation the operator has not acted on yet, and no status at all: Progressing, like kstatus's InProgress.
+    stale = service(3, deployment=deployment(), pods=[pod()])
+    stale["metadata"]["generation"] = 4
+    assert health(stale)[0] == "Progressing" and kstatus(stale) == "InProgress"
+    assert health({"metadata": {"generation": 1}})[0] == "Progressing"
+    # Written by an operator from before Stalled existed: Degraded=True still makes it Degraded.
+    old = service(3, deployment=deployment(replicas=1, total=1, updated=1, ready=0), pods=[crashloop_pod()])
+    old["status"]["conditions"] = [c for c in old["status"]["conditions"] if c["type"] in ("Ready", "Degraded")]
+    assert health(old)[0] == "Degraded"

@@ -10,16 +10,23 @@ from pydantic import Field
 from .autoscaling import AutoscalingStatus
 from .base import SchemaHint, StatusModel
 
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "ScalingLimited")
+# Ready/Progressing/Degraded for people, kubectl wait and Argo CD; Reconciling/Stalled (abnormal-true) for kstatus
+# (Flux, kpt, Config Sync); ScalingLimited from the autoscaler.
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "Reconciling", "Stalled", "ScalingLimited")
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 DateTime = Annotated[str, SchemaHint(format="date-time")]
 
 
 class Condition(StatusModel):
-    """One aspect of the service's state (Ready, Progressing, Degraded, ScalingLimited)."""
+    """One aspect of the service's state (Ready, Progressing, Degraded, Reconciling, Stalled, ScalingLimited)."""
 
-    type: str = Field(..., min_length=1, max_length=316, description="Ready, Progressing, Degraded or ScalingLimited.")
+    type: str = Field(
+        ..., min_length=1, max_length=316,
+        description="Ready, Progressing, Degraded, Reconciling, Stalled or ScalingLimited. Reconciling=True (on its "
+        "way) and Stalled=True (stuck until something changes) are what kstatus-based tools (Flux, kpt, Config "
+        "Sync) read.",
+    )
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     reason: str | None = Field(
         None, max_length=1024, pattern=REASON_PATTERN, description="Why, as one PascalCase word.",
@@ -45,6 +52,6 @@ class ServiceStatus(StatusModel):
     conditions: list[Condition] = Field(
         default_factory=list, max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Current state: Ready, Progressing, Degraded, ScalingLimited.",
+        description="Current state: Ready, Progressing, Degraded, Reconciling, Stalled, ScalingLimited.",
     )
     autoscaling: AutoscalingStatus | None = Field(None, description="What the autoscaler last saw and decided.")

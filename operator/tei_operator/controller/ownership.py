@@ -9,7 +9,9 @@ guarded by the resourceVersion it was computed from, so a patch built from a sta
 the wrong list item.
 
 One edit is kept on purpose: `kubectl rollout restart` stamps `kubectl.kubernetes.io/restartedAt` on the pod
-template, an operational action rather than drift.
+template, an operational action rather than drift. And the fields of field managers the platform team trusts
+(setting `extra_field_managers`: a config reloader bumping a pod annotation, a mesh injector editing the template)
+are left alone, so the two never fight; the operator still puts back the fields it sets itself.
 """
 
 from __future__ import annotations
@@ -51,6 +53,18 @@ class ForeignField:
 
 def is_system_manager(manager: str) -> bool:
     return any(manager == p or manager.startswith(p + "-") for p in SYSTEM_MANAGER_PREFIXES)
+
+
+def matches_manager(manager: str, patterns: Iterable[str]) -> bool:
+    """Whether `manager` is one of `patterns`: a name matches exactly, a pattern ending in `*` as a prefix
+    (`istio-*` matches istio-sidecar-injector). Exact by default, so `reloader` does not also trust `reloader-test`."""
+    for pattern in patterns:
+        if pattern.endswith("*"):
+            if manager.startswith(pattern[:-1]):
+                return True
+        elif manager == pattern:
+            return True
+    return False
 
 
 def _merge(into: dict[str, Any], tree: Mapping[str, Any]) -> None:
@@ -114,23 +128,28 @@ def _walk(foreign: Mapping[str, Any], ours: Mapping[str, Any] | None, live: Any,
         _walk(sub, ours_sub, value, pointer + (token,), path + (element,), sub_template_path, manager, out)
 
 
-def foreign_template_fields(deployment: Mapping[str, Any], own_managers: Collection[str]) -> list[ForeignField]:
-    """The fields under the Deployment's spec.template that no manager in `own_managers` (nor the control plane)
-    owns, one per outermost field: a foreign env item is reported once, not its name and value separately.
+def foreign_template_fields(deployment: Mapping[str, Any], own_managers: Collection[str],
+                            trusted_managers: Collection[str] = ()) -> list[ForeignField]:
+    """The fields under the Deployment's spec.template that no manager in `own_managers`, none matching
+    `trusted_managers` (names, or prefixes ending in `*`: see `matches_manager`) and not the control plane owns,
+    one per outermost field: a foreign env item is reported once, not its name and value separately.
 
-    A field a foreign manager shares with us (both set the same value) is ours and stays."""
+    A field a foreign manager shares with us or with a trusted manager (both set the same value) stays."""
+    def kept(manager: str) -> bool:
+        return manager in own_managers or is_system_manager(manager) or matches_manager(manager, trusted_managers)
+
     entries = [e for e in (deployment.get("metadata") or {}).get("managedFields") or []
                if not e.get("subresource")]
     ours: dict[str, Any] = {}
     for entry in entries:
-        if entry.get("manager") in own_managers or is_system_manager(str(entry.get("manager", ""))):
+        if kept(str(entry.get("manager", ""))):
             _merge(ours, _template_tree(entry) or {})
     template = (deployment.get("spec") or {}).get("template")
     out: list[ForeignField] = []
     seen: set[tuple[Token, ...]] = set()
     for entry in entries:
         manager = str(entry.get("manager", ""))
-        if manager in own_managers or is_system_manager(manager):
+        if kept(manager):
             continue
         tree = _template_tree(entry)
         if not tree or template is None:

@@ -7,7 +7,8 @@ nothing: server-side apply of identical content leaves the resourceVersion alone
 when a key we own differs.
 
 The Deployment's pod template converges to exactly the rendered one: server-side apply puts back the fields we set,
-and fields someone else added (an env variable, a toleration, a sidecar) are removed (ownership.py). Status is
+and fields someone else added (an env variable, a toleration, a sidecar) are removed (ownership.py), unless a field
+manager the settings trust (`extra_field_managers`) added them. Status is
 written read-modify-write against the resourceVersion it was computed from, so a condition another writer (the
 autoscaler's ScalingLimited) added in between is never dropped.
 """
@@ -25,6 +26,7 @@ from .. import kube as k
 from ..api import GROUP, KINDS, VERSION, ServiceResource
 from ..kube import KubeClient
 from ..render import endpoint_url, render_children
+from ..render.children import CONFIG_HASH_ANNOTATION
 from ..render.labels import SERVICE_LABEL, selector_string
 from ..settings import Settings
 from . import status as st
@@ -132,6 +134,8 @@ class Reconciler:
         self.autoscaler_field_manager = settings.autoscaler_field_manager
         # Whose fields in a Deployment's pod template are not hand edits (besides the control plane's).
         self.own_managers = frozenset({self.field_manager, self.autoscaler_field_manager})
+        # Managers whose pod template fields stay although we did not set them (TEI_OPERATOR_EXTRA_FIELD_MANAGERS).
+        self.trusted_managers = tuple(settings.extra_field_managers)
         for rtype in self.kinds.values():
             kube.register(rtype)
         self._locks: dict[OwnerKey, asyncio.Lock] = {}
@@ -169,6 +173,10 @@ class Reconciler:
         generation = int(meta.get("generation") or 0)
         current = owner.get("status") or {}
         outcome = Outcome(key)
+        if not apply and current.get("observedGeneration") != generation:
+            # A status refresh must not record a generation whose spec was never applied: kstatus would take the
+            # service as reconciled (observedGeneration caught up, nothing Reconciling) before anything changed.
+            apply = True
 
         try:
             resource = ServiceResource.from_body(owner)
@@ -197,9 +205,11 @@ class Reconciler:
         selector = selector_string(resource)
         pods = await self.kube.list(k.POD, key.namespace, label_selector=selector)
         endpoint, image = endpoint_url(resource), _tei_image(deployment_manifest) or _tei_image(deployment)
+        template_hash = (((deployment_manifest.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
+            "annotations", {}).get(CONFIG_HASH_ANNOTATION)
         await self.write_status(owner, outcome, lambda latest: st.build_status(
             generation=generation, deployment=deployment, pods=pods, current=latest, now=st.now_rfc3339(),
-            selector=selector, endpoint=endpoint, image=image))
+            selector=selector, endpoint=endpoint, image=image, template_hash=template_hash))
         return outcome
 
     # -- children -----------------------------------------------------------------------------------------------
@@ -232,7 +242,7 @@ class Reconciler:
         meta = deployment.get("metadata") or {}
         name, namespace = meta.get("name", ""), meta.get("namespace", "")
         for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-            fields = foreign_template_fields(deployment, self.own_managers)
+            fields = foreign_template_fields(deployment, self.own_managers, self.trusted_managers)
             if not fields:
                 return deployment, []
             rv = str((deployment.get("metadata") or {}).get("resourceVersion", ""))
@@ -342,10 +352,16 @@ class Reconciler:
             return
 
     async def _condition_events(self, owner: Mapping[str, Any], before: Any, after: list[dict]) -> None:
-        """An Event when the service turns Ready or Degraded (or stops being so), not on every status write."""
+        """An Event when the service turns Ready, Degraded or Stalled (or stops being so), not on every status
+        write. A service that turns Degraded and Stalled for one reason gets one Warning, not two."""
         kind, name = owner.get("kind"), (owner.get("metadata") or {}).get("name")
-        for cond in st.transitions(before, after):
-            if cond["type"] == st.DEGRADED and cond["status"] == "True":
+        flipped = st.transitions(before, after)
+        degraded_now = {c["reason"] for c in flipped if c["type"] == st.DEGRADED and c["status"] == "True"}
+        for cond in flipped:
+            if cond["type"] == st.STALLED and cond["status"] == "True" and cond["reason"] not in degraded_now:
+                await self.recorder.record(owner, cond["reason"], f"{kind} {name} stalled: {cond['message']}",
+                                           "Warning")
+            elif cond["type"] == st.DEGRADED and cond["status"] == "True":
                 await self.recorder.record(owner, cond["reason"], f"{kind} {name} is degraded: {cond['message']}",
                                            "Warning")
             elif cond["type"] == st.DEGRADED and (st.condition({"conditions": before}, st.DEGRADED) or {}).get(

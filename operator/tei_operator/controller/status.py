@@ -1,9 +1,21 @@
 """A service's status from what its children look like: pure functions, no API calls.
 
 The controller observes the Deployment and its pods and hands them here; this module decides the conditions
-(`Ready`, `Progressing`, `Degraded`) the way `kubectl wait`, Flux and Argo CD read them, and which status keys
-need writing. It never touches keys other writers own (`status.autoscaling`, and conditions of other types such as
-the autoscaler's `ScalingLimited`).
+and which status keys need writing. It never touches keys other writers own (`status.autoscaling`, and conditions
+of other types such as the autoscaler's `ScalingLimited`).
+
+Two sets of conditions, for two kinds of readers:
+- `Ready`, `Progressing`, `Degraded` (normal-true `Ready`): what `kubectl wait`, Argo CD's health Lua and people read.
+- `Reconciling`, `Stalled` (abnormal-true): the only conditions kstatus reads (sigs.k8s.io/cli-utils, behind Flux's
+  default health checks, `kpt live status` and Config Sync). `Reconciling=True` means "not there yet, on its way"
+  (kstatus: InProgress), `Stalled=True` means "stopped, needs a change" (kstatus: Failed). Both are always written,
+  with status False when normal, so their lastTransitionTime says when the service last finished or unstuck.
+
+Which problems stall a service (docs/gitops.md explains the choice): an invalid spec, a crash loop, an image that
+cannot be pulled, the API server refusing the pods (ReplicaFailure) and the Deployment's progress deadline. An
+unschedulable pod and a missing Secret (CreateContainerConfigError) only make it wait: a cluster autoscaler adds the
+GPU node, another controller creates the Secret. They stay `Reconciling=True` with the scheduler's or kubelet's
+message until the Deployment's progress deadline passes, and then become `Stalled` (ProgressDeadlineExceeded).
 """
 
 from __future__ import annotations
@@ -13,10 +25,14 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..render.children import CONFIG_HASH_ANNOTATION
+
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
-OWNED_CONDITION_TYPES = (READY, PROGRESSING, DEGRADED)
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+OWNED_CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, RECONCILING, STALLED)
 
 # Reasons (PascalCase, API conventions); docs/troubleshooting.md has one section per reason.
 REASON_INVALID_SPEC = "InvalidSpec"
@@ -33,6 +49,13 @@ REASON_ALL_READY = "AllReplicasReady"
 REASON_SCALED_TO_ZERO = "ScaledToZero"
 REASON_ROLLOUT_COMPLETE = "RolloutComplete"
 REASON_HEALTHY = "NoProblems"
+REASON_NOT_STALLED = "NotStalled"
+
+# Problems that stop progress until someone changes something (kstatus: Stalled=True, Failed). The others
+# (Unschedulable, CreateContainerConfigError) may resolve on their own and stall only at the progress deadline.
+STALLING_REASONS = frozenset({REASON_INVALID_SPEC, REASON_CRASH_LOOP, REASON_IMAGE_PULL, REASON_DEADLINE,
+                              REASON_REPLICA_FAILURE})
+WAITING_REASONS = frozenset({REASON_UNSCHEDULABLE, REASON_CONTAINER_CONFIG})
 
 # Status keys this controller writes; everything else under status belongs to someone else.
 OWNED_STATUS_KEYS = ("observedGeneration", "replicas", "readyReplicas", "selector", "endpoint", "image", "conditions")
@@ -204,19 +227,87 @@ def _condition(ctype: str, ok: bool, reason: str, message: str, generation: int)
             "observedGeneration": generation}
 
 
+@dataclasses.dataclass(frozen=True)
+class Standing:
+    """Where a service stands for kstatus: on its way (`reconciling`), stuck (`stalled`) or neither (done)."""
+
+    reconciling: bool
+    stalled: bool
+    reason: str
+    message: str
+
+
+def current_template_pods(pods: Sequence[Mapping[str, Any]], template_hash: str | None
+                          ) -> list[Mapping[str, Any]]:
+    """The pods of the pod template the operator rendered last (its config-hash annotation), or every pod when the
+    hash is not known. Pods of an older template are on their way out: after a fix, the old crash-looping pods must
+    not make the fixed service look stalled while the Deployment replaces them."""
+    if not template_hash:
+        return list(pods)
+    return [p for p in pods
+            if ((p.get("metadata") or {}).get("annotations") or {}).get(CONFIG_HASH_ANNOTATION, template_hash)
+            == template_hash]
+
+
+def _deployment_caught_up(deployment: Mapping[str, Any] | None) -> bool:
+    """Whether the Deployment controller has seen the Deployment's latest spec: only then do its conditions speak
+    about the current template (a ProgressDeadlineExceeded of the previous one is cleared once it has)."""
+    if not deployment:
+        return False
+    generation = int((deployment.get("metadata") or {}).get("generation") or 0)
+    return int((deployment.get("status") or {}).get("observedGeneration") or 0) >= generation
+
+
+def assess_standing(progress: Progress, deployment: Mapping[str, Any] | None,
+                    current_pods: Sequence[Mapping[str, Any]]) -> Standing:
+    """Reconciling or Stalled, from the rollout's progress and the problems of the current template's pods.
+
+    A stalling pod problem (crash loop, image pull) wins; then what the Deployment controller declared (progress
+    deadline, ReplicaFailure), with the pods' problem added to say why; a problem that may resolve by itself
+    (unschedulable, missing Secret) keeps the service Reconciling with that message; otherwise the rollout's own
+    reason (RollingOut, WaitingForReady, DeploymentMissing)."""
+    if progress.ready:
+        return Standing(False, False, progress.reason, progress.message)
+    pod_problem = diagnose_pods(current_pods)
+    if pod_problem is not None and pod_problem.reason in STALLING_REASONS:
+        return Standing(False, True, pod_problem.reason, pod_problem.message)
+    declared = deployment_problem(deployment) if _deployment_caught_up(deployment) else None
+    if declared is not None:
+        message = f"{declared.message}; {pod_problem.message}" if pod_problem is not None else declared.message
+        return Standing(False, True, declared.reason, message)
+    if pod_problem is not None:
+        return Standing(True, False, pod_problem.reason, pod_problem.message)
+    return Standing(True, False, progress.reason, progress.message)
+
+
+def _kstatus_conditions(standing: Standing, generation: int) -> list[dict[str, Any]]:
+    reconciling = _condition(RECONCILING, standing.reconciling, standing.reason, standing.message, generation)
+    if standing.stalled:
+        stalled = _condition(STALLED, True, standing.reason, standing.message, generation)
+    elif standing.reconciling and standing.reason in WAITING_REASONS:
+        stalled = _condition(STALLED, False, REASON_NOT_STALLED,
+                             f"Not stalled: {standing.reason} may resolve by itself (a node added, a Secret "
+                             "created); Stalled once the Deployment's progress deadline passes", generation)
+    else:
+        stalled = _condition(STALLED, False, REASON_NOT_STALLED, "Not stalled", generation)
+    return [reconciling, stalled]
+
+
 def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
-                       pods: Sequence[Mapping[str, Any]] = (), invalid_spec: str | None = None
-                       ) -> list[dict[str, Any]]:
-    """Ready, Progressing and Degraded (without lastTransitionTime) for what was observed.
+                       pods: Sequence[Mapping[str, Any]] = (), invalid_spec: str | None = None,
+                       template_hash: str | None = None) -> list[dict[str, Any]]:
+    """Ready, Progressing, Degraded, Reconciling and Stalled (without lastTransitionTime) for what was observed.
 
     `invalid_spec` is the parse error when the spec could not be rendered: nothing was applied, so the service is
-    neither Ready nor Progressing, and Degraded says which field is wrong."""
+    neither Ready nor Progressing, Degraded and Stalled say which field is wrong. `template_hash` is the config hash
+    of the rendered pod template: only its pods can stall the service (see `current_template_pods`)."""
     if invalid_spec is not None:
         message = f"The spec cannot be rendered: {invalid_spec}"
         return [
             _condition(READY, False, REASON_INVALID_SPEC, message, generation),
             _condition(PROGRESSING, False, REASON_INVALID_SPEC, "Nothing was applied: the spec is invalid", generation),
             _condition(DEGRADED, True, REASON_INVALID_SPEC, message, generation),
+            *_kstatus_conditions(Standing(False, True, REASON_INVALID_SPEC, message), generation),
         ]
     progress = deployment_progress(deployment)
     problem = None if progress.ready else (diagnose_pods(pods) or deployment_problem(deployment))
@@ -235,7 +326,8 @@ def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
         degraded = _condition(DEGRADED, True, problem.reason, problem.message, generation)
     else:
         degraded = _condition(DEGRADED, False, REASON_HEALTHY, "No problem found", generation)
-    return [ready, progressing, degraded]
+    standing = assess_standing(progress, deployment, current_template_pods(pods, template_hash))
+    return [ready, progressing, degraded, *_kstatus_conditions(standing, generation)]
 
 
 def merge_conditions(current: Sequence[Mapping[str, Any]] | None, desired: Sequence[Mapping[str, Any]],
@@ -285,15 +377,16 @@ def transitions(current: Sequence[Mapping[str, Any]] | None, merged: Sequence[Ma
 
 def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
                  current: Mapping[str, Any] | None, now: str, selector: str | None = None,
-                 endpoint: str | None = None, image: str | None = None, invalid_spec: str | None = None
-                 ) -> dict[str, Any]:
+                 endpoint: str | None = None, image: str | None = None, invalid_spec: str | None = None,
+                 template_hash: str | None = None) -> dict[str, Any]:
     """The status keys this controller owns, ready to compare with `changed_status` and merge-patch.
 
     replicas/readyReplicas come from the Deployment's status (the scale subresource reads status.replicas)."""
     dep_status = (deployment or {}).get("status") or {}
     conditions = merge_conditions(
         (current or {}).get("conditions"),
-        desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec),
+        desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec,
+                           template_hash=template_hash),
         now,
     )
     status: dict[str, Any] = {
