@@ -298,3 +298,10 @@ def test_examples_pass_the_cel_rules(path):
     for doc in yaml.safe_load_all(path.read_text()):
         if doc and doc.get("kind") in KINDS:
             assert admit(doc["kind"], doc["spec"], name=doc["metadata"]["name"]) == []
+
+
+def test_status_defaults_to_observed_generation_zero_so_kstatus_reads_a_new_service_as_in_progress():
+    for crd in generate_crds():
+        status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        assert status["default"] == {"observedGeneration": 0}
+        assert status["properties"]["observedGeneration"]["type"] == "integer"

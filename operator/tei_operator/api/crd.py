@@ -41,7 +41,9 @@ PRINTER_COLUMNS = [
 def open_api_schema(info: KindInfo) -> dict[str, Any]:
     """The openAPIV3Schema of one kind."""
     spec = schema_for_model(info.spec_model)
-    status = schema_for_model(ServiceStatus)
+    # A default status of observedGeneration 0 makes a service the operator has not acted on yet read as
+    # InProgress to kstatus (Flux, kpt, kubectl wait) instead of Current: the API server applies it on read.
+    status = {**schema_for_model(ServiceStatus), "default": {"observedGeneration": 0}}
     return {
         "description": info.description,
         "type": "object",
