@@ -97,6 +97,8 @@ class Result:
     reversals: int
     first_scale_up_s: float | None
     timeline: dict = field(default_factory=dict, repr=False)
+    ready_at_step: int | None = None
+    """Ready replicas when the trace's load step arrives: the capacity that absorbs it while new replicas load."""
 
 
 def initial_replicas(trace: Trace, settings: BenchSettings, mean_tokens: float) -> int:
@@ -185,9 +187,15 @@ def measure(policy: Policy, trace: Trace, arrivals: Arrivals, seed: int, setting
         since = trace.step_at - getattr(policy, "horizon", 0.0)  # the oracle may act before the step
         ups = [t for t, a, b in policy.actions if b > a and t >= since]
         first_up = ups[0] - trace.step_at if ups else math.inf
+    ready_at_step = None
+    if trace.step_at is not None and len(timeline["t"]):
+        # the last sample at or before the step (the timeline is sampled every 5 s)
+        k = max(0, int(np.searchsorted(timeline["t"], trace.step_at, side="right")) - 1)
+        ready_at_step = int(timeline["ready"][k])
     timeline = dict(timeline, arrivals=arrivals.t, latency=lat)
     return Result(policy.name, trace.name, seed, n, slo, p50, p95, p99, fleet.n_429, fleet.n_unavailable, gpu_h,
-                  fleet.served_tokens, cost, cost / limit, len(policy.actions), reversals, first_up, timeline)
+                  fleet.served_tokens, cost, cost / limit, len(policy.actions), reversals, first_up, timeline,
+                  ready_at_step)
 
 
 def run_one(policy_name: str, trace: Trace, seed: int, settings: BenchSettings, arrivals: Arrivals | None = None,

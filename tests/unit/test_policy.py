@@ -252,3 +252,57 @@ def test_zero_size_batches_corrected():
     assert nonempty == 70.0
     assert mean_batch_tokens(70_000.0, nonempty) == pytest.approx(1000.0)
     assert mean_batch_tokens(70_000.0, 0.0) is None
+
+
+# A load step seen through 1-minute rates while the fleet refuses requests: 2 Ready replicas batch their peak of
+# 50000 tokens/s each (100 requests/s completed, 1000 tokens each), 120 requests/s arrive (120000 tokens/s), 30 of
+# them get 429 (25%), and 2 replicas are already loading. The previous tick read 80000 tokens/s of demand.
+STEP_UNDER_429 = {"batch_tokens_rate_sum": 100_000.0, "batch_rate_count": 100.0, "request_rate": 120.0,
+                  "success_rate": 100.0}
+
+
+def _after_step(previous_demand: float | None, overloaded: float = 30.0, **kw) -> tuple:
+    st = PolicyState(first_tick_at=-1000, peak_tokens_per_replica=50_000.0, previous_demand=previous_demand)
+    s = sig(4, ready=2, starting_replicas=2, queue=2 * 300, overloaded_rate=overloaded, **(STEP_UNDER_429 | kw))
+    return decide(s, st, spec(), MBT, now=0)
+
+
+def test_rising_demand_under_429s_is_projected_over_the_rate_window():
+    # the rate rose by 40000 in one tick: a window of 4 ticks has seen a quarter of the step, so the step is up to
+    # 120000 + 3 x 40000 = 240000 tokens/s -> 120000 per ready replica / (50000 x 0.7) = 3.43x -> ceil(6.86) = 7.
+    # Without the projection the 2 loading replicas "cover" ceil(2 x 60000 / 35000) = 4, and the fleet holds at 4
+    # for another tick while a quarter of the requests are refused.
+    d, st = _after_step(previous_demand=80_000.0)
+    assert (d.action, d.desired_replicas) == ("ScaleUp", 7)
+    assert "demand projected from 60000 (rising under 429s) to 120000 tokens/s/replica > 35000" in d.reason
+    # the state keeps the reading, not the projection: projections never compound from tick to tick
+    assert st.previous_demand == pytest.approx(120_000)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"previous_demand": 120_000.0},  # demand flat: the window has caught up
+        {"previous_demand": 150_000.0},  # demand falling
+        {"previous_demand": None},  # no previous healthy reading (first tick, or metrics failed)
+        {"previous_demand": 80_000.0, "overloaded": 5.0},  # 4% refused: a stray 429, not a step
+    ],
+)
+def test_demand_is_not_projected_without_a_rise_under_real_429s(case):
+    d, _ = _after_step(**case)
+    assert (d.action, d.desired_replicas) == ("Hold", 4)
+    assert "projected" not in d.reason
+
+
+def test_projection_needs_429s():
+    # the same rise without any 429: the fleet is not short, the reading stands (queue ignored while loading)
+    st = PolicyState(first_tick_at=-1000, peak_tokens_per_replica=50_000.0, previous_demand=80_000.0)
+    s = sig(4, ready=2, starting_replicas=2, queue=2 * 300, overloaded_rate=0.0, **STEP_UNDER_429)
+    d, _ = decide(s, st, spec(), MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("Hold", 4)
+
+
+def test_failed_metrics_forget_the_previous_demand():
+    st = PolicyState(first_tick_at=-1000, peak_tokens_per_replica=50_000.0, previous_demand=80_000.0)
+    _, st = decide(sig(4, ready=2, error="Prometheus query failed"), st, spec(), MBT, now=0)
+    assert st.previous_demand is None

@@ -105,3 +105,24 @@ def test_cli_quick_with_user_trace_and_service(tmp_path, capsys):
     assert main(["--quick", "--trace", str(trace), "--service", str(svc)]) == 2
     assert "minReplicas" in capsys.readouterr().err
     assert math.isfinite(BenchSettings.default().engine.peak_throughput())
+
+
+def test_ready_at_step_is_reported(step_results):
+    res, _ = step_results
+    assert res["static-peak"].ready_at_step == 10  # sized for the 5x peak at 70%: every replica Ready at t=0
+    assert 1 <= res["operator"].ready_at_step < res["static-peak"].ready_at_step
+
+
+def test_projecting_demand_under_429s_cuts_429s_after_a_step_at_no_cost(monkeypatch):
+    # Seed 1 of the step trace: 2 Ready replicas meet a 5x step; the 1-minute rates show a quarter of it per tick.
+    # With the projection off (a window of one tick: nothing left to project) the fleet waits a tick longer for
+    # capacity while a quarter of the requests are refused.
+    import tei_operator.autoscaling.policy as policy
+
+    trace, s = load_trace(STEP), BenchSettings.default()
+    arrivals = generate_arrivals(trace, 1, s.mix)
+    on = run_one("operator", trace, 1, s, arrivals)
+    monkeypatch.setattr(policy, "RATE_WINDOW_TICKS", 1)
+    off = run_one("operator", trace, 1, s, arrivals)
+    assert on.n_429 < 0.95 * off.n_429
+    assert on.gpu_hours <= 1.02 * off.gpu_hours

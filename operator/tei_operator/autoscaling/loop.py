@@ -37,7 +37,7 @@ from typing import Any
 from ..api import GROUP, KINDS, VERSION, ServiceResource
 from ..kube import DEPLOYMENT, NODE, POD, KubeApiError, KubeClient, ResourceType
 from .capacity import ClusterUsage, schedulable_replicas
-from .policy import Decision, PolicyState, decide
+from .policy import RATE_WINDOW_TICKS, Decision, PolicyState, decide
 from .signals import Signals
 from .sources import MetricsSource, PodTarget, ServiceMetrics, ServiceTarget, SourceResult, aggregate
 from .writer import (SCALING_LIMITED, StatusWriter, autoscaling_status, find_condition, rfc3339,
@@ -57,9 +57,10 @@ def service_types() -> dict[str, ResourceType]:
 
 
 def rate_window_seconds(tick_seconds: float) -> float:
-    """The window of rates and of the averaged queue: four ticks, at least 10 s (1 minute at the default 15 s tick,
-    which suits Prometheus' usual 15-30 s scrape interval: rate() needs two samples in the window)."""
-    return max(4.0 * tick_seconds, 10.0)
+    """The window of rates and of the averaged queue: `policy.RATE_WINDOW_TICKS` ticks (the policy's demand
+    projection assumes that length), at least 10 s (1 minute at the default 15 s tick, which suits Prometheus'
+    usual 15-30 s scrape interval: rate() needs two samples in the window)."""
+    return max(RATE_WINDOW_TICKS * tick_seconds, 10.0)
 
 
 def parse_time(text: str | None) -> float | None:
