@@ -125,7 +125,15 @@ def _condition_differs(live: Mapping[str, Any] | None, wanted: Mapping[str, Any]
 
 
 def _without_tick(status: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (status or {}).items() if k != "lastTickTime"}
+    """What counts as a change of status.autoscaling: everything but lastTickTime and the free GPU capacity.
+
+    Free capacity moves whenever any GPU pod anywhere starts or stops; counting it would make every autoscaled GPU
+    service write its status on such ticks. It is refreshed with any other change and by the heartbeat, and when it
+    binds the ScalingLimited condition changes (GpuCapacity), which is written at once."""
+    out = {k: v for k, v in (status or {}).items() if k != "lastTickTime"}
+    if isinstance(out.get("signals"), Mapping):
+        out["signals"] = {k: v for k, v in out["signals"].items() if k != "schedulableReplicas"}
+    return out
 
 
 def _normalised(autoscaling: Mapping[str, Any] | None) -> dict[str, Any]:
