@@ -9,26 +9,11 @@ import pytest
 
 from .conftest import wait_for
 from .test_reconcile import embedding
+from tests.kstatus import kstatus
 
 pytestmark = pytest.mark.cluster
 
 CRASH = {"sim.tei-operator.io/fail": "crashloop"}
-
-
-def kstatus(obj):
-    """kstatus's generic rules for a custom resource (sigs.k8s.io/cli-utils pkg/kstatus/status): Terminating,
-    InProgress (generation not observed, or Reconciling=True), Failed (Stalled=True), else Current."""
-    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
-    if meta.get("deletionTimestamp"):
-        return "Terminating"
-    if "observedGeneration" in status and status["observedGeneration"] != meta.get("generation"):
-        return "InProgress"
-    for cond in status.get("conditions") or []:
-        if cond["type"] == "Reconciling" and cond["status"] == "True":
-            return "InProgress"
-        if cond["type"] == "Stalled" and cond["status"] == "True":
-            return "Failed"
-    return "Current"
 
 
 def conditions(obj):

@@ -8,6 +8,7 @@ import pytest
 
 from tei_operator.controller import status as st
 from tei_operator.controller.events import changed_fields, describe_apply
+from tests.kstatus import kstatus
 
 T0 = "2026-01-01T00:00:00Z"
 T1 = "2026-01-01T00:05:00Z"
@@ -524,22 +525,6 @@ def test_nulls_are_not_foreign_fields_and_a_removal_defaulted_back_is_not_report
 
 
 # -- kstatus: Reconciling and Stalled ---------------------------------------------------------------------------
-
-def kstatus(obj):
-    """kstatus's generic rules for a custom resource (sigs.k8s.io/cli-utils pkg/kstatus/status, checkGenericProperties
-    then the fallback for kinds it has no rules for), as Flux, kpt and Config Sync apply them."""
-    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
-    if meta.get("deletionTimestamp"):
-        return "Terminating"
-    if "observedGeneration" in status and status["observedGeneration"] != meta.get("generation"):
-        return "InProgress"
-    for cond in status.get("conditions") or []:
-        if cond["type"] == "Reconciling" and cond["status"] == "True":
-            return "InProgress"
-        if cond["type"] == "Stalled" and cond["status"] == "True":
-            return "Failed"
-    return "Current"
-
 
 def service(generation, **build):
     """A service object as stored after the operator's status write for `generation`."""
