@@ -4,6 +4,7 @@
 #   charts/tei-operator/templates/crd-<plural>.yaml      the same CRDs as chart templates behind crds.enabled,
 #                                                        with helm.sh/resource-policy: keep behind crds.keep
 #   docs/api-reference.md                                `tei-operator docs`
+#   docs/settings.md                                     `tei-operator docs --settings`
 # `make crds` runs it; tests/unit/test_chart_files.py fails when any of these drift from the models.
 # Usage: hack/generate.sh            (uses .venv/bin/tei-operator, or $TEI_OPERATOR if set)
 set -euo pipefail
@@ -99,4 +100,7 @@ PY
 echo "generate: rendering docs/api-reference.md (tei-operator docs)"
 "$TEI_OPERATOR" docs > "$tmp/api-reference.md"
 mv "$tmp/api-reference.md" docs/api-reference.md
+echo "generate: rendering docs/settings.md (tei-operator docs --settings)"
+"$TEI_OPERATOR" docs --settings > "$tmp/settings.md"
+mv "$tmp/settings.md" docs/settings.md
 echo "generate: done"

@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("-n", "--namespace", default="default", metavar="NS",
                         help="namespace of services that set none (default: default)")
 
-    sub.add_parser("docs", help="print the API reference (Markdown)")
+    docs = sub.add_parser("docs", help="print the API reference (Markdown)")
+    docs.add_argument("--settings", action="store_true",
+                      help="print the operator settings reference (docs/settings.md) instead")
     sub.add_parser("emulator", help="run the TEI emulator (arguments go to it; see `tei-operator emulator --help`)",
                    add_help=False)
     return parser
@@ -160,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "render":
             return render_files(args.filename, args.namespace, sys.stdout, sys.stderr)
         if args.command == "docs":
+            if args.settings:
+                from .settings import settings_reference_markdown
+
+                sys.stdout.write(settings_reference_markdown())
+                return 0
             from .api.docs import api_reference_markdown
 
             sys.stdout.write(api_reference_markdown())

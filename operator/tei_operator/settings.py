@@ -31,7 +31,7 @@ class Settings(BaseSettings):
         "1.9.3", pattern=r"^[0-9A-Za-z][0-9A-Za-z._-]*$",
         description="TEI version of services that do not set engine.version. A full patch version (not 1.9) so the "
         "image is reproducible: a floating tag moves under running pods, and nodes may then run different builds "
-        "of one service. 1.9.3 is TEI's newest release (TEI.md).",
+        "of one service. 1.9.3 was TEI's newest release when this operator version was made.",
     )
     image_repository: str = Field(
         "ghcr.io/huggingface/text-embeddings-inference", min_length=1,
@@ -127,3 +127,32 @@ def load_settings(**overrides: object) -> Settings:
             field = str(err["loc"][0]) if err["loc"] else "?"
             lines.append(f"{env_var(field)}: {err['msg']} (got {err.get('input')!r})")
         raise SettingsError("invalid operator settings: " + "; ".join(lines)) from None
+
+
+def settings_reference_markdown() -> str:
+    """docs/settings.md: every setting with its environment variable, default and description (from `Settings`)."""
+    lines = [
+        "# Operator settings",
+        "",
+        "Generated from `operator/tei_operator/settings.py` by `tei-operator docs --settings` (`make crds` rewrites",
+        "this file; a test fails when it drifts). The operator reads them from the environment at start; the Helm",
+        "chart sets them from its values (`operator.*`, `operator.extraEnv` for the rest). An invalid value stops the",
+        "operator at start with a message naming the variable.",
+        "",
+        "| variable | default | description |",
+        "|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            default = field.default_factory()
+        else:
+            default = field.default
+        if isinstance(default, (list, tuple)):
+            shown = ",".join(map(str, default)) or "(empty)"
+        elif default is None:
+            shown = "(unset)"
+        else:
+            shown = str(default)
+        description = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `{ENV_PREFIX}{name.upper()}` | `{shown}` | {description} |")
+    return "\n".join(lines) + "\n"

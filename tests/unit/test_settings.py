@@ -75,3 +75,15 @@ def test_overrides_win_over_the_environment(monkeypatch):
 
 def test_every_setting_is_described():
     assert [n for n, f in Settings.model_fields.items() if not (f.description or "").strip()] == []
+
+
+def test_docs_settings_md_matches_the_settings_class():
+    """docs/settings.md is generated (`make crds`); a new or changed setting must show up there."""
+    from pathlib import Path
+
+    from tei_operator.settings import Settings, settings_reference_markdown
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
+    assert doc == settings_reference_markdown(), "docs/settings.md is stale: run `make crds`"
+    for name in Settings.model_fields:
+        assert f"`TEI_OPERATOR_{name.upper()}`" in doc
