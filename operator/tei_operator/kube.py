@@ -18,9 +18,12 @@ import json
 import logging
 import os
 import socket
+import weakref
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
+
+from .kube_events import EventKey, RecentEvents, event_key, event_name, event_namespace, new_event, repeat_patch
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,7 @@ APPLY_PATCH = "application/apply-patch+yaml"  # JSON is valid YAML: the body is 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 DEFAULT_TIMEOUT_SECONDS = 30.0
+EVENT_WRITE_ATTEMPTS = 5  # create/patch rounds for one event before giving up (each lost round means another wrote)
 
 
 class KubeApiError(Exception):
@@ -150,6 +154,9 @@ class KubeClient:
         self._api = api_client
         self._timeout = timeout
         self._types: dict[tuple[str, str], ResourceType] = {}
+        self._recent_events = RecentEvents()  # lets a repeated Event be counted with one request
+        # Dropped as soon as no write holds or waits for them, so this does not grow with the Events written.
+        self._event_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
         for rtype in _BUILTIN_TYPES:
             self.register(rtype)
 
@@ -331,31 +338,65 @@ class KubeClient:
     # -- events -------------------------------------------------------------------------------------------------
     async def create_event(self, involved: Mapping[str, Any], *, reason: str, message: str, type: str = "Normal",
                            action: str | None = None, component: str = "tei-operator") -> dict | None:
-        """Record a core/v1 Event about an object (what `kubectl describe` shows). Never raises: an event that
-        cannot be written is logged, it must not fail the reconcile that caused it."""
-        meta = involved.get("metadata") or {}
-        namespace = meta.get("namespace") or "default"
-        now = _now_rfc3339()
-        event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"), "name": meta.get("name"),
-                "namespace": meta.get("namespace"), "uid": meta.get("uid"),
-            },
-            "reason": reason, "message": message[:1024], "type": type,
-            "source": {"component": component},
-            "reportingComponent": component, "reportingInstance": socket.gethostname()[:128],
-            "action": action or reason,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
+        """Record a core/v1 Event about an object (what `kubectl describe` shows), or one more occurrence of it.
+
+        The same event about the same object (reason, type, message, action, component: see kube_events.py) is
+        one Event whose `count` and `lastTimestamp` go up, as Kubernetes' own recorder does, so a repeated warning
+        shows as "(x5 over 10m)" instead of piling up objects. Requests: one for a first occurrence (create), one
+        for a repeat this client wrote before (a patch with the resourceVersion it last saw), more only when
+        another writer got there first (409: read, patch again) or the Event expired (404: create again).
+
+        Returns the Event as written. Never raises for API failures: an event that cannot be written is logged,
+        it must not fail the reconcile that caused it. A `type` other than Normal/Warning or an empty `reason`
+        is a bug of the caller and raises ValueError."""
+        key = event_key(involved, reason=reason, message=message, type=type, action=action, component=component)
+        namespace, name = event_namespace(key), event_name(key)
+        lock = self._event_locks.get((namespace, name))
+        if lock is None:
+            lock = self._event_locks[(namespace, name)] = asyncio.Lock()
         try:
-            return await self.request("POST", EVENT.path(namespace), body=event)
+            # One write at a time per Event in this process (the controller and the autoscaler share the client):
+            # racing each other would only turn into 409s and retries. Other processes are handled by the retries.
+            async with lock:
+                event = await self._record_event(key, namespace, name)
         except KubeApiError as exc:
+            self._recent_events.forget(namespace, name)
             level = logging.DEBUG if exc.namespace_terminating else logging.WARNING
+            meta = involved.get("metadata") or {}
             logger.log(level, "Failed to record event %s on %s %s/%s: %s", reason, involved.get("kind"), namespace,
                        meta.get("name"), exc)
             return None
+        self._recent_events.put(event)
+        return event
+
+    async def _record_event(self, key: EventKey, namespace: str, name: str) -> dict:
+        """Create the Event or count one more occurrence on it, whichever the API server's state calls for."""
+        now = _now_rfc3339()
+        known = self._recent_events.get(namespace, name)
+        for _ in range(EVENT_WRITE_ATTEMPTS):
+            if known is None:
+                body = new_event(key, now=now, reporting_instance=socket.gethostname())
+                try:
+                    return await self.request("POST", EVENT.path(namespace), body=body)
+                except KubeApiError as exc:
+                    if not exc.conflict:
+                        raise
+                # 409 AlreadyExists: an earlier occurrence (another writer, or this operator before a restart).
+                known = await self.get_or_none(EVENT, name, namespace)
+                if known is None:  # expired or deleted in between: create it again
+                    continue
+            try:
+                return await self.patch(EVENT, name, namespace, repeat_patch(known, now=now))
+            except KubeApiError as exc:
+                if exc.not_found:  # expired by the API server's event TTL, or deleted: a fresh Event
+                    known = None
+                    continue
+                if not exc.conflict:
+                    raise
+            # 409 Conflict: someone counted an occurrence since `known` was read; count on top of theirs.
+            known = await self.get_or_none(EVENT, name, namespace)
+        raise KubeApiError(409, "Conflict", f"Event {namespace}/{name} kept changing: gave up after "
+                                            f"{EVENT_WRITE_ATTEMPTS} attempts", request=f"record Event {name}")
 
 
 def managed_field_paths(obj: Mapping[str, Any], manager: str, operation: str | None = "Apply") -> list[dict]:
