@@ -50,7 +50,6 @@ class Settings(BaseSettings):
     )
     prometheus_namespace_label: str = Field("namespace", description="Prometheus label holding the pod's namespace.")
     prometheus_pod_label: str = Field("pod", description="Prometheus label holding the pod's name.")
-    prometheus_service_label: str = Field("service", description="Prometheus label holding the Service's name.")
     prometheus_query_timeout_seconds: float = Field(5, gt=0, le=300, description="Timeout of one Prometheus query.")
     scrape_via: Literal["auto", "proxy", "podip"] = Field(
         "auto",
@@ -64,7 +63,10 @@ class Settings(BaseSettings):
         "adds nodes. 0: never ask for GPUs the cluster cannot schedule now.",
     )
     metrics_stale_seconds: float = Field(
-        60, gt=0, le=3600, description="Metrics older than this count as missing (never as zero load).",
+        60, gt=0, le=3600,
+        description="A pod's metrics older than this count as missing (never as zero load), for every service; a "
+        "service's spec.autoscaling.metricsMaxAgeSeconds applies too, and the smaller of the two is the limit. Also "
+        "how long a pod that just turned Ready may go unread before it counts as missing.",
     )
     resync_seconds: float = Field(60, gt=0, le=86400, description="Period of the reconcile timer of each service.")
     health_host: str = Field(

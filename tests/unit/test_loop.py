@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
+
 from tei_operator.autoscaling.loop import build_signals, count_pods
 from tei_operator.autoscaling.sources import ServiceMetrics
 from tei_operator.autoscaling.writer import merge_condition, status_patch
@@ -93,3 +95,48 @@ def test_status_patch_ignores_free_gpu_capacity_moving_elsewhere_in_the_cluster(
     assert status_patch(live, wanted, condition, now="t2", heartbeat_due=True) == {"autoscaling": wanted}
     changed = {**wanted, "desiredReplicas": 3}
     assert status_patch(live, changed, condition, now="t2", heartbeat_due=False) == {"autoscaling": changed}
+
+
+def test_scaling_limited_is_true_only_for_the_reasons_the_docs_list():
+    """docs/autoscaling.md names the True reasons; a step limit or the minReplicas floor leaves it False, with the
+    sentence in the message."""
+    from pathlib import Path
+
+    from tei_operator.api.autoscaling import AutoscalingSpec
+    from tei_operator.autoscaling.policy import PolicyState, decide
+    from tei_operator.autoscaling.signals import Signals
+    from tei_operator.autoscaling.writer import LIMITING_REASONS, scaling_limited_condition
+
+    spec = AutoscalingSpec.model_validate({"enabled": True, "minReplicas": 1, "maxReplicas": 100,
+                                           "targetQueueSize": 16, "scaleUp": {"maxPodsStep": 2,
+                                                                              "maxPercentStep": 1}})
+    step, _ = decide(Signals(observed_at=0, current_replicas=2, ready_replicas=2, queue_size_total=320), PolicyState(),
+                     spec, 65536, 0)
+    assert step.limited_by == "ScaleUpLimit" and step.desired_replicas == 4
+    cond = scaling_limited_condition(step, 3)
+    assert (cond["status"], cond["reason"], cond["observedGeneration"]) == ("False", "WithinLimits", 3)
+    assert "scale-up limited to 4" in cond["message"]
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "autoscaling.md").read_text()
+    sentence = docs[docs.index("`ScalingLimited` is True with one of"):].split("\n\n")[0]
+    assert all(f"`{reason}`" in sentence for reason in LIMITING_REASONS), sentence
+    assert "reason `ScaleUpLimit`" not in docs and "reason `MinReplicas`" not in docs
+
+
+async def test_proxy_scraper_uses_the_scrape_timeout_and_close_stops_its_threads():
+    import kubernetes.client
+
+    from tei_operator.autoscaling.loop import Autoscaler
+    from tei_operator.kube import KubeClient
+    from tei_operator.settings import load_settings
+
+    kube = KubeClient(kubernetes.client.ApiClient(kubernetes.client.Configuration(host="http://127.0.0.1:9")))
+    settings = load_settings(scrape_via="proxy", scrape_timeout_seconds=1.5, metrics_source="scrape",
+                             prometheus_url="http://127.0.0.1:9")
+    autoscaler = Autoscaler(kube, settings)
+    fetcher = autoscaler.source("scrape")._fetch  # noqa: SLF001 - what the loop built from the settings
+    prometheus = autoscaler.source("prometheus")
+    assert fetcher.timeout == 1.5
+    await autoscaler.close()
+    for executor in (fetcher._executor, prometheus._executor):  # noqa: SLF001
+        with pytest.raises(RuntimeError, match="shutdown"):
+            executor.submit(print)

@@ -306,3 +306,14 @@ def test_failed_metrics_forget_the_previous_demand():
     st = PolicyState(first_tick_at=-1000, peak_tokens_per_replica=50_000.0, previous_demand=80_000.0)
     _, st = decide(sig(4, ready=2, error="Prometheus query failed"), st, spec(), MBT, now=0)
     assert st.previous_demand is None
+
+
+def test_min_replicas_below_one_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match="minReplicas"):
+        spec(minReplicas=0)
+    # Why: a new Deployment starts at minReplicas, and an empty fleet has no pod to report metrics. The floor of 1
+    # brings it back; a floor of 0 (what the API used to accept) would hold it empty for good.
+    d, _ = decide(sig(0, queue=None), watched(), spec(), MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("ScaleUp", 1)
+    d, _ = decide(sig(0, queue=None), watched(), spec().model_copy(update={"min_replicas": 0}), MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("Hold", 0)

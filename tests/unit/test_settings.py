@@ -21,8 +21,7 @@ def test_defaults():
     assert s.namespaces == [] and s.tei_version == "1.9.3"
     assert s.image_repository == "ghcr.io/huggingface/text-embeddings-inference"
     assert (s.log_format, s.autoscaler_tick_seconds, s.metrics_source, s.prometheus_url) == ("plain", 15, "scrape", None)
-    assert (s.prometheus_namespace_label, s.prometheus_pod_label, s.prometheus_service_label) == (
-        "namespace", "pod", "service")
+    assert (s.prometheus_namespace_label, s.prometheus_pod_label) == ("namespace", "pod")
     assert (s.prometheus_query_timeout_seconds, s.scrape_via, s.scrape_timeout_seconds) == (5, "auto", 3)
     assert (s.max_pending_replicas, s.metrics_stale_seconds, s.resync_seconds, s.health_port) == (0, 60, 60, 8080)
     assert (s.field_manager, s.autoscaler_field_manager) == ("tei-operator", "tei-operator-autoscaler")

@@ -8,29 +8,45 @@ observation; te_batch_next_tokens records zero-size batches (le="1" bucket); te_
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+import kubernetes.client
 import pytest
+from aiohttp import web
 
 from tei_operator.autoscaling.sources import PodMetrics, PodTarget, ServiceTarget, SourceResult, aggregate
-from tei_operator.autoscaling.sources.prometheus import PrometheusSource, build_queries, parse_vector
-from tei_operator.autoscaling.sources.scrape import (PodHistory, PodIpFetcher, RawSample, ScrapeError, ScrapeSource,
-                                                     counter_increase, parse_tei_metrics, pod_ip_url, proxy_path,
-                                                     resolve_scrape_via)
+from tei_operator.autoscaling.sources.prometheus import (PrometheusSource, build_queries, parse_vector,
+                                                         queue_series_lost)
+from tei_operator.autoscaling.sources.scrape import (ApiProxyFetcher, PodHistory, PodIpFetcher, RawSample, ScrapeError,
+                                                     ScrapeSource, check_content_type, counter_increase,
+                                                     parse_tei_metrics, pod_ip_url, proxy_path, resolve_scrape_via)
+from tei_operator.kube import KubeClient
 from tei_operator.emulator.config import EmulatorConfig
 from tei_operator.emulator.server import EmulatorServer
 
 pytestmark = pytest.mark.timeout(60)
 
 PROMETHEUS = "/usr/bin/prometheus"
+ROOT = Path(__file__).resolve().parents[2]
+
+# A TEI page of a pod that has queued inputs, with the te_queue_size line dropped (as a relabel rule would).
+SERVED_WITHOUT_QUEUE = ("# TYPE te_request_count counter\nte_request_count{method=\"single\"} 5\n"
+                        "# TYPE te_request_success counter\nte_request_success{method=\"single\"} 5\n"
+                        "# TYPE te_batch_next_tokens histogram\nte_batch_next_tokens_bucket{le=\"1\"} 2\n"
+                        "te_batch_next_tokens_bucket{le=\"+Inf\"} 7\nte_batch_next_tokens_sum 900\n"
+                        "te_batch_next_tokens_count 7\n")
 
 
 def free_port() -> int:
@@ -76,6 +92,35 @@ def test_parse_accepts_counters_with_and_without_total_and_refuses_garbage():
     assert (sample.batch_tokens_sum, sample.queue_size) == (700, 11)
     with pytest.raises(ScrapeError, match="Prometheus text format"):
         parse_tei_metrics("te_queue_size{oops 1\n")
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ("<!DOCTYPE html>\n<html><body>502 Bad Gateway</body></html>\n", "not the Prometheus text format"),
+    ('{"error": "Unhealthy", "error_type": "Unhealthy"}', "not the Prometheus text format"),
+    ("# TYPE go_goroutines gauge\ngo_goroutines 12\n", "no TEI metric"),
+    (SERVED_WITHOUT_QUEUE, "te_queue_size is missing although te_batch_next_tokens_count and te_request_success"),
+])
+def test_parse_refuses_pages_that_are_not_a_tei_exposition(body, words):
+    with pytest.raises(ScrapeError, match=words):
+        parse_tei_metrics(body)
+
+
+def test_parse_reads_an_idle_tei_as_zero():
+    # An idle TEI answers an empty page; one that only refused requests (validation) has te_request_count and,
+    # rightly, no te_queue_size: TEI counts a request before refusing it, and never queued an input.
+    assert parse_tei_metrics("") == RawSample()
+    refused = ("# TYPE te_request_count counter\nte_request_count{method=\"single\"} 3\n"
+               "# TYPE te_request_failure counter\nte_request_failure{err=\"validation\"} 3\n")
+    assert parse_tei_metrics(refused) == RawSample(requests=3)
+
+
+def test_content_type_of_a_metrics_page():
+    for ok in (None, "", "text/plain; charset=utf-8", "text/plain; version=0.0.4",
+               "application/openmetrics-text; version=1.0.0"):
+        check_content_type(ok)
+    for bad in ("text/html; charset=utf-8", "application/json"):
+        with pytest.raises(ScrapeError, match=bad.split(";")[0]):
+            check_content_type(bad)
 
 
 # -- rates ------------------------------------------------------------------------------------------------------
@@ -188,6 +233,84 @@ async def test_scrape_timeout_is_per_pod_and_named():
     assert "within 0.2s" in result.pod_errors["uid-slow"]
 
 
+@asynccontextmanager
+async def serve(routes: dict[str, tuple[str, str, float]]):
+    """A local HTTP server: path -> (body, content type, delay in seconds). Yields its base URL."""
+    async def handler(request: web.Request) -> web.Response:
+        body, content_type, delay = routes[request.path]
+        if delay:
+            await asyncio.sleep(delay)
+        return web.Response(text=body, content_type=content_type)
+
+    app = web.Application()
+    for path in routes:
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - the port the OS picked
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def target_of(url: str, name: str = "p") -> PodTarget:
+    return PodTarget("ns", name, f"uid-{name}", "127.0.0.1", int(url.rsplit(":", 1)[1]), 0.0)
+
+
+async def test_scrape_source_leaves_a_pod_that_answers_an_error_page_unread():
+    async with serve({"/metrics": ("", "text/html", 0)}) as url:
+        source = ScrapeSource(PodIpFetcher(), timeout=2, window=30)
+        svc = ServiceTarget("ns", "svc", (target_of(url),))
+        result = await source.fetch([svc], 100.0)
+        await source.close()
+    assert "uid-p" not in result.pods and "Content-Type text/html" in result.pod_errors["uid-p"]
+    agg = aggregate(svc, result, 100.0, stale_seconds=60, fresh_grace_seconds=60)
+    assert agg.error and "pod p" in agg.error and agg.queue_size_total is None
+
+
+def kube_at(url: str) -> KubeClient:
+    """A real KubeClient whose API server is the local test server (no credentials: plain HTTP on loopback)."""
+    config = kubernetes.client.Configuration(host=url)
+    return KubeClient(kubernetes.client.ApiClient(config))
+
+
+@asynccontextmanager
+async def default_executor_blocked(loop: asyncio.AbstractEventLoop):
+    """asyncio's default executor with its only thread busy for the duration: what a burst of slow KubeClient
+    calls does to the shared pool."""
+    release = threading.Event()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+    busy = loop.run_in_executor(None, release.wait, 30)
+    try:
+        yield
+    finally:
+        release.set()
+        await busy
+
+
+async def test_proxy_fetcher_has_its_own_threads_and_the_scrape_timeout():
+    proxy = proxy_path("ns", "p", 80)
+    slow = proxy_path("ns", "slow", 80)
+    page = "# TYPE te_queue_size gauge\nte_queue_size 4\n"
+    async with serve({proxy: (page, "text/plain", 0), slow: (page, "text/plain", 5)}) as url:
+        fetcher = ApiProxyFetcher(kube_at(url), timeout=0.5)
+        source = ScrapeSource(fetcher, timeout=0.5, window=30)
+        assert source.concurrency == fetcher.max_concurrency  # no scrape waits for a thread inside its timeout
+        async with default_executor_blocked(asyncio.get_running_loop()):
+            result = await asyncio.wait_for(source.fetch([ServiceTarget("ns", "svc", (
+                PodTarget("ns", "p", "uid-p", None, 80, 0.0),))], 100.0), 3)
+            assert result.pods["uid-p"].queue_size == 4
+        # The GET itself gives up at the scrape timeout (not a fixed 10 s), so its thread is free again soon.
+        started = time.monotonic()
+        with pytest.raises(ScrapeError, match="proxy/metrics"):
+            await fetcher(PodTarget("ns", "slow", "uid-slow", None, 80, 0.0))
+        assert time.monotonic() - started < 2
+        await source.close()
+
+
 def test_urls():
     assert proxy_path("search", "bge-m3-7d9f-abc", 80) == "/api/v1/namespaces/search/pods/bge-m3-7d9f-abc:80/proxy/metrics"
     assert pod_ip_url("127.1.0.5", 80) == "http://127.1.0.5:80/metrics"
@@ -212,6 +335,26 @@ def test_queries_are_one_per_signal_whatever_the_number_of_services():
     assert "sum by (kubernetes_namespace, kubernetes_pod_name)" in custom["requests"]
     with pytest.raises(ValueError, match="prometheus_pod_label"):
         build_queries("namespace", "pod-name", 60)
+
+
+def test_docs_show_the_live_queries():
+    """docs/autoscaling-metrics.md shows the queries with placeholders; they must be the ones the source sends."""
+    docs = (ROOT / "docs" / "autoscaling-metrics.md").read_text()
+    live = build_queries("NSLABEL", "PODLABEL", 60, ["nsone"])
+    for name, query in live.items():
+        shown = (query.replace("NSLABEL", "{ns}").replace("PODLABEL", "{pod}").replace('"nsone"', '"{nss}"')
+                 .replace("[60s]", "[{w}]"))
+        assert shown in docs, f"docs/autoscaling-metrics.md does not show the {name} query: {shown}"
+    block = re.search(r"```promql\n(.*?)```", docs, re.S).group(1)
+    assert len([line for line in block.splitlines() if line and not line.startswith("#")]) == len(live)
+
+
+def test_a_pod_up_without_te_queue_size_is_idle_unless_it_queued_inputs():
+    key = ("ns", "p")
+    assert queue_series_lost(key, {"queue": {}, "batches": {}, "successes": {}}) is None
+    assert queue_series_lost(key, {"requests": {key: 0.0}, "batches": {}, "successes": {}}) is None
+    lost = queue_series_lost(key, {"batches": {key: 0.0}, "successes": {}})
+    assert lost and "te_batch_next_tokens_count" in lost and "te_queue_size" in lost
 
 
 def test_parse_vector_skips_series_without_the_labels():
@@ -257,30 +400,42 @@ def wait_up(port: int, timeout: float = 20) -> None:
 async def test_prometheus_source_against_a_real_prometheus(prometheus_binary):
     workdir = Path(tempfile.mkdtemp(prefix="tei-prom-unit-"))
     port = free_port()
-    async with EmulatorServer(EmulatorConfig(port=0, tokens_per_second=2e5)) as server:
-        proc = start_prometheus(workdir, port, [{"targets": [f"127.0.0.1:{server.port}"],
-                                                 "labels": {"namespace": "search", "pod": "bge-0"}}])
+    async with EmulatorServer(EmulatorConfig(port=0, tokens_per_second=2e5)) as server, \
+            EmulatorServer(EmulatorConfig(port=0)) as idle, \
+            serve({"/metrics": (SERVED_WITHOUT_QUEUE, "text/plain", 0)}) as dropped:
+        proc = start_prometheus(workdir, port, [
+            {"targets": [f"127.0.0.1:{server.port}"], "labels": {"namespace": "search", "pod": "bge-0"}},
+            {"targets": [f"127.0.0.1:{idle.port}"], "labels": {"namespace": "search", "pod": "bge-idle"}},
+            {"targets": [dropped.removeprefix("http://")], "labels": {"namespace": "search", "pod": "bge-2"}}])
         try:
             await asyncio.to_thread(wait_up, port)
             source = PrometheusSource(f"http://127.0.0.1:{port}", window=10, timeout=3)
-            svc = ServiceTarget("search", "bge", (PodTarget("search", "bge-0", "uid-0", None, 80, 0.0),
-                                                  PodTarget("search", "bge-1", "uid-1", None, 80, 0.0)))
+            svc = ServiceTarget("search", "bge", tuple(PodTarget("search", f"bge-{n}", f"uid-{n}", None, 80, 0.0)
+                                                       for n in ("0", "1", "2", "idle")))
             for _ in range(6):  # a few seconds of steady load, so rate() has samples on both sides
                 await send(server.url, 10)
                 await asyncio.sleep(0.5)
             await asyncio.sleep(1.5)
-            result = await source.fetch([svc], time.time())
+            # The queries run in the source's own threads: a busy default executor (KubeClient calls) does not
+            # hold them up.
+            async with default_executor_blocked(asyncio.get_running_loop()):
+                result = await asyncio.wait_for(source.fetch([svc], time.time()), 10)
             assert result.error is None
             m = result.pods["uid-0"]
             assert m.request_rate and m.request_rate > 0
             assert m.batch_tokens_rate and m.batch_tokens_rate > 0
             assert abs(time.time() - m.observed_at) < 5
             assert "uid-1" not in result.pods and "not scraped" in result.pod_errors["uid-1"]
+            # Never served a request: no te_* series at all, and that is an idle pod.
+            assert result.pods["uid-idle"].queue_size == 0 and "uid-idle" not in result.pod_errors
+            # Served requests, te_queue_size gone: unread, never an empty queue.
+            assert "uid-2" not in result.pods and "te_queue_size is missing" in result.pod_errors["uid-2"]
         finally:
             proc.terminate()
             proc.wait(timeout=10)
         down = await source.fetch([svc], time.time())
         assert down.error and "failed" in down.error and not down.pods
+        await source.close()
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -76,7 +76,12 @@ class AutoscalingSpec(ApiModel):
         description="Turn the built-in autoscaler on. When false, spec.replicas rules (and so kubectl scale, an HPA or "
         "KEDA through the scale subresource).",
     )
-    min_replicas: int = Field(1, ge=0, le=1000, description="Fewest replicas the autoscaler keeps.")
+    min_replicas: int = Field(
+        1, ge=1, le=1000,
+        description="Fewest replicas the autoscaler keeps, and the count a new Deployment starts with. At least 1: "
+        "scale-to-zero is not supported, since a TEI replica takes 30-120 s to load its model and a fleet of none "
+        "has no metrics to scale up from.",
+    )
     max_replicas: int | None = Field(
         None, ge=1, le=1000, description="Most replicas the autoscaler asks for. Required when enabled."
     )
@@ -96,7 +101,9 @@ class AutoscalingSpec(ApiModel):
     )
     metrics_max_age_seconds: int = Field(
         60, ge=1, le=3600,
-        description="Metrics older than this are treated as unavailable: the autoscaler holds and never scales down.",
+        description="Metrics older than this are treated as unavailable: the autoscaler holds and never scales down. "
+        "The operator setting TEI_OPERATOR_METRICS_STALE_SECONDS applies too, to each pod's newest sample: the "
+        "smaller of the two is the limit.",
     )
     tolerance: float = Field(
         0.1, ge=0, le=1,

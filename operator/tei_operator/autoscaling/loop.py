@@ -244,7 +244,8 @@ class Autoscaler:
                 from .sources.scrape import ApiProxyFetcher, PodIpFetcher, ScrapeSource, resolve_scrape_via
 
                 via = resolve_scrape_via(s.scrape_via)
-                fetcher = PodIpFetcher() if via == "podip" else ApiProxyFetcher(self.kube)
+                fetcher = (PodIpFetcher() if via == "podip"
+                           else ApiProxyFetcher(self.kube, timeout=s.scrape_timeout_seconds))
                 self.sources[name] = ScrapeSource(fetcher, timeout=s.scrape_timeout_seconds, window=self.window)
                 logger.info("Started the built-in metrics scraper (pods reached by %s)", via)
             else:

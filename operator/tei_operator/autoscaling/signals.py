@@ -20,21 +20,57 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# PromQL templates for the metric sources. `{sel}` is the label selector of one service's pods, `{w}` the rate
-# window (e.g. "1m"). Sum over pods: the policy works on fleet totals and divides by ready replicas itself.
+# The TEI series behind each signal, the one copy of them: the Prometheus source (sources/prometheus.py) turns each
+# into one query over every pod of every autoscaled service (`sum by (namespace, pod) (FUNCTION(SERIES{...}[w]))`),
+# and docs/autoscaling-metrics.md shows those queries filled in (a unit test keeps it in step).
 # te_queue_size is an instantaneous gauge that jumps by a whole client batch (up to 32 inputs) at once: averaged
 # over the rate window it stops a single burst from holding the fleet up for a whole scale-down window.
-QUEUE_SIZE_PROMQL = "sum(avg_over_time(te_queue_size{{{sel}}}[{w}]))"
-BATCH_TOKENS_RATE_PROMQL = "sum(rate(te_batch_next_tokens_sum{{{sel}}}[{w}]))"
-NONEMPTY_BATCH_RATE_PROMQL = (
-    "sum(rate(te_batch_next_tokens_count{{{sel}}}[{w}]))"
-    " - sum(rate(te_batch_next_tokens_bucket{{{sel},le=~\"1|1\\\\.0\"}}[{w}]))"  # TEI writes "1", others "1.0"
-)
-OVERLOADED_RATE_PROMQL = "sum(rate(te_request_failure{{{sel},err=\"overloaded\"}}[{w}]))"
 # te_request_count counts every request as it arrives (429s included): the arrival rate, backlog or not.
-REQUEST_RATE_PROMQL = "sum(rate(te_request_count{{{sel}}}[{w}]))"
 # te_request_success counts requests as they complete: with the batched tokens it gives tokens per request.
-SUCCESS_RATE_PROMQL = "sum(rate(te_request_success{{{sel}}}[{w}]))"
+
+#: The zero-size batches' bucket (see the module docstring), as a PromQL label matcher. TEI writes `le="1"`;
+#: Prometheus 3 and prometheus_client normalise the label to "1.0": match both.
+ZERO_BATCH_LE_MATCHER = 'le=~"1|1\\\\.0"'
+
+
+@dataclass(frozen=True)
+class SignalSeries:
+    """How one signal is read from Prometheus: FUNCTION(SERIES{MATCHERS}[window]), summed over a pod's series."""
+
+    function: str
+    series: str
+    matchers: str = ""
+
+
+SIGNAL_SERIES: dict[str, SignalSeries] = {
+    "queue": SignalSeries("avg_over_time", "te_queue_size"),
+    "tokens": SignalSeries("rate", "te_batch_next_tokens_sum"),
+    "batches": SignalSeries("rate", "te_batch_next_tokens_count"),
+    "zero_batches": SignalSeries("rate", "te_batch_next_tokens_bucket", ZERO_BATCH_LE_MATCHER),
+    "overloaded": SignalSeries("rate", "te_request_failure", 'err="overloaded"'),
+    "requests": SignalSeries("rate", "te_request_count"),
+    "successes": SignalSeries("rate", "te_request_success"),
+}
+
+
+def signal_promql(name: str, selector: str, window: str) -> str:
+    """One signal's range expression, e.g. `rate(te_request_count{namespace=~"a"}[60s])`. `selector` is a label
+    matcher list (may be empty), `window` a PromQL duration."""
+    spec = SIGNAL_SERIES[name]
+    matchers = ",".join(m for m in (selector, spec.matchers) if m)
+    return f"{spec.function}({spec.series}{{{matchers}}}[{window}])"
+
+
+def service_promql_template(name: str) -> str:
+    """`signal_promql` of one service as a `str.format` template with `{sel}` (its label matchers) and `{w}` (the
+    window) left open, for dashboards and alert rules that must read a signal as the autoscaler does."""
+    text = signal_promql(name, "@SEL@", "@W@").replace("{", "{{").replace("}", "}}")
+    return text.replace("@SEL@", "{sel}").replace("@W@", "{w}")
+
+
+#: Non-empty batches per second of one service (`{sel}`, `{w}` as above): all batches minus the zero-size ones.
+NONEMPTY_BATCH_RATE_PROMQL = (f"sum({service_promql_template('batches')})"
+                              f" - sum({service_promql_template('zero_batches')})")
 
 
 def nonempty_batch_rate(count_rate: float, zero_bucket_rate: float) -> float:

@@ -13,7 +13,11 @@ exist under every common scrape setup (ServiceMonitor, PodMonitor, annotation-ba
 A pod's metrics are either known (`PodMetrics`) or missing from the answer. Missing is never read as zero: the
 service's signals become unknown (`ServiceMetrics.error` set), and the policy then holds and never scales down.
 Within a successful read, a TEI series that does not exist yet *is* zero: TEI only creates a series at its first
-observation, so a pod that was scraped fine but never queued an input has no `te_queue_size` line.
+observation, so a pod that was scraped fine but never queued an input has no `te_queue_size` line. A read only
+counts as successful when it is TEI's exposition: a page that is not (HTML, JSON, another program's metrics), or
+a pod that shows it has queued inputs (te_batch_next_tokens, te_request_success) but has no te_queue_size, is a
+pod that was not read. What no source can tell: a scrape setup that drops every te_* series looks exactly like a
+fleet that never served a request, and reads as idle (docs/autoscaling-metrics.md says so).
 """
 
 from __future__ import annotations

@@ -10,8 +10,14 @@ both exist under the Prometheus Operator (ServiceMonitor and PodMonitor) and und
 Freshness: a pod's metrics count only if its scrape target is up and was scraped within `metrics_stale_seconds`
 (`timestamp(up)`); otherwise the pod is unread, and a service with an unread Ready pod has unknown metrics.
 
-The client is synchronous (requests): every query runs in a worker thread (`asyncio.to_thread`), all queries of a
-tick at once, so the kopf event loop never waits on Prometheus.
+The client is synchronous (requests): every query runs in a worker thread, all queries of a tick at once, so the
+kopf event loop never waits on Prometheus. The threads are the source's own small pool, not asyncio's default
+executor: that one is shared with every KubeClient call, and a slow Prometheus holding its threads would stall the
+controller's API calls (and the reverse).
+
+A pod whose target is up but has no te_queue_size is idle (TEI creates the series at the first queued input), unless
+it shows it has queued inputs before (te_batch_next_tokens or te_request_success exist): then te_queue_size was lost
+on the way (a relabel rule, a renamed metric) and the pod is unread, not idle.
 """
 
 from __future__ import annotations
@@ -19,24 +25,19 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..signals import SIGNAL_SERIES, signal_promql
 from . import MetricsSource, PodMetrics, ServiceTarget, SourceResult
 
-# `{by}` is "namespace_label, pod_label"; `{sel}` a label matcher list (may be empty); `{w}` the rate window.
-# le="1" matches TEI's own exposition (`le="1"`); Prometheus 3 and prometheus_client write "1.0": accept both.
-QUERIES: dict[str, str] = {
-    "queue": "sum by ({by}) (avg_over_time(te_queue_size{{{sel}}}[{w}]))",
-    "tokens": "sum by ({by}) (rate(te_batch_next_tokens_sum{{{sel}}}[{w}]))",
-    "batches": "sum by ({by}) (rate(te_batch_next_tokens_count{{{sel}}}[{w}]))",
-    "zero_batches": "sum by ({by}) (rate(te_batch_next_tokens_bucket{{{sel_comma}le=~\"1|1\\\\.0\"}}[{w}]))",
-    "overloaded": "sum by ({by}) (rate(te_request_failure{{{sel_comma}err=\"overloaded\"}}[{w}]))",
-    "requests": "sum by ({by}) (rate(te_request_count{{{sel}}}[{w}]))",
-    "successes": "sum by ({by}) (rate(te_request_success{{{sel}}}[{w}]))",
-    # When each target was last scraped, kept only for targets whose last scrape succeeded.
-    "fresh": "max by ({by}) (timestamp(up{{{sel}}})) and max by ({by}) (up{{{sel}}} == 1)",
-}
+#: When each target was last scraped, kept only for targets whose last scrape succeeded. `{by}` is "namespace_label,
+#: pod_label", `{sel}` a label matcher list (may be empty). The signal queries come from `signals.SIGNAL_SERIES`.
+FRESHNESS_QUERY = "max by ({by}) (timestamp(up{{{sel}}})) and max by ({by}) (up{{{sel}}} == 1)"
+
+#: Query names of one tick: one per signal, then the freshness query.
+QUERY_NAMES: tuple[str, ...] = (*SIGNAL_SERIES, "fresh")
 
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -67,9 +68,10 @@ def build_queries(namespace_label: str, pod_label: str, window_seconds: float,
         if not _LABEL_RE.match(label or ""):
             raise ValueError(f"{setting}: must be a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*), got {label!r}")
     sel = namespace_matcher(namespace_label, namespaces)
-    fill = {"by": f"{namespace_label}, {pod_label}", "sel": sel, "sel_comma": f"{sel}," if sel else "",
-            "w": promql_duration(window_seconds)}
-    return {name: template.format(**fill) for name, template in QUERIES.items()}
+    by, window = f"{namespace_label}, {pod_label}", promql_duration(window_seconds)
+    queries = {name: f"sum by ({by}) ({signal_promql(name, sel, window)})" for name in SIGNAL_SERIES}
+    queries["fresh"] = FRESHNESS_QUERY.format(by=by, sel=sel)
+    return queries
 
 
 def parse_vector(result: Any, namespace_label: str, pod_label: str) -> dict[tuple[str, str], float]:
@@ -90,8 +92,23 @@ def parse_vector(result: Any, namespace_label: str, pod_label: str) -> dict[tupl
     return out
 
 
+def queue_series_lost(key: tuple[str, str], vectors: Mapping[str, Mapping[tuple[str, str], float]]) -> str | None:
+    """Why a pod with no te_queue_size cannot be read as idle, or None when it can.
+
+    TEI creates te_queue_size at the first queued input. te_batch_next_tokens (a batch was formed) and
+    te_request_success (an input was answered) exist only after inputs went through the queue, so with either of
+    them and no te_queue_size, the gauge was lost on the way (dropped by a relabel rule, renamed), and reading 0 would
+    under-read the load. te_request_count is not such a witness: TEI counts a request before refusing it (validation,
+    429), so a pod that only ever refused requests has it and, rightly, no te_queue_size."""
+    witnesses = [SIGNAL_SERIES[name].series for name in ("batches", "successes") if key in vectors.get(name, {})]
+    if not witnesses:
+        return None
+    return (f"te_queue_size is missing although {' and '.join(witnesses)} show the pod has queued inputs "
+            "(is a relabel rule dropping it?)")
+
+
 class PrometheusSource(MetricsSource):
-    """Reads the signals from Prometheus: len(QUERIES) queries per tick, whatever the number of services."""
+    """Reads the signals from Prometheus: len(QUERY_NAMES) queries per tick, whatever the number of services."""
 
     name = "prometheus"
 
@@ -105,6 +122,8 @@ class PrometheusSource(MetricsSource):
         self.namespace_label = namespace_label
         self.pod_label = pod_label
         build_queries(namespace_label, pod_label, window)  # fail at start on a bad label setting
+        # One thread per query of a tick, so a tick's queries run at once; threads start on first use.
+        self._executor = ThreadPoolExecutor(max_workers=len(QUERY_NAMES), thread_name_prefix="tei-prometheus")
 
     def _query_sync(self, promql: str) -> Any:
         from prometheus_api_client import PrometheusConnect
@@ -119,7 +138,13 @@ class PrometheusSource(MetricsSource):
             client._session.close()  # noqa: SLF001 - the library offers no close()
 
     async def _query(self, promql: str) -> Any:
-        return await asyncio.wait_for(asyncio.to_thread(self._query_sync, promql), self.timeout + 1)
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(loop.run_in_executor(self._executor, self._query_sync, promql),
+                                      self.timeout + 1)
+
+    async def close(self) -> None:
+        """Stop the query threads (a query still running finishes on its own, bounded by the timeout)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def fetch(self, services: Sequence[ServiceTarget], now: float) -> SourceResult:
         if not any(s.pods for s in services):
@@ -147,11 +172,16 @@ class PrometheusSource(MetricsSource):
                 if fresh is None:
                     errors[pod.uid] = "not scraped by Prometheus (no up == 1 series)"
                     continue
+                queue = vectors["queue"].get(key)
+                if queue is None:
+                    lost = queue_series_lost(key, vectors)
+                    if lost:
+                        errors[pod.uid] = lost
+                        continue
+                    queue = 0.0  # up, and never queued an input: TEI has not created the series yet, a known 0
                 pods[pod.uid] = PodMetrics(
                     observed_at=fresh,
-                    # The target is up: a missing te_queue_size means TEI never queued an input (series appear
-                    # at their first observation), which is a known 0.
-                    queue_size=vectors["queue"].get(key, 0.0),
+                    queue_size=queue,
                     batch_tokens_rate=vectors["tokens"].get(key),
                     batch_count_rate=vectors["batches"].get(key),
                     zero_batch_rate=vectors["zero_batches"].get(key),

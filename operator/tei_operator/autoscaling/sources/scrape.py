@@ -12,6 +12,14 @@ How pods are reached (`settings.scrape_via`):
 - `proxy`: through the API server's pod proxy, `/api/v1/namespaces/NS/pods/NAME:PORT/proxy/metrics`, with the
   operator's credentials (RBAC: `pods/proxy` get). Works from outside the cluster; costs API server traffic.
 - `auto`: `podip` when running in a pod (KUBERNETES_SERVICE_HOST is set), `proxy` otherwise.
+The proxy's blocking client calls run in this source's own small thread pool, not asyncio's default executor, which
+the KubeClient's calls use: a sweep of slow pods must not stall the controller.
+
+What counts as a read. An idle TEI answers an empty text/plain page (TEI creates a series at its first observation),
+and that is read as idle: zeros. Anything else that is not TEI's exposition leaves the pod unread, never zero: a
+body that does not parse (HTML, JSON), a Content-Type other than text (an error page), a valid exposition without a
+single te_* metric (another program on the port), or te_batch_next_tokens / te_request_success without
+te_queue_size (the pod has queued inputs, so the gauge must exist: something dropped it).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +43,11 @@ logger = logging.getLogger("tei_operator.autoscaler")
 
 METRICS_PATH = "/metrics"
 DEFAULT_CONCURRENCY = 32
+PROXY_THREADS = 8
+"""Threads of the pod-proxy fetcher: at most this many proxy GETs at once (each a blocking call)."""
+TEI_PREFIX = "te_"
+# Content types a /metrics page may have: TEI answers text/plain; OpenMetrics for a scraper in between.
+_METRICS_CONTENT_TYPES = ("text/plain", "application/openmetrics-text")
 
 Fetcher = Callable[[PodTarget], Awaitable[str]]
 
@@ -66,14 +80,21 @@ def _strip_total(name: str) -> str:
 
 def parse_tei_metrics(text: str) -> RawSample:
     """Parse TEI's Prometheus text exposition into the numbers the autoscaler uses. Series TEI has not created
-    yet (no observation so far) read as 0: the scrape itself succeeded, so their absence is knowledge.
+    yet (no observation so far) read as 0: the scrape itself succeeded, so their absence is knowledge. An empty
+    page is an idle TEI's.
 
-    Raises ScrapeError when the text is not the Prometheus format."""
+    Raises ScrapeError when the text is not the Prometheus format, holds no te_* metric at all (not TEI), or shows
+    the pod has queued inputs (te_batch_next_tokens, te_request_success) but has no te_queue_size."""
     values = dict.fromkeys(("queue_size",) + _COUNTERS, 0.0)
+    families = 0
+    seen: set[str] = set()
     try:
         for family in text_string_to_metric_families(text):
+            families += 1
             for sample in family.samples:
                 name, labels, value = _strip_total(sample.name), sample.labels, float(sample.value)
+                if name.startswith(TEI_PREFIX):
+                    seen.add(name)
                 if not math.isfinite(value):
                     continue
                 if name == "te_queue_size":
@@ -90,9 +111,31 @@ def parse_tei_metrics(text: str) -> RawSample:
                     values["requests"] += value
                 elif name == "te_request_success":
                     values["successes"] += value
-    except ValueError as exc:  # the parser's only error type for bad input
-        raise ScrapeError(f"not the Prometheus text format: {exc}") from None
+    except (ValueError, TypeError, IndexError, KeyError) as exc:  # ValueError is the parser's usual one
+        raise ScrapeError(f"not the Prometheus text format: {_short(str(exc))}") from None
+    if families and not seen:
+        raise ScrapeError(f"no TEI metric (te_*) among {families} metric families: is this port TEI's?")
+    if "te_queue_size" not in seen:
+        witnesses = [w for w in ("te_batch_next_tokens_count", "te_request_success") if w in seen]
+        if witnesses:
+            raise ScrapeError(f"te_queue_size is missing although {' and '.join(witnesses)} show the pod has "
+                              "queued inputs")
     return RawSample(**values)
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """A bounded excerpt for a status message (a parse error may quote a whole HTML line)."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_content_type(content_type: str | None) -> None:
+    """Raise ScrapeError unless the Content-Type is one a metrics page has (a missing header is accepted): an
+    empty text/plain page is an idle TEI, an empty text/html or JSON one is somebody else's answer."""
+    if not content_type:
+        return
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if mime not in _METRICS_CONTENT_TYPES:
+        raise ScrapeError(f"GET /metrics answered Content-Type {mime}, not the Prometheus text format")
 
 
 def _le_is_one(le: str | None) -> bool:
@@ -197,6 +240,7 @@ class PodIpFetcher:
                 body = await response.text()
                 if response.status != 200:
                     raise ScrapeError(f"GET /metrics answered {response.status}")
+                check_content_type(response.headers.get("Content-Type"))
                 return body
         except aiohttp.ClientError as exc:
             raise ScrapeError(f"GET {pod_ip_url(pod.ip, pod.port)} failed: {type(exc).__name__}: {exc}") from None
@@ -207,37 +251,51 @@ class PodIpFetcher:
             self._session = None
 
 
-def _get_text_sync(kube: Any, path: str) -> str:
-    """A GET of a non-JSON body with the KubeClient's credentials. KubeClient's own `request` decodes JSON, and the
-    pod proxy answers Prometheus text; this reaches its configured ApiClient (see the report: a `request_text`
-    method on KubeClient would make this unnecessary, and is used when present)."""
+def _get_text_sync(kube: Any, path: str, timeout: float) -> str:
+    """A GET of a non-JSON body with the KubeClient's credentials, done within `timeout` seconds in all.
+
+    Not through KubeClient.request: that decodes JSON, and its ApiClient call lets urllib3 retry a timed-out GET
+    (3 retries by default), so a scrape could take four times its timeout. Here the request goes to the configured
+    ApiClient's connection pool (credentials, TLS) with one attempt and a total deadline: the next tick is the retry.
+    """
+    import urllib3
+
     api = kube._api  # noqa: SLF001 - the configured kubernetes ApiClient (credentials, TLS)
-    request = api.param_serialize(method="GET", resource_path=path, header_params={"Accept": "text/plain, */*"},
-                                  auth_settings=["BearerToken"])
-    response = api.call_api(*request, _request_timeout=10)
-    data = response.read()
+    method, url, headers, _body, _post = api.param_serialize(
+        method="GET", resource_path=path, header_params={"Accept": "text/plain, */*"}, auth_settings=["BearerToken"])
+    response = api.rest_client.pool_manager.request(method, url, headers=headers, retries=False,
+                                                    timeout=urllib3.Timeout(total=timeout), preload_content=True)
+    data = response.data
     if not 200 <= response.status <= 299:
         raise ScrapeError(f"API server answered {response.status}: {data[:200]!r}")
+    check_content_type(response.headers.get("Content-Type"))
     return data.decode("utf-8", "replace")
 
 
 class ApiProxyFetcher:
-    """GET the pod's /metrics through the API server's pod proxy, with the operator's KubeClient credentials."""
+    """GET the pod's /metrics through the API server's pod proxy, with the operator's KubeClient credentials, in
+    its own thread pool (`max_concurrency` threads), each GET bounded by `timeout` seconds."""
 
-    def __init__(self, kube: Any) -> None:
+    def __init__(self, kube: Any, *, timeout: float, threads: int = PROXY_THREADS) -> None:
+        if timeout <= 0 or threads < 1:
+            raise ValueError(f"ApiProxyFetcher: timeout must be > 0 and threads >= 1 (got {timeout}, {threads})")
         self._kube = kube
+        self.timeout = timeout
+        self.max_concurrency = threads
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tei-scrape-proxy")
 
     async def __call__(self, pod: PodTarget) -> str:
         path = proxy_path(pod.namespace, pod.name, pod.port)
+        loop = asyncio.get_running_loop()
         try:
-            if hasattr(self._kube, "request_text"):
-                return await self._kube.request_text("GET", path)
-            return await asyncio.to_thread(_get_text_sync, self._kube, path)
+            return await loop.run_in_executor(self._executor, _get_text_sync, self._kube, path, self.timeout)
+        except ScrapeError as exc:
+            raise ScrapeError(f"GET {path}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any failure means "this pod is unread"
-            raise ScrapeError(f"GET {path} failed: {exc}") from None
+            raise ScrapeError(f"GET {path} failed: {type(exc).__name__}: {exc}") from None
 
     async def close(self) -> None:
-        return None
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class ScrapeSource(MetricsSource):
@@ -253,7 +311,10 @@ class ScrapeSource(MetricsSource):
         self._fetch = fetcher
         self.timeout = timeout
         self.window = window
-        self._semaphore = asyncio.Semaphore(concurrency)
+        # Never more scrapes in flight than the fetcher can run at once: a scrape waiting for a free thread would
+        # spend its timeout queueing and read as a pod that did not answer.
+        self.concurrency = min(concurrency, int(getattr(fetcher, "max_concurrency", concurrency)))
+        self._semaphore = asyncio.Semaphore(self.concurrency)
         self._histories: dict[str, PodHistory] = {}
         self._clock = clock
 
