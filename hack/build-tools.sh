@@ -85,9 +85,11 @@ build_kubernetes() {
   ld+=" -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=1"
   ld+=" -X k8s.io/client-go/pkg/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitTreeState=clean"
   mkdir -p "$dir/out"
+  local note=" (the first one also compiles the shared packages: minutes)"
   for c in "${cmds[@]}"; do
     [ -x "$BIN/$c-$v" ] && { log "kubernetes $v: $c cached"; continue; }
-    log "kubernetes $v: building $c (the first binary also compiles the shared packages: minutes)"
+    log "kubernetes $v: building $c$note"
+    note=""
     (cd "$dir" && go build -ldflags "$ld" -o "out/$c" "k8s.io/kubernetes/cmd/$c")
     mv -f "$dir/out/$c" "$BIN/$c-$v"
     log "kubernetes $v: built $c"
