@@ -68,7 +68,8 @@ def test_default_operator_deployment_is_locked_down():
     env = env_of(deployment)
     assert env["TEI_OPERATOR_HEALTH_HOST"] == "0.0.0.0"
     assert env["TEI_OPERATOR_NAMESPACES"] == ""
-    assert container["image"] == "ghcr.io/tei-operator/tei-operator:0.1.0"
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert container["image"] == f"ghcr.io/tei-operator/tei-operator:{app_version}"  # what the release publishes
     assert pod["serviceAccountName"] == one(render(), "ServiceAccount")["metadata"]["name"]
 
 
@@ -233,12 +234,15 @@ def inline_manifest(text: str) -> dict:
     return yaml.safe_load(textwrap.dedent(block))
 
 
-def test_notes_warn_that_the_default_image_is_not_published(tmp_path):
+def test_notes_name_the_image_the_release_runs(tmp_path):
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     text = notes(None, tmp_path / "default")
-    assert "WARNING: the operator image ghcr.io/tei-operator/tei-operator:0.1.0 is not published" in text
-    assert "--set image.repository=REGISTRY/tei-operator,image.tag=0.1.0" in text
-    own = notes({"image": {"repository": "registry.example.com/platform/tei-operator"}}, tmp_path / "own")
-    assert "WARNING" not in own and "not published" not in own
+    assert text.startswith(f"tei-operator {app_version} (image ghcr.io/tei-operator/tei-operator:{app_version}) is "
+                           "installed"), text.splitlines()[0]
+    assert "WARNING" not in text, "the default image is the published one: nothing to warn about"
+    own = notes({"image": {"repository": "registry.example.com/platform/tei-operator", "tag": "dev"}},
+                tmp_path / "own")
+    assert "(image registry.example.com/platform/tei-operator:dev)" in own
 
 
 def test_notes_carry_a_manifest_that_works_without_a_checkout(tmp_path):
