@@ -143,7 +143,7 @@ build_kwok() {
 }
 
 # helm with the ldflags of helm's own Makefile: version, metadata (empty for a tag), git commit and tree state, and
-# the default Kubernetes version of `helm template`/`helm lint` (major+1.minor of the k8s.io/client-go it builds
+# the default Kubernetes version of `helm template`/`helm lint` (v1.N.0 for the k8s.io/client-go v0.N it builds
 # against), without which helm assumes v1.20.0 and refuses any chart with a newer kubeVersion. The commit comes from
 # HELM_GIT_COMMIT: the Go module proxy serves no VCS origin for helm.sh/helm/v3 (see hack/versions.env).
 # The cached name carries HELM_BUILD, so a binary built with other flags is never taken for this one.
@@ -152,11 +152,13 @@ build_helm() {
   [ -x "$BIN/$cached" ] && { log "helm $v ($HELM_BUILD): cached"; return 0; }
   dir=$(wrapper helm "$v" helm.sh/helm/v3/cmd/helm) || return 1
   client_go=$(cd "$dir" && go list -m -f '{{.Version}}' k8s.io/client-go)   # v0.N.M, as the Makefile reads it
-  [[ $client_go =~ ^v0\.([0-9]+)\.[0-9]+ ]] || { echo "build-tools: cannot read k8s.io/client-go's version for helm $v (got '$client_go')" >&2; return 1; }
+  [[ $client_go =~ ^v0\.([0-9]+)\.[0-9]+ ]] \
+    || { echo "build-tools: cannot read k8s.io/client-go's version for helm $v (got '$client_go')" >&2; return 1; }
   major=1 minor=${BASH_REMATCH[1]}
   log "helm $v: k8s.io/client-go $client_go -> default Kubernetes version v$major.$minor.0"
   local ld="-X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/internal/version.metadata="
-  ld+=" -X helm.sh/helm/v3/internal/version.gitCommit=$HELM_GIT_COMMIT -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  ld+=" -X helm.sh/helm/v3/internal/version.gitCommit=$HELM_GIT_COMMIT"
+  ld+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
   local p
   for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     ld+=" -X $p.k8sVersionMajor=$major -X $p.k8sVersionMinor=$minor"

@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"version drift: {line}", file=sys.stderr)
         if found:
             return 1
-        print(f"{package_version(root)}: pyproject.toml, Chart.yaml version/appVersion, image tag and CHANGELOG.md agree")
+        print(f"{package_version(root)}: pyproject.toml, Chart.yaml version/appVersion, image tag and CHANGELOG.md "
+              "agree")
     elif args.command == "set":
         set_version(root, args.version)
         print(f"set {args.version} in pyproject.toml and {CHART / 'Chart.yaml'}; now add its CHANGELOG.md section")
