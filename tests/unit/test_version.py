@@ -111,3 +111,17 @@ def test_release_notes_are_the_changelog_section():
     notes = version_tool.notes(REPO, VERSION)
     assert notes.startswith(f"## [{VERSION}]")
     assert "## [" not in notes[3:], "the notes run into the next version's section"
+
+
+def test_the_install_commands_name_the_current_version():
+    """The README and install.md (up to the per-version upgrade notes, which name their own versions) install and
+    verify the version this checkout is."""
+    install = (REPO / "docs" / "install.md").read_text().split("## Upgrade notes", 1)[0]
+    for name, text in (("README.md", (REPO / "README.md").read_text()), ("docs/install.md", install)):
+        v = r"(\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?)"
+        named = re.findall(r"charts/tei-operator(?::| --version )" + v, text)
+        named += re.findall(r"ghcr\.io/tei-operator/tei-operator:" + v, text)
+        named += re.findall(r"tei-operator:" + v + r" \.", text)  # docker build -t REGISTRY/tei-operator:X .
+        named += re.findall(r"refs/tags/v" + v, text)
+        assert named, f"{name} names no version to install"
+        assert set(named) == {VERSION}, f"{name} installs {sorted(set(named))}, this is {VERSION}"
