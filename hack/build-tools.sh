@@ -130,15 +130,15 @@ build_in() {
   log "$name: built $cached"
 }
 
-build_plain() { # build_plain NAME MODULE PACKAGE VERSION LDFLAGS
-  local name=$1 pkg=$3 v=$4 ld=$5 dir
+build_plain() { # build_plain NAME PACKAGE VERSION LDFLAGS
+  local name=$1 pkg=$2 v=$3 ld=$4 dir
   have "$v" "$name" && { log "$name $v: cached"; return 0; }
   dir=$(wrapper "$name" "$v" "$pkg") || return 1
   build_in "$dir" "$name" "$pkg" "$ld" "$name-$v"
 }
 
 build_kwok() {
-  build_plain kwok sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" \
+  build_plain kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" \
     "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 }
 
@@ -168,14 +168,14 @@ build_helm() {
 
 # crane (go-containerregistry): `crane registry serve` is the OCI registry the chart's push/install test uses.
 build_crane() {
-  build_plain crane github.com/google/go-containerregistry github.com/google/go-containerregistry/cmd/crane \
-    "$CRANE_VERSION" "-X github.com/google/go-containerregistry/cmd/crane/cmd.Version=$CRANE_VERSION"
+  build_plain crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION" \
+    "-X github.com/google/go-containerregistry/cmd/crane/cmd.Version=$CRANE_VERSION"
 }
 
 # actionlint: lints the release workflow, which cannot run here.
 build_actionlint() {
-  build_plain actionlint github.com/rhysd/actionlint github.com/rhysd/actionlint/cmd/actionlint \
-    "$ACTIONLINT_VERSION" "-X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION"
+  build_plain actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION" \
+    "-X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION"
 }
 
 components=("$@")
