@@ -123,5 +123,6 @@ def test_the_install_commands_name_the_current_version():
         named += re.findall(r"ghcr\.io/tei-operator/tei-operator:" + v, text)
         named += re.findall(r"tei-operator:" + v + r" \.", text)  # docker build -t REGISTRY/tei-operator:X .
         named += re.findall(r"refs/tags/v" + v, text)
+        named += re.findall(r"(?:targetRevision: |ref: \{tag: \")" + v, text)  # Argo CD, Flux
         assert named, f"{name} names no version to install"
         assert set(named) == {VERSION}, f"{name} installs {sorted(set(named))}, this is {VERSION}"
