@@ -298,11 +298,13 @@ def test_watch_namespaces_mode_cannot_touch_other_namespaces(cluster, release, n
 # ---------------------------------------------------------------- the operator itself, with the chart's identity
 
 @contextlib.contextmanager
-def operator_process(kubeconfig: Path, log: Path, *namespaces: str):
-    """`tei-operator run` authenticated with the chart's ServiceAccount token (outside the pod, as in `make demo`)."""
+def operator_process(kubeconfig: Path, log: Path, *namespaces: str, lease_namespace: str):
+    """`tei-operator run` authenticated with the chart's ServiceAccount token (outside the pod, as in `make demo`),
+    electing itself leader on a Lease in the release namespace (where the chart grants Leases)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TEI_OPERATOR_")}
     env.update({"KUBECONFIG": str(kubeconfig), "TEI_OPERATOR_NAMESPACES": ",".join(namespaces),
-                "TEI_OPERATOR_HEALTH_PORT": str(free_port()), "TEI_OPERATOR_RESYNC_SECONDS": "5"})
+                "TEI_OPERATOR_HEALTH_PORT": str(free_port()), "TEI_OPERATOR_METRICS_PORT": str(free_port()),
+                "TEI_OPERATOR_RESYNC_SECONDS": "5", "TEI_OPERATOR_LEADER_ELECTION_NAMESPACE": lease_namespace})
     with log.open("w") as out:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("tei-operator")), "run"], stdout=out,
                                 stderr=subprocess.STDOUT, env=env)
@@ -361,7 +363,7 @@ def exercise_operator(cluster, namespace: str, log: Path) -> None:
 def test_operator_runs_cluster_wide_with_the_chart_identity(cluster, release, namespace, tmp_path):
     kubeconfig = token_kubeconfig(cluster, release.namespace, release.service_account, tmp_path / "sa.kubeconfig")
     log = tmp_path / "operator.log"
-    with operator_process(kubeconfig, log) as proc:
+    with operator_process(kubeconfig, log, lease_namespace=release.namespace) as proc:
         exercise_operator(cluster, namespace, log)
         assert proc.poll() is None, log.read_text()[-4000:]
     assert forbidden_lines(log) == [], "the operator was refused something with the chart's RBAC"
@@ -373,7 +375,7 @@ def test_operator_runs_in_watch_namespaces_mode_with_the_chart_identity(cluster,
     try:
         kubeconfig = token_kubeconfig(cluster, rel.namespace, rel.service_account, tmp_path / "ns.kubeconfig")
         log = tmp_path / "operator.log"
-        with operator_process(kubeconfig, log, namespace) as proc:
+        with operator_process(kubeconfig, log, namespace, lease_namespace=rel.namespace) as proc:
             exercise_operator(cluster, namespace, log)
             assert proc.poll() is None, log.read_text()[-4000:]
         assert forbidden_lines(log) == [], "the operator was refused something with the chart's namespaced RBAC"
