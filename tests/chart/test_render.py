@@ -224,6 +224,7 @@ def test_monitoring_is_off_by_default_and_complete_when_on():
     assert dashboard["metadata"]["namespace"] == "monitoring"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["tei-services.json"])["uid"] == "tei-operator-services"
+    assert json.loads(dashboard["data"]["tei-operator.json"])["uid"] == "tei-operator-operator"
 
 
 def test_not_ready_alerts_select_the_operators_deployments_in_kube_state_metrics():
