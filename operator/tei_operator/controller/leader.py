@@ -227,7 +227,9 @@ class LeaderElector:
             if remaining <= 0:
                 break
             try:
-                await asyncio.wait_for(self.try_acquire_or_renew(), timeout=remaining)
+                # asyncio.timeout, not wait_for: no extra task, which kopf would cancel as one of its own at exit
+                async with asyncio.timeout(remaining):
+                    await self.try_acquire_or_renew()
             except (KubeApiError, TimeoutError) as exc:
                 logger.warning("Failed to renew the leader Lease %s: %s", self.where,
                                exc if isinstance(exc, KubeApiError) else "timed out")

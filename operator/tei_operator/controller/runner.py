@@ -136,6 +136,8 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
         await queue.close()
         METRICS.autoscaler_stopped()
         METRICS.watch_queue(None)
+        # Stopped by a signal, kopf would wait 5 s at exit for its own task waiting on `stop`: end that wait.
+        stop.set()
         logger.info("Stopped tei-operator")
 
     await kopf.operator(
@@ -171,8 +173,9 @@ class _Signals:
         self.stopping.set()
 
 
-async def _set_when_any(target: asyncio.Event, *sources: asyncio.Event) -> None:
-    waiters = [asyncio.create_task(source.wait()) for source in sources]
+async def _set_when_any(target: asyncio.Event, waiters: list[asyncio.Task]) -> None:
+    """Set `target` when the first of `waiters` ends. The waiters are created by the caller before kopf starts:
+    kopf waits 5 s at exit for every task created while it ran, and these would not end on a signal."""
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         target.set()
@@ -231,7 +234,7 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
                     keeper.cancel()
                     await asyncio.gather(keeper, return_exceptions=True)
                     signals.restore()
-                if not lost.is_set():  # stopped by a signal (kopf's handler) or by stop_flag
+                if not lost.is_set():  # stopped by a signal or by stop_flag
                     break
                 logger.info("Standing by for the leader Lease %s again", elector.where)
         finally:
@@ -246,8 +249,9 @@ async def _run_once(kube: KubeClient, settings: Settings, stopping: asyncio.Even
                     controller_ready: asyncio.Event, ready_flag: asyncio.Event | None) -> None:
     """One run of the controller, until `stopping` or `lost` (when given) is set, or a signal stops kopf."""
     stop = asyncio.Event()
-    bridge = asyncio.create_task(_set_when_any(stop, *(e for e in (stopping, lost) if e is not None)),
-                                 name="controller-stop")
+    waiters = [asyncio.create_task(e.wait(), name="controller-stop-waiter") for e in (stopping, lost)
+               if e is not None]
+    bridge = asyncio.create_task(_set_when_any(stop, waiters), name="controller-stop")
     ready = asyncio.Event()
 
     async def forward_ready() -> None:
