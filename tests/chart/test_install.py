@@ -130,9 +130,11 @@ def test_non_default_render_is_accepted_by_the_api_server(cluster, namespace, mo
         result = dry_run(cluster, manifests)
         out = result.stdout
         for kind in ("podmonitor.monitoring.coreos.com", "servicemonitor.monitoring.coreos.com",
-                     "prometheusrule.monitoring.coreos.com", "configmap", "role.rbac.authorization.k8s.io"):
+                     "prometheusrule.monitoring.coreos.com", "configmap", "role.rbac.authorization.k8s.io",
+                     "poddisruptionbudget.policy"):
             assert kind in out, out
-        assert sum(line.startswith("rolebinding.rbac.authorization.k8s.io/") for line in out.splitlines()) == 2
+        # one per watched namespace, and the leader election's in the release namespace
+        assert sum(line.startswith("rolebinding.rbac.authorization.k8s.io/") for line in out.splitlines()) == 3
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
 
