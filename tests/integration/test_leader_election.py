@@ -143,6 +143,8 @@ def test_two_replicas_one_writer_and_takeover_after_sigkill(kube, operator, stan
     assert operator.metric_sum("tei_operator_leader") == 1 and standby.metric_sum("tei_operator_leader") == 0
     status, text = readyz(standby)
     assert status == 200 and "standby" in text, text
+    status, text = readyz(operator)
+    assert status == 200 and f"leader {leader_id}" in text, text
 
     standby_before, leader_before = writes(standby), writes(operator)
     names = [f"svc-{i}" for i in range(4)]

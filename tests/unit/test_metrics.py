@@ -129,3 +129,21 @@ def test_queue_depth_is_read_at_scrape_time(metrics):
 def test_process_collectors_are_there_by_default():
     names = {f.name for f in text_string_to_metric_families(OperatorMetrics().exposition().decode())}
     assert {"process_cpu_seconds", "python_info", "tei_operator_leader"} <= names
+
+
+def test_docs_list_every_operator_series_and_alert():
+    """docs/monitoring.md documents each series the module exports and each operator alert of the chart."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    docs = (repo / "docs" / "monitoring.md").read_text()
+    metrics = OperatorMetrics(process_collectors=False)
+    families = {m.name for m in metrics.registry.collect()}
+    counters = {m.name for m in metrics.registry.collect() if m.type == "counter"}
+    for name in families:
+        shown = name + "_total" if name in counters else name
+        assert f"`{shown}`" in docs, f"docs/monitoring.md does not list {shown}"
+    rules = (repo / "charts" / "tei-operator" / "templates" / "prometheusrule.yaml").read_text()
+    for alert in re.findall(r"- alert: (TEIOperator\w+)", rules):
+        assert f"`{alert}`" in docs, f"docs/monitoring.md does not explain {alert}"
