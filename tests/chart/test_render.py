@@ -129,6 +129,8 @@ def test_a_single_replica_without_leader_election_is_replaced_with_recreate():
     ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "replicaCount > 1 needs leaderElection.enabled"),
     ({"leaderElection": {"enabled": True, "renewDeadlineSeconds": 8}},
      "leaderElection.renewDeadlineSeconds must be below leaderElection.leaseDurationSeconds"),
+    ({"leaderElection": {"enabled": True, "retryPeriodSeconds": 5}},
+     "leaderElection.retryPeriodSeconds x 1.2 must be below leaderElection.renewDeadlineSeconds"),
     ({"podDisruptionBudget": {"minAvailable": 2}}, "podDisruptionBudget.minAvailable must be below replicaCount"),
     ({"replicaCount": 0}, "/replicaCount"),
     ({"operator": {"metricsPort": 80}}, "/operator/metricsPort"),

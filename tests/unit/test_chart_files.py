@@ -398,3 +398,14 @@ def test_operator_alerts_use_the_metrics_services_job():
     service = (TEMPLATES / "service-metrics.yaml").read_text()
     assert 'name: {{ include "tei-operator.fullname" . }}-metrics' in service
     assert '(printf "%s-metrics" (include "tei-operator.fullname" .))' in rule
+
+
+def test_chart_leader_election_and_metrics_defaults_agree_with_the_operator():
+    fields = Settings.model_fields
+    election = VALUES["leaderElection"]
+    assert election["enabled"] is fields["leader_election"].default is True
+    assert election["leaseDurationSeconds"] == fields["leader_election_lease_duration_seconds"].default
+    assert election["renewDeadlineSeconds"] == fields["leader_election_renew_deadline_seconds"].default
+    assert election["retryPeriodSeconds"] == fields["leader_election_retry_period_seconds"].default
+    assert VALUES["operator"]["metricsPort"] == fields["metrics_port"].default
+    assert VALUES["replicaCount"] == 2 and VALUES["podDisruptionBudget"]["minAvailable"] == 1
