@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from .metrics import METRICS, WRITE_METHODS
 from .kube_events import EventKey, RecentEvents, event_key, event_name, event_namespace, new_event, repeat_patch
+from .metrics import METRICS, WRITE_METHODS
 
 logger = logging.getLogger(__name__)
 
