@@ -11,6 +11,7 @@ import asyncio
 import json
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
