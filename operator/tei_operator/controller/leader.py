@@ -207,7 +207,9 @@ class LeaderElector:
                     waiting_logged = self.holder
                     logger.info("Standing by: Lease %s is held by %s (this replica is %s)", self.where,
                                 self.holder, self.identity)
-            except KubeApiError as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep standing by; the next read may succeed
                 failures += 1
                 level = logging.WARNING if failures in (1, 10) or failures % 60 == 0 else logging.DEBUG
                 logger.log(level, "Failed to read the leader Lease %s (%d in a row): %s", self.where, failures, exc)
@@ -230,9 +232,11 @@ class LeaderElector:
                 # asyncio.timeout, not wait_for: no extra task, which kopf would cancel as one of its own at exit
                 async with asyncio.timeout(remaining):
                     await self.try_acquire_or_renew()
-            except (KubeApiError, TimeoutError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the deadline decides; `lost` must be set
                 logger.warning("Failed to renew the leader Lease %s: %s", self.where,
-                               exc if isinstance(exc, KubeApiError) else "timed out")
+                               "timed out" if isinstance(exc, TimeoutError) else exc)
         self._renewed_at = None
         self.metrics.set_leader(False)
         logger.error("Lost the leader Lease %s (held by %s): stopped writing, standing by", self.where,
