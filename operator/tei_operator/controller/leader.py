@@ -17,8 +17,10 @@ project's KubeClient:
   retry_period, plus the time the new leader's controller takes to start.
 
 Why not kopf's peering: it pauses operators of lower priority, but two replicas of one Deployment have the same
-priority, and kopf then lets both run (it only warns), and its takeover waits for a 60 s peering lifetime; it also
-needs kopf's own cluster-wide CRD. A Lease gives one writer and a takeover in seconds with a built-in kind.
+priority, and kopf then pauses all of them (itself included) until the conflict is gone; a paused replica resumes
+only when the other's peering record expires (60 s lifetime by default); it needs kopf's own CRDs; and it does not
+pause the autoscaler, which is not a kopf handler. A Lease gives one writer and a takeover in seconds with a
+built-in kind.
 """
 
 from __future__ import annotations
