@@ -314,14 +314,19 @@ def test_watch_namespaces_mode_cannot_touch_other_namespaces(cluster, release, n
 # ---------------------------------------------------------------- the operator itself, with the chart's identity
 
 @contextlib.contextmanager
-def operator_process(kubeconfig: Path, log: Path, *namespaces: str, lease: tuple[str, str]):
+def operator_process(kubeconfig: Path, log: Path, *namespaces: str, lease: tuple[str, str] | None = None):
     """`tei-operator run` authenticated with the chart's ServiceAccount token (outside the pod, as in `make demo`),
-    electing itself leader on the release's Lease (`lease`: namespace, name), the only one the chart grants."""
+    electing itself leader on the release's Lease (`lease`: namespace, name), the only one the chart grants; without
+    `lease`, leader election is off (a chart version that grants no Lease)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TEI_OPERATOR_")}
     env.update({"KUBECONFIG": str(kubeconfig), "TEI_OPERATOR_NAMESPACES": ",".join(namespaces),
                 "TEI_OPERATOR_HEALTH_PORT": str(free_port()), "TEI_OPERATOR_METRICS_PORT": str(free_port()),
-                "TEI_OPERATOR_RESYNC_SECONDS": "5", "TEI_OPERATOR_LEADER_ELECTION_NAMESPACE": lease[0],
-                "TEI_OPERATOR_LEADER_ELECTION_LEASE_NAME": lease[1]})
+                "TEI_OPERATOR_RESYNC_SECONDS": "5"})
+    if lease is None:
+        env["TEI_OPERATOR_LEADER_ELECTION"] = "false"
+    else:
+        env.update({"TEI_OPERATOR_LEADER_ELECTION_NAMESPACE": lease[0],
+                    "TEI_OPERATOR_LEADER_ELECTION_LEASE_NAME": lease[1]})
     with log.open("w") as out:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("tei-operator")), "run"], stdout=out,
                                 stderr=subprocess.STDOUT, env=env)
