@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TEI_OPERATOR_"
@@ -71,10 +71,50 @@ class Settings(BaseSettings):
     resync_seconds: float = Field(60, gt=0, le=86400, description="Period of the reconcile timer of each service.")
     health_host: str = Field(
         "127.0.0.1", min_length=1,
-        description="Address the liveness endpoint (/healthz) binds to: loopback by default; 0.0.0.0 in a pod whose "
-        "kubelet probes it.",
+        description="Address the health endpoints (/healthz, /readyz) and the metrics endpoint (/metrics) bind to: "
+        "loopback by default; 0.0.0.0 in a pod whose kubelet probes it and whose metrics Prometheus scrapes.",
     )
-    health_port: int = Field(8080, ge=1, le=65535, description="Port of the operator's liveness endpoint.")
+    health_port: int = Field(
+        8080, ge=1, le=65535,
+        description="Port of the operator's liveness (/healthz) and readiness (/readyz) endpoints. Both answer on "
+        "the standby replica too: ready means it reaches the API server and can take over.",
+    )
+    metrics_port: int = Field(
+        8081, ge=0, le=65535,
+        description="Port of the operator's own Prometheus metrics (/metrics, docs/monitoring.md); 0 turns them "
+        "off. A port that cannot be bound stops the operator at start.",
+    )
+    leader_election: bool = Field(
+        True,
+        description="Reconcile and autoscale only while holding the leader Lease, so several replicas can run and "
+        "exactly one writes (the others stand by and take over when it stops renewing). false: act at once, for a "
+        "single replica only.",
+    )
+    leader_election_namespace: str = Field(
+        "", pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        description="Namespace of the leader Lease; empty: the pod's own namespace (from its service account), or "
+        "default outside a cluster. The Helm chart sets the release namespace.",
+    )
+    leader_election_lease_name: str = Field(
+        "tei-operator", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253,
+        description="Name of the coordination.k8s.io Lease the replicas elect their leader on. Replicas that share "
+        "it share one leader; the Helm chart uses the release's full name.",
+    )
+    leader_election_lease_duration_seconds: float = Field(
+        8, gt=0, le=300,
+        description="How long a standby waits after the leader's last renewal it saw before it takes the Lease. "
+        "After the leader dies without releasing it (SIGKILL, node lost), a standby leads within this plus two "
+        "retry periods.",
+    )
+    leader_election_renew_deadline_seconds: float = Field(
+        6, gt=0, le=300,
+        description="The leader stops writing (and stands by) when it could not renew the Lease for this long; "
+        "shorter than the lease duration, so it has stopped before a standby may take over.",
+    )
+    leader_election_retry_period_seconds: float = Field(
+        1, gt=0, le=60,
+        description="How often the leader renews the Lease and a standby reads it.",
+    )
     field_manager: str = Field("tei-operator", min_length=1, description="Field manager of the controller's applies.")
     autoscaler_field_manager: str = Field(
         "tei-operator-autoscaler", min_length=1,
@@ -88,6 +128,24 @@ class Settings(BaseSettings):
         "reloader bumping a pod annotation. The DriftReverted event names the manager of each removed field. "
         "Fields the operator sets itself are still put back.",
     )
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> "Settings":
+        """The leader must give up before a standby may take over, and renew more than once per deadline."""
+        lease, renew = self.leader_election_lease_duration_seconds, self.leader_election_renew_deadline_seconds
+        retry = self.leader_election_retry_period_seconds
+        if not renew < lease:
+            raise ValueError(f"{env_var('leader_election_renew_deadline_seconds')} ({renew:g}) must be shorter than "
+                             f"{env_var('leader_election_lease_duration_seconds')} ({lease:g}): the leader must stop "
+                             "writing before a standby may take the Lease")
+        if not 1.2 * retry < renew:
+            raise ValueError(f"{env_var('leader_election_retry_period_seconds')} ({retry:g}) must be under "
+                             f"{env_var('leader_election_renew_deadline_seconds')} / 1.2 ({renew / 1.2:g}): the "
+                             "leader needs more than one try to renew before its deadline")
+        if self.metrics_port and self.metrics_port == self.health_port:
+            raise ValueError(f"{env_var('metrics_port')} and {env_var('health_port')} are both {self.health_port}: "
+                             "give the metrics their own port (or 0 to turn them off)")
+        return self
 
     @field_validator("namespaces", "extra_field_managers", mode="before")
     @classmethod
@@ -126,7 +184,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a rule across settings: its message names the variables
+                lines.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
             lines.append(f"{env_var(field)}: {err['msg']} (got {err.get('input')!r})")
         raise SettingsError("invalid operator settings: " + "; ".join(lines)) from None
 

@@ -26,6 +26,7 @@ ALL_ON = {
                  "extraEnv": [{"name": "TEI_OPERATOR_MAX_PENDING_REPLICAS", "value": "2"}]},
     "monitoring": {"podMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
                    "serviceMonitor": {"enabled": True},
+                   "operatorServiceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
                    "prometheusRule": {"enabled": True, "alertLabels": {"team": "search"}},
                    "dashboard": {"enabled": True, "namespace": "monitoring"}},
     "priorityClassName": "system-cluster-critical",
@@ -52,7 +53,9 @@ def test_lint_strict_with_default_and_non_default_values(tmp_path):
 def test_default_operator_deployment_is_locked_down():
     deployment = one(render(), "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    # two replicas, one leader: a rolling update never takes the last one away before its successor is up
+    assert spec["replicas"] == 2 and spec["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
@@ -64,18 +67,86 @@ def test_default_operator_deployment_is_locked_down():
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
     probe = container["livenessProbe"]["httpGet"]
     assert probe == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
     env = env_of(deployment)
     assert env["TEI_OPERATOR_HEALTH_HOST"] == "0.0.0.0"
+    assert env["TEI_OPERATOR_METRICS_PORT"] == "8081"
     assert env["TEI_OPERATOR_NAMESPACES"] == ""
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert container["image"] == f"ghcr.io/tei-operator/tei-operator:{app_version}"  # what the release publishes
     assert pod["serviceAccountName"] == one(render(), "ServiceAccount")["metadata"]["name"]
 
 
+def test_default_runs_two_replicas_with_leader_election_a_pdb_and_a_spread():
+    objects = render()
+    deployment = one(objects, "Deployment")
+    env = env_of(deployment)
+    assert env["TEI_OPERATOR_LEADER_ELECTION"] == "true"
+    assert env["TEI_OPERATOR_LEADER_ELECTION_LEASE_NAME"] == "tei-tei-operator"
+    assert (env["TEI_OPERATOR_LEADER_ELECTION_LEASE_DURATION_SECONDS"],
+            env["TEI_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE_SECONDS"],
+            env["TEI_OPERATOR_LEADER_ELECTION_RETRY_PERIOD_SECONDS"]) == ("8", "6", "1")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    lease_ns = next(e for e in container["env"] if e["name"] == "TEI_OPERATOR_LEADER_ELECTION_NAMESPACE")
+    assert lease_ns["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["spec"] == {"minAvailable": 1, "selector": deployment["spec"]["selector"]}
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread == [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+                       "labelSelector": deployment["spec"]["selector"]}]
+    # the Lease: create (no name possible), get/update of the release's Lease only, in the release namespace
+    roles = {r["metadata"]["name"]: r for r in by_kind(objects, "Role")}
+    lease_role = roles["tei-tei-operator-leader-election"]
+    assert lease_role["metadata"]["namespace"] == "tei-system"
+    assert lease_role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["tei-tei-operator"],
+         "verbs": ["get", "update"]}]
+    binding = one(objects, "RoleBinding")
+    assert binding["roleRef"]["name"] == lease_role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    # the metrics Service reaches every replica's metrics port
+    services = {s["metadata"]["name"]: s for s in by_kind(objects, "Service")}
+    metrics = services["tei-tei-operator-metrics"]
+    assert metrics["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert metrics["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}]
+
+
+def test_a_single_replica_without_leader_election_is_replaced_with_recreate():
+    objects = render({"replicaCount": 1, "leaderElection": {"enabled": False}})
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert env_of(deployment)["TEI_OPERATOR_LEADER_ELECTION"] == "false"
+    assert by_kind(objects, "PodDisruptionBudget") == [] and by_kind(objects, "RoleBinding") == []
+    assert "topologySpreadConstraints" not in deployment["spec"]["template"]["spec"]
+    # one replica with election: no PDB (minAvailable 1 of 1 would block every drain)
+    assert by_kind(render({"replicaCount": 1}), "PodDisruptionBudget") == []
+    assert by_kind(render({"operator": {"metricsPort": 0}}), "Service")[0]["metadata"]["name"] == "tei-tei-operator"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "replicaCount > 1 needs leaderElection.enabled"),
+    ({"leaderElection": {"enabled": True, "renewDeadlineSeconds": 8}},
+     "leaderElection.renewDeadlineSeconds must be below leaderElection.leaseDurationSeconds"),
+    ({"leaderElection": {"enabled": True, "retryPeriodSeconds": 5}},
+     "leaderElection.retryPeriodSeconds x 1.2 must be below leaderElection.renewDeadlineSeconds"),
+    ({"podDisruptionBudget": {"minAvailable": 2}}, "podDisruptionBudget.minAvailable must be below replicaCount"),
+    ({"replicaCount": 0}, "/replicaCount"),
+    ({"operator": {"metricsPort": 80}}, "/operator/metricsPort"),
+])
+def test_unsafe_ha_values_are_refused_naming_the_field(values, message):
+    result = template(values, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
 def test_default_is_cluster_wide_rbac():
     objects = render()
-    assert by_kind(objects, "Role") == [] and by_kind(objects, "RoleBinding") == []
+    # the only namespaced RBAC is the Lease's, in the release namespace
+    assert [r["metadata"]["name"] for r in by_kind(objects, "Role") + by_kind(objects, "RoleBinding")] == \
+        ["tei-tei-operator-leader-election"] * 2
     rules = rules_of(one(objects, "ClusterRole"))
     for needed in [("tei-operator.io", "embeddingservices", "watch"), ("tei-operator.io", "rerankerservices/status", "patch"),
                    ("apps", "deployments", "create"), ("apps", "deployments/scale", "patch"),
@@ -92,9 +163,10 @@ def test_default_is_cluster_wide_rbac():
 
 def test_watch_namespaces_gives_roles_there_and_a_small_cluster_role():
     objects = render({"watchNamespaces": ["search", "rag"]})
-    roles = by_kind(objects, "Role")
+    roles = [r for r in by_kind(objects, "Role") if not r["metadata"]["name"].endswith("-leader-election")]
+    bindings = [b for b in by_kind(objects, "RoleBinding") if not b["metadata"]["name"].endswith("-leader-election")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["rag", "search"]
-    assert sorted(b["metadata"]["namespace"] for b in by_kind(objects, "RoleBinding")) == ["rag", "search"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["rag", "search"]
     assert ("apps", "deployments/scale", "patch") in rules_of(roles[0])
     cluster_rules = rules_of(one(objects, "ClusterRole"))
     assert {r[1] for r in cluster_rules} == {"nodes", "customresourcedefinitions", "namespaces"}
@@ -137,10 +209,25 @@ def test_monitoring_is_off_by_default_and_complete_when_on():
     assert alerts["TEIQueueDepthHigh"]["expr"].strip().endswith("> 20")
     assert alerts["TEIQueueDepthHigh"]["labels"] == {"severity": "warning", "team": "search"}
     assert "{{ $labels.tei_service }}" in alerts["TEIServiceNotReady"]["annotations"]["summary"]
+    operator_alerts = {r["alert"]: r for r in rule["spec"]["groups"][1]["rules"]}
+    assert rule["spec"]["groups"][1]["name"] == "tei-operator"
+    assert set(operator_alerts) == {"TEIOperatorDown", "TEIOperatorNoLeader", "TEIOperatorReconcileErrors",
+                                    "TEIOperatorAutoscalerStale", "TEIOperatorMetricsUnavailable"}
+    assert 'up{job="tei-tei-operator-metrics", namespace="tei-system"}' in operator_alerts["TEIOperatorDown"]["expr"]
+    monitors = {m["metadata"]["name"]: m for m in by_kind(objects, "ServiceMonitor")}
+    operator_monitor = monitors["tei-tei-operator-operator"]
+    metrics_service = next(s for s in by_kind(objects, "Service") if s["metadata"]["name"].endswith("-metrics"))
+    # it selects the metrics Service (and only it: the health Service lacks the metrics label) and its port
+    assert operator_monitor["spec"]["selector"]["matchLabels"].items() <= metrics_service["metadata"]["labels"].items()
+    assert "tei-operator.io/metrics" in operator_monitor["spec"]["selector"]["matchLabels"]
+    assert operator_monitor["spec"]["endpoints"][0]["port"] == metrics_service["spec"]["ports"][0]["name"]
+    assert operator_monitor["spec"]["namespaceSelector"] == {"matchNames": ["tei-system"]}
+    assert operator_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     dashboard = one(objects, "ConfigMap")
     assert dashboard["metadata"]["namespace"] == "monitoring"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["tei-services.json"])["uid"] == "tei-operator-services"
+    assert json.loads(dashboard["data"]["tei-operator.json"])["uid"] == "tei-operator-operator"
 
 
 def test_not_ready_alerts_select_the_operators_deployments_in_kube_state_metrics():
@@ -195,7 +282,7 @@ def test_helm_test_hook_checks_the_health_endpoint():
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
     ({"image": {"digest": "latest"}}, "/image/digest"),
     ({"monitoring": {"prometheusRule": {"for": "ten minutes"}}}, "/monitoring/prometheusRule/for"),
-    ({"replicaCount": 2}, "additional properties 'replicaCount' not allowed"),
+    ({"replicas": 2}, "additional properties 'replicas' not allowed"),
 ])
 def test_bad_values_are_refused_naming_the_field(values, message):
     result = template(values, check=False)
