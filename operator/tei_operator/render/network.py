@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api.network import NetworkPeer
+from ..api.network import LabelSelector, NetworkPeer
 from ..api.resource import ServiceResource
 from ..settings import Settings
 from .labels import selector_labels
@@ -26,8 +26,23 @@ def operator_peer(settings: Settings) -> dict[str, Any]:
     return {"namespaceSelector": namespace, "podSelector": {"matchLabels": dict(settings.operator_pod_labels)}}
 
 
+def _selector(selector: LabelSelector) -> dict[str, Any]:
+    """A selector as written: empty parts left out, so `{}` (select all) stays `{}`."""
+    out: dict[str, Any] = {}
+    if selector.match_labels:
+        out["matchLabels"] = dict(selector.match_labels)
+    if selector.match_expressions:
+        out["matchExpressions"] = [dict(e) for e in selector.match_expressions]
+    return out
+
+
 def _peer(peer: NetworkPeer) -> dict[str, Any]:
-    return peer.to_wire()
+    out: dict[str, Any] = {}
+    if peer.namespace_selector is not None:
+        out["namespaceSelector"] = _selector(peer.namespace_selector)
+    if peer.pod_selector is not None:
+        out["podSelector"] = _selector(peer.pod_selector)
+    return out
 
 
 def render_network_policy(resource: ServiceResource, settings: Settings, metadata: dict[str, Any]) -> dict[str, Any]:
