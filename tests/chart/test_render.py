@@ -295,3 +295,28 @@ def test_image_pull_secrets_in_the_pod_spec_form_or_by_name(secrets):
 def test_image_pull_secrets_that_are_no_secret_names_are_refused(secrets, words):
     result = template({"imagePullSecrets": secrets}, check=False)
     assert result.returncode != 0 and words in result.stderr
+
+
+# ---------------------------------------------------------------- the TEI NetworkPolicy admits the chart's operator
+
+def test_a_services_network_policy_admits_the_operator_pods_this_chart_runs():
+    # spec.networkPolicy admits the operator's scraper by TEI_OPERATOR_OPERATOR_POD_LABELS (default) in the
+    # namespace read from the ServiceAccount mount: both must hold for the pods the chart runs, or turning a
+    # policy on would blind the autoscaler.
+    from tei_operator.api import ServiceResource
+    from tei_operator.render import render_children
+    from tei_operator.settings import Settings
+
+    template = one(render({}), "Deployment")["spec"]["template"]
+    env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0].get("env") or []}
+    labels = env.get("TEI_OPERATOR_OPERATOR_POD_LABELS")
+    settings = Settings(operator_namespace="tei-system", **({"operator_pod_labels": labels} if labels else {}))
+    assert settings.operator_pod_labels.items() <= template["metadata"]["labels"].items()
+    assert template["spec"].get("automountServiceAccountToken") is not False
+    service = ServiceResource.from_body({
+        "apiVersion": "tei-operator.io/v1alpha1", "kind": "EmbeddingService",
+        "metadata": {"name": "x", "namespace": "search"},
+        "spec": {"model": {"id": "m"}, "networkPolicy": {"enabled": True, "prometheus": []}}})
+    (rule,) = render_children(service, settings).network_policy["spec"]["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tei-system"}},
+                             "podSelector": {"matchLabels": settings.operator_pod_labels}}]
