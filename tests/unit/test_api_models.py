@@ -189,6 +189,6 @@ def test_a_field_set_to_null_means_unset_as_the_api_server_stores_it():
     from tei_operator.api import parse_spec
 
     spec = parse_spec("EmbeddingService", {"model": {"id": "BAAI/bge-m3", "revision": None}, "gpu": {"count": None},
-                                           "engine": {"extraArgs": ["--json-output"]}})
+                                           "engine": {"extraArgs": ["--dense-path=2_Dense"]}})
     assert spec.gpu.count == parse_spec("EmbeddingService", {"model": {"id": "m"}}).gpu.count
     assert spec.model.revision is None
