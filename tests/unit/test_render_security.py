@@ -110,7 +110,8 @@ def test_the_network_policy_never_renders_a_rule_that_admits_everyone():
 
 
 def test_a_peer_without_a_selector_is_refused_by_name():
-    with pytest.raises(InvalidSpecError, match=r"spec\.networkPolicy\.clients\[0\]\.podSelector: set podSelector, namespaceSelector"):
+    expected = r"spec\.networkPolicy\.clients\[0\]\.podSelector: set podSelector, namespaceSelector"
+    with pytest.raises(InvalidSpecError, match=expected):
         ServiceResource.from_body({"apiVersion": "tei-operator.io/v1alpha1", "kind": "EmbeddingService",
                                    "metadata": {"name": "x", "namespace": "y"},
                                    "spec": {**GPU, "networkPolicy": {"enabled": True, "clients": [{}]}}})

@@ -84,8 +84,8 @@ class ServiceSpec(ApiModel):
     )
     topology_spread_constraints: list[FreeForm] | None = Field(
         None, max_length=16,
-        description="Topology spread constraints of the pods, as in a Pod (passed through unchanged). Unset: replicas are "
-        "spread across nodes (kubernetes.io/hostname, maxSkew 1, ScheduleAnyway, so a spread that cannot be met "
+        description="Topology spread constraints of the pods, as in a Pod (passed through unchanged). Unset: replicas "
+        "are spread across nodes (kubernetes.io/hostname, maxSkew 1, ScheduleAnyway, so a spread that cannot be met "
         "never leaves a pod Pending; rendered whatever the replica count, so scaling never restarts pods). [] "
         "turns spreading off.",
     )
