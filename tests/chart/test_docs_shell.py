@@ -7,6 +7,8 @@ only `$ ` lines are commands). `PLANS` says, for every block, which commands run
 - `run`: run as written, in bash from the repository root (`.venv/bin/` means this test's virtualenv);
 - `helm`: a `helm install`/`helm upgrade` run as `helm template` with the same chart, namespace and values, so the
   chart accepts every `--set` the docs show (no cluster needed);
+- `kubectl`: run against the local control plane with the CRDs installed (tests/cluster); `kubectl apply` as a
+  server-side dry run, so the manifests it names are checked by the API server without an operator;
 - everything else needs `skip`, the reason (a real cluster, Docker, a registry, root, minutes of build).
 
 A block that is neither in `PLANS` nor plain output (`OUTPUT`) fails the test, so a new block gets a decision; so does a
@@ -72,6 +74,7 @@ class Block:
 class Plan:
     run: tuple[int, ...] = ()
     helm: tuple[int, ...] = ()
+    kubectl: tuple[int, ...] = ()
     skip: str = ""  # why the commands not in run/helm cannot run here
 
 
@@ -90,7 +93,7 @@ PLANS: dict[tuple[str, str], Plan] = {
     # README
     ("README.md", "$ kubectl get tei -n search"): Plan(skip=CLUSTER),
     ("README.md", "helm install tei-operator charts/tei-operator -n tei-system --create-namespace \\"):
-        Plan(helm=(0,), skip=CLUSTER + " (kubectl apply of the example)"),
+        Plan(helm=(0,), kubectl=(1,)),
     ("README.md", "make demo         # builds the local control plane (first time: ~10 min), runs the operator, "
      "applies the"): Plan(skip="needs root (emulated pods bind port 80) and minutes; tests/e2e runs the same loop"),
     ("README.md", "make test"): Plan(skip="the whole test suite, of which this test is part"),
@@ -108,7 +111,7 @@ PLANS: dict[tuple[str, str], Plan] = {
      "open(f)), separators=(\",\", \":\")))) for f in sorted(glob.glob(\"crds/*.yaml\"))]'"): Plan(run=(ALL,)),
     # docs/install.md
     ("docs/install.md", "# in a checkout of the repository; REGISTRY is yours, e.g. registry.example.com/platform"):
-        Plan(helm=(2,), skip=DOCKER + "; " + CLUSTER),
+        Plan(helm=(2,), kubectl=(3, 4), skip=DOCKER),
     ("docs/install.md", "kubectl get embsvc bge-m3 -n search -o yaml \\"): Plan(skip=CLUSTER),
     ("docs/install.md", "docker build -t REGISTRY/tei-operator:0.1.0 .     # the tag the chart's appVersion names"):
         Plan(helm=(2,), skip=DOCKER),
@@ -116,11 +119,10 @@ PLANS: dict[tuple[str, str], Plan] = {
         Plan(skip=CLUSTER),
     # docs/security.md
     ("docs/security.md", "kubectl label namespace search pod-security.kubernetes.io/enforce=baseline "
-     "pod-security.kubernetes.io/warn=restricted"): Plan(skip=CLUSTER + "; tests/integration/test_pod_security.py "
-                                                          "labels namespaces the same way"),
+     "pod-security.kubernetes.io/warn=restricted"): Plan(kubectl=(0,)),
     # docs/troubleshooting.md
     ("docs/troubleshooting.md", "kubectl get tei -A                                   # STATUS: see the table "
-     "above"): Plan(skip=CLUSTER),
+     "above"): Plan(kubectl=(0, 1), skip="NAME and NS stand for a service of yours; " + CLUSTER),
     ("docs/troubleshooting.md", "helm upgrade tei-operator charts/tei-operator -n tei-system --reuse-values \\"):
         Plan(helm=(0,)),
     # docs/autoscaling-metrics.md
@@ -168,7 +170,7 @@ def test_every_shell_block_is_run_or_listed_with_a_reason():
         if plan is None:
             continue
         commands = block.commands()
-        chosen = set(range(len(commands))) if ALL in plan.run else set(plan.run) | set(plan.helm)
+        chosen = set(range(len(commands))) if ALL in plan.run else set(plan.run) | set(plan.helm) | set(plan.kubectl)
         assert chosen <= set(range(len(commands))), f"{block.path}:{block.line}: no command {sorted(chosen)}"
         if chosen != set(range(len(commands))):
             assert plan.skip, f"{block.path}:{block.line}: commands {sorted(set(range(len(commands))) - chosen)} " \
@@ -260,3 +262,39 @@ def test_the_crds_fit_client_side_apply_as_docs_gitops_says():
     assert all(35_000 <= size <= 45_000 for size in sizes.values()), sizes
     assert "about 40 KB" in (REPO / "docs" / "gitops.md").read_text()
     assert "too large" not in (REPO / "docs" / "gitops.md").read_text()
+
+
+def kubectl_commands() -> list[tuple[Block, int, str]]:
+    out = []
+    for block in BLOCKS:
+        plan = PLANS.get(block.key)
+        if plan is not None:
+            commands = block.commands()
+            out += [(block, i, commands[i]) for i in plan.kubectl]
+    return out
+
+
+@pytest.fixture(scope="module")
+def docs_cluster(cluster):
+    """The local control plane with the CRDs, and the namespace the docs use (search)."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for crd in ("embeddingservices.tei-operator.io", "rerankerservices.tei-operator.io"):
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+    if cluster.kubectl("get", "namespace", "search", check=False).returncode != 0:
+        cluster.kubectl("create", "namespace", "search")
+    # `kubectl label` refuses to overwrite: start from an unlabelled namespace (an attached cluster is reused).
+    cluster.kubectl("label", "namespace", "search", "pod-security.kubernetes.io/enforce-",
+                    "pod-security.kubernetes.io/warn-")
+    return cluster
+
+
+@pytest.mark.parametrize("block,index,command", kubectl_commands(),
+                         ids=[f"{b.path}:{b.line}#{i}" for b, i, _ in kubectl_commands()])
+def test_kubectl_command_runs_against_the_local_control_plane(docs_cluster, block, index, command):
+    argv = shlex.split(command.split(" #", 1)[0])
+    assert argv[0] == "kubectl", command
+    if argv[1] == "apply":
+        argv.append("--dry-run=server")
+    argv = [str(REPO / a) if (REPO / a).is_file() else a for a in argv]  # paths are relative to the checkout
+    result = docs_cluster.kubectl(*argv[1:], check=False)
+    assert result.returncode == 0, f"{block.path}:{block.line}: {command}\n{result.stderr[-2000:]}"
