@@ -9,6 +9,8 @@ only `$ ` lines are commands). `PLANS` says, for every block, which commands run
   chart accepts every `--set` the docs show (no cluster needed);
 - `kubectl`: run against the local control plane with the CRDs installed (tests/cluster); `kubectl apply` as a
   server-side dry run, so the manifests it names are checked by the API server without an operator;
+- `servers`/`load`: the emulator's commands, started on free ports (the docs' ports may be taken), checked through
+  /info, then driven for a few seconds by the load generator's command with its URLs pointed at them;
 - everything else needs `skip`, the reason (a real cluster, Docker, a registry, root, minutes of build).
 
 A block that is neither in `PLANS` nor plain output (`OUTPUT`) fails the test, so a new block gets a decision; so does a
@@ -75,6 +77,8 @@ class Plan:
     run: tuple[int, ...] = ()
     helm: tuple[int, ...] = ()
     kubectl: tuple[int, ...] = ()
+    servers: tuple[int, ...] = ()  # long-running servers: started on a free port, checked, stopped
+    load: tuple[int, ...] = ()     # the load generator, against the servers of its file, for a few seconds
     skip: str = ""  # why the commands not in run/helm cannot run here
 
 
@@ -129,12 +133,11 @@ PLANS: dict[tuple[str, str], Plan] = {
     ("docs/autoscaling-metrics.md", "kubectl get embsvc bge-m3 -o jsonpath='{.status.autoscaling}'"):
         Plan(skip=CLUSTER),
     # docs/emulator.md
+    # docs/emulator.md: servers, run by test_the_emulator_commands_serve_and_the_load_generator_drives_them
     ("docs/emulator.md", "python -m tei_operator.emulator --port 8080 --model-id BAAI/bge-m3             # "
-     "embedding model"): Plan(skip="long-running servers; tests/unit/test_emulator.py starts the emulator and "
-                              "calls its API"),
-    ("docs/emulator.md", "python -m tei_operator.emulator.loadgen --url http://127.0.0.1:8080,http://127.0.0.1:8081 "
-     "\\"): Plan(skip="runs 60 s against the two emulators above; tests/unit/test_loadgen.py drives the load "
-                "generator"),
+     "embedding model"): Plan(servers=(0, 1, 2)),
+    ("docs/emulator.md", "python -m tei_operator.emulator.loadgen --url http://127.0.0.1:8080,http://127.0.0.1:8082 "
+     "\\"): Plan(load=(0,), skip="the other lines are its output"),
 }
 
 
@@ -170,7 +173,8 @@ def test_every_shell_block_is_run_or_listed_with_a_reason():
         if plan is None:
             continue
         commands = block.commands()
-        chosen = set(range(len(commands))) if ALL in plan.run else set(plan.run) | set(plan.helm) | set(plan.kubectl)
+        chosen = set(range(len(commands))) if ALL in plan.run else (
+            set(plan.run) | set(plan.helm) | set(plan.kubectl) | set(plan.servers) | set(plan.load))
         assert chosen <= set(range(len(commands))), f"{block.path}:{block.line}: no command {sorted(chosen)}"
         if chosen != set(range(len(commands))):
             assert plan.skip, f"{block.path}:{block.line}: commands {sorted(set(range(len(commands))) - chosen)} " \
@@ -298,3 +302,77 @@ def test_kubectl_command_runs_against_the_local_control_plane(docs_cluster, bloc
     argv = [str(REPO / a) if (REPO / a).is_file() else a for a in argv]  # paths are relative to the checkout
     result = docs_cluster.kubectl(*argv[1:], check=False)
     assert result.returncode == 0, f"{block.path}:{block.line}: {command}\n{result.stderr[-2000:]}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get_json(url: str) -> dict | None:
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def test_the_emulator_commands_serve_and_the_load_generator_drives_them():
+    import json
+    import signal
+    import time
+
+    plans = [(b, p) for b in BLOCKS if (p := PLANS.get(b.key)) is not None and (p.servers or p.load)]
+    servers = [(b.commands()[i]) for b, p in plans for i in p.servers]
+    loads = [(b.commands()[i]) for b, p in plans for i in p.load]
+    assert servers and loads
+    python = sys.executable
+    ports: dict[str, int] = {}
+    procs = []
+    try:
+        for command in servers:
+            argv = shlex.split(command.split(" #", 1)[0])
+            assert argv[:3] == ["python", "-m", "tei_operator.emulator"], command
+            documented = argv[argv.index("--port") + 1]
+            ports[documented] = _free_port()
+            argv[argv.index("--port") + 1] = str(ports[documented])
+            model = argv[argv.index("--model-id") + 1] if "--model-id" in argv else "BAAI/bge-m3"
+            procs.append((command, ports[documented], model,
+                          subprocess.Popen([python, *argv[1:]], cwd=REPO, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL)))
+        # All start at once: one of them models a 20 s model load (its listener binds only afterwards, as TEI's).
+        deadline = time.monotonic() + 40
+        for command, port, model, proc in procs:
+            info = None
+            while info is None and time.monotonic() < deadline and proc.poll() is None:
+                info = _get_json(f"http://127.0.0.1:{port}/info")
+                time.sleep(0.2)
+            assert info is not None, f"{command}: no /info (exit code {proc.poll()})"
+            assert info["model_id"] == model
+        for command in loads:
+            text = command
+            for documented, port in ports.items():
+                text = text.replace(f"127.0.0.1:{documented}", f"127.0.0.1:{port}")
+            argv = shlex.split(text)
+            assert argv[:3] == ["python", "-m", "tei_operator.emulator.loadgen"], command
+            argv[argv.index("--duration") + 1] = "3"  # the documented 60 s, shortened; the rate steps stay
+            result = subprocess.run([python, *argv[1:], "--json"], cwd=REPO, capture_output=True, text=True,
+                                    timeout=90)
+            assert result.returncode == 0, result.stderr[-2000:]
+            summary = json.loads(result.stdout.strip().splitlines()[-1])
+            assert summary["sent"] > 0 and summary["ok"] > 0
+            assert summary["errors"] == 0, f"the documented load fails: {summary}"
+    finally:
+        for *_, proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for *_, proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
