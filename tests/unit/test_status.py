@@ -750,15 +750,17 @@ def test_a_field_a_trusted_manager_shares_with_a_foreign_one_stays():
 # -- the Argo CD health check in docs/gitops.md, run on the statuses the operator writes ---------------------------
 
 def argocd_lua_bodies() -> dict[str, str]:
-    """The health Lua of each kind in docs/gitops.md's argocd-cm, dedented."""
+    """The health Lua of each kind, as Argo CD reads it: the argocd-cm ConfigMap of docs/gitops.md parsed as YAML."""
     import re
-    import textwrap
-    from pathlib import Path
+
+    import yaml
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "gitops.md").read_text()
-    found = dict(re.findall(r"resource\.customizations\.health\.tei-operator\.io_(\w+): \|\n((?:    .*\n|\n)+?)"
-                            r"(?=  \S|```)", doc))
-    return {kind: textwrap.dedent(body) for kind, body in found.items()}
+    maps = [m for m in map(yaml.safe_load, re.findall(r"```yaml\n(.*?)```", doc, re.S))
+            if isinstance(m, dict) and (m.get("metadata") or {}).get("name") == "argocd-cm"]
+    assert len(maps) == 1, "docs/gitops.md must show one argocd-cm"
+    prefix = "resource.customizations.health.tei-operator.io_"
+    return {key[len(prefix):]: lua for key, lua in maps[0]["data"].items() if key.startswith(prefix)}
 
 
 def argocd_health(kind="EmbeddingService"):
