@@ -55,6 +55,15 @@ def test_a_service_serving_while_a_replica_waits_for_a_gpu_is_available_and_curr
     columns = dict(zip(header.split(), row.split()))
     assert columns["STATUS"] == "Unschedulable" and columns["AVAILABLE"] == "True"
 
+    # Asking for two serving replicas makes it stop serving: a Warning says so, once.
+    kube.apply(embedding("serving", namespace, gpu_type="l4", replicas=2, minAvailable=2))
+    kube.wait_condition("embsvc", "serving", namespace, "Available", status="False", timeout=30)
+    warnings = wait_for(lambda: [e for e in kube.events(namespace, "serving") if e["reason"] == "Unavailable"], 30,
+                        what="the Unavailable Warning")
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+    assert "stopped serving" in warnings[0]["message"] and "2 needed to serve" in warnings[0]["message"]
+    assert kstatus(kube.get("embsvc", "serving", namespace)) == "InProgress"
+
     # Scaled to what fits, it is Ready as well.
     kube.kubectl("scale", "embsvc/serving", "-n", namespace, "--replicas=1")
     kube.wait_condition("embsvc", "serving", namespace, "Ready", timeout=60)

@@ -377,3 +377,8 @@ class Reconciler:
                 await self.recorder.record(owner, "Recovered", f"{kind} {name} recovered: no problem found")
             elif cond["type"] == st.READY and cond["status"] == "True":
                 await self.recorder.record(owner, "Ready", f"{kind} {name} became Ready: {cond['message']}")
+            elif cond["type"] == st.AVAILABLE and cond["status"] == "False" and (st.condition(
+                    {"conditions": before}, st.AVAILABLE) or {}).get("status") == "True":
+                # It served and no longer does: the moment on-call needs (a scale-up never causes it).
+                await self.recorder.record(owner, "Unavailable", f"{kind} {name} stopped serving: {cond['message']}",
+                                           "Warning")
