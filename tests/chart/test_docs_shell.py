@@ -280,16 +280,21 @@ def kubectl_commands() -> list[tuple[Block, int, str]]:
 
 @pytest.fixture(scope="module")
 def docs_cluster(cluster):
-    """The local control plane with the CRDs, and the namespace the docs use (search)."""
+    """The local control plane with the CRDs, and the namespace the docs use (search). CRDs this fixture created
+    are deleted afterwards: test_install.py's `helm install` refuses to adopt CRDs it did not create."""
+    crds = ("embeddingservices.tei-operator.io", "rerankerservices.tei-operator.io")
+    existed = cluster.kubectl("get", "crd", *crds, check=False).returncode == 0
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    for crd in ("embeddingservices.tei-operator.io", "rerankerservices.tei-operator.io"):
+    for crd in crds:
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
     if cluster.kubectl("get", "namespace", "search", check=False).returncode != 0:
         cluster.kubectl("create", "namespace", "search")
     # `kubectl label` refuses to overwrite: start from an unlabelled namespace (an attached cluster is reused).
     cluster.kubectl("label", "namespace", "search", "pod-security.kubernetes.io/enforce-",
                     "pod-security.kubernetes.io/warn-")
-    return cluster
+    yield cluster
+    if not existed:
+        cluster.kubectl("delete", "crd", *crds, "--wait=true", "--timeout=60s", check=False)
 
 
 @pytest.mark.parametrize("block,index,command", kubectl_commands(),
