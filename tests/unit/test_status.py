@@ -914,3 +914,15 @@ def test_summary_of_an_invalid_spec_and_of_nothing():
     built = st.build_status(generation=2, deployment=None, pods=[], current=None, now=T0, invalid_spec="spec.x: bad")
     assert built["summary"] == "InvalidSpec"
     assert status_summary([]) is None and status_summary(None) is None
+
+
+def test_summary_puts_a_model_mismatch_after_a_stall_and_before_limits():
+    from tei_operator.api.status import status_summary
+
+    ready = {"type": "Ready", "status": "True", "reason": "AllReplicasReady"}
+    mismatch = {"type": "ModelMismatch", "status": "True", "reason": "MixedCommits"}
+    held = {"type": "ScalingLimited", "status": "True", "reason": "MaxReplicas"}
+    stalled = {"type": "Stalled", "status": "True", "reason": "CrashLoopBackOff"}
+    assert status_summary([ready, mismatch, held]) == "ModelMismatch"
+    assert status_summary([ready, mismatch, held, stalled]) == "CrashLoopBackOff"
+    assert status_summary([ready, {**mismatch, "status": "False"}, held]) == "LimitedByMaxReplicas"

@@ -30,6 +30,8 @@ def status_summary(conditions: Sequence[Mapping[str, Any]] | None) -> str | None
     with any change of the list, so it follows whichever condition changed last):
 
     1. Stalled=True: its reason (CrashLoopBackOff, InvalidSpec, ...): the service needs a change;
+    1b. ModelMismatch=True (Ready pods serving different model commits, where a controller writes it): ModelMismatch,
+       since mixed embeddings behind one Service matter more than capacity;
     2. serving (Ready or Available True) and ScalingLimited=True: LimitedByMaxReplicas, LimitedByGpuCapacity or
        MetricsUnavailable, since an AllReplicasReady service held at maxReplicas under a long queue is not fine;
     3. otherwise Ready's reason (AllReplicasReady, WaitingForReady, Unschedulable, RollingOut, ...)."""
@@ -42,6 +44,8 @@ def status_summary(conditions: Sequence[Mapping[str, Any]] | None) -> str | None
     stalled = true("Stalled")
     if stalled is not None and stalled.get("reason"):
         return str(stalled["reason"])
+    if true("ModelMismatch") is not None:
+        return "ModelMismatch"
     limited = true("ScalingLimited")
     if (true("Ready") or true("Available")) and limited is not None and limited.get("reason") in LIMIT_SUMMARIES:
         return LIMIT_SUMMARIES[str(limited["reason"])]
