@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TEI_OPERATOR_"
+SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class SettingsError(ValueError):
@@ -115,6 +116,17 @@ class Settings(BaseSettings):
         1, gt=0, le=60,
         description="How often the leader renews the Lease and a standby reads it.",
     )
+    operator_namespace: str | None = Field(
+        None,
+        description="Namespace the operator runs in: a service's NetworkPolicy (spec.networkPolicy) admits the "
+        "operator's metrics scraper from there. Unset: read from the pod's ServiceAccount mount in a cluster; "
+        "outside one, the scraper is admitted from any namespace by its pod labels alone.",
+    )
+    operator_pod_labels: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "tei-operator"},
+        description="Labels of the operator's pods, as key=value pairs separated by commas in the environment: a "
+        "service's NetworkPolicy admits the metrics scraper by them.",
+    )
     field_manager: str = Field("tei-operator", min_length=1, description="Field manager of the controller's applies.")
     autoscaler_field_manager: str = Field(
         "tei-operator-autoscaler", min_length=1,
@@ -154,6 +166,29 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("operator_pod_labels", mode="before")
+    @classmethod
+    def _labels(cls, value: object) -> object:
+        """Accept "a=b,c=d" from the environment as well as a mapping."""
+        if isinstance(value, str):
+            pairs = [part.strip() for part in value.split(",") if part.strip()]
+            if any("=" not in pair for pair in pairs):
+                raise ValueError(f"must be key=value pairs separated by commas (got {value!r})")
+            return dict(pair.split("=", 1) for pair in pairs)
+        return value
+
+    @field_validator("operator_namespace", mode="after")
+    @classmethod
+    def _own_namespace(cls, value: str | None) -> str | None:
+        """In a pod, the namespace is in the ServiceAccount mount (when the token is mounted)."""
+        if value:
+            return value
+        try:
+            with open(SERVICE_ACCOUNT_NAMESPACE_FILE, encoding="utf-8") as handle:
+                return handle.read().strip() or None
+        except OSError:
+            return None
 
     @field_validator("extra_field_managers")
     @classmethod
@@ -212,6 +247,8 @@ def settings_reference_markdown() -> str:
             default = field.default
         if isinstance(default, (list, tuple)):
             shown = ",".join(map(str, default)) or "(empty)"
+        elif isinstance(default, dict):
+            shown = ",".join(f"{k}={v}" for k, v in default.items()) or "(empty)"
         elif default is None:
             shown = "(unset)"
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import textwrap
 
 import pytest
@@ -317,8 +318,30 @@ def notes(values: dict | None, tmp_path) -> str:
 
 def inline_manifest(text: str) -> dict:
     """The manifest between `<<'EOF'` and `EOF` in the notes."""
-    block = text.split("<<'EOF'\n", 1)[1].split("\n     EOF", 1)[0]
+    block = text.split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
     return yaml.safe_load(textwrap.dedent(block))
+
+
+def pasted_heredoc(text: str) -> str:
+    """What a user pastes: from the `kubectl apply ... <<'EOF'` line (its indentation dropped) to the end."""
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if "<<'EOF'" in line)
+    return "\n".join([lines[first].strip()] + lines[first + 1:]) + "\n"
+
+
+def test_the_notes_heredoc_ends_when_pasted_into_a_shell(tmp_path):
+    # An indented closing EOF never ends a heredoc: the shell would wait for more input forever. Paste the block
+    # into bash with kubectl standing in as `cat` (the rest of the notes becomes harmless `:` lines) and check that
+    # the heredoc ends and hands over exactly the manifest.
+    text = notes({"watchNamespaces": ["search"]}, tmp_path)
+    block = pasted_heredoc(text).split("\nEOF\n", 1)
+    assert len(block) == 2, "no closing EOF at the left margin: a pasted heredoc would never end"
+    script = "kubectl() { cat; }\n" + block[0] + "\nEOF\necho PASTE-ENDED\n"
+    result = subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stderr
+    manifest_text, ended, rest = result.stdout.partition("PASTE-ENDED")
+    assert ended and rest.strip() == "", "the heredoc swallowed what follows it"
+    assert yaml.safe_load(manifest_text) == inline_manifest(text)
 
 
 def test_notes_name_the_image_the_release_runs(tmp_path):
@@ -343,3 +366,48 @@ def test_notes_carry_a_manifest_that_works_without_a_checkout(tmp_path):
     assert resource.kind == "EmbeddingService" and resource.spec.gpu.count == 0
     assert f"embeddingservice/{manifest['metadata']['name']} -n search" in text
     assert "--metric-labels-allowlist=deployments=[app.kubernetes.io/managed-by]" in text
+
+
+# ---------------------------------------------------------------- imagePullSecrets
+
+@pytest.mark.parametrize("secrets", [[{"name": "regcred"}], ["regcred"], [{"name": "regcred"}, "mirror-pull"]])
+def test_image_pull_secrets_in_the_pod_spec_form_or_by_name(secrets):
+    # `[{name: regcred}]` is how every other chart and the pod spec write it; a bare name is accepted too.
+    pod_spec = one(render({"imagePullSecrets": secrets}), "Deployment")["spec"]["template"]["spec"]
+    names = [s["name"] if isinstance(s, dict) else s for s in secrets]
+    assert pod_spec["imagePullSecrets"] == [{"name": n} for n in names]
+
+
+@pytest.mark.parametrize("secrets,words", [
+    ([{"secret": "regcred"}], "imagePullSecrets"),
+    ([{"name": "Reg_Cred"}], "imagePullSecrets"),
+    (["UPPER"], "imagePullSecrets"),
+])
+def test_image_pull_secrets_that_are_no_secret_names_are_refused(secrets, words):
+    result = template({"imagePullSecrets": secrets}, check=False)
+    assert result.returncode != 0 and words in result.stderr
+
+
+# ---------------------------------------------------------------- the TEI NetworkPolicy admits the chart's operator
+
+def test_a_services_network_policy_admits_the_operator_pods_this_chart_runs():
+    # spec.networkPolicy admits the operator's scraper by TEI_OPERATOR_OPERATOR_POD_LABELS (default) in the
+    # namespace read from the ServiceAccount mount: both must hold for the pods the chart runs, or turning a
+    # policy on would blind the autoscaler.
+    from tei_operator.api import ServiceResource
+    from tei_operator.render import render_children
+    from tei_operator.settings import Settings
+
+    template = one(render({}), "Deployment")["spec"]["template"]
+    env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0].get("env") or []}
+    labels = env.get("TEI_OPERATOR_OPERATOR_POD_LABELS")
+    settings = Settings(operator_namespace="tei-system", **({"operator_pod_labels": labels} if labels else {}))
+    assert settings.operator_pod_labels.items() <= template["metadata"]["labels"].items()
+    assert template["spec"].get("automountServiceAccountToken") is not False
+    service = ServiceResource.from_body({
+        "apiVersion": "tei-operator.io/v1alpha1", "kind": "EmbeddingService",
+        "metadata": {"name": "x", "namespace": "search"},
+        "spec": {"model": {"id": "m"}, "networkPolicy": {"enabled": True, "prometheus": []}}})
+    (rule,) = render_children(service, settings).network_policy["spec"]["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tei-system"}},
+                             "podSelector": {"matchLabels": settings.operator_pod_labels}}]
