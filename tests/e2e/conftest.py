@@ -53,7 +53,7 @@ def workdir():
 @pytest.fixture(scope="module")
 def scarce_cluster(workdir):
     cluster = Cluster(workdir / "cluster", parse_layout(LAYOUT))
-    cluster.start()  # with a loopback /16 of its own for pod IPs (see harness.random_pod_cidr)
+    cluster.start()  # with a pod CIDR block of its own (198.18.0.0/15 in the private namespace; netns.py)
     try:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
         for crd in ("embeddingservices", "rerankerservices"):
