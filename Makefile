@@ -28,8 +28,8 @@ tools: ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kw
 test: venv tools ## run every test: unit, control plane, integration, e2e (needs `prometheus` on PATH for e2e)
 	$(BIN)/pytest -ra
 
-test-unit: venv ## run the unit tests only (no cluster; the slow ones too: add PYTEST_ARGS='-m "not slow"' to skip them)
-	$(BIN)/pytest -ra tests/unit $(PYTEST_ARGS)
+test-unit: venv ## the fast feedback loop: unit tests not marked slow, no cluster (`make test` runs the slow ones too)
+	$(BIN)/pytest -ra -m "not slow" tests/unit $(PYTEST_ARGS)
 
 test-fast: venv tools ## every test but those marked slow (each > ~10 s)
 	$(BIN)/pytest -ra -m "not slow" $(PYTEST_ARGS)

@@ -294,3 +294,10 @@ def pytest_runtest_makereport(item, call):
                 report.sections.append(("replicas timeline (t in seconds since the test started)", value.format()))
             elif isinstance(value, OperatorProcess):
                 report.sections.append((f"tei-operator log (tail; full: {value.log_path})", value.log_tail(120)))
+
+
+def pytest_collection_modifyitems(items):
+    """Every closed-loop test runs for minutes: all are `slow` (`-m "not slow"` leaves them out)."""
+    for item in items:
+        if item.nodeid.startswith("tests/e2e/"):
+            item.add_marker(pytest.mark.slow)

@@ -6,7 +6,6 @@ duplicates."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -134,12 +133,18 @@ def test_rollout_restart_is_not_drift(operator, kube, namespace):
     kube.wait_condition("embsvc", "restarted", namespace, "Ready")
     kube.kubectl("rollout", "restart", "deployment/restarted", "-n", namespace)
     annotation = "kubectl.kubernetes.io/restartedAt"
-    # The edit triggers a reconcile at once (Deployment watch); give it time to act, then check nothing was undone.
+    # The edit triggers a reconcile at once (Deployment watch). The control: a hand edit of the template after it;
+    # once the operator has reverted that, it has reconciled a Deployment carrying the restart too.
     kube.wait_condition("embsvc", "restarted", namespace, "Ready", timeout=30)
-    time.sleep(2)
+    kube.kubectl("patch", "deployment", "restarted", "-n", namespace, "--type=merge", "-p",
+                 json.dumps({"spec": {"template": {"metadata": {"annotations": {"team.example.com/control": "1"}}}}}))
+    wait_for(lambda: "team.example.com/control" not in (kube.get("deployment", "restarted", namespace)["spec"][
+        "template"]["metadata"].get("annotations") or {}), PROMPT, what="the control edit to be reverted")
     template = kube.get("deployment", "restarted", namespace)["spec"]["template"]
     assert annotation in template["metadata"]["annotations"]
-    assert _reverts(kube, namespace, "restarted") == []
+    reverts = wait_for(lambda: _reverts(kube, namespace, "restarted"), PROMPT, what="the control's DriftReverted")
+    assert any("team.example.com/control" in m for m in reverts), reverts
+    assert not any("restartedAt" in m for m in reverts), reverts
 
 
 # -- an operator upgrade re-renders Deployments: reported as such, not as drift ------------------------------------
