@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -196,6 +197,18 @@ class Cluster:
     def apply(self, manifests: list[dict] | dict, *args: str) -> subprocess.CompletedProcess:
         docs = manifests if isinstance(manifests, list) else [manifests]
         return self.kubectl("apply", "-f", "-", *args, input=yaml.safe_dump_all(docs))
+
+    def request(self, method: str, path: str, body: bytes | None = None, *,
+                content_type: str = "application/json", timeout: float = 10) -> tuple[int, bytes]:
+        """One HTTPS request to the API server as the admin (e.g. through its service or pod proxy): (status, body).
+        HTTP errors are returned, not raised."""
+        req = urllib.request.Request(self.api_url + path, data=body, method=method,
+                                     headers={"Content-Type": content_type} if body is not None else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._ssl_context()) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
 
     def env(self) -> dict[str, str]:
         return {"KUBECONFIG": str(self.kubeconfig)}

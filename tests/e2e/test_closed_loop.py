@@ -95,6 +95,11 @@ def ready_of(reader, namespace, name) -> int:
     return int((dep.get("status") or {}).get("readyReplicas") or 0)
 
 
+def metric_failures(reader, namespace, name) -> int:
+    svc = reader.service(namespace, name) or {}
+    return int(((svc.get("status") or {}).get("autoscaling") or {}).get("consecutiveMetricFailures") or 0)
+
+
 def limited(reader, namespace, name) -> tuple[str, str] | None:
     svc = reader.service(namespace, name) or {}
     cond = next((c for c in (svc.get("status") or {}).get("conditions") or []
@@ -182,7 +187,11 @@ async def test_prometheus_source_closed_loop(request, scarce_cluster, prometheus
         t_out = timeline.mark(f"Prometheus stopped at {at_outage} replicas")
         await wait(lambda: limited(reader, namespace, name) == ("True", "MetricsUnavailable"), 4 * TICK_SECONDS + 5,
                    "ScalingLimited=True/MetricsUnavailable", timeline)
-        await asyncio.sleep(WINDOW + 4 * TICK_SECONDS)  # longer than a full scale-down window
+        # The autoscaler looks every tick and counts each failed read in status: wait until it has failed for
+        # longer than a full scale-down window (plus four ticks), then check it held.
+        failed_ticks = int(WINDOW / TICK_SECONDS) + 4
+        await wait(lambda: metric_failures(reader, namespace, name) >= failed_ticks, (failed_ticks + 10) * TICK_SECONDS,
+                   f"{failed_ticks} failed metric reads in a row", timeline)
         during = [r for t, r in timeline.replicas_at_or_after(t_out)]
         assert during and min(during) == at_outage, (
             f"replicas changed during the metrics outage: {sorted(set(during))} (had {at_outage})\n"

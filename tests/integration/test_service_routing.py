@@ -72,9 +72,16 @@ def endpoints_ips(kube, namespace: str, name: str) -> set[str]:
     return {a["ip"] for subset in endpoints.get("subsets") or [] for a in subset.get("addresses") or []}
 
 
-def service_proxy(kube, namespace: str, name: str, path: str) -> subprocess.CompletedProcess:
-    return kube.kubectl("get", "--raw", f"/api/v1/namespaces/{namespace}/services/{name}:http/proxy{path}",
-                        check=False)
+def service_proxy(cluster, namespace: str, name: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+    """A request to the Service through the API server's service proxy: GET, or POST with a JSON body."""
+    return cluster.request("GET" if body is None else "POST",
+                           f"/api/v1/namespaces/{namespace}/services/{name}:http/proxy{path}",
+                           None if body is None else json.dumps(body).encode())
+
+
+def json_if_ok(answer: tuple[int, bytes]):
+    status, body = answer
+    return json.loads(body) if status == 200 else None
 
 
 def test_endpoints_list_the_pods_and_no_controller_warns(operator, kube, cluster, namespace, pod_network):
@@ -97,23 +104,33 @@ def test_endpoints_list_the_pods_and_no_controller_warns(operator, kube, cluster
     assert [line for line in kcm_log if ENDPOINT_WARNING.search(line)] == []
 
 
-def test_the_api_servers_service_proxy_routes_to_a_ready_pod(operator, kube, namespace, routed_pods):
+def test_the_api_servers_service_proxy_routes_to_ready_pods(operator, kube, cluster, namespace, routed_pods):
     kube.apply(cpu_service("EmbeddingService", "routed", namespace, "BAAI/bge-small-en-v1.5", replicas=2))
     kube.wait_condition("embsvc", "routed", namespace, "Ready")
     wait_for(lambda: len(routed_pods.urls(namespace, "routed")) == 2, 30, what="both pods' emulators to answer")
-    info = wait_for(lambda: (lambda r: json.loads(r.stdout) if r.returncode == 0 else None)(
-        service_proxy(kube, namespace, "routed", "/info")), 30, what="/info through the Service")
+    info = wait_for(lambda: json_if_ok(service_proxy(cluster, namespace, "routed", "/info")), 30,
+                    what="/info through the Service")
     assert info["model_id"] == "BAAI/bge-small-en-v1.5"
-    embed = kube.kubectl("create", "--raw", f"/api/v1/namespaces/{namespace}/services/routed:http/proxy/embed",
-                         "-f", "-", input=json.dumps({"inputs": ["hello", "world"]}))
-    vectors = json.loads(embed.stdout)
-    assert len(vectors) == 2 and len(vectors[0]) > 1
+    vectors = json_if_ok(service_proxy(cluster, namespace, "routed", "/embed", {"inputs": ["hello", "world"]}))
+    assert vectors and len(vectors) == 2 and len(vectors[0]) > 1, vectors
+    # Both Ready pods take requests: each emulator counts what it served.
+    for _ in range(20):
+        service_proxy(cluster, namespace, "routed", "/embed", {"inputs": ["spread"]})
+    served = [served_requests(url) for url in routed_pods.urls(namespace, "routed")]
+    assert len(served) == 2 and all(n > 0 for n in served), served
     # With no Ready endpoint the proxy has nowhere to go: the answer is the API server's 503, not a pod's.
     kube.apply(cpu_service("EmbeddingService", "routed", namespace, "BAAI/bge-small-en-v1.5", replicas=0))
     wait_for(lambda: not slice_ips(kube, namespace, "routed"), 30, what="the EndpointSlice to be empty")
-    refused = wait_for(lambda: (lambda r: r if r.returncode != 0 else None)(
-        service_proxy(kube, namespace, "routed", "/info")), 30, what="the proxy to refuse")
-    assert "no endpoints available" in refused.stderr or "503" in refused.stderr, refused.stderr
+    status, body = wait_for(lambda: (lambda a: a if a[0] != 200 else None)(
+        service_proxy(cluster, namespace, "routed", "/info")), 30, what="the proxy to refuse")
+    assert status == 503 and b"no endpoints available" in body, (status, body[:300])
+
+
+def served_requests(url: str) -> float:
+    """te_request_count of one emulator (all methods), read from its /metrics directly."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("te_request_count"))
 
 
 @pytest.fixture
@@ -136,7 +153,7 @@ def kubectl_proxy(cluster):
 
 def test_the_retrieval_client_works_through_two_services(operator, kube, namespace, routed_pods, kubectl_proxy):
     kube.apply([cpu_service("EmbeddingService", "retr-embed", namespace, "BAAI/bge-small-en-v1.5"),
-                cpu_service("RerankerService", "retr-rerank", namespace, "cross-encoder/ms-marco-MiniLM-L-12-v2")])
+                cpu_service("RerankerService", "retr-rerank", namespace, "BAAI/bge-reranker-v2-m3")])
     for kind, name in (("embsvc", "retr-embed"), ("rrsvc", "retr-rerank")):
         kube.wait_condition(kind, name, namespace, "Ready")
         wait_for(lambda: routed_pods.urls(namespace, name), 30, what=f"the emulator of {name} to answer")
@@ -148,13 +165,14 @@ def test_the_retrieval_client_works_through_two_services(operator, kube, namespa
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["embedding_model"] == "BAAI/bge-small-en-v1.5", answer  # each read from its Service's /info
-    assert answer["reranker_model"] == "cross-encoder/ms-marco-MiniLM-L-12-v2", answer
+    assert answer["reranker_model"] == "BAAI/bge-reranker-v2-m3", answer
     assert answer["embed_requests"] >= 1 and answer["rerank_requests"] >= 1, answer
     assert answer["results"] and all(r["text"] for r in answer["results"]), answer
 
 
 @pytest.mark.slow
-def test_the_scraper_reads_pods_through_the_api_servers_pod_proxy(operator, kube, namespace, routed_pods):
+def test_the_scraper_reads_pods_through_the_api_servers_pod_proxy(operator, kube, cluster, namespace,
+                                                                   routed_pods):
     kube.apply(cpu_service("EmbeddingService", "scraped", namespace, "BAAI/bge-small-en-v1.5",
                            autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 2,
                                         "metricsSource": "scrape"}))
@@ -165,9 +183,7 @@ def test_the_scraper_reads_pods_through_the_api_servers_pod_proxy(operator, kube
     deadline = time.monotonic() + 75
 
     def rate_seen():
-        service_proxy(kube, namespace, "scraped", "/info")
-        kube.kubectl("create", "--raw", f"/api/v1/namespaces/{namespace}/services/scraped:http/proxy/embed",
-                     "-f", "-", input=json.dumps({"inputs": ["one request"]}), check=False)
+        service_proxy(cluster, namespace, "scraped", "/embed", {"inputs": ["one request"]})
         auto = (kube.get("embsvc", "scraped", namespace).get("status") or {}).get("autoscaling") or {}
         return auto if ((auto.get("signals") or {}).get("requestsPerSecond") or 0) > 0 else None
 
