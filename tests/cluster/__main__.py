@@ -79,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Started the control plane in {time.monotonic() - t0:.1f}s: {cluster.api_url}", file=sys.stderr)
             print(f"Nodes: {', '.join(n for p in cluster.pools for n in p.node_names())}", file=sys.stderr)
             print(f"Network: {network.describe()}; pod CIDR {cluster.pod_cidr}", file=sys.stderr)
+            dir_arg = "" if args.dir == DEFAULT_DIR else f" --dir {args.dir}"
             if cluster.state.netns:
-                print(f"Reach it from network namespace {name}: python -m tests.cluster exec -- kubectl ... "
+                print(f"Reach it from network namespace {name}: python -m tests.cluster exec{dir_arg} -- kubectl ... "
                       f"(or ip netns exec {name} kubectl ...)", file=sys.stderr)
-            print(f"Logs: {args.dir / 'logs'}; stop with: python -m tests.cluster down", file=sys.stderr)
+            print(f"Logs: {args.dir / 'logs'}; stop with: python -m tests.cluster down{dir_arg}", file=sys.stderr)
             print(f"export KUBECONFIG={cluster.kubeconfig}")
         elif args.command == "down":
             if not (args.dir / "state.json").exists():
