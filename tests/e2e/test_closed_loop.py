@@ -8,8 +8,8 @@ What it shows, with assertions on the Deployment's replicas over time (the timel
 2. The built-in scrape source (scrape_via=podip, no Prometheus) drives the same loop: up under load, held at
    maxReplicas (ScalingLimited MaxReplicas), down after the window once the load ends.
 
-scrape_via=proxy cannot run here: the API server refuses to proxy to loopback pod IPs (kwok's 127.N.x.y); its URL
-building is unit-tested (tests/unit/test_sources.py).
+scrape_via=proxy (through the API server's pod proxy) is tested against emulated pods in
+tests/integration/test_service_routing.py.
 
 TEI facts relied on: te_queue_size counts inputs waiting; 429 when the concurrency permits are used up; /health
 answers only once the model is loaded (the emulator models it).
