@@ -65,6 +65,7 @@ def test_deleted_service_is_recreated(operator, kube, namespace):
              != uid, PROMPT, what="a new Service")
 
 
+@pytest.mark.slow  # restarts the operator: ~13 s
 def test_restart_mid_way_converges_without_duplicates(operator, kube, namespace):
     kube.apply(embedding("restart", namespace))
     kube.apply(embedding("restart2", namespace, gpu_type="h100"))
@@ -149,6 +150,7 @@ def test_rollout_restart_is_not_drift(operator, kube, namespace):
 
 # -- an operator upgrade re-renders Deployments: reported as such, not as drift ------------------------------------
 
+@pytest.mark.slow  # restarts the operator as a new version: ~15 s
 def test_an_operator_upgrade_is_reported_as_an_update_not_as_drift(operator, kube, namespace):
     from tei_operator.render.stamp import operator_version
 

@@ -34,9 +34,12 @@ pytestmark = pytest.mark.cluster
 
 SERVICE_LABEL = "tei-operator.io/service"
 NAMES = ("routed", "ends", "retr-embed", "retr-rerank", "scraped")
-# Event reasons of the endpoints and EndpointSlice controllers when they cannot write a Service's endpoints, and
-# the API server's refusal of a loopback pod IP (what every Service produced before pods had non-loopback IPs).
-ENDPOINT_WARNING = re.compile(r"FailedTo\w*Endpoint|loopback range")
+# Event reasons of the endpoints and EndpointSlice controllers when they cannot write a Service's endpoints.
+ENDPOINT_WARNING = re.compile(r"FailedTo\w*Endpoint")
+# The API server refusing the endpoints as invalid, e.g. `Invalid value: "127.171.0.1": may not be in the loopback
+# range`: what every Service produced while pods had loopback IPs. (A controller's stale-cache conflict, "already
+# exists" or "has been modified", is retried and happens in real clusters too: it is not this.)
+INVALID_ENDPOINTS = re.compile(r"is invalid|Invalid value|loopback range")
 
 
 def cpu_service(kind: str, name: str, namespace: str, model: str, **spec) -> dict:
@@ -94,14 +97,15 @@ def test_endpoints_list_the_pods_and_no_controller_warns(operator, kube, cluster
     # The positive sign that both endpoint controllers handled the Service: they wrote its Ready pods.
     wait_for(lambda: slice_ips(kube, namespace, "ends") == ips, 30, what=f"the EndpointSlice to hold {sorted(ips)}")
     wait_for(lambda: endpoints_ips(kube, namespace, "ends") == ips, 30, what=f"the Endpoints to hold {sorted(ips)}")
-    # A normal run: no endpoint warning anywhere in the cluster (every Service of the session so far), neither as
-    # an Event nor in kube-controller-manager's log.
+    # No endpoint warning of any kind for this Service; and in the whole cluster (every Service of the session so
+    # far), no endpoints refused as invalid, neither as an Event nor in kube-controller-manager's log.
     events = json.loads(kube.kubectl("get", "events", "-A", "-o", "json").stdout)["items"]
-    warnings = [f"{e['metadata']['namespace']}/{e['involvedObject'].get('name')}: {e['reason']}: {e['message']}"
-                for e in events if ENDPOINT_WARNING.search(f"{e.get('reason')} {e.get('message')}")]
-    assert warnings == [], warnings
+    warnings = [(e["involvedObject"].get("namespace"), e["involvedObject"].get("name"), e["reason"], e["message"])
+                for e in events if ENDPOINT_WARNING.search(e.get("reason") or "")]
+    assert [w for w in warnings if w[:2] == (namespace, "ends")] == []
+    assert [w for w in warnings if INVALID_ENDPOINTS.search(w[3] or "")] == []
     kcm_log = cluster.log_path("kube-controller-manager").read_text(errors="replace").splitlines()
-    assert [line for line in kcm_log if ENDPOINT_WARNING.search(line)] == []
+    assert [line for line in kcm_log if "ndpoint" in line and INVALID_ENDPOINTS.search(line)] == []
 
 
 def test_the_api_servers_service_proxy_routes_to_ready_pods(operator, kube, cluster, namespace, routed_pods):
