@@ -63,6 +63,7 @@ def test_cost_accounting_is_consistent(step_results):
         assert r.cost_per_mtok == pytest.approx(r.gpu_hours * s.gpu_price_per_hour / (r.served_tokens / 1e6))
 
 
+@pytest.mark.slow  # four simulations: ~2-5 s
 def test_same_seed_same_result_other_seed_differs():
     trace = load_trace(STEP).scaled(0.25)
     s = BenchSettings.default()
