@@ -35,7 +35,7 @@ test-fast: venv tools ## every test but those marked slow (each > ~10 s)
 	$(BIN)/pytest -ra -m "not slow" $(PYTEST_ARGS)
 
 test-integration: venv tools ## run the tests that need the local control plane
-	$(BIN)/pytest -ra tests/harness tests/integration tests/chart $(PYTEST_ARGS)
+	$(BIN)/pytest -ra tests/chart tests/harness tests/integration $(PYTEST_ARGS)
 
 test-e2e: venv tools ## run the closed-loop autoscaling tests
 	$(BIN)/pytest -ra tests/e2e $(PYTEST_ARGS)
