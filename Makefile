@@ -5,11 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/tei-operator
 
-.PHONY: help venv tools test test-unit test-integration test-e2e crds docs demo demo-down cluster-up cluster-down \
+.PHONY: help venv tools test test-unit test-fast test-integration test-e2e crds docs demo demo-down cluster-up \
+        cluster-down cluster-exec \
         bench-autoscaling bench-failover install
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 $(BIN)/tei-operator: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,17 +23,22 @@ venv: $(BIN)/tei-operator ## create .venv with the operator and its test depende
 tools: ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok, helm (cached in ~/.cache/tei-operator)
 	bash hack/build-tools.sh
 
+# As root, pytest moves itself into a private network namespace where simulated pods get 198.18.0.0/15 addresses
+# (tests/cluster/netns.py); otherwise it falls back to loopback pod IPs and says so in its header ("pod network:").
 test: venv tools ## run every test: unit, control plane, integration, e2e (needs `prometheus` on PATH for e2e)
 	$(BIN)/pytest -ra
 
-test-unit: venv ## run the unit tests only (no cluster)
-	$(BIN)/pytest -ra tests/unit
+test-unit: venv ## the fast feedback loop: unit tests not marked slow, no cluster (`make test` runs the slow ones too)
+	$(BIN)/pytest -ra -m "not slow" tests/unit $(PYTEST_ARGS)
+
+test-fast: venv tools ## every test but those marked slow (each > ~10 s)
+	$(BIN)/pytest -ra -m "not slow" $(PYTEST_ARGS)
 
 test-integration: venv tools ## run the tests that need the local control plane
-	$(BIN)/pytest -ra tests/harness tests/integration tests/chart
+	$(BIN)/pytest -ra tests/chart tests/harness tests/integration $(PYTEST_ARGS)
 
 test-e2e: venv tools ## run the closed-loop autoscaling tests
-	$(BIN)/pytest -ra tests/e2e
+	$(BIN)/pytest -ra tests/e2e $(PYTEST_ARGS)
 
 crds: venv ## regenerate crds/, the chart's CRD templates and docs/api-reference.md from the pydantic models
 	bash hack/generate.sh
@@ -54,6 +60,9 @@ bench-autoscaling: venv ## compare the autoscaling policy with HPA/KEDA/static b
 
 bench-failover: venv tools ## SIGKILL/SIGTERM the operator's leader beside a standby; writes docs/benchmarks/failover.md
 	$(BIN)/python -m bench.failover
+
+cluster-exec: venv ## run CMD in the local cluster's network namespace: make cluster-exec CMD='kubectl get pods -A'
+	$(BIN)/python -m tests.cluster exec -- $(CMD)
 
 install: ## install the operator into the current kubectl context with Helm
 	helm upgrade --install tei-operator charts/tei-operator -n tei-system --create-namespace

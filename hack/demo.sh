@@ -9,8 +9,11 @@
 #   7. drives the emulators with open-loop load and shows the service scaling up
 # `make demo-down` (hack/demo.sh down) stops everything this script started.
 #
-# Must run as root: the simulated pods get loopback IPs (127.N.x.y) and each TEI emulator binds port 80 on its pod's
-# IP, as TEI does in a real pod; binding a port below 1024 needs root. The script checks `id -u` and stops otherwise.
+# Must run as root: each TEI emulator binds port 80 on its pod's IP, as TEI does in a real pod (a port below 1024),
+# and the cluster runs in a network namespace of its own (`ip netns`, named after DEMO_DIR) where pod IPs come from
+# 198.18.0.0/15 on lo, so Services have valid endpoints as in a real cluster and nothing leaves the machine. Every
+# command below that talks to the cluster runs inside it (`python -m tests.cluster exec`). Without iproute2 the
+# cluster falls back to loopback pod IPs (127.N.x.y) in the host's namespace, and says so.
 #
 # Environment: DEMO_DIR (default ~/.cache/tei-operator/demo), DEMO_LOAD_SECONDS (default 180),
 # DEMO_RATE (load generator rate, default "20,400@30": 20 req/s, then 400 req/s after 30 s),
@@ -62,7 +65,7 @@ if [ "${1:-up}" = "down" ]; then
   down
   exit 0
 fi
-[ "$(id -u)" -eq 0 ] || die "must run as root: the TEI emulators bind port 80 on the simulated pods' loopback IPs (127.N.x.y), and ports below 1024 need root. Run it as root."
+[ "$(id -u)" -eq 0 ] || die "must run as root: the TEI emulators bind port 80 on the simulated pods' IPs (ports below 1024 need root), and the cluster gets a network namespace of its own. Run it as root."
 [ -x "$BIN/tei-operator" ] || die "run \`make venv\` first (or use \`make demo\`, which does)"
 mkdir -p "$DEMO_DIR"
 for name in load emulators operator; do stop_bg "$name"; done   # a previous demo's leftovers
@@ -74,8 +77,18 @@ step 2 "Starting the local control plane with simulated GPU nodes"
 eval "$("$BIN/python" -m tests.cluster up --no-build --dir "$CLUSTER_DIR")"
 export KUBECONFIG
 KUBECTL="$CACHE/bin/kubectl-$(. hack/versions.env; echo "$KUBERNETES_VERSION")"
-kubectl() { "$KUBECTL" "$@"; }
+# "${IN_CLUSTER[@]}" CMD...: run CMD in the cluster's network namespace (KUBECONFIG set; in the loopback fallback
+# just CMD). It execs CMD, so a background job's pid is CMD's own.
+IN_CLUSTER=("$BIN/python" -m tests.cluster exec --dir "$CLUSTER_DIR" --)
+in_cluster() { "${IN_CLUSTER[@]}" "$@"; }
+kubectl() { in_cluster "$KUBECTL" "$@"; }
 info "KUBECONFIG=$KUBECONFIG"
+NETNS="$("$BIN/python" -c 'import json,os,sys; print(os.path.basename(json.load(open(sys.argv[1])).get("netns", "")))' "$CLUSTER_DIR/state.json")"
+if [ -n "$NETNS" ]; then
+  info "network namespace $NETNS: pod IPs $("$BIN/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["pod_cidr"])' "$CLUSTER_DIR/state.json") on lo, valid Endpoints"
+else
+  info "no network namespace (see the line above): loopback pod IPs, Services without endpoints"
+fi
 kubectl get nodes -L nvidia.com/gpu.product -L nvidia.com/gpu.count | sed 's/^/    /'
 
 step 3 "Installing the CRDs (crds/)"
@@ -85,14 +98,17 @@ kubectl wait --for=condition=Established --timeout=60s crd/embeddingservices.tei
 
 step 4 "Starting the operator (tei-operator run)"
 HEALTH_PORT="$("$BIN/python" -c 'from tests.cluster import free_port; print(free_port())')"
+# The built-in scraper reads each pod's /metrics through the API server's pod proxy, as an operator running outside
+# the cluster does (scrape_via=auto picks it); in the loopback fallback the API server refuses to proxy to
+# loopback addresses, so it reads the pods directly (scrape_via=podip).
 METRICS_PORT="$("$BIN/python" -c 'from tests.cluster import free_port; print(free_port())')"
-# Pod IPs are loopback addresses here, reachable from this host, and the API server refuses to proxy to loopback:
-# the built-in scraper reads the emulated pods directly (scrape_via=podip), as it does in-cluster.
+SCRAPE_VIA=proxy
+[ -n "$NETNS" ] || SCRAPE_VIA=podip
 TEI_OPERATOR_HEALTH_PORT="$HEALTH_PORT" TEI_OPERATOR_METRICS_PORT="$METRICS_PORT" TEI_OPERATOR_AUTOSCALER_TICK_SECONDS="${TEI_OPERATOR_AUTOSCALER_TICK_SECONDS:-5}" \
-  TEI_OPERATOR_SCRAPE_VIA=podip TEI_OPERATOR_LOG_FORMAT=plain \
-  start_bg operator "$BIN/tei-operator" run
+  TEI_OPERATOR_SCRAPE_VIA="$SCRAPE_VIA" TEI_OPERATOR_LOG_FORMAT=plain \
+  start_bg operator "${IN_CLUSTER[@]}" "$BIN/tei-operator" run
 for _ in $(seq 1 60); do
-  curl -fsS "http://127.0.0.1:$HEALTH_PORT/healthz" >/dev/null 2>&1 && break
+  in_cluster curl -fsS "http://127.0.0.1:$HEALTH_PORT/healthz" >/dev/null 2>&1 && break
   kill -0 "$(cat "$DEMO_DIR/operator.pid")" 2>/dev/null || { tail -20 "$DEMO_DIR/operator.log"; die "the operator exited"; }
   sleep 1
 done
@@ -106,12 +122,12 @@ for f in "${examples[@]}"; do kubectl apply -n default -f "$f" | sed 's/^/    /'
 kubectl get tei -n default | sed 's/^/    /'
 
 step 6 "Starting one TEI emulator per Running pod (tests/cluster/emulated_pods.py)"
-# kwok gives pods loopback IPs (127.N.x.y) and runs nothing; the runner starts `tei-operator emulator` on each Running
-# pod's IP and port 80 (the TEI container port, hence root) and writes the listening ones to a Prometheus file_sd
-# file, which the load step reads.
+# kwok gives pods IPs from the cluster's pod CIDR and runs nothing; the runner starts `tei-operator emulator` on each
+# Running pod's IP and port 80 (the TEI container port, hence root) and writes the listening ones to a Prometheus
+# file_sd file, which the load step reads.
 TARGETS="$DEMO_DIR/targets.json"
 rm -f "$TARGETS"
-start_bg emulators "$BIN/python" -m tests.cluster.emulated_pods --kubeconfig "$KUBECONFIG" \
+start_bg emulators "${IN_CLUSTER[@]}" "$BIN/python" -m tests.cluster.emulated_pods --kubeconfig "$KUBECONFIG" \
   --prometheus-targets "$TARGETS" --tokens-per-second "${DEMO_TOKENS_PER_SECOND:-20000}" \
   --log-dir "$DEMO_DIR/emulators"
 for _ in $(seq 1 60); do [ -s "$TARGETS" ] && break; sleep 1; done
@@ -136,7 +152,7 @@ def urls():
 summary = asyncio.run(run_load(urls, rate, duration))
 print(summary)
 PY
-start_bg load "$BIN/python" "$DEMO_DIR/load.py" "$TARGETS" "$RATE" "$LOAD_SECONDS"
+start_bg load "${IN_CLUSTER[@]}" "$BIN/python" "$DEMO_DIR/load.py" "$TARGETS" "$RATE" "$LOAD_SECONDS"
 end=$(( $(date +%s) + LOAD_SECONDS + 30 ))
 while [ "$(date +%s)" -lt "$end" ]; do
   printf '\n    --- +%ss\n' "$(( $(date +%s) - START ))"
@@ -147,9 +163,10 @@ done
 
 cat <<EOF
 
-Done. The cluster and the operator keep running:
-    export KUBECONFIG=$KUBECONFIG
-    kubectl get tei -A; kubectl describe embeddingservice -n default
+Done. The cluster and the operator keep running${NETNS:+ in network namespace $NETNS}:
+    .venv/bin/python -m tests.cluster exec --dir $CLUSTER_DIR -- kubectl get tei -A
+    .venv/bin/python -m tests.cluster exec --dir $CLUSTER_DIR -- kubectl describe embeddingservice -n default
+    .venv/bin/python -m tests.cluster exec --dir $CLUSTER_DIR -- bash     # a shell in it (KUBECONFIG set)
     tail -f $DEMO_DIR/operator.log
 Stop everything with: make demo-down
 EOF

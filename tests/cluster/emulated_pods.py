@@ -1,6 +1,7 @@
 """The TEI emulator standing in for each pod of the simulated cluster.
 
-kwok marks pods Running and gives them loopback IPs (127.N.x.y) but runs nothing. This runner watches the pods
+kwok marks pods Running and gives them IPs from the cluster's pod CIDR (198.18.0.0/15 made local in a private
+network namespace, or loopback 127.N.x.y as the fallback: see netns.py) but runs nothing. This runner watches the pods
 (polling every 0.5 s) and, for each Running pod with a podIP, starts one emulator process bound to that IP on the
 pod's container port (80: we run as root), configured from the pod's TEI container env (MODEL_ID, MAX_BATCH_TOKENS,
 MAX_CONCURRENT_REQUESTS, ...) plus the runner's test knobs (tokens/s, model-loading seconds). It stops the process
@@ -16,7 +17,7 @@ the pods whose emulator is listening.
 Use it from pytest (`with EmulatedPods(kubeconfig, ...) as pods: pods.urls()`) or as a command:
     python -m tests.cluster.emulated_pods --kubeconfig K --selector app.kubernetes.io/managed-by=tei-operator \
         [--prometheus-targets FILE] [--tokens-per-second N] [--load-seconds S]
-Everything it starts stops when it stops (processes also die with it: PR_SET_PDEATHSIG). Loopback addresses only.
+Everything it starts stops when it stops (processes also die with it: PR_SET_PDEATHSIG). Local addresses only.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from typing import Any
 import aiohttp
 
 from tei_operator.kube import POD, KubeClient
+
+from . import netns
 
 log = logging.getLogger("tests.cluster.emulated_pods")
 
@@ -220,9 +223,9 @@ class EmulatedPods:
             ip = status.get("podIP")
             if meta.get("deletionTimestamp") or status.get("phase") != "Running" or not ip:
                 continue
-            if not ipaddress.ip_address(ip).is_loopback:
-                log.warning("Skipped pod %s/%s: IP %s is not a loopback address", meta.get("namespace"),
-                            meta.get("name"), ip)
+            if not netns.is_pod_address(ip):
+                log.warning("Skipped pod %s/%s: IP %s is neither a loopback address nor in %s", meta.get("namespace"),
+                            meta.get("name"), ip, netns.POD_SUPERNET)
                 continue
             wanted[meta["uid"]] = pod
         for uid in [u for u in self.pods if u not in wanted or self.pods[u].proc.poll() is not None]:

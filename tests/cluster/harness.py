@@ -11,35 +11,37 @@ One implementation serves pytest (the `cluster` fixture in tests/conftest.py) an
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-import random
 import signal
 import socket
 import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
-from . import tools
+from . import netns, tools
 from .pki import Pki
 from .pools import DEFAULT_POOLS, NodePool
 
 HOST = "127.0.0.1"
-# kwok hands out pod IPs from a /16 of the loopback range, on purpose: tests that reach "pods" (the TEI emulators
-# that stand in for them, Prometheus) only ever talk to this machine. Each cluster takes its own /16 at random, so
-# two clusters on one machine (two test sessions, `make demo`) never hand out the same pod IP.
-POD_CIDR_FORMAT = "127.{}.0.0/16"
+# Pod IPs: a /18 of 198.18.0.0/15 made local on lo in a private network namespace (Endpoints and EndpointSlices
+# accept them, so Services route), or, where that namespace cannot be set up, a loopback /16 as a fallback. Either
+# way each cluster takes its own block, and anything that talks to a "pod" stays on this machine. See netns.py.
+POD_CIDR_FORMAT = netns.LOOPBACK_CIDR_FORMAT
 
 
 def random_pod_cidr() -> str:
-    return POD_CIDR_FORMAT.format(random.randint(2, 254))
+    """The pod CIDR for a new cluster (netns.next_pod_cidr: private range where local, else loopback)."""
+    return netns.next_pod_cidr()
+
+
 SERVICE_CIDR = "10.96.0.0/16"  # virtual addresses only; nothing connects to them
 STAGES_FILE = Path(__file__).with_name("kwok-stages.yaml")
 
@@ -71,6 +73,7 @@ class ClusterState:
     pids: dict[str, int] = field(default_factory=dict)
     pools: list[dict] = field(default_factory=list)
     pod_cidr: str = ""
+    netns: str = ""  # the network namespace the cluster runs in (/run/netns/NAME), "" for the caller's own
 
 
 class ClusterError(RuntimeError):
@@ -89,8 +92,7 @@ class Cluster:
         self.tie_to_parent = tie_to_parent
         self.procs: dict[str, subprocess.Popen] = {}
         pod_cidr = pod_cidr or random_pod_cidr()
-        if not ipaddress.ip_network(pod_cidr).is_loopback:
-            raise ValueError(f"pod_cidr {pod_cidr!r} must be inside 127.0.0.0/8: simulated pods stay on this machine")
+        netns.check_pod_cidr(pod_cidr)
         self.state = ClusterState(workdir=str(self.workdir), pools=[asdict(p) for p in self.pools],
                                   pod_cidr=pod_cidr)
         self.timings: dict[str, float] = {}
@@ -195,6 +197,18 @@ class Cluster:
     def apply(self, manifests: list[dict] | dict, *args: str) -> subprocess.CompletedProcess:
         docs = manifests if isinstance(manifests, list) else [manifests]
         return self.kubectl("apply", "-f", "-", *args, input=yaml.safe_dump_all(docs))
+
+    def request(self, method: str, path: str, body: bytes | None = None, *,
+                content_type: str = "application/json", timeout: float = 10) -> tuple[int, bytes]:
+        """One HTTPS request to the API server as the admin (e.g. through its service or pod proxy): (status, body).
+        HTTP errors are returned, not raised."""
+        req = urllib.request.Request(self.api_url + path, data=body, method=method,
+                                     headers={"Content-Type": content_type} if body is not None else {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._ssl_context()) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
 
     def env(self) -> dict[str, str]:
         return {"KUBECONFIG": str(self.kubeconfig)}

@@ -56,5 +56,8 @@ def binary(name: str) -> Path:
 
 
 def ensure_built() -> None:
-    """Runs hack/build-tools.sh (a no-op in about a second when everything is cached)."""
-    subprocess.run(["bash", str(BUILD_SCRIPT)], check=True)
+    """Runs hack/build-tools.sh (a no-op in about a second when everything is cached), in the network namespace
+    this process started in: a build needs the Go module proxy, which a private pod namespace cannot reach."""
+    from .netns import in_host_network
+
+    subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, preexec_fn=in_host_network)

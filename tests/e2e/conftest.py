@@ -53,7 +53,7 @@ def workdir():
 @pytest.fixture(scope="module")
 def scarce_cluster(workdir):
     cluster = Cluster(workdir / "cluster", parse_layout(LAYOUT))
-    cluster.start()  # with a loopback /16 of its own for pod IPs (see harness.random_pod_cidr)
+    cluster.start()  # with a pod CIDR block of its own (198.18.0.0/15 in the private namespace; netns.py)
     try:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
         for crd in ("embeddingservices", "rerankerservices"):
@@ -294,3 +294,10 @@ def pytest_runtest_makereport(item, call):
                 report.sections.append(("replicas timeline (t in seconds since the test started)", value.format()))
             elif isinstance(value, OperatorProcess):
                 report.sections.append((f"tei-operator log (tail; full: {value.log_path})", value.log_tail(120)))
+
+
+def pytest_collection_modifyitems(items):
+    """Every closed-loop test runs for minutes: all are `slow` (`-m "not slow"` leaves them out)."""
+    for item in items:
+        if item.nodeid.startswith("tests/e2e/"):
+            item.add_marker(pytest.mark.slow)

@@ -8,8 +8,8 @@ What it shows, with assertions on the Deployment's replicas over time (the timel
 2. The built-in scrape source (scrape_via=podip, no Prometheus) drives the same loop: up under load, held at
    maxReplicas (ScalingLimited MaxReplicas), down after the window once the load ends.
 
-scrape_via=proxy cannot run here: the API server refuses to proxy to loopback pod IPs (kwok's 127.N.x.y); its URL
-building is unit-tested (tests/unit/test_sources.py).
+scrape_via=proxy (through the API server's pod proxy) is tested against emulated pods in
+tests/integration/test_service_routing.py.
 
 TEI facts relied on: te_queue_size counts inputs waiting; 429 when the concurrency permits are used up; /health
 answers only once the model is loaded (the emulator models it).
@@ -94,6 +94,11 @@ def replicas_of(reader, namespace, name) -> int | None:
 def ready_of(reader, namespace, name) -> int:
     dep = reader.deployment(namespace, name) or {}
     return int((dep.get("status") or {}).get("readyReplicas") or 0)
+
+
+def metric_failures(reader, namespace, name) -> int:
+    svc = reader.service(namespace, name) or {}
+    return int(((svc.get("status") or {}).get("autoscaling") or {}).get("consecutiveMetricFailures") or 0)
 
 
 def limited(reader, namespace, name) -> tuple[str, str] | None:
@@ -187,7 +192,11 @@ async def test_prometheus_source_closed_loop(request, scarce_cluster, prometheus
         t_out = timeline.mark(f"Prometheus stopped at {at_outage} replicas")
         await wait(lambda: limited(reader, namespace, name) == ("True", "MetricsUnavailable"), 4 * TICK_SECONDS + 5,
                    "ScalingLimited=True/MetricsUnavailable", timeline)
-        await asyncio.sleep(WINDOW + 4 * TICK_SECONDS)  # longer than a full scale-down window
+        # The autoscaler looks every tick and counts each failed read in status: wait until it has failed for
+        # longer than a full scale-down window (plus four ticks), then check it held.
+        failed_ticks = int(WINDOW / TICK_SECONDS) + 4
+        await wait(lambda: metric_failures(reader, namespace, name) >= failed_ticks, (failed_ticks + 10) * TICK_SECONDS,
+                   f"{failed_ticks} failed metric reads in a row", timeline)
         during = [r for t, r in timeline.replicas_at_or_after(t_out)]
         assert during and min(during) == at_outage, (
             f"replicas changed during the metrics outage: {sorted(set(during))} (had {at_outage})\n"

@@ -3,24 +3,19 @@ kwok's simulated GPU nodes, the garbage collector, namespace deletion, and CEL v
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
+import socket
 import time
 
 import pytest
 
+from tests.cluster import netns
+from tests.conftest import requires_private_pod_network
+from tests.wait import wait_for
+
 pytestmark = pytest.mark.cluster
-
-
-def wait_for(predicate, timeout: float = 60, interval: float = 0.5, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 def get_json(cluster, *args):
@@ -76,8 +71,21 @@ def test_gpu_deployment_is_scheduled_on_the_h100_node_and_ready(cluster, namespa
     assert pod["status"]["phase"] == "Running"
     ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
     assert ready["Ready"] == "True"
-    assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(cluster.pod_cidr)
-    assert ipaddress.ip_address(pod["status"]["podIP"]).is_loopback, "pod IPs must stay on this machine"
+    ip = ipaddress.ip_address(pod["status"]["podIP"])
+    assert ip in ipaddress.ip_network(cluster.pod_cidr)
+    # Pod IPs stay on this machine: loopback, or the private range that is local in this run's namespace.
+    assert ip.is_loopback or (ip in netns.POD_SUPERNET and netns.pod_range_is_local()), ip
+
+
+def test_the_private_pod_network_has_only_lo_and_its_pod_range_is_not_loopback(cluster, pod_network):
+    requires_private_pod_network(pod_network)
+    assert [name for _, name in socket.if_nameindex()] == ["lo"], "traffic could leave the namespace"
+    assert ipaddress.ip_network(cluster.pod_cidr).subnet_of(netns.POD_SUPERNET)
+    assert not ipaddress.ip_network(cluster.pod_cidr).is_loopback
+    with socket.socket() as s, pytest.raises(OSError) as refused:
+        s.settimeout(2)
+        s.connect(("192.0.2.1", 80))  # TEST-NET-1: no route out of a namespace with only lo
+    assert refused.value.errno == errno.ENETUNREACH, refused.value
 
 
 def test_pod_asking_for_more_gpus_than_any_node_stays_pending(cluster, namespace):

@@ -17,14 +17,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from tests.cluster.harness import free_port
+from tests.wait import wait_for  # noqa: F401 - the tests import it from here too
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS_DIR = REPO / "crds"
@@ -33,25 +32,10 @@ GROUP = "tei-operator.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 LOG_TAIL_LINES = 80
+TOUCH_ANNOTATION = "tests.tei-operator.io/touched"
+HANDLED_ANNOTATION = "tei-operator.io/last-handled-configuration"
 
 pytestmark = pytest.mark.cluster
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5, what: str = "condition"):
-    """Poll until predicate() returns something truthy; return it. Fails the test with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - remembered for the failure message
-            last_error = exc
-        if time.monotonic() > deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
-            pytest.fail(f"Timed out after {timeout:.0f}s waiting for {what}{detail}")
-        time.sleep(interval)
 
 
 class OperatorProcess:
@@ -203,6 +187,16 @@ class Kube:
             return None
         return wait_for(check, timeout, what=f"{kind}/{name} {ctype}={status}" + (f" ({reason})" if reason else ""))
 
+    def reconciled(self, kind: str, name: str, namespace: str, timeout: float = 20.0) -> None:
+        """Return once the operator has run a full reconcile of the service from this moment on: the positive
+        sign to wait for before asserting that nothing changed. It touches the service with a fresh annotation
+        and waits until kopf's record of the handled configuration (under the operator's prefix, written after
+        the handler returned) holds it."""
+        token = f"{time.monotonic_ns()}"
+        self.kubectl("annotate", "--overwrite", kind, name, "-n", namespace, f"{TOUCH_ANNOTATION}={token}")
+        wait_for(lambda: token in ((self.get(kind, name, namespace) or {})["metadata"].get("annotations") or {})
+                 .get(HANDLED_ANNOTATION, ""), timeout, what=f"the operator to reconcile {kind}/{name}")
+
     def events(self, namespace: str, name: str) -> list[dict]:
         return json.loads(self.kubectl("get", "events", "-n", namespace, "--field-selector",
                                        f"involvedObject.name={name}", "-o", "json").stdout)["items"]
@@ -258,7 +252,10 @@ def operator(cluster, crds, kubeconfig):
     """The operator, running against the test cluster for the whole session."""
     workdir = Path(tempfile.mkdtemp(prefix="tei-operator-it-"))
     # Two trusted field managers (a name and a prefix) for test_extra_field_managers.py; no other test uses them.
+    # The built-in scraper reads pods through the API server's pod proxy, as an operator outside the cluster does
+    # (test_service_routing.py checks it reads the emulated pods that way).
     process = OperatorProcess(kubeconfig, workdir, {"TEI_OPERATOR_RESYNC_SECONDS": "600",
+                                                    "TEI_OPERATOR_SCRAPE_VIA": "proxy",
                                                     "TEI_OPERATOR_EXTRA_FIELD_MANAGERS": "reloader,mesh-injector-*"})
     process.start()
     try:

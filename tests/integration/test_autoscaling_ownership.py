@@ -3,7 +3,6 @@ so the two never fight and turning autoscaling on never resets a Deployment to 1
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -37,9 +36,9 @@ def test_new_autoscaled_deployment_starts_at_min_replicas_owned_by_the_autoscale
     kube.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "auto", "namespace": namespace},
                 "spec": {"replicas": 4}}, "--server-side", f"--field-manager={AUTOSCALER}", "--force-conflicts")
     kube.apply(autoscaled("auto", namespace, targetQueueSize=8))
+    # observedGeneration 2 is written after the reconcile applied the Deployment: the positive sign it looked.
     wait_for(lambda: kube.get("embsvc", "auto", namespace)["status"].get("observedGeneration") == 2, 30,
              what="the spec change to be reconciled")
-    time.sleep(1)
     assert kube.get("deployment", "auto", namespace)["spec"]["replicas"] == 4
 
 
@@ -51,7 +50,9 @@ def test_turning_autoscaling_on_keeps_the_count_and_off_takes_it_back(operator, 
                          autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 6}))
     wait_for(lambda: replicas_owner(kube.get("deployment", "handover", namespace)) == {AUTOSCALER}, 30,
              what="the autoscaler to own spec.replicas")
-    time.sleep(1)
+    generation = kube.get("embsvc", "handover", namespace)["metadata"]["generation"]
+    wait_for(lambda: kube.get("embsvc", "handover", namespace)["status"].get("observedGeneration") == generation,
+             30, what="the spec change to be reconciled")
     assert kube.get("deployment", "handover", namespace)["spec"]["replicas"] == 3  # not reset to 1
     kube.apply(embedding("handover", namespace, replicas=2))  # autoscaling off again
     wait_for(lambda: kube.get("deployment", "handover", namespace)["spec"]["replicas"] == 2, 30,

@@ -7,7 +7,6 @@ l4 -> `89-`).
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -101,20 +100,34 @@ def test_spec_change_rolls_out_and_observed_generation_follows(operator, kube, n
 def test_noop_resync_writes_nothing(operator, kube, namespace):
     kube.apply(embedding("quiet", namespace))
     kube.wait_condition("embsvc", "quiet", namespace, "Ready")
-    time.sleep(2)  # let the last status write and its echoes settle
+    # The baseline is taken once the rollout is over (the Deployment controller's last status write) and the
+    # operator has reconciled that state.
+    wait_for(lambda: deployment_settled(kube.get("deployment", "quiet", namespace)), 30,
+             what="the Deployment's rollout to be complete")
+    kube.reconciled("embsvc", "quiet", namespace)
     dep_rv = kube.get("deployment", "quiet", namespace)["metadata"]["resourceVersion"]
     svc_rv = kube.get("service", "quiet", namespace)["metadata"]["resourceVersion"]
     status_before = kube.get("embsvc", "quiet", namespace)["status"]
-    # A metadata-only change triggers a full reconcile through kopf's update handler.
-    kube.kubectl("annotate", "embsvc", "quiet", "-n", namespace, "example.com/touched=yes")
-    # kopf records what it handled (under our prefix): once the touch shows there, the update reconcile ran.
-    wait_for(lambda: "example.com/touched" in (kube.get("embsvc", "quiet", namespace)["metadata"].get(
-        "annotations") or {}).get("tei-operator.io/last-handled-configuration", ""), 20,
-        what="kopf's update handler to handle the touch")
-    time.sleep(2)  # and any echo through the child watches
+    # A metadata-only change triggers a full reconcile through kopf's update handler; once kopf has recorded the
+    # touch as handled, that reconcile is over: whatever it wrote is visible now, and had it written nothing, no
+    # watch event can echo.
+    kube.reconciled("embsvc", "quiet", namespace)
     assert kube.get("deployment", "quiet", namespace)["metadata"]["resourceVersion"] == dep_rv
     assert kube.get("service", "quiet", namespace)["metadata"]["resourceVersion"] == svc_rv
     assert kube.get("embsvc", "quiet", namespace)["status"]["conditions"] == status_before["conditions"]
+
+
+def deployment_settled(dep: dict | None) -> bool:
+    """The Deployment controller is done with it: every replica updated, ready and available, rollout complete."""
+    if not dep:
+        return False
+    spec, status = dep.get("spec") or {}, dep.get("status") or {}
+    want = spec.get("replicas", 1)
+    progressing = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {})
+    return (status.get("observedGeneration") == dep["metadata"]["generation"]
+            and status.get("updatedReplicas", 0) == status.get("readyReplicas", 0)
+            == status.get("availableReplicas", 0) == status.get("replicas", 0) == want
+            and progressing.get("reason") == "NewReplicaSetAvailable")
 
 
 def test_bookkeeping_only_under_our_prefix_and_no_finalizer(operator, kube, namespace):

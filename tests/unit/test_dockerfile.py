@@ -152,6 +152,7 @@ def test_dockerignore_check_notices_an_excluded_source():
     assert not in_context("charts/tei-operator/values.yaml")
 
 
+@pytest.mark.slow  # builds a wheel and a venv: ~4-9 s
 def test_the_build_steps_produce_a_working_console_script(tmp_path):
     """Replays the build stage: a wheel from only the copied files, installed into a clean virtualenv.
 

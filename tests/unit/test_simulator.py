@@ -25,12 +25,14 @@ def step_results():
     return {r.policy: r for r in results}, series
 
 
+@pytest.mark.slow  # the step trace through five policies: ~20 s on 2 cores
 def test_static_peak_beats_static_mean_on_slo(step_results):
     res, _ = step_results
     assert res["static-peak"].slo_attainment > res["static-mean"].slo_attainment + 0.2
     assert res["static-mean"].n_429 > 0 and res["static-peak"].n_429 == 0
 
 
+@pytest.mark.slow  # the step trace through five policies: ~20 s on 2 cores
 def test_oracle_costs_no_more_than_policies_that_serve_as_well(step_results):
     res, _ = step_results
     oracle = res["oracle"]
@@ -40,12 +42,14 @@ def test_oracle_costs_no_more_than_policies_that_serve_as_well(step_results):
     assert oracle.gpu_hours < res["static-peak"].gpu_hours
 
 
+@pytest.mark.slow  # the step trace through five policies: ~20 s on 2 cores
 def test_operator_scales_up_soon_after_the_step(step_results):
     res, _ = step_results
     up = res["operator"].first_scale_up_s
     assert up is not None and up <= 45  # a 15 s tick after a 15 s scrape
 
 
+@pytest.mark.slow  # the step trace through five policies: ~20 s on 2 cores
 def test_cost_accounting_is_consistent(step_results):
     res, _ = step_results
     s = BenchSettings.default()
@@ -59,6 +63,7 @@ def test_cost_accounting_is_consistent(step_results):
         assert r.cost_per_mtok == pytest.approx(r.gpu_hours * s.gpu_price_per_hour / (r.served_tokens / 1e6))
 
 
+@pytest.mark.slow  # four simulations: ~2-5 s
 def test_same_seed_same_result_other_seed_differs():
     trace = load_trace(STEP).scaled(0.25)
     s = BenchSettings.default()
@@ -107,12 +112,14 @@ def test_cli_quick_with_user_trace_and_service(tmp_path, capsys):
     assert math.isfinite(BenchSettings.default().engine.peak_throughput())
 
 
+@pytest.mark.slow  # the step trace through five policies: ~20 s on 2 cores
 def test_ready_at_step_is_reported(step_results):
     res, _ = step_results
     assert res["static-peak"].ready_at_step == 10  # sized for the 5x peak at 70%: every replica Ready at t=0
     assert 1 <= res["operator"].ready_at_step < res["static-peak"].ready_at_step
 
 
+@pytest.mark.slow  # two full simulations: ~5 s on 2 cores
 def test_projecting_demand_under_429s_cuts_429s_after_a_step_at_no_cost(monkeypatch):
     # Seed 1 of the step trace: 2 Ready replicas meet a 5x step; the 1-minute rates show a quarter of it per tick.
     # With the projection off (a window of one tick: nothing left to project) the fleet waits a tick longer for

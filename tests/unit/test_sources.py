@@ -291,6 +291,7 @@ async def default_executor_blocked(loop: asyncio.AbstractEventLoop):
         await busy
 
 
+@pytest.mark.slow  # waits out scrape timeouts: ~5 s
 async def test_proxy_fetcher_has_its_own_threads_and_the_scrape_timeout():
     proxy = proxy_path("ns", "p", 80)
     slow = proxy_path("ns", "slow", 80)
@@ -396,6 +397,7 @@ def wait_up(port: int, timeout: float = 20) -> None:
     raise AssertionError("Prometheus did not scrape the emulator in time")
 
 
+@pytest.mark.slow  # a real Prometheus scraping an emulator: ~10 s
 @pytest.mark.timeout(90)
 async def test_prometheus_source_against_a_real_prometheus(prometheus_binary):
     workdir = Path(tempfile.mkdtemp(prefix="tei-prom-unit-"))
