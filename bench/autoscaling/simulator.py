@@ -224,6 +224,24 @@ def _le(bound: float) -> str:
 
 
 SERIES = _series_catalogue()
+_COUNTER_COLUMNS = [K.C_REQ_SINGLE, K.C_REQ_BATCH, K.C_OK_SINGLE, K.C_OK_BATCH, K.C_OVERLOADED, K.C_BATCH_SIZE_ERR]
+_HISTOGRAMS = ("te_batch_next_size", "te_batch_next_tokens", "te_request_duration", "te_request_queue_duration",
+               "te_request_inference_duration")
+
+
+def _page_layout() -> tuple[list[str], list[tuple[str, list[int]]]]:
+    """Each catalogue series' line prefix, and the families in TEI's page order (by name) with their columns."""
+    prefixes, families = [], {}
+    for i, (name, labels) in enumerate(SERIES):
+        text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        prefixes.append(f"{name}{{{text}}} " if text else f"{name} ")
+        family = next((h for h in _HISTOGRAMS if name in (f"{h}_bucket", f"{h}_sum", f"{h}_count")), name)
+        families.setdefault(family, []).append(i)
+    kinds = {f: "gauge" if f == "te_queue_size" else "histogram" if f in _HISTOGRAMS else "counter" for f in families}
+    return prefixes, [(f"# TYPE {f} {kinds[f]}", families[f]) for f in sorted(families)]
+
+
+_PREFIX, _FAMILIES = _page_layout()
 _DURATION_WINDOW = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _QUERY = re.compile(r"^\s*(?:sum\s*\(\s*)?(?:(rate|increase|avg_over_time|max_over_time|min_over_time|last_over_time)"
                     r"\s*\(\s*)?([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{([^}]*)\})?\s*(?:\[([^\]]+)\])?\s*\)?\s*\)?\s*$")
@@ -712,31 +730,30 @@ class Simulator:
     def _series_matrix(self, pods: Sequence[int]) -> np.ndarray:
         """Every catalogue series (SERIES) of these pods, NaN where TEI has not created the series yet."""
         idx = np.asarray(pods, dtype=np.int64)
-        m = len(idx)
-        pc, ps = self._pc[idx], self._ps[idx]
-        cols: list[np.ndarray] = []
-
-        def present(values: np.ndarray, exists: np.ndarray) -> np.ndarray:
-            return np.where(exists, values, np.nan)
-
-        cols.append(present(self._pf[idx, K.GAUGE], ps[:, K.QUEUED_EVER] > 0))
-        for c in (K.C_REQ_SINGLE, K.C_REQ_BATCH, K.C_OK_SINGLE, K.C_OK_BATCH, K.C_OVERLOADED, K.C_BATCH_SIZE_ERR):
-            cols.append(present(pc[:, c], pc[:, c] > 0))
+        out = np.full((len(idx), len(SERIES)), np.nan)
+        if not len(idx):
+            return out
+        pc = self._pc[idx]
+        out[:, 0] = np.where(self._ps[idx, K.QUEUED_EVER] > 0, self._pf[idx, K.GAUGE], np.nan)
+        counters = pc[:, _COUNTER_COLUMNS]
+        out[:, 1:1 + len(_COUNTER_COLUMNS)] = np.where(counters > 0, counters, np.nan)
         batches = pc[:, K.C_BATCHES]
         ok = pc[:, K.C_OK_SINGLE] + pc[:, K.C_OK_BATCH]
+        col = 1 + len(_COUNTER_COLUMNS)
         for hist, total, count in ((self._h_size[idx], pc[:, K.C_BATCH_INPUTS], batches),
                                    (self._h_tok[idx], pc[:, K.C_BATCH_TOKENS], batches),
                                    (self._h_dur[idx, 0], pc[:, K.C_DUR_SUM], ok),
                                    (self._h_dur[idx, 1], pc[:, K.C_QDUR_SUM], ok),
                                    (self._h_dur[idx, 2], pc[:, K.C_IDUR_SUM], ok)):
-            cum = np.cumsum(hist, axis=1)
-            exists = count > 0
-            cum[:, -1] = count  # +Inf
-            for j in range(cum.shape[1]):
-                cols.append(present(cum[:, j], exists))
-            cols.append(present(total, exists))
-            cols.append(present(count, exists))
-        return np.stack(cols, axis=1) if m else np.zeros((0, len(SERIES)))
+            width = hist.shape[1]
+            block = out[:, col:col + width + 2]
+            block[:, :width] = np.cumsum(hist, axis=1)
+            block[:, width - 1] = count  # +Inf
+            block[:, width] = total
+            block[:, width + 1] = count
+            block[count <= 0] = np.nan
+            col += width + 2
+        return out
 
     def _scrape(self, now: float) -> None:
         pods = self._ready.copy()
@@ -747,24 +764,14 @@ class Simulator:
         rec = self._pods[pod_id] if 0 <= pod_id < len(self._pods) else None
         if rec is None or rec.phase != K.READY:
             raise SimulatorError(f"pod {pod_id}: no metrics page (only Ready pods serve /metrics)")
-        row = self._series_matrix([pod_id])[0]
-        families: dict[str, list[str]] = {}
-        kinds: dict[str, str] = {}
-        for (name, labels), value in zip(SERIES, row):
-            if math.isnan(value):
-                continue
-            family = re.sub(r"_(bucket|sum|count)$", "", name) if name.startswith(
-                ("te_batch_next_", "te_request_duration", "te_request_queue", "te_request_inference")) else name
-            kinds[family] = ("gauge" if family == "te_queue_size" else
-                             "histogram" if family != name else "counter")
-            text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-            families.setdefault(family, []).append(
-                f"{name}{{{text}}} {_fmt(value)}" if text else f"{name} {_fmt(value)}")
-        out = []
-        for family in sorted(families):
-            out.append(f"# TYPE {family} {kinds[family]}")
-            out.extend(families[family])
-            out.append("")
+        row = self._series_matrix([pod_id])[0].tolist()
+        out: list[str] = []
+        for header, columns in _FAMILIES:
+            lines = [_PREFIX[i] + _fmt(row[i]) for i in columns if row[i] == row[i]]  # NaN: no series yet
+            if lines:
+                out.append(header)
+                out.extend(lines)
+                out.append("")
         return "\n".join(out)
 
     def batch_log(self) -> np.ndarray:
