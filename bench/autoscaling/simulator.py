@@ -21,11 +21,10 @@ draws are keyed by request, worker or pod number, never by the order of events).
 
 from __future__ import annotations
 
-import math
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -420,7 +419,7 @@ class SimPrometheus:
 
 
 def _split_matchers(text: str) -> list[str]:
-    parts, depth, cur, quoted = [], 0, "", False
+    parts, cur, quoted = [], "", False
     for ch in text:
         if ch == '"' and not cur.endswith("\\"):
             quoted = not quoted

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.autoscaling import kernel as K
 from bench.autoscaling.simulator import BulkClients, OpenArrivals, Simulator, SimulatorError
 from tei_operator.autoscaling.sources.scrape import parse_tei_metrics
 from tei_operator.emulator.batching import Profile, ProfileError, load_profile, profile_from_dict, profile_names
@@ -232,3 +233,27 @@ def test_shipped_profiles_load_and_bad_ones_are_refused_by_field(tmp_path):
     bad.write_text("model: m\ngpu: g\noverhead_s: 0\nseconds_per_token: 1e-5\nmax_batch_tokens: 100\n")
     with pytest.raises(ProfileError, match="max_batch_tokens: must be at least max_input_length"):
         load_profile(bad)
+
+
+def test_saturated_replica_serves_its_full_batch_capacity():
+    # 1.5x what one replica can do with full batches of 100-token inputs (1024 tokens: 10 per batch): the queue stays
+    # long, every batch is full, and the answered rate is the profile's capacity.
+    profile = FAST.with_limits(max_concurrent_requests=4096)
+    capacity = profile.peak_tokens_per_second(100) / 100  # inputs/s
+    sim = Simulator(profile, replicas0=1, arrivals=steady(1.5 * capacity, 60, inputs=1, tokens=100))
+    sim.advance_to(60.0)
+    res = sim.results()
+    answered_in_second_half = ((res.status == 200) & (res.done > 30.0)).sum() / 30.0
+    assert answered_in_second_half == pytest.approx(capacity, rel=0.03)
+    page = parse_tei_metrics(sim.metrics_page(0))
+    assert page.queue_size > 100  # a long queue ...
+    inputs = sim._pc[0, K.C_BATCH_INPUTS]
+    assert inputs / (page.batch_count - page.zero_batches) > 9.5  # ... so batches of 10 inputs
+
+
+def test_speed_script_quick_mode_prints_its_table(capsys):
+    from bench.autoscaling.speed import main
+
+    assert main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "simulator CPU time, one core" in out and "speed-up over the reference" in out
