@@ -87,6 +87,46 @@ def _pow2_bucket(value, n_bounds):
 
 
 @njit(cache=True)
+def series_rows(pods, ps, pf, pc, h_size, h_tok, h_dur, counter_columns, out):
+    """Fill out[i] with every exported series of pod pods[i], in simulator.SERIES order; NaN where TEI has not
+    created the series yet (a gauge before its first input, a counter at 0, a histogram without observations)."""
+    for i in range(pods.shape[0]):
+        p = pods[i]
+        col = 0
+        out[i, col] = pf[p, GAUGE] if ps[p, QUEUED_EVER] > 0 else np.nan
+        col += 1
+        for c in counter_columns:
+            out[i, col] = pc[p, c] if pc[p, c] > 0 else np.nan
+            col += 1
+        for h in range(5):
+            if h == 0:
+                hist = h_size[p]
+                total = pc[p, C_BATCH_INPUTS]
+                count = pc[p, C_BATCHES]
+            elif h == 1:
+                hist = h_tok[p]
+                total = pc[p, C_BATCH_TOKENS]
+                count = pc[p, C_BATCHES]
+            else:
+                hist = h_dur[p, h - 2]
+                total = pc[p, C_DUR_SUM + (h - 2)]
+                count = pc[p, C_OK_SINGLE] + pc[p, C_OK_BATCH]
+            width = hist.shape[0]
+            if count <= 0:
+                for j in range(width + 2):
+                    out[i, col + j] = np.nan
+            else:
+                cumulative = 0.0
+                for j in range(width - 1):
+                    cumulative += hist[j]
+                    out[i, col + j] = cumulative
+                out[i, col + width - 1] = count  # +Inf
+                out[i, col + width] = total
+                out[i, col + width + 1] = count
+            col += width + 2
+
+
+@njit(cache=True)
 def run(t_stop, stop_on_gone, st, prof, rp, bp,
         ps, pf, pc, q_tok, q_req, mask, h_size, h_tok, h_dur,
         ready, n_ready, active,

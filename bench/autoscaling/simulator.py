@@ -223,7 +223,8 @@ def _le(bound: float) -> str:
 
 
 SERIES = _series_catalogue()
-_COUNTER_COLUMNS = [K.C_REQ_SINGLE, K.C_REQ_BATCH, K.C_OK_SINGLE, K.C_OK_BATCH, K.C_OVERLOADED, K.C_BATCH_SIZE_ERR]
+_COUNTER_COLUMNS = np.array([K.C_REQ_SINGLE, K.C_REQ_BATCH, K.C_OK_SINGLE, K.C_OK_BATCH, K.C_OVERLOADED,
+                             K.C_BATCH_SIZE_ERR], dtype=np.int64)
 _HISTOGRAMS = ("te_batch_next_size", "te_batch_next_tokens", "te_request_duration", "te_request_queue_duration",
                "te_request_inference_duration")
 
@@ -729,29 +730,9 @@ class Simulator:
     def _series_matrix(self, pods: Sequence[int]) -> np.ndarray:
         """Every catalogue series (SERIES) of these pods, NaN where TEI has not created the series yet."""
         idx = np.asarray(pods, dtype=np.int64)
-        out = np.full((len(idx), len(SERIES)), np.nan)
-        if not len(idx):
-            return out
-        pc = self._pc[idx]
-        out[:, 0] = np.where(self._ps[idx, K.QUEUED_EVER] > 0, self._pf[idx, K.GAUGE], np.nan)
-        counters = pc[:, _COUNTER_COLUMNS]
-        out[:, 1:1 + len(_COUNTER_COLUMNS)] = np.where(counters > 0, counters, np.nan)
-        batches = pc[:, K.C_BATCHES]
-        ok = pc[:, K.C_OK_SINGLE] + pc[:, K.C_OK_BATCH]
-        col = 1 + len(_COUNTER_COLUMNS)
-        for hist, total, count in ((self._h_size[idx], pc[:, K.C_BATCH_INPUTS], batches),
-                                   (self._h_tok[idx], pc[:, K.C_BATCH_TOKENS], batches),
-                                   (self._h_dur[idx, 0], pc[:, K.C_DUR_SUM], ok),
-                                   (self._h_dur[idx, 1], pc[:, K.C_QDUR_SUM], ok),
-                                   (self._h_dur[idx, 2], pc[:, K.C_IDUR_SUM], ok)):
-            width = hist.shape[1]
-            block = out[:, col:col + width + 2]
-            block[:, :width] = np.cumsum(hist, axis=1)
-            block[:, width - 1] = count  # +Inf
-            block[:, width] = total
-            block[:, width + 1] = count
-            block[count <= 0] = np.nan
-            col += width + 2
+        out = np.empty((len(idx), len(SERIES)))
+        K.series_rows(idx, self._ps, self._pf, self._pc, self._h_size, self._h_tok, self._h_dur, _COUNTER_COLUMNS,
+                      out)
         return out
 
     def _scrape(self, now: float) -> None:
@@ -766,10 +747,16 @@ class Simulator:
         row = self._series_matrix([pod_id])[0].tolist()
         out: list[str] = []
         for header, columns in _FAMILIES:
-            lines = [_PREFIX[i] + _fmt(row[i]) for i in columns if row[i] == row[i]]  # NaN: no series yet
-            if lines:
-                out.append(header)
-                out.extend(lines)
+            started = False
+            for i in columns:
+                v = row[i]
+                if v != v:  # NaN: TEI has not created this series yet
+                    continue
+                if not started:
+                    out.append(header)
+                    started = True
+                out.append(_PREFIX[i] + (str(int(v)) if v.is_integer() else _fmt(v)))
+            if started:
                 out.append("")
         return "\n".join(out)
 
