@@ -133,7 +133,7 @@ def run(t_stop, stop_on_gone, st, prof, rp, bp,
         a_t, a_off, a_tok, a_conn, a_u, a_done, a_status, a_pod, a_left, a_qsum, a_isum,
         conn_pod, conn_expire,
         w_next, w_seq, w_retry, b_t, b_done, b_status, b_pod, b_left, b_qsum, b_isum, b_worker, b_seq, b_inputs,
-        b_tok, blog):
+        b_ntok, b_tok, blog):
     """Process every event at or before t_stop. Returns (time reached, code): DONE, NEED_ROOM (the bulk attempt
     arrays are full: grow them and call again) or POD_GONE (a draining pod finished; st[S_GONE_POD] says which)."""
     n_arr = a_t.shape[0]
@@ -250,8 +250,10 @@ def run(t_stop, stop_on_gone, st, prof, rp, bp,
                 b_seq[k] = w_seq[w]
                 b_inputs[k] = n_inputs_bulk
                 span = int(bp[B_TMAX] - bp[B_TMIN]) + 1
+                b_ntok[k] = 0
                 for j in range(n_inputs_bulk):
                     b_tok[j] = min(max_input, int(bp[B_TMIN]) + int(uniform(bulk_seed, 1, w, w_seq[w] * 4096 + j) * span))
+                    b_ntok[k] += b_tok[j]
                 n = n_inputs_bulk
                 req_id = -(k + 1)
                 conn = conn_base + w

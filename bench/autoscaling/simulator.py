@@ -554,6 +554,7 @@ class Simulator:
         grow("_b_worker", np.int32, -1)
         grow("_b_seq", np.int64, 0)
         grow("_b_inputs", np.int64, 0)
+        grow("_b_ntok", np.int64, 0)
 
     def _alloc_pods(self, cap: int) -> None:
         def grow(name: str, shape: tuple[int, ...], dtype: type, fill: float) -> None:
@@ -706,7 +707,8 @@ class Simulator:
                 self._a_done, self._a_status, self._a_pod, self._a_left, self._a_qsum, self._a_isum,
                 self._conn_pod, self._conn_expire,
                 self._w_next, self._w_seq, self._w_retry, self._b_t, self._b_done, self._b_status, self._b_pod,
-                self._b_left, self._b_qsum, self._b_isum, self._b_worker, self._b_seq, self._b_inputs, self._b_tok,
+                self._b_left, self._b_qsum, self._b_isum, self._b_worker, self._b_seq, self._b_inputs, self._b_ntok,
+                self._b_tok,
                 self._blog)
             if code == K.NEED_ROOM:
                 self._alloc_attempts(2 * len(self._b_t))
@@ -789,11 +791,7 @@ class Simulator:
         a = self.arrivals
         tokens = a.tokens_per_request(self.profile.max_input_length)
         nb = int(self._st[K.S_N_ATTEMPTS])
-        b_tokens = np.zeros(nb, np.int64)
-        if nb:
-            # the kernel draws a bulk request's tokens from (seed, worker, seq): recompute them the same way
-            b_tokens = np.array([self._bulk_tokens(int(w), int(s)) for w, s in
-                                 zip(self._b_worker[:nb], self._b_seq[:nb])], dtype=np.int64)
+        b_tokens = self._b_ntok[:nb].copy()
         served: dict[int, float] = {}
         ok = self._a_status == 200
         for c in np.unique(a.cls):
@@ -805,13 +803,6 @@ class Simulator:
                           self._b_status[:nb].copy(), self._b_worker[:nb].copy(), self._b_seq[:nb].copy(),
                           self._b_inputs[:nb].copy(), b_tokens, self.gpu_seconds(), served,
                           [PodRecord(**vars(r)) for r in self._pods], self.now)
-
-    def _bulk_tokens(self, worker: int, seq: int) -> int:
-        b = self.bulk
-        span = b.tokens_max - b.tokens_min + 1
-        return sum(min(self.profile.max_input_length,
-                       b.tokens_min + int(K.uniform(b.seed, 1, worker, seq * 4096 + j) * span))
-                   for j in range(b.inputs_per_request))
 
 
 def _fmt(value: float) -> str:

@@ -9,7 +9,8 @@ import pytest
 from bench.autoscaling import kernel as K
 from bench.autoscaling.simulator import BulkClients, OpenArrivals, Simulator, SimulatorError
 from tei_operator.autoscaling.sources.scrape import parse_tei_metrics
-from tei_operator.emulator.batching import Profile, ProfileError, load_profile, profile_from_dict, profile_names
+from tei_operator.emulator.batching import (LoadSeconds, Profile, ProfileError, load_profile, profile_from_dict,
+                                           profile_names)
 
 FAST = Profile(name="fast", model="m", gpu="g", overhead_s=0.01, seconds_per_token=1e-4, max_batch_tokens=1024,
                max_concurrent_requests=64, max_input_length=512)
@@ -257,3 +258,19 @@ def test_speed_script_quick_mode_prints_its_table(capsys):
     assert main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "simulator CPU time, one core" in out and "speed-up over the reference" in out
+
+
+def test_a_gpu_that_held_the_model_loads_it_warm():
+    # The profile's load time: cold uniform in [cold_min, cold_max] on a GPU new to the model, warm on one that held
+    # it (nodes keep the image and the model on disk). 2 pods, down to 1, up to 2 again: the GPU given back is warm;
+    # a third pod needs a new GPU and loads cold.
+    profile = FAST.with_limits(load_seconds=LoadSeconds(cold_min=40.0, cold_max=60.0, warm=5.0))
+    sim = Simulator(profile, replicas0=2, arrivals=steady(1, 1))
+    sim.set_desired(1, 10.0)
+    sim.set_desired(3, 20.0)
+    loads = sorted(r.load_s for r in sim.results().pods if r.scheduled_at == 20.0)
+    assert loads[0] == 5.0 and 40.0 <= loads[1] <= 60.0
+    same = Simulator(profile, replicas0=2, arrivals=steady(1, 1))
+    same.set_desired(1, 10.0)
+    same.set_desired(3, 20.0)
+    assert sorted(r.load_s for r in same.results().pods if r.scheduled_at == 20.0) == loads  # seeded draws
