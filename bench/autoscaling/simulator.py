@@ -817,6 +817,24 @@ class Simulator:
                           self._worker_group[self._b_worker[:nb]] if nb else np.zeros(0, np.int32))
 
 
+def report_section(link: str = "simulator.md") -> str:
+    """The "How the simulator works" section of the benchmark report (markdown), linking the full page
+    (docs/benchmarks/simulator.md; `link` relative to the report)."""
+    return f"""## How the simulator works
+
+Every request, batch and pod is an event in simulated time ([{link}]({link})). Each replica runs TEI's router as the
+TEI emulator does (one shared model, `tei_operator/emulator/batching.py`): a FIFO of inputs, batches up to
+max_batch_tokens formed while the previous batch runs (one parking slot), batch time = overhead + a x tokens +
+b x sum(length^2) from the model/GPU profile, one concurrency permit per input (429 beyond
+max_concurrent_requests), and TEI's metrics with their semantics (te_queue_size reset at each batch, empty batches
+counted). Pods go Pending (no GPU in the quota), Loading (billed; cold or warm load time from the profile),
+Ready, Draining (answering what they admitted). Requests are routed to a random Ready pod, or stay on a kept-alive
+connection's pod. Policies see only pods, their /metrics pages, in-flight counts and a Prometheus that scrapes every
+15 s. The model is checked batch by batch against its reference and, end to end, against the emulator driven by the
+load generator (within a few percent at 30-85% load; the page has the table).
+"""
+
+
 def _fmt(value: float) -> str:
     if float(value).is_integer() and abs(value) < 2**53:
         return str(int(value))
