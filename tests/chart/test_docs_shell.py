@@ -299,13 +299,15 @@ def docs_cluster(cluster):
 
 @pytest.mark.parametrize("block,index,command", kubectl_commands(),
                          ids=[f"{b.path}:{b.line}#{i}" for b, i, _ in kubectl_commands()])
-def test_kubectl_command_runs_against_the_local_control_plane(docs_cluster, block, index, command):
+def test_kubectl_command_runs_against_the_local_control_plane(docs_cluster, block, index, command, tmp_path):
     argv = shlex.split(command.split(" #", 1)[0])
     assert argv[0] == "kubectl", command
     if argv[1] == "apply":
         argv.append("--dry-run=server")
     argv = [str(REPO / a) if (REPO / a).is_file() else a for a in argv]  # paths are relative to the checkout
-    result = docs_cluster.kubectl(*argv[1:], check=False)
+    # A fresh discovery cache: kubectl keeps one per API server for hours, and other tests of the session delete and
+    # re-create our CRDs, so a cache from before the fixture applied them would not know the `tei` category.
+    result = docs_cluster.kubectl(f"--cache-dir={tmp_path / 'kube-cache'}", *argv[1:], check=False)
     assert result.returncode == 0, f"{block.path}:{block.line}: {command}\n{result.stderr[-2000:]}"
 
 
