@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import kube as k
 from ..api import GROUP, KINDS, VERSION, ServiceResource
+from ..api.unsupported import refusal_message
 from ..kube import KubeClient
 from ..render import endpoint_url, render_children
 from ..render.children import CONFIG_HASH_ANNOTATION
@@ -64,6 +65,7 @@ class Outcome:
     key: OwnerKey
     found: bool = True
     invalid_spec: str | None = None
+    unsupported_model: str | None = None
     changes: list[Change] = dataclasses.field(default_factory=list)
     status_patch: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -186,6 +188,16 @@ class Reconciler:
             await self.write_status(owner, outcome, lambda latest: st.build_status(
                 generation=generation, deployment=None, pods=[], current=latest, now=st.now_rfc3339(),
                 invalid_spec=message), keep_counts=True)
+            return outcome
+
+        refusal = refusal_message(resource.spec.model.id, meta.get("annotations"))
+        if refusal is not None:
+            # Known not to run on TEI: rolling it out would only crash-loop on GPUs. Nothing is applied (children
+            # of an earlier, supported model keep serving it), as for an invalid spec.
+            outcome.unsupported_model = refusal
+            await self.write_status(owner, outcome, lambda latest: st.build_status(
+                generation=generation, deployment=None, pods=[], current=latest, now=st.now_rfc3339(),
+                unsupported_model=refusal), keep_counts=True)
             return outcome
 
         deployment_manifest = children.deployment

@@ -36,6 +36,7 @@ OWNED_CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, RECONCILING, STALLED)
 
 # Reasons (PascalCase, API conventions); docs/troubleshooting.md has one section per reason.
 REASON_INVALID_SPEC = "InvalidSpec"
+REASON_UNSUPPORTED_MODEL = "UnsupportedModel"
 REASON_UNSCHEDULABLE = "Unschedulable"
 REASON_CRASH_LOOP = "CrashLoopBackOff"
 REASON_IMAGE_PULL = "ImagePullBackOff"
@@ -53,7 +54,7 @@ REASON_NOT_STALLED = "NotStalled"
 
 # Problems that stop progress until someone changes something (kstatus: Stalled=True, Failed). The others
 # (Unschedulable, CreateContainerConfigError) may resolve on their own and stall only at the progress deadline.
-STALLING_REASONS = frozenset({REASON_INVALID_SPEC, REASON_CRASH_LOOP, REASON_IMAGE_PULL, REASON_DEADLINE,
+STALLING_REASONS = frozenset({REASON_INVALID_SPEC, REASON_UNSUPPORTED_MODEL, REASON_CRASH_LOOP, REASON_IMAGE_PULL, REASON_DEADLINE,
                               REASON_REPLICA_FAILURE})
 WAITING_REASONS = frozenset({REASON_UNSCHEDULABLE, REASON_CONTAINER_CONFIG})
 
@@ -295,12 +296,22 @@ def _kstatus_conditions(standing: Standing, generation: int) -> list[dict[str, A
 
 def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
                        pods: Sequence[Mapping[str, Any]] = (), invalid_spec: str | None = None,
-                       template_hash: str | None = None) -> list[dict[str, Any]]:
+                       template_hash: str | None = None, unsupported_model: str | None = None
+                       ) -> list[dict[str, Any]]:
     """Ready, Progressing, Degraded, Reconciling and Stalled (without lastTransitionTime) for what was observed.
 
     `invalid_spec` is the parse error when the spec could not be rendered: nothing was applied, so the service is
     neither Ready nor Progressing, Degraded and Stalled say which field is wrong. `template_hash` is the config hash
-    of the rendered pod template: only its pods can stall the service (see `current_template_pods`)."""
+    of the rendered pod template: only its pods can stall the service (see `current_template_pods`).
+    `unsupported_model` says why the model cannot run on TEI (api/unsupported.py): nothing was applied either."""
+    if unsupported_model is not None:
+        return [
+            _condition(READY, False, REASON_UNSUPPORTED_MODEL, unsupported_model, generation),
+            _condition(PROGRESSING, False, REASON_UNSUPPORTED_MODEL, "Nothing was applied: the model is known not "
+                       "to run on TEI", generation),
+            _condition(DEGRADED, True, REASON_UNSUPPORTED_MODEL, unsupported_model, generation),
+            *_kstatus_conditions(Standing(False, True, REASON_UNSUPPORTED_MODEL, unsupported_model), generation),
+        ]
     if invalid_spec is not None:
         message = f"The spec cannot be rendered: {invalid_spec}"
         return [
@@ -378,7 +389,7 @@ def transitions(current: Sequence[Mapping[str, Any]] | None, merged: Sequence[Ma
 def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
                  current: Mapping[str, Any] | None, now: str, selector: str | None = None,
                  endpoint: str | None = None, image: str | None = None, invalid_spec: str | None = None,
-                 template_hash: str | None = None) -> dict[str, Any]:
+                 template_hash: str | None = None, unsupported_model: str | None = None) -> dict[str, Any]:
     """The status keys this controller owns, ready to compare with `changed_status` and merge-patch.
 
     replicas/readyReplicas come from the Deployment's status (the scale subresource reads status.replicas)."""
@@ -386,7 +397,7 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
     conditions = merge_conditions(
         (current or {}).get("conditions"),
         desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec,
-                           template_hash=template_hash),
+                           template_hash=template_hash, unsupported_model=unsupported_model),
         now,
     )
     status: dict[str, Any] = {
