@@ -9,23 +9,26 @@ from pydantic import Field
 
 from .autoscaling import AutoscalingStatus
 from .base import SchemaHint, StatusModel
+from .served_model import ServedModel
 
 # Ready/Progressing/Degraded for people, kubectl wait and Argo CD; Reconciling/Stalled (abnormal-true) for kstatus
-# (Flux, kpt, Config Sync); ScalingLimited from the autoscaler.
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "Reconciling", "Stalled", "ScalingLimited")
+# (Flux, kpt, Config Sync); ScalingLimited from the autoscaler; ModelMismatch (abnormal-true) when Ready pods serve
+# different model commits.
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "Reconciling", "Stalled", "ScalingLimited", "ModelMismatch")
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 DateTime = Annotated[str, SchemaHint(format="date-time")]
 
 
 class Condition(StatusModel):
-    """One aspect of the service's state (Ready, Progressing, Degraded, Reconciling, Stalled, ScalingLimited)."""
+    """One aspect of the service's state (Ready, Progressing, Degraded, Reconciling, Stalled, ScalingLimited,
+    ModelMismatch)."""
 
     type: str = Field(
         ..., min_length=1, max_length=316,
-        description="Ready, Progressing, Degraded, Reconciling, Stalled or ScalingLimited. Reconciling=True (on its "
-        "way) and Stalled=True (stuck until something changes) are what kstatus-based tools (Flux, kpt, Config "
-        "Sync) read.",
+        description="Ready, Progressing, Degraded, Reconciling, Stalled, ScalingLimited or ModelMismatch. "
+        "Reconciling=True (on its way) and Stalled=True (stuck until something changes) are what kstatus-based "
+        "tools (Flux, kpt, Config Sync) read. ModelMismatch=True: Ready pods serve different model commits.",
     )
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     reason: str | None = Field(
@@ -52,6 +55,10 @@ class ServiceStatus(StatusModel):
     conditions: list[Condition] = Field(
         default_factory=list, max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Current state: Ready, Progressing, Degraded, Reconciling, Stalled, ScalingLimited.",
+        description="Current state: Ready, Progressing, Degraded, Reconciling, Stalled, ScalingLimited, "
+        "ModelMismatch.",
+    )
+    model: ServedModel | None = Field(
+        None, description="The model asked for and the commit (sha) each Ready pod reports in TEI's /info.",
     )
     autoscaling: AutoscalingStatus | None = Field(None, description="What the autoscaler last saw and decided.")

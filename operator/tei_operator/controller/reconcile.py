@@ -32,6 +32,7 @@ from ..render.labels import SERVICE_LABEL, selector_string
 from ..settings import Settings
 from . import status as st
 from .events import Change, EventRecorder, describe_apply, describe_removal
+from .model_info import ModelInfoReader, served_model_report
 from .ownership import ForeignField, foreign_template_fields, removal_patch, still_present
 
 logger = logging.getLogger("tei_operator.controller")
@@ -140,6 +141,9 @@ class Reconciler:
         self.trusted_managers = tuple(settings.extra_field_managers)
         for rtype in self.kinds.values():
             kube.register(rtype)
+        # Which model commit each Ready pod serves (status.model, ModelMismatch); the runner sets its `notify`.
+        self.model_reader = ModelInfoReader(kube, scrape_via=settings.scrape_via,
+                                            timeout=float(settings.scrape_timeout_seconds))
         self._locks: dict[OwnerKey, asyncio.Lock] = {}
         # Children this process has seen, by owner uid: a missing one was deleted by someone (-> "Recreated").
         self._seen: set[tuple[str, str, str]] = set()
@@ -219,9 +223,14 @@ class Reconciler:
         endpoint, image = endpoint_url(resource), _tei_image(deployment_manifest) or _tei_image(deployment)
         template_hash = (((deployment_manifest.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
             "annotations", {}).get(CONFIG_HASH_ANNOTATION)
+        served_model = served_model_report(
+            model_id=resource.spec.model.id, revision=resource.spec.model.revision, generation=generation,
+            pods=self.model_reader.report(key, key.namespace, pods),
+            protected=resource.spec.engine.api_key_secret_ref is not None)
         await self.write_status(owner, outcome, lambda latest: st.build_status(
             generation=generation, deployment=deployment, pods=pods, current=latest, now=st.now_rfc3339(),
-            selector=selector, endpoint=endpoint, image=image, template_hash=template_hash))
+            selector=selector, endpoint=endpoint, image=image, template_hash=template_hash,
+            served_model=served_model))
         return outcome
 
     # -- children -----------------------------------------------------------------------------------------------
@@ -379,5 +388,8 @@ class Reconciler:
             elif cond["type"] == st.DEGRADED and (st.condition({"conditions": before}, st.DEGRADED) or {}).get(
                     "status") == "True":
                 await self.recorder.record(owner, "Recovered", f"{kind} {name} recovered: no problem found")
+            elif cond["type"] == st.MODEL_MISMATCH and cond["status"] == "True":
+                await self.recorder.record(owner, st.MODEL_MISMATCH,
+                                           f"{kind} {name} serves mixed models: {cond['message']}", "Warning")
             elif cond["type"] == st.READY and cond["status"] == "True":
                 await self.recorder.record(owner, "Ready", f"{kind} {name} became Ready: {cond['message']}")

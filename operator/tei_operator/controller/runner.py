@@ -80,6 +80,8 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
         await reconciler.reconcile(key, apply=apply)
 
     queue: ReconcileQueue[OwnerKey] = ReconcileQueue(work)
+    # A pod's /info read in the background finished: refresh that service's status (status.model).
+    reconciler.model_reader.notify = lambda key: queue.request(key, apply=False)
     memo = ControllerMemo(reconciler=reconciler, queue=queue)
     registry = kopf.OperatorRegistry()
     register(registry, owner_types())
@@ -104,6 +106,7 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await queue.close()
+        await reconciler.model_reader.close()
         logger.info("Stopped tei-operator")
 
     try:

@@ -32,7 +32,8 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
-OWNED_CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, RECONCILING, STALLED)
+MODEL_MISMATCH = "ModelMismatch"  # built in model_info.py from what the pods' /info report
+OWNED_CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, RECONCILING, STALLED, MODEL_MISMATCH)
 
 # Reasons (PascalCase, API conventions); docs/troubleshooting.md has one section per reason.
 REASON_INVALID_SPEC = "InvalidSpec"
@@ -59,7 +60,8 @@ STALLING_REASONS = frozenset({REASON_INVALID_SPEC, REASON_UNSUPPORTED_MODEL, REA
 WAITING_REASONS = frozenset({REASON_UNSCHEDULABLE, REASON_CONTAINER_CONFIG})
 
 # Status keys this controller writes; everything else under status belongs to someone else.
-OWNED_STATUS_KEYS = ("observedGeneration", "replicas", "readyReplicas", "selector", "endpoint", "image", "conditions")
+OWNED_STATUS_KEYS = ("observedGeneration", "replicas", "readyReplicas", "selector", "endpoint", "image", "conditions",
+                     "model")
 
 _IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
 _CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
@@ -389,17 +391,18 @@ def transitions(current: Sequence[Mapping[str, Any]] | None, merged: Sequence[Ma
 def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
                  current: Mapping[str, Any] | None, now: str, selector: str | None = None,
                  endpoint: str | None = None, image: str | None = None, invalid_spec: str | None = None,
-                 template_hash: str | None = None, unsupported_model: str | None = None) -> dict[str, Any]:
+                 template_hash: str | None = None, unsupported_model: str | None = None,
+                 served_model: tuple[dict[str, Any], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The status keys this controller owns, ready to compare with `changed_status` and merge-patch.
 
-    replicas/readyReplicas come from the Deployment's status (the scale subresource reads status.replicas)."""
+    replicas/readyReplicas come from the Deployment's status (the scale subresource reads status.replicas).
+    `served_model` is `status.model` and the ModelMismatch condition (model_info.served_model_report)."""
     dep_status = (deployment or {}).get("status") or {}
-    conditions = merge_conditions(
-        (current or {}).get("conditions"),
-        desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec,
-                           template_hash=template_hash, unsupported_model=unsupported_model),
-        now,
-    )
+    desired = desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec,
+                                 template_hash=template_hash, unsupported_model=unsupported_model)
+    if served_model is not None:
+        desired.append(served_model[1])
+    conditions = merge_conditions((current or {}).get("conditions"), desired, now)
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "replicas": int(dep_status.get("replicas") or 0),
@@ -412,6 +415,8 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
         status["endpoint"] = endpoint
     if image is not None:
         status["image"] = image
+    if served_model is not None:
+        status["model"] = served_model[0]
     return status
 
 
