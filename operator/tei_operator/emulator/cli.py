@@ -140,6 +140,13 @@ async def serve(config: EmulatorConfig, options: ApiOptions | None = None) -> No
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse flags and environment, then serve until a signal. Exit code 2 for bad settings, 1 for a bind error."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        try:
+            parse_config(["--help"], {})
+        finally:  # argparse printed TEI's flags and exits; add the ones this module reads
+            print("\nwhat the emulated model is (docs/emulator.md):")
+            for flag, (env, _field) in _OPTION_FLAGS.items():
+                print(f"  {flag} VALUE  [env {env}]")
     try:
         options, rest = parse_options(args, os.environ)
         config = parse_config(rest, os.environ)
