@@ -128,3 +128,23 @@ async def test_reader_retries_a_pod_that_did_not_answer_after_a_backoff() -> Non
     await asyncio.wait_for(finished.wait(), 5)
     assert reader.reads == 2
     await reader.close()
+
+
+async def test_reader_notifies_again_when_the_backoff_is_over() -> None:
+    reader = ModelInfoReader(None, scrape_via="podip", timeout=1, retry_seconds=0.2)
+    notified: list[float] = []
+    second = asyncio.Event()
+
+    def notify(key: Any) -> None:
+        notified.append(asyncio.get_running_loop().time())
+        if len(notified) == 2:
+            second.set()
+
+    reader.notify = notify
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    reader.report("svc", "ns", [pod("a", "uid-a", closed_port)])
+    await asyncio.wait_for(second.wait(), 5)  # the failed read, then the end of its backoff
+    assert notified[1] - notified[0] >= 0.15 and reader.reads == 1
+    await reader.close()

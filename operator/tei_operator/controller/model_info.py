@@ -5,7 +5,8 @@ life: `ModelInfoReader` reads it once per pod (by uid) and caches the answer. Re
 network for it: `report()` uses what is cached and starts reads of Ready pods not read yet (at most
 `concurrency` at a time, each bounded by `timeout`) in the background; when one finishes, `notify` queues a status
 refresh of the service. A failed read (TEI not answering yet, a network hiccup) is retried after a backoff that
-doubles from `retry_seconds` up to `max_retry_seconds`.
+doubles from `retry_seconds` up to `max_retry_seconds` (`notify` fires again when it is over, so the service's
+next reconcile retries).
 
 Pods are reached as the metrics scraper reaches them (`scrape_via`): directly by pod IP in a cluster, through the
 API server's pod proxy from outside. A service with an API key (`spec.engine.apiKeySecretRef`) is not read: TEI
@@ -164,6 +165,7 @@ class ModelInfoReader:
         self._known: OrderedDict[str, PodInfo] = OrderedDict()
         self._failures: dict[str, _Failure] = {}
         self._reading: dict[str, asyncio.Task[None]] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
         self._session: Any = None
         self.reads = 0  # /info requests sent (for tests and logs)
 
@@ -212,8 +214,14 @@ class ModelInfoReader:
             if len(self._failures) > self.cache_size:
                 self._failures.pop(next(iter(self._failures)))
             logger.debug("Failed to read /info of pod %s/%s (retry in %.0f s): %s", namespace, name, backoff, detail)
+            # Come back when the backoff is over: the service's next reconcile (report) starts the retry.
+            self._timers.add(asyncio.get_running_loop().call_later(backoff, self._notify, key))
         finally:
             self._reading.pop(uid, None)
+        self._notify(key)
+
+    def _notify(self, key: Any) -> None:
+        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > asyncio.get_running_loop().time()}
         if self.notify is not None:
             self.notify(key)
 
@@ -236,13 +244,9 @@ class ModelInfoReader:
         name = str((pod.get("metadata") or {}).get("name", ""))
         return await self.kube.request("GET", proxy_path(namespace, name, port, "/info"))
 
-    def forget(self, uids: Sequence[str]) -> None:
-        """Drop what is known of pods that are gone."""
-        for uid in uids:
-            self._known.pop(uid, None)
-            self._failures.pop(uid, None)
-
     async def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
         for task in list(self._reading.values()):
             task.cancel()
         await asyncio.gather(*self._reading.values(), return_exceptions=True)
