@@ -52,12 +52,12 @@ _OPTION_FLAGS: dict[str, tuple[str, str]] = {
 }
 #: Flags only this module reads (the others are TEI flags the configuration parser accepts and ignores).
 _OWN_FLAGS = ("--model-sha", "--task", "--prompts")
-TASKS = ("sentence-similarity",)
 
 
 def parse_options(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ApiOptions, list[str]]:
-    """The model's settings from `--model-sha`, `--task`/TASK, `--prompts` (a JSON object of prompt names to
-    texts), `--default-prompt-name`, `--default-prompt`, and the arguments left for `parse_config`.
+    """The model's settings from `--model-sha`, `--task`/TASK (as in TEI, only `sentence-similarity` changes
+    anything; other values are ignored), `--prompts` (a JSON object of prompt names to texts),
+    `--default-prompt-name`, `--default-prompt`, and the arguments left for `parse_config`.
 
     Raises `EmulatorConfigError` naming the flag or variable at fault."""
     parser = argparse.ArgumentParser(add_help=False)
@@ -79,8 +79,6 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[ApiO
             if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
                 raise EmulatorConfigError(f"{source}: expected a JSON object of prompt names to texts, got {raw!r}")
             values[field] = prompts
-        elif field == "task" and raw not in TASKS:
-            raise EmulatorConfigError(f"{source}: the emulator knows the task {', '.join(TASKS)}, got {raw!r}")
         elif field == "model_sha" and not re.fullmatch(r"[0-9a-f]{40}", raw):
             raise EmulatorConfigError(f"{source}: expected a 40-character lowercase hex commit sha, got {raw!r}")
         else:

@@ -357,7 +357,7 @@ class TeiApi:
             raise ApiError(429, "Model is overloaded", "Overloaded", "overloaded")
         checks()
         prompt = self._prompt(prompt_name)
-        encoded = [prompt + t if prompt and fixed is None else t for t, fixed in zip(inputs.texts, inputs.fixed_tokens)]
+        encoded = [prompt + t if prompt else t for t in inputs.texts]  # TEI prepends it to decoded token ids too
         fixed = [None if f is None else f + (fake_model.count_tokens(prompt) if prompt else 0)
                  for f in inputs.fixed_tokens]
         outcome = await self._infer(encoded, inputs.characters, truncate, "embed", method, started, fixed)
