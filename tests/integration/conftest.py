@@ -232,10 +232,12 @@ def operator(cluster, crds, kubeconfig):
     workdir = Path(tempfile.mkdtemp(prefix="tei-operator-it-"))
     # Two trusted field managers (a name and a prefix) for test_extra_field_managers.py; no other test uses them.
     # Pods are reached by pod IP, as an in-cluster operator reaches them: the API server refuses to proxy to kwok's
-    # loopback pod IPs (127.N.x.y), and test_served_model.py reads the emulated pods' /info.
+    # loopback pod IPs (127.N.x.y), and test_served_model.py reads the emulated pods' /info and token counters
+    # (sampled every 5 s instead of 60 for status.cost).
     process = OperatorProcess(kubeconfig, workdir, {"TEI_OPERATOR_RESYNC_SECONDS": "600",
                                                     "TEI_OPERATOR_EXTRA_FIELD_MANAGERS": "reloader,mesh-injector-*",
-                                                    "TEI_OPERATOR_SCRAPE_VIA": "podip"})
+                                                    "TEI_OPERATOR_SCRAPE_VIA": "podip",
+                                                    "TEI_OPERATOR_COST_SAMPLE_SECONDS": "5"})
     process.start()
     try:
         yield process

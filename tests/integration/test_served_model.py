@@ -1,5 +1,5 @@
-"""status.model and ModelMismatch from the pods' own /info, read by the operator through the API server's pod
-proxy from TEI emulators bound to the pods' addresses (tests/cluster/emulated_pods.py).
+"""status.model and ModelMismatch from the pods' own /info, and status.cost from their token counters, read by the
+operator from TEI emulators bound to the pods' addresses (tests/cluster/emulated_pods.py).
 
 TEI facts relied on (/work/shared/TEI.md): GET /info reports model_id and model_sha; TEI listens on port 80.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+import requests
 
 from tests.cluster.emulated_pods import EmulatedPods
 
@@ -25,8 +26,8 @@ def model_status(kube, namespace, name):
     return (kube.get("embsvc", name, namespace) or {}).get("status", {}).get("model") or {}
 
 
-def test_status_reports_the_sha_each_pod_serves_and_a_mismatch(operator, kube, namespace, kubeconfig, tmp_path):
-    with EmulatedPods(kubeconfig, "tei-operator.io/service=served", log_dir=tmp_path):
+def test_status_reports_sha_cost_and_mismatch(operator, kube, namespace, kubeconfig, tmp_path):
+    with EmulatedPods(kubeconfig, "tei-operator.io/service=served", log_dir=tmp_path) as pods:
         kube.apply(embedding("served", namespace, replicas=2, model={"id": "BAAI/bge-m3", "revision": SHA},
                              podAnnotations=EXTERNAL))
         model = wait_for(lambda: (m := model_status(kube, namespace, "served")) and len(
@@ -34,6 +35,23 @@ def test_status_reports_the_sha_each_pod_serves_and_a_mismatch(operator, kube, n
         assert model["id"] == "BAAI/bge-m3" and model["requestedRevision"] == SHA and model["servedShas"] == [SHA]
         cond = kube.condition("embsvc", "served", namespace, "ModelMismatch")
         assert (cond["status"], cond["reason"]) == ("False", "OneModelSha")
+
+        # status.cost: 2 A100s at the default $1.04 each, and $ per 1M tokens once tokens flow through the pods.
+        cost = kube.get("embsvc", "served", namespace)["status"]["cost"]
+        assert (cost["gpuType"], cost["gpus"], cost["dollarsPerHour"]) == ("a100", 2, 2.08)
+        urls = pods.urls(namespace, "served")
+        assert len(urls) == 2
+
+        def priced():
+            for url in urls:  # keep tokens flowing until a sampling interval has seen them
+                requests.post(f"{url}/embed", json={"inputs": ["one two three four five"] * 16}, timeout=5)
+            c = kube.get("embsvc", "served", namespace)["status"].get("cost") or {}
+            return c.get("dollarsPerMillionTokens") and c
+
+        cost = wait_for(priced, 60, interval=1, what="status.cost with a token rate")
+        assert cost["tokensPerSecond"] > 0
+        assert cost["dollarsPerMillionTokens"] == pytest.approx(
+            2.08 / (cost["tokensPerSecond"] * 3600) * 1e6, rel=1e-3)
 
         # Each new replica reports a commit of its own (as unpinned replicas downloading at different times can).
         kube.apply(embedding("served", namespace, replicas=2, model={"id": "BAAI/bge-m3", "revision": SHA},

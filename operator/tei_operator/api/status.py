@@ -9,6 +9,7 @@ from pydantic import Field
 
 from .autoscaling import AutoscalingStatus
 from .base import SchemaHint, StatusModel
+from .cost import CostStatus
 from .served_model import ServedModel
 
 # Ready/Progressing/Degraded for people, kubectl wait and Argo CD; Reconciling/Stalled (abnormal-true) for kstatus
@@ -60,5 +61,9 @@ class ServiceStatus(StatusModel):
     )
     model: ServedModel | None = Field(
         None, description="The model asked for and the commit (sha) each Ready pod reports in TEI's /info.",
+    )
+    cost: CostStatus | None = Field(
+        None, description="The fleet's $/hour and $ per 1M tokens at the measured token rate (when the GPU type has "
+        "a price in the operator's settings).",
     )
     autoscaling: AutoscalingStatus | None = Field(None, description="What the autoscaler last saw and decided.")

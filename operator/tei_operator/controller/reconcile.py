@@ -32,6 +32,7 @@ from ..render.labels import SERVICE_LABEL, selector_string
 from ..settings import Settings
 from . import status as st
 from .events import Change, EventRecorder, describe_apply, describe_removal
+from .cost import TokenRateMeter, cost_status
 from .model_info import ModelInfoReader, served_model_report
 from .ownership import ForeignField, foreign_template_fields, removal_patch, still_present
 
@@ -144,6 +145,10 @@ class Reconciler:
         # Which model commit each Ready pod serves (status.model, ModelMismatch); the runner sets its `notify`.
         self.model_reader = ModelInfoReader(kube, scrape_via=settings.scrape_via,
                                             timeout=float(settings.scrape_timeout_seconds))
+        # The token rate behind status.cost (sampled only for services whose GPU type has a price).
+        self.token_meter = TokenRateMeter(kube, scrape_via=settings.scrape_via,
+                                          timeout=float(settings.scrape_timeout_seconds),
+                                          interval=float(settings.cost_sample_seconds))
         self._locks: dict[OwnerKey, asyncio.Lock] = {}
         # Children this process has seen, by owner uid: a missing one was deleted by someone (-> "Recreated").
         self._seen: set[tuple[str, str, str]] = set()
@@ -227,11 +232,24 @@ class Reconciler:
             model_id=resource.spec.model.id, revision=resource.spec.model.revision, generation=generation,
             pods=self.model_reader.report(key, key.namespace, pods),
             protected=resource.spec.engine.api_key_secret_ref is not None)
+        cost = self._cost(key, resource, deployment, pods)
         await self.write_status(owner, outcome, lambda latest: st.build_status(
             generation=generation, deployment=deployment, pods=pods, current=latest, now=st.now_rfc3339(),
             selector=selector, endpoint=endpoint, image=image, template_hash=template_hash,
-            served_model=served_model))
+            served_model=served_model, cost=cost))
         return outcome
+
+    def _cost(self, key: OwnerKey, resource: Any, deployment: Mapping[str, Any] | None,
+              pods: list[dict]) -> dict[str, Any] | None:
+        """status.cost: the GPU price (settings) x the GPUs held, and the Ready pods' measured token rate."""
+        gpu = resource.spec.gpu
+        if gpu.count <= 0 or (gpu.type or "default") not in self.settings.gpu_prices:
+            self.token_meter.forget(key)
+            return None
+        replicas = int(((deployment or {}).get("status") or {}).get("replicas") or 0)
+        return cost_status(gpu_type=gpu.type, gpus_per_replica=gpu.count, replicas=replicas,
+                           prices=self.settings.gpu_prices,
+                           tokens_per_second=self.token_meter.tokens_per_second(key, key.namespace, pods))
 
     # -- children -----------------------------------------------------------------------------------------------
     async def _apply_child(self, owner: Mapping[str, Any], resource: Any, manifest: dict, outcome: Outcome, *,

@@ -82,6 +82,7 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
     queue: ReconcileQueue[OwnerKey] = ReconcileQueue(work)
     # A pod's /info read in the background finished: refresh that service's status (status.model).
     reconciler.model_reader.notify = lambda key: queue.request(key, apply=False)
+    reconciler.token_meter.notify = lambda key: queue.request(key, apply=False)  # a token-rate round is done or due
     memo = ControllerMemo(reconciler=reconciler, queue=queue)
     registry = kopf.OperatorRegistry()
     register(registry, owner_types())
@@ -107,6 +108,7 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
         await asyncio.gather(*tasks, return_exceptions=True)
         await queue.close()
         await reconciler.model_reader.close()
+        await reconciler.token_meter.close()
         logger.info("Stopped tei-operator")
 
     try:

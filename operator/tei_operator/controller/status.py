@@ -61,7 +61,10 @@ WAITING_REASONS = frozenset({REASON_UNSCHEDULABLE, REASON_CONTAINER_CONFIG})
 
 # Status keys this controller writes; everything else under status belongs to someone else.
 OWNED_STATUS_KEYS = ("observedGeneration", "replicas", "readyReplicas", "selector", "endpoint", "image", "conditions",
-                     "model")
+                     "model", "cost")
+
+#: `build_status(cost=KEEP)`: leave status.cost as it is (a refused spec observed nothing to price).
+KEEP = object()
 
 _IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
 _CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
@@ -392,11 +395,13 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
                  current: Mapping[str, Any] | None, now: str, selector: str | None = None,
                  endpoint: str | None = None, image: str | None = None, invalid_spec: str | None = None,
                  template_hash: str | None = None, unsupported_model: str | None = None,
-                 served_model: tuple[dict[str, Any], dict[str, Any]] | None = None) -> dict[str, Any]:
+                 served_model: tuple[dict[str, Any], dict[str, Any]] | None = None,
+                 cost: dict[str, Any] | None | object = KEEP) -> dict[str, Any]:
     """The status keys this controller owns, ready to compare with `changed_status` and merge-patch.
 
     replicas/readyReplicas come from the Deployment's status (the scale subresource reads status.replicas).
-    `served_model` is `status.model` and the ModelMismatch condition (model_info.served_model_report)."""
+    `served_model` is `status.model` and the ModelMismatch condition (model_info.served_model_report); `cost` is
+    `status.cost` (cost.cost_status; None removes a cost that no longer applies, KEEP leaves it alone)."""
     dep_status = (deployment or {}).get("status") or {}
     desired = desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec,
                                  template_hash=template_hash, unsupported_model=unsupported_model)
@@ -417,6 +422,8 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
         status["image"] = image
     if served_model is not None:
         status["model"] = served_model[0]
+    if cost is not KEEP:
+        status["cost"] = cost
     return status
 
 
