@@ -8,12 +8,13 @@ throughput quoted there: A100 ~$1.04/h and ~60,000 tokens/s for BGE-M3.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tei_operator.controller.cost import TokenRateMeter, cost_status, token_counter
+from tei_operator.controller.cost import TokenRateMeter, cost_status, quoted_cost_table, token_counter
 from tei_operator.emulator import fake_model
 from tei_operator.emulator.config import EmulatorConfig
 from tei_operator.emulator.server import EmulatorServer
@@ -89,3 +90,8 @@ async def test_meter_measures_the_tokens_the_pods_served() -> None:
         elapsed = meter._samples["uid-a"].latest[0] - meter._samples["uid-a"].previous[0]  # noqa: SLF001
         assert rate == pytest.approx(2 * sent / elapsed, rel=0.2) and rate > 0
         await meter.close()
+
+
+def test_docs_cost_table_is_what_the_command_prints() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cost.md").read_text()
+    assert quoted_cost_table(DEFAULT_GPU_PRICES) in docs, "rerun: python -m tei_operator.controller.cost"

@@ -172,3 +172,37 @@ class TokenRateMeter:
         close = getattr(self._fetch, "close", None)
         if close is not None:
             await close()
+
+
+#: Throughputs practitioners quote for TEI (tokens/s per GPU at large batches; /work/shared/TEI.md), for the
+#: comparison table in docs/cost.md: (model, GPU type, tokens/s).
+QUOTED_THROUGHPUTS: tuple[tuple[str, str, float], ...] = (
+    ("BAAI/bge-m3", "a100", 60_000),
+    ("BAAI/bge-m3", "h100", 90_000),
+    ("Qwen/Qwen3-Embedding-0.6B", "a100", 55_000),
+    ("Qwen/Qwen3-Embedding-0.6B", "rtx4090", 20_000),
+    ("Qwen/Qwen3-Embedding-8B", "a100", 12_500),
+)
+
+
+def quoted_cost_table(prices: Mapping[str, float], utilization: Sequence[float] = (1.0, 0.3)) -> str:
+    """The markdown table of docs/cost.md: $ per 1M tokens of one replica at the quoted throughputs, fully busy
+    and at lower utilizations, computed with `cost_status` (`python -m tei_operator.controller.cost`)."""
+    head = "| model | GPU | $/GPU-hour | tokens/s (quoted) | " + " | ".join(
+        f"$/1M tokens at {u:.0%} busy" for u in utilization) + " |"
+    lines = [head, "|" + "---|" * (4 + len(utilization))]
+    for model, gpu, rate in QUOTED_THROUGHPUTS:
+        cells = []
+        for u in utilization:
+            cost = cost_status(gpu_type=gpu, gpus_per_replica=1, replicas=1, prices=prices,
+                               tokens_per_second=rate * u)
+            cells.append(f"{cost['dollarsPerMillionTokens']:.4f}" if cost else "–")
+        lines.append(f"| {model} | {gpu} | {prices.get(gpu, float('nan')):.2f} | {rate:,.0f} | " + " | ".join(cells)
+                     + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from ..settings import DEFAULT_GPU_PRICES
+
+    print(quoted_cost_table(DEFAULT_GPU_PRICES))
