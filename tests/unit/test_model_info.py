@@ -148,3 +148,11 @@ async def test_reader_notifies_again_when_the_backoff_is_over() -> None:
     await asyncio.wait_for(second.wait(), 5)  # the failed read, then the end of its backoff
     assert notified[1] - notified[0] >= 0.15 and reader.reads == 1
     await reader.close()
+
+
+async def test_reader_does_not_read_a_service_whose_info_needs_the_api_key() -> None:
+    reader = ModelInfoReader(None, scrape_via="podip")
+    infos = reader.report("svc", "ns", [pod("a", "uid-a", 1)], read=False)
+    await asyncio.sleep(0.01)
+    assert [i.name for i in infos] == ["a"] and not infos[0].read and reader.reads == 0
+    await reader.close()

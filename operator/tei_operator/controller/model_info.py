@@ -169,8 +169,10 @@ class ModelInfoReader:
         self._session: Any = None
         self.reads = 0  # /info requests sent (for tests and logs)
 
-    def report(self, key: Any, namespace: str, pods: Sequence[Mapping[str, Any]]) -> list[PodInfo]:
-        """What is known of each Ready pod now; starts background reads of those not known yet."""
+    def report(self, key: Any, namespace: str, pods: Sequence[Mapping[str, Any]], *, read: bool = True
+               ) -> list[PodInfo]:
+        """What is known of each Ready pod now; starts background reads of those not known yet (none when `read`
+        is false: the service's /info needs an API key)."""
         out: list[PodInfo] = []
         now = self.clock()
         for pod in pods:
@@ -184,7 +186,7 @@ class ModelInfoReader:
                 out.append(known)
                 continue
             failure = self._failures.get(uid)
-            if uid not in self._reading and (failure is None or now >= failure.retry_at):
+            if read and uid not in self._reading and (failure is None or now >= failure.retry_at):
                 self._reading[uid] = asyncio.create_task(self._read(key, namespace, pod), name=f"read-info-{name}")
             out.append(PodInfo(name, error=failure.error if failure else None))
         return out

@@ -228,10 +228,10 @@ class Reconciler:
         endpoint, image = endpoint_url(resource), _tei_image(deployment_manifest) or _tei_image(deployment)
         template_hash = (((deployment_manifest.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
             "annotations", {}).get(CONFIG_HASH_ANNOTATION)
+        protected = resource.spec.engine.api_key_secret_ref is not None  # TEI guards /info with the key
         served_model = served_model_report(
             model_id=resource.spec.model.id, revision=resource.spec.model.revision, generation=generation,
-            pods=self.model_reader.report(key, key.namespace, pods),
-            protected=resource.spec.engine.api_key_secret_ref is not None)
+            pods=self.model_reader.report(key, key.namespace, pods, read=not protected), protected=protected)
         cost = self._cost(key, resource, deployment, pods)
         await self.write_status(owner, outcome, lambda latest: st.build_status(
             generation=generation, deployment=deployment, pods=pods, current=latest, now=st.now_rfc3339(),
