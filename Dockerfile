@@ -37,6 +37,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 # A numeric non-root user, so runAsNonRoot can verify it (the chart runs it as 65532 too).
 USER 65532:65532
 WORKDIR /tmp
-EXPOSE 8080
+# 8080: /healthz and /readyz; 8081: the operator's own /metrics
+EXPOSE 8080 8081
 ENTRYPOINT ["tei-operator"]
 CMD ["run"]

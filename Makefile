@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/tei-operator
 
 .PHONY: help venv tools test test-unit test-integration test-e2e crds docs demo demo-down cluster-up cluster-down \
-        bench-autoscaling install
+        bench-autoscaling bench-failover install
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ demo-down: venv ## stop what `make demo` started
 
 bench-autoscaling: venv ## compare the autoscaling policy with HPA/KEDA/static baselines; writes docs/benchmarks/autoscaling.md
 	$(BIN)/python -m bench.autoscaling
+
+bench-failover: venv tools ## SIGKILL/SIGTERM the operator's leader beside a standby; writes docs/benchmarks/failover.md
+	$(BIN)/python -m bench.failover
 
 install: ## install the operator into the current kubectl context with Helm
 	helm upgrade --install tei-operator charts/tei-operator -n tei-system --create-namespace

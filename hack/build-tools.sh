@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes control-plane components, etcd, kwok and helm from the Go module proxy,
-# at pinned versions, into a cache outside the repository:
-#   ${TEI_OPERATOR_CACHE:-~/.cache/tei-operator}/bin/<component>-<version>
+# Builds the real Kubernetes control-plane components, etcd, kwok and helm, plus crane (an OCI registry for the
+# chart tests) and actionlint (lints .github/workflows), from the Go module proxy, at pinned versions, into a cache
+# outside the repository:
+#   ${TEI_OPERATOR_CACHE:-~/.cache/tei-operator}/bin/<component>-<version>   (helm: <version>-<HELM_BUILD>)
+# Each is stamped with the ldflags its own release build uses, so `--version` prints what a release prints.
 # Idempotent (a warm cache returns in about a second), safe to run twice at once (one flock per
 # component), and it names the module and version when the proxy refuses one.
 #
@@ -109,36 +111,80 @@ build_etcd() {
   log "etcd $v: built"
 }
 
-build_plain() { # build_plain NAME MODULE PACKAGE VERSION LDFLAGS
-  local name=$1 module=$2 pkg=$3 v=$4 ld=$5
-  have "$v" "$name" && { log "$name $v: cached"; return 0; }
-  local dir="$WORK/$name-$v"
-  rm -rf "$dir"; mkdir -p "$dir"
+# wrapper NAME VERSION PACKAGE: a throwaway module in $WORK/NAME-VERSION that requires PACKAGE@VERSION; prints its dir.
+wrapper() {
+  local name=$1 v=$2 pkg=$3 dir="$WORK/$1-$2"
+  rm -rf "$dir"; mkdir -p "$dir/out"
   printf 'module tei-operator.local/tools/%s\ngo 1.26.0\n' "$name" > "$dir/go.mod"
-  log "$name $v: resolving $module@$v"
-  go_get "$dir" "$pkg@$v"
-  log "$name $v: building"
+  log "$name $v: resolving ${pkg}@$v" >&2
+  go_get "$dir" "$pkg@$v" || return 1
+  echo "$dir"
+}
+
+# build_in DIR NAME PACKAGE LDFLAGS CACHED_NAME: go build, then move the binary into the cache under its final name.
+build_in() {
+  local dir=$1 name=$2 pkg=$3 ld=$4 cached=$5
+  log "$name: building $cached"
   (cd "$dir" && go build -ldflags "-s -w $ld" -o "out/$name" "$pkg")
-  mv -f "$dir/out/$name" "$BIN/$name-$v"
-  log "$name $v: built"
+  mv -f "$dir/out/$name" "$BIN/$cached"
+  log "$name: built $cached"
+}
+
+build_plain() { # build_plain NAME PACKAGE VERSION LDFLAGS
+  local name=$1 pkg=$2 v=$3 ld=$4 dir
+  have "$v" "$name" && { log "$name $v: cached"; return 0; }
+  dir=$(wrapper "$name" "$v" "$pkg") || return 1
+  build_in "$dir" "$name" "$pkg" "$ld" "$name-$v"
 }
 
 build_kwok() {
-  build_plain kwok sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" \
+  build_plain kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" \
     "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 }
 
+# helm with the ldflags of helm's own Makefile: version, metadata (empty for a tag), git commit and tree state, and
+# the default Kubernetes version of `helm template`/`helm lint` (v1.N.0 for the k8s.io/client-go v0.N it builds
+# against), without which helm assumes v1.20.0 and refuses any chart with a newer kubeVersion. The commit comes from
+# HELM_GIT_COMMIT: the Go module proxy serves no VCS origin for helm.sh/helm/v3 (see hack/versions.env).
+# The cached name carries HELM_BUILD, so a binary built with other flags is never taken for this one.
 build_helm() {
-  build_plain helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
-    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  local v=$HELM_VERSION cached="helm-$HELM_VERSION-$HELM_BUILD" dir client_go major minor
+  [ -x "$BIN/$cached" ] && { log "helm $v ($HELM_BUILD): cached"; return 0; }
+  dir=$(wrapper helm "$v" helm.sh/helm/v3/cmd/helm) || return 1
+  client_go=$(cd "$dir" && go list -m -f '{{.Version}}' k8s.io/client-go)   # v0.N.M, as the Makefile reads it
+  [[ $client_go =~ ^v0\.([0-9]+)\.[0-9]+ ]] \
+    || { echo "build-tools: cannot read k8s.io/client-go's version for helm $v (got '$client_go')" >&2; return 1; }
+  major=1 minor=${BASH_REMATCH[1]}
+  log "helm $v: k8s.io/client-go $client_go -> default Kubernetes version v$major.$minor.0"
+  local ld="-X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/internal/version.metadata="
+  ld+=" -X helm.sh/helm/v3/internal/version.gitCommit=$HELM_GIT_COMMIT"
+  ld+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  local p
+  for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld+=" -X $p.k8sVersionMajor=$major -X $p.k8sVersionMinor=$minor"
+  done
+  build_in "$dir" helm helm.sh/helm/v3/cmd/helm "$ld" "$cached"
+}
+
+# crane (go-containerregistry): `crane registry serve` is the OCI registry the chart's push/install test uses.
+build_crane() {
+  build_plain crane github.com/google/go-containerregistry/cmd/crane "$CRANE_VERSION" \
+    "-X github.com/google/go-containerregistry/cmd/crane/cmd.Version=$CRANE_VERSION"
+}
+
+# actionlint: lints the release workflow, which cannot run here.
+build_actionlint() {
+  build_plain actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION" \
+    "-X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION"
 }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes)
+ALL=(etcd kwok helm kubernetes crane actionlint)
+[ ${#components[@]} -gt 0 ] || components=("${ALL[@]}")
 for c in "${components[@]}"; do
-  case "$c" in
-    kubernetes|etcd|kwok|helm) with_lock "$c" "build_$c" ;;
-    *) echo "build-tools: unknown component '$c' (allowed: kubernetes etcd kwok helm)" >&2; exit 2 ;;
+  case " ${ALL[*]} " in
+    *" $c "*) with_lock "$c" "build_$c" ;;
+    *) echo "build-tools: unknown component '$c' (allowed: ${ALL[*]})" >&2; exit 2 ;;
   esac
 done
 log "done; binaries in $BIN"

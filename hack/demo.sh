@@ -87,9 +87,10 @@ kubectl wait --for=condition=Established --timeout=60s crd/embeddingservices.tei
 
 step 4 "Starting the operator (tei-operator run)"
 HEALTH_PORT="$("$BIN/python" -c 'from tests.cluster import free_port; print(free_port())')"
+METRICS_PORT="$("$BIN/python" -c 'from tests.cluster import free_port; print(free_port())')"
 # Pod IPs are loopback addresses here, reachable from this host, and the API server refuses to proxy to loopback:
 # the built-in scraper reads the emulated pods directly (scrape_via=podip), as it does in-cluster.
-TEI_OPERATOR_HEALTH_PORT="$HEALTH_PORT" TEI_OPERATOR_AUTOSCALER_TICK_SECONDS="${TEI_OPERATOR_AUTOSCALER_TICK_SECONDS:-5}" \
+TEI_OPERATOR_HEALTH_PORT="$HEALTH_PORT" TEI_OPERATOR_METRICS_PORT="$METRICS_PORT" TEI_OPERATOR_AUTOSCALER_TICK_SECONDS="${TEI_OPERATOR_AUTOSCALER_TICK_SECONDS:-5}" \
   TEI_OPERATOR_SCRAPE_VIA=podip TEI_OPERATOR_LOG_FORMAT=plain \
   start_bg operator "$BIN/tei-operator" run
 for _ in $(seq 1 60); do
@@ -97,7 +98,7 @@ for _ in $(seq 1 60); do
   kill -0 "$(cat "$DEMO_DIR/operator.pid")" 2>/dev/null || { tail -20 "$DEMO_DIR/operator.log"; die "the operator exited"; }
   sleep 1
 done
-info "the operator is healthy on http://127.0.0.1:$HEALTH_PORT/healthz"
+info "the operator is healthy on http://127.0.0.1:$HEALTH_PORT/healthz, its metrics are on http://127.0.0.1:$METRICS_PORT/metrics"
 
 step 5 "Applying the autoscaling examples"
 shopt -s nullglob

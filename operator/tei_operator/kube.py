@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from .kube_events import EventKey, RecentEvents, event_key, event_name, event_namespace, new_event, repeat_patch
+from .metrics import METRICS, WRITE_METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,15 @@ class KubeApiError(Exception):
         return self.status == 403 and ("NamespaceTerminating" in self.causes or "being terminated" in self.message)
 
 
+class NotLeaderError(KubeApiError):
+    """A write refused before it was sent (status 0, reason NotLeader): this replica does not hold the leader Lease
+    (see `KubeClient.write_guard`)."""
+
+    def __init__(self, request: str) -> None:
+        super().__init__(0, "NotLeader", "not sent: this operator replica does not hold the leader Lease",
+                         request=request)
+
+
 @dataclasses.dataclass(frozen=True)
 class ResourceType:
     """Where a kind lives in the API: enough to build its URLs without a discovery round trip."""
@@ -104,11 +115,12 @@ EVENT = ResourceType("", "v1", "events", "Event")
 NODE = ResourceType("", "v1", "nodes", "Node", namespaced=False)
 NAMESPACE = ResourceType("", "v1", "namespaces", "Namespace", namespaced=False)
 PDB = ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
+NETWORK_POLICY = ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 CRD = ResourceType(
     "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False
 )
 
-_BUILTIN_TYPES = (DEPLOYMENT, REPLICASET, POD, SERVICE, EVENT, NODE, NAMESPACE, PDB, CRD)
+_BUILTIN_TYPES = (DEPLOYMENT, REPLICASET, POD, SERVICE, EVENT, NODE, NAMESPACE, PDB, NETWORK_POLICY, CRD)
 
 
 def _error_from_response(status: int, reason: str, body: bytes | str | None, headers: Mapping[str, str] | None,
@@ -148,11 +160,18 @@ class KubeClient:
     Build it with `KubeClient.from_environment()` (kubeconfig from $KUBECONFIG / ~/.kube/config, or the in-cluster
     service account), or pass a configured `kubernetes.client.ApiClient`. Kinds are found by (apiVersion, kind) in
     a small table of built-ins plus whatever `register()` adds (the operator registers its custom kinds).
+
+    `write_guard`, when set, is asked before every write (POST, PUT, PATCH, DELETE): False refuses the write with
+    `NotLeaderError`, without sending it (the leader election fences a replica that lost the Lease this way).
+    `executor` runs the blocking calls instead of asyncio's default executor (the Lease client has its own thread,
+    so a renewal never waits behind a burst of reconciles). Every call is counted in `metrics.METRICS`.
     """
 
-    def __init__(self, api_client: Any, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(self, api_client: Any, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, executor: Any = None) -> None:
         self._api = api_client
         self._timeout = timeout
+        self._executor = executor
+        self.write_guard: Any = None
         self._types: dict[tuple[str, str], ResourceType] = {}
         self._recent_events = RecentEvents()  # lets a repeated Event be counted with one request
         # Dropped as soon as no write holds or waits for them, so this does not grow with the Events written.
@@ -162,8 +181,8 @@ class KubeClient:
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_SECONDS
-                         ) -> "KubeClient":
+    def from_environment(cls, kubeconfig: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_SECONDS,
+                         executor: Any = None) -> "KubeClient":
         """Load credentials: an explicit kubeconfig, else $KUBECONFIG or ~/.kube/config, else the in-cluster
         service account. Reads files, so call it at start-up, never at import."""
         from kubernetes import client, config
@@ -174,7 +193,7 @@ class KubeClient:
             config.load_kube_config(config_file=path, client_configuration=configuration)
         else:
             config.load_incluster_config(client_configuration=configuration)
-        return cls(client.ApiClient(configuration), timeout=timeout)
+        return cls(client.ApiClient(configuration), timeout=timeout, executor=executor)
 
     def close(self) -> None:
         self._api.close()
@@ -213,9 +232,12 @@ class KubeClient:
             data = response.read()
         except Exception as exc:  # urllib3 connection errors and timeouts
             if hasattr(exc, "status") and getattr(exc, "status", None):
+                METRICS.api_request(method, path, int(exc.status))
                 raise _error_from_response(exc.status, getattr(exc, "reason", ""), getattr(exc, "body", None),
                                            getattr(exc, "headers", None), described) from exc
+            METRICS.api_request(method, path, 0)
             raise KubeApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}", request=described) from exc
+        METRICS.api_request(method, path, response.status)
         if not 200 <= response.status <= 299:
             raise _error_from_response(response.status, response.reason, data, response.headers, described)
         if not data:
@@ -224,10 +246,14 @@ class KubeClient:
 
     async def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None, body: Any = None,
                       content_type: str | None = None) -> Any:
-        """One API call in a worker thread; returns the decoded JSON body, raises `KubeApiError`."""
-        return await asyncio.to_thread(
-            self._request_sync, method, path, query=query, body=body, content_type=content_type
-        )
+        """One API call in a worker thread; returns the decoded JSON body, raises `KubeApiError` (or
+        `NotLeaderError` for a write the `write_guard` refuses)."""
+        if self.write_guard is not None and method.upper() in WRITE_METHODS and not self.write_guard():
+            raise NotLeaderError(f"{method} {path}")
+        call = functools.partial(self._request_sync, method, path, query=query, body=body, content_type=content_type)
+        if self._executor is None:
+            return await asyncio.to_thread(call)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     # -- verbs --------------------------------------------------------------------------------------------------
     async def get(self, rtype: ResourceType, name: str, namespace: str | None = None,

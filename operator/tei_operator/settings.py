@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TEI_OPERATOR_"
 #: On-demand prices per GPU-hour quoted by practitioners (/work/shared/TEI.md); the chart's values repeat them.
 DEFAULT_GPU_PRICES = {"a100": 1.04, "h100": 2.01, "rtx4090": 0.79}
+SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class SettingsError(ValueError):
@@ -73,10 +74,61 @@ class Settings(BaseSettings):
     resync_seconds: float = Field(60, gt=0, le=86400, description="Period of the reconcile timer of each service.")
     health_host: str = Field(
         "127.0.0.1", min_length=1,
-        description="Address the liveness endpoint (/healthz) binds to: loopback by default; 0.0.0.0 in a pod whose "
-        "kubelet probes it.",
+        description="Address the health endpoints (/healthz, /readyz) and the metrics endpoint (/metrics) bind to: "
+        "loopback by default; 0.0.0.0 in a pod whose kubelet probes it and whose metrics Prometheus scrapes.",
     )
-    health_port: int = Field(8080, ge=1, le=65535, description="Port of the operator's liveness endpoint.")
+    health_port: int = Field(
+        8080, ge=1, le=65535,
+        description="Port of the operator's liveness (/healthz) and readiness (/readyz) endpoints. Both answer on "
+        "the standby replica too: ready means it reaches the API server and can take over.",
+    )
+    metrics_port: int = Field(
+        8081, ge=0, le=65535,
+        description="Port of the operator's own Prometheus metrics (/metrics, docs/monitoring.md); 0 turns them "
+        "off. A port that cannot be bound stops the operator at start.",
+    )
+    leader_election: bool = Field(
+        True,
+        description="Reconcile and autoscale only while holding the leader Lease, so several replicas can run and "
+        "exactly one writes (the others stand by and take over when it stops renewing). false: act at once, for a "
+        "single replica only.",
+    )
+    leader_election_namespace: str = Field(
+        "", pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        description="Namespace of the leader Lease; empty: the pod's own namespace (from its service account), or "
+        "default outside a cluster. The Helm chart sets the release namespace.",
+    )
+    leader_election_lease_name: str = Field(
+        "tei-operator", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253,
+        description="Name of the coordination.k8s.io Lease the replicas elect their leader on. Replicas that share "
+        "it share one leader; the Helm chart uses the release's full name.",
+    )
+    leader_election_lease_duration_seconds: float = Field(
+        8, gt=0, le=300,
+        description="How long a standby waits after the leader's last renewal it saw before it takes the Lease. "
+        "After the leader dies without releasing it (SIGKILL, node lost), a standby leads within this plus two "
+        "retry periods.",
+    )
+    leader_election_renew_deadline_seconds: float = Field(
+        6, gt=0, le=300,
+        description="The leader stops writing (and stands by) when it could not renew the Lease for this long; "
+        "shorter than the lease duration, so it has stopped before a standby may take over.",
+    )
+    leader_election_retry_period_seconds: float = Field(
+        1, gt=0, le=60,
+        description="How often the leader renews the Lease and a standby reads it.",
+    )
+    operator_namespace: str | None = Field(
+        None,
+        description="Namespace the operator runs in: a service's NetworkPolicy (spec.networkPolicy) admits the "
+        "operator's metrics scraper from there. Unset: read from the pod's ServiceAccount mount in a cluster; "
+        "outside one, the scraper is admitted from any namespace by its pod labels alone.",
+    )
+    operator_pod_labels: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "tei-operator"},
+        description="Labels of the operator's pods, as key=value pairs separated by commas in the environment: a "
+        "service's NetworkPolicy admits the metrics scraper by them.",
+    )
     field_manager: str = Field("tei-operator", min_length=1, description="Field manager of the controller's applies.")
     autoscaler_field_manager: str = Field(
         "tei-operator-autoscaler", min_length=1,
@@ -131,6 +183,24 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name}: price {number} must be between 0 and 1000 dollars per hour")
         return value
 
+    @model_validator(mode="after")
+    def _lease_timing(self) -> "Settings":
+        """The leader must give up before a standby may take over, and renew more than once per deadline."""
+        lease, renew = self.leader_election_lease_duration_seconds, self.leader_election_renew_deadline_seconds
+        retry = self.leader_election_retry_period_seconds
+        if not renew < lease:
+            raise ValueError(f"{env_var('leader_election_renew_deadline_seconds')} ({renew:g}) must be shorter than "
+                             f"{env_var('leader_election_lease_duration_seconds')} ({lease:g}): the leader must stop "
+                             "writing before a standby may take the Lease")
+        if not 1.2 * retry < renew:
+            raise ValueError(f"{env_var('leader_election_retry_period_seconds')} ({retry:g}) must be under "
+                             f"{env_var('leader_election_renew_deadline_seconds')} / 1.2 ({renew / 1.2:g}): the "
+                             "leader needs more than one try to renew before its deadline")
+        if self.metrics_port and self.metrics_port == self.health_port:
+            raise ValueError(f"{env_var('metrics_port')} and {env_var('health_port')} are both {self.health_port}: "
+                             "give the metrics their own port (or 0 to turn them off)")
+        return self
+
     @field_validator("namespaces", "extra_field_managers", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
@@ -138,6 +208,29 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("operator_pod_labels", mode="before")
+    @classmethod
+    def _labels(cls, value: object) -> object:
+        """Accept "a=b,c=d" from the environment as well as a mapping."""
+        if isinstance(value, str):
+            pairs = [part.strip() for part in value.split(",") if part.strip()]
+            if any("=" not in pair for pair in pairs):
+                raise ValueError(f"must be key=value pairs separated by commas (got {value!r})")
+            return dict(pair.split("=", 1) for pair in pairs)
+        return value
+
+    @field_validator("operator_namespace", mode="after")
+    @classmethod
+    def _own_namespace(cls, value: str | None) -> str | None:
+        """In a pod, the namespace is in the ServiceAccount mount (when the token is mounted)."""
+        if value:
+            return value
+        try:
+            with open(SERVICE_ACCOUNT_NAMESPACE_FILE, encoding="utf-8") as handle:
+                return handle.read().strip() or None
+        except OSError:
+            return None
 
     @field_validator("extra_field_managers")
     @classmethod
@@ -168,7 +261,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a rule across settings: its message names the variables
+                lines.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
             lines.append(f"{env_var(field)}: {err['msg']} (got {err.get('input')!r})")
         raise SettingsError("invalid operator settings: " + "; ".join(lines)) from None
 
@@ -193,6 +289,8 @@ def settings_reference_markdown() -> str:
             default = field.default
         if isinstance(default, (list, tuple)):
             shown = ",".join(map(str, default)) or "(empty)"
+        elif isinstance(default, dict):
+            shown = ",".join(f"{k}={v}" for k, v in default.items()) or "(empty)"
         elif default is None:
             shown = "(unset)"
         else:

@@ -130,9 +130,11 @@ def test_non_default_render_is_accepted_by_the_api_server(cluster, namespace, mo
         result = dry_run(cluster, manifests)
         out = result.stdout
         for kind in ("podmonitor.monitoring.coreos.com", "servicemonitor.monitoring.coreos.com",
-                     "prometheusrule.monitoring.coreos.com", "configmap", "role.rbac.authorization.k8s.io"):
+                     "prometheusrule.monitoring.coreos.com", "configmap", "role.rbac.authorization.k8s.io",
+                     "poddisruptionbudget.policy"):
             assert kind in out, out
-        assert sum(line.startswith("rolebinding.rbac.authorization.k8s.io/") for line in out.splitlines()) == 2
+        # one per watched namespace, and the leader election's in the release namespace
+        assert sum(line.startswith("rolebinding.rbac.authorization.k8s.io/") for line in out.splitlines()) == 3
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
 
@@ -156,8 +158,11 @@ def test_minimal_monitoring_crds_catch_a_wrong_field(cluster, namespace, monitor
 def test_install_runs_the_operator_with_its_own_identity(cluster, release):
     deployment = json.loads(cluster.kubectl("get", "deployment", f"{release.name}-tei-operator",
                                             "-n", release.namespace, "-o", "json").stdout)
-    assert deployment["status"].get("availableReplicas") == 1
+    assert deployment["status"].get("availableReplicas") == 2  # the leader and its standby
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == release.service_account
+    pdb = json.loads(cluster.kubectl("get", "pdb", f"{release.name}-tei-operator", "-n", release.namespace,
+                                     "-o", "json").stdout)
+    assert pdb["spec"]["minAvailable"] == 1
     for crd in OUR_CRDS:
         meta = json.loads(cluster.kubectl("get", "crd", crd, "-o", "json").stdout)["metadata"]
         assert meta["annotations"]["meta.helm.sh/release-name"] == release.name
@@ -195,6 +200,17 @@ def test_cluster_wide_rbac_allows_exactly_what_the_operator_does(cluster, releas
         assert can_i(cluster, user, verb, resource, "*"), (verb, resource)
     assert not can_i(cluster, user, "patch", "nodes")
     assert not can_i(cluster, user, "create", "customresourcedefinitions.apiextensions.k8s.io")
+
+
+def test_lease_rbac_is_the_release_namespace_and_lease_only(cluster, release, namespace):
+    user, lease = release.user, f"leases.coordination.k8s.io/{release.name}-tei-operator"
+    assert can_i(cluster, user, "create", "leases.coordination.k8s.io", release.namespace)
+    assert can_i(cluster, user, "get", lease, release.namespace)
+    assert can_i(cluster, user, "update", lease, release.namespace)
+    assert not can_i(cluster, user, "update", "leases.coordination.k8s.io/kube-scheduler", release.namespace)
+    assert not can_i(cluster, user, "delete", lease, release.namespace)
+    assert not can_i(cluster, user, "create", "leases.coordination.k8s.io", namespace)
+    assert not can_i(cluster, user, "update", "leases.coordination.k8s.io/kube-scheduler", "kube-system")
 
 
 def test_service_account_token_can_create_update_scale_status_and_events(cluster, release, namespace, tmp_path):
@@ -298,11 +314,19 @@ def test_watch_namespaces_mode_cannot_touch_other_namespaces(cluster, release, n
 # ---------------------------------------------------------------- the operator itself, with the chart's identity
 
 @contextlib.contextmanager
-def operator_process(kubeconfig: Path, log: Path, *namespaces: str):
-    """`tei-operator run` authenticated with the chart's ServiceAccount token (outside the pod, as in `make demo`)."""
+def operator_process(kubeconfig: Path, log: Path, *namespaces: str, lease: tuple[str, str] | None = None):
+    """`tei-operator run` authenticated with the chart's ServiceAccount token (outside the pod, as in `make demo`),
+    electing itself leader on the release's Lease (`lease`: namespace, name), the only one the chart grants; without
+    `lease`, leader election is off (a chart version that grants no Lease)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TEI_OPERATOR_")}
     env.update({"KUBECONFIG": str(kubeconfig), "TEI_OPERATOR_NAMESPACES": ",".join(namespaces),
-                "TEI_OPERATOR_HEALTH_PORT": str(free_port()), "TEI_OPERATOR_RESYNC_SECONDS": "5"})
+                "TEI_OPERATOR_HEALTH_PORT": str(free_port()), "TEI_OPERATOR_METRICS_PORT": str(free_port()),
+                "TEI_OPERATOR_RESYNC_SECONDS": "5"})
+    if lease is None:
+        env["TEI_OPERATOR_LEADER_ELECTION"] = "false"
+    else:
+        env.update({"TEI_OPERATOR_LEADER_ELECTION_NAMESPACE": lease[0],
+                    "TEI_OPERATOR_LEADER_ELECTION_LEASE_NAME": lease[1]})
     with log.open("w") as out:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("tei-operator")), "run"], stdout=out,
                                 stderr=subprocess.STDOUT, env=env)
@@ -361,7 +385,7 @@ def exercise_operator(cluster, namespace: str, log: Path) -> None:
 def test_operator_runs_cluster_wide_with_the_chart_identity(cluster, release, namespace, tmp_path):
     kubeconfig = token_kubeconfig(cluster, release.namespace, release.service_account, tmp_path / "sa.kubeconfig")
     log = tmp_path / "operator.log"
-    with operator_process(kubeconfig, log) as proc:
+    with operator_process(kubeconfig, log, lease=(release.namespace, f"{release.name}-tei-operator")) as proc:
         exercise_operator(cluster, namespace, log)
         assert proc.poll() is None, log.read_text()[-4000:]
     assert forbidden_lines(log) == [], "the operator was refused something with the chart's RBAC"
@@ -373,7 +397,7 @@ def test_operator_runs_in_watch_namespaces_mode_with_the_chart_identity(cluster,
     try:
         kubeconfig = token_kubeconfig(cluster, rel.namespace, rel.service_account, tmp_path / "ns.kubeconfig")
         log = tmp_path / "operator.log"
-        with operator_process(kubeconfig, log, namespace) as proc:
+        with operator_process(kubeconfig, log, namespace, lease=(rel.namespace, f"{rel.name}-tei-operator")) as proc:
             exercise_operator(cluster, namespace, log)
             assert proc.poll() is None, log.read_text()[-4000:]
         assert forbidden_lines(log) == [], "the operator was refused something with the chart's namespaced RBAC"

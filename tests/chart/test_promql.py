@@ -158,3 +158,112 @@ def test_dashboard_batch_fill_leaves_out_the_empty_batches(tmp_path):
     }]}]
     result = promtool_test(tmp_path, [], tests)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- the operator's own alerts (group tei-operator)
+
+OPERATOR = 'job="tei-tei-operator-metrics", namespace="tei-system"'
+
+
+def operator_alert(rules: list[dict], name: str, labels: dict[str, str], fills: dict[str, str]) -> dict:
+    """The alert promtool must see, with the annotation templates in `fills` replaced by their rendered text."""
+    rule = next(r for g in rules for r in g["rules"] if r.get("alert") == name)
+    annotations = {}
+    for key, text in rule["annotations"].items():
+        for template, value in fills.items():
+            text = text.replace(template, value)
+        annotations[key] = text
+    return {"exp_labels": {**rule["labels"], **labels}, "exp_annotations": annotations}
+
+
+def test_operator_down_fires_when_no_replica_answers(tmp_path):
+    rules = rendered_rules()
+    series = [
+        # both replicas answer for 5 minutes, then neither does
+        {"series": f'up{{{OPERATOR}, pod="op-a"}}', "values": "1x5 0x30"},
+        {"series": f'up{{{OPERATOR}, pod="op-b"}}', "values": "1x5 0x30"},
+    ]
+    down = operator_alert(rules, "TEIOperatorDown", {}, {})
+    tests = [{"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "5m", "alertname": "TEIOperatorDown", "exp_alerts": []},
+        {"eval_time": "9m", "alertname": "TEIOperatorDown", "exp_alerts": []},   # `for: 5m` not over yet
+        {"eval_time": "15m", "alertname": "TEIOperatorDown", "exp_alerts": [down]},
+    ]}, {"interval": "1m", "input_series": [  # one replica left: not down
+        {"series": f'up{{{OPERATOR}, pod="op-a"}}', "values": "1x30"},
+        {"series": f'up{{{OPERATOR}, pod="op-b"}}', "values": "0x30"},
+    ], "alert_rule_test": [{"eval_time": "20m", "alertname": "TEIOperatorDown", "exp_alerts": []}]}]
+    result = promtool_test(tmp_path, rules, tests)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_leader_fires_when_replicas_answer_but_none_leads(tmp_path):
+    rules = rendered_rules()
+    headless = [{"series": f'tei_operator_leader{{{OPERATOR}, pod="op-a"}}', "values": "1x2 0x30"},
+                {"series": f'tei_operator_leader{{{OPERATOR}, pod="op-b"}}', "values": "0x32"}]
+    # a takeover: op-a stops leading at 2m, op-b leads from 3m on
+    handed_over = [{"series": f'tei_operator_leader{{{OPERATOR}, pod="op-a"}}', "values": "1x2 0x30"},
+                   {"series": f'tei_operator_leader{{{OPERATOR}, pod="op-b"}}', "values": "0x3 1x30"}]
+    alert = operator_alert(rules, "TEIOperatorNoLeader", {}, {})
+    tests = [
+        {"interval": "1m", "input_series": headless, "alert_rule_test": [
+            {"eval_time": "6m", "alertname": "TEIOperatorNoLeader", "exp_alerts": []},
+            {"eval_time": "10m", "alertname": "TEIOperatorNoLeader", "exp_alerts": [alert]}]},
+        {"interval": "1m", "input_series": handed_over, "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "TEIOperatorNoLeader", "exp_alerts": []}]},
+    ]
+    result = promtool_test(tmp_path, rules, tests)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_autoscaler_stale_reads_the_leader_only(tmp_path):
+    rules = rendered_rules()
+    stale = "tei_operator_autoscaler_seconds_since_last_successful_tick"
+
+    def fleet(leader_staleness: str, standby_staleness: str) -> list[dict]:
+        return [{"series": f'tei_operator_leader{{{OPERATOR}, pod="op-a"}}', "values": "1x30"},
+                {"series": f'tei_operator_leader{{{OPERATOR}, pod="op-b"}}', "values": "0x30"},
+                {"series": f'{stale}{{{OPERATOR}, pod="op-a"}}', "values": leader_staleness},
+                {"series": f'{stale}{{{OPERATOR}, pod="op-b"}}', "values": standby_staleness}]
+
+    alert = operator_alert(rules, "TEIOperatorAutoscalerStale", {}, {"{{ $value | humanizeDuration }}": "5m 0s"})
+    tests = [
+        # the leader's last tick ends at 5m; from 6m it is 300 s old (> 120 s), `for: 1m`
+        {"interval": "1m", "input_series": fleet("15x5 300x25", "0x30"), "alert_rule_test": [
+            {"eval_time": "5m", "alertname": "TEIOperatorAutoscalerStale", "exp_alerts": []},
+            {"eval_time": "10m", "alertname": "TEIOperatorAutoscalerStale", "exp_alerts": [alert]}]},
+        # a standby's number never fires it
+        {"interval": "1m", "input_series": fleet("15x30", "9999x30"), "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "TEIOperatorAutoscalerStale", "exp_alerts": []}]},
+    ]
+    result = promtool_test(tmp_path, rules, tests)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_reconcile_errors_and_unreadable_metrics_fire_per_their_own_series(tmp_path):
+    rules = rendered_rules()
+    reconciles = "tei_operator_reconciles_total"
+    decisions = "tei_operator_autoscaler_decisions_total"
+    series = [
+        # one failed EmbeddingService reconcile a second, for 40 minutes; RerankerServices succeed
+        {"series": f'{reconciles}{{{OPERATOR}, pod="op-a", kind="EmbeddingService", result="error"}}',
+         "values": "0+60x40"},
+        {"series": f'{reconciles}{{{OPERATOR}, pod="op-a", kind="RerankerService", result="error"}}',
+         "values": "0x40"},
+        {"series": f'{reconciles}{{{OPERATOR}, pod="op-a", kind="RerankerService", result="success"}}',
+         "values": "0+60x40"},
+        # four services held for unreadable metrics every minute
+        {"series": f'{decisions}{{{OPERATOR}, pod="op-a", action="Hold", limit="MetricsUnavailable"}}',
+         "values": "0+4x40"},
+        {"series": f'{decisions}{{{OPERATOR}, pod="op-a", action="ScaleUp", limit="none"}}', "values": "0+9x40"},
+    ]
+    errors = operator_alert(rules, "TEIOperatorReconcileErrors", {"kind": "EmbeddingService"},
+                            {"{{ $labels.kind }}": "EmbeddingService", "{{ $value | humanize }}": "1"})
+    unreadable = operator_alert(rules, "TEIOperatorMetricsUnavailable", {}, {})
+    tests = [{"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "12m", "alertname": "TEIOperatorReconcileErrors", "exp_alerts": []},  # `for: 15m`
+        {"eval_time": "30m", "alertname": "TEIOperatorReconcileErrors", "exp_alerts": [errors]},
+        {"eval_time": "8m", "alertname": "TEIOperatorMetricsUnavailable", "exp_alerts": []},  # `for: 10m`
+        {"eval_time": "30m", "alertname": "TEIOperatorMetricsUnavailable", "exp_alerts": [unreadable]},
+    ]}]
+    result = promtool_test(tmp_path, rules, tests)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -36,12 +36,19 @@ _COMPONENT_VERSION = {
     "kubectl": "KUBERNETES_VERSION",
     "kwok": "KWOK_VERSION",
     "helm": "HELM_VERSION",
+    "crane": "CRANE_VERSION",
+    "actionlint": "ACTIONLINT_VERSION",
 }
+# Tools whose cached file name carries a build revision after the version (hack/versions.env says why).
+_COMPONENT_BUILD = {"helm": "HELM_BUILD"}
 
 
 def binary(name: str) -> Path:
     """Path of a built tool; raises FileNotFoundError naming the command that builds it."""
-    version = versions()[_COMPONENT_VERSION[name]]
+    pinned = versions()
+    version = pinned[_COMPONENT_VERSION[name]]
+    if name in _COMPONENT_BUILD:
+        version += f"-{pinned[_COMPONENT_BUILD[name]]}"
     path = cache_dir() / "bin" / f"{name}-{version}"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `hack/build-tools.sh` (or `make tools`) first")

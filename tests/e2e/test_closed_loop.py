@@ -24,6 +24,7 @@ import uuid
 import pytest
 
 from tei_operator.emulator.loadgen import run_load
+from tests.kstatus import kstatus
 
 from .conftest import TICK_SECONDS, Timeline, start_operator
 
@@ -161,6 +162,10 @@ async def test_prometheus_source_closed_loop(request, scarce_cluster, prometheus
         over = [(t, r) for t, r in timeline.replicas_at_or_after(t_step) if r > GPU_CAPACITY]
         assert not over, f"asked for more replicas than the 4 GPUs hold: {over}\n{timeline.format()}"
         assert limited(reader, namespace, name) == ("True", "GpuCapacity")
+        # The STATUS column says so, and the service at capacity is serving and done for kstatus (Flux, Argo CD).
+        at_capacity = reader.service(namespace, name)
+        assert at_capacity["status"]["summary"] == "LimitedByGpuCapacity"
+        assert kstatus(at_capacity) == "Current"
         pending = scarce_cluster.kubectl("get", "pods", "-n", namespace, "--field-selector=status.phase=Pending",
                                          "-o", "name").stdout.split()
         assert pending == [], f"pods left Pending: {pending}"

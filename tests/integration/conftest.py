@@ -62,6 +62,7 @@ class OperatorProcess:
         self.workdir = workdir
         self.log_path = workdir / "operator.log"
         self.health_port = free_port()
+        self.metrics_port = free_port()
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -69,6 +70,24 @@ class OperatorProcess:
     @property
     def health_url(self) -> str:
         return f"http://127.0.0.1:{self.health_port}/healthz"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The operator's /metrics, parsed: (name, sorted label pairs) -> value."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            text = response.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def metric_sum(self, name: str, **labels: str) -> float:
+        """The sum of `name`'s samples whose labels include `labels`."""
+        return sum(v for (n, pairs), v in self.metrics().items()
+                   if n == name and set(labels.items()) <= set(pairs))
 
     def command(self) -> list[str]:
         exe = Path(sys.executable).with_name("tei-operator")
@@ -83,6 +102,7 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": self.kubeconfig,
             "TEI_OPERATOR_HEALTH_PORT": str(self.health_port),
+            "TEI_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "TEI_OPERATOR_LOG_FORMAT": "plain",
             "TEI_OPERATOR_NAMESPACES": "",
             "PYTHONUNBUFFERED": "1",
@@ -118,6 +138,13 @@ class OperatorProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=5)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no Lease release (a crashed or evicted-by-force operator)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
         self.proc = None
 
     def restart(self) -> None:

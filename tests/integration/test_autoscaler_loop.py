@@ -327,6 +327,8 @@ async def test_gpu_capacity_stops_the_growth_and_is_reported(world):
         assert await world.replicas("svc") == capacity
         cond = await world.condition("svc", "ScalingLimited")
         assert cond["status"] == "True" and cond["reason"] == "GpuCapacity"
+        # The STATUS column follows: Ready (all replicas ready) but held back by the GPUs.
+        assert (await world.status("svc"))["summary"] == "LimitedByGpuCapacity"
         assert (await world.status("svc"))["autoscaling"]["signals"]["schedulableReplicas"] == capacity
         limited = await world.events("svc", "ScalingLimited")
         assert [(e["type"], "(GpuCapacity)" in e["message"]) for e in limited] == [("Normal", True)]

@@ -34,13 +34,15 @@ def test_a_ready_service_is_current_with_reconciling_and_stalled_false(operator,
 
 def test_an_unschedulable_service_is_in_progress_with_the_schedulers_message(operator, kube, namespace):
     # The l4 pool has one GPU (CONTRACTS.md): the second replica waits for a node, which a cluster autoscaler could
-    # add, so kstatus says InProgress rather than Failed (until the Deployment's progress deadline).
-    kube.apply(embedding("waiting", namespace, gpu_type="l4", replicas=2))
+    # add, so kstatus says InProgress rather than Failed (until the Deployment's progress deadline). minAvailable 2:
+    # one replica is not enough to serve (with the default of 1 it is: test_available.py).
+    kube.apply(embedding("waiting", namespace, gpu_type="l4", replicas=2, minAvailable=2))
     reconciling = kube.wait_condition("embsvc", "waiting", namespace, "Reconciling", reason="Unschedulable",
                                       timeout=60)
     assert "Insufficient nvidia.com/gpu" in reconciling["message"]
     obj = kube.get("embsvc", "waiting", namespace)
     assert conditions(obj)["Stalled"]["status"] == "False"
+    assert conditions(obj)["Available"]["status"] == "False"
     assert kstatus(obj) == "InProgress"
 
 

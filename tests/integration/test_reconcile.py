@@ -130,7 +130,8 @@ def test_bookkeeping_only_under_our_prefix_and_no_finalizer(operator, kube, name
     assert set(owner["spec"]) <= {"model", "gpu", "engine", "replicas", "autoscaling", "resources", "nodeSelector",
                                   "tolerations", "affinity", "priorityClassName", "podLabels", "podAnnotations",
                                   "serviceAccountName", "podSecurityContext", "securityContext", "cache", "service",
-                                  "rollout"}
+                                  "rollout", "minAvailable", "automountServiceAccountToken", "networkPolicy",
+                                  "topologySpreadConstraints"}
     managers = {m["manager"] for m in meta.get("managedFields") or []}
     assert "tei-operator" in managers  # the status writes
     spec_writers = {m["manager"] for m in meta.get("managedFields") or []

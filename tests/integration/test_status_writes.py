@@ -69,6 +69,10 @@ async def test_a_controller_status_write_keeps_the_autoscalers_condition(operato
     conditions = _conditions(kube, namespace, "keep")
     assert conditions["ScalingLimited"] == SCALING_LIMITED
     assert conditions["Ready"]["observedGeneration"] == 2
+    # The STATUS column the controller writes reflects the autoscaler's limit: the service serves (one replica was
+    # Ready before the change) and is held at maxReplicas.
+    assert conditions["Available"]["status"] == "True"
+    assert kube.get("embsvc", "keep", namespace)["status"]["summary"] == "LimitedByMaxReplicas"
 
 
 async def test_a_status_computed_from_a_stale_read_is_recomputed_not_written(operator, kube, namespace, take_over):

@@ -181,3 +181,14 @@ def test_the_mig_rule_is_also_a_cel_rule_of_the_crd():
         rules = {r["message"]: r for r in gpu["x-kubernetes-validations"]}
         assert rules[MIG_WITH_TYPE_MESSAGE]["fieldPath"] == ".type"
         assert "nvidia.com/mig-" in rules[MIG_WITH_TYPE_MESSAGE]["rule"]
+
+
+def test_a_field_set_to_null_means_unset_as_the_api_server_stores_it():
+    # The API server prunes null fields before defaulting (found by tests/integration/test_validation_property.py:
+    # `gpu: {count: null}` was accepted by kube-apiserver and refused by the models).
+    from tei_operator.api import parse_spec
+
+    spec = parse_spec("EmbeddingService", {"model": {"id": "BAAI/bge-m3", "revision": None}, "gpu": {"count": None},
+                                           "engine": {"extraArgs": ["--dense-path=2_Dense"]}})
+    assert spec.gpu.count == parse_spec("EmbeddingService", {"model": {"id": "m"}}).gpu.count
+    assert spec.model.revision is None

@@ -355,3 +355,57 @@ def test_monitoring_selects_the_pods_and_ports_the_operator_renders():
     # the Deployment
     assert mon["teiPodSelector"].items() <= children.deployment["metadata"]["labels"].items()
     assert children.deployment["metadata"]["name"] == body["metadata"]["name"]
+
+
+# ---------------------------------------------------------------- monitoring: the operator's own metrics
+
+def operator_series() -> set[str]:
+    """Every series name the operator's metrics module exposes (counters with _total, histograms' parts)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tei_operator.metrics import OperatorMetrics
+
+    metrics = OperatorMetrics(process_collectors=False)
+    metrics.api_request("GET", "/api/v1/pods", 500)  # labelled series appear once used
+    metrics.reconciled("EmbeddingService", "success", 0.1)
+    metrics.autoscaler_decision("Hold", None)
+    metrics.metric_source_result("scrape", "down")
+    metrics.set_identity("0", "x")
+    return {s.name for f in text_string_to_metric_families(metrics.exposition().decode()) for s in f.samples}
+
+
+def test_operator_dashboard_and_alerts_use_only_series_the_operator_exports():
+    board = json.loads((CHART / "dashboards" / "tei-operator.json").read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    exprs.append((TEMPLATES / "prometheusrule.yaml").read_text())
+    used = set().union(*(set(re.findall(r"\b(tei_operator_[a-z_]+)\b", e)) for e in exprs))
+    assert len(used) >= 8
+    assert used - operator_series() == set(), "the operator exports no such series"
+    titles = " | ".join(p["title"].lower() for p in board["panels"])
+    for word in ("leader", "reconciles", "duration", "queue", "api errors", "decisions", "source errors",
+                 "since the last autoscaler tick"):
+        assert word in titles, f"no operator dashboard panel about {word}"
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    configmap = (TEMPLATES / "dashboard-configmap.yaml").read_text()
+    assert '.Files.Get "dashboards/tei-operator.json"' in configmap
+
+
+def test_operator_alerts_use_the_metrics_services_job():
+    """The operator alerts select `job` = the metrics Service's name, which is what a ServiceMonitor gives its
+    targets, so they see exactly what operatorServiceMonitor scrapes."""
+    rule = (TEMPLATES / "prometheusrule.yaml").read_text()
+    service = (TEMPLATES / "service-metrics.yaml").read_text()
+    assert 'name: {{ include "tei-operator.fullname" . }}-metrics' in service
+    assert '(printf "%s-metrics" (include "tei-operator.fullname" .))' in rule
+
+
+def test_chart_leader_election_and_metrics_defaults_agree_with_the_operator():
+    fields = Settings.model_fields
+    election = VALUES["leaderElection"]
+    assert election["enabled"] is fields["leader_election"].default is True
+    assert election["leaseDurationSeconds"] == fields["leader_election_lease_duration_seconds"].default
+    assert election["renewDeadlineSeconds"] == fields["leader_election_renew_deadline_seconds"].default
+    assert election["retryPeriodSeconds"] == fields["leader_election_retry_period_seconds"].default
+    assert VALUES["operator"]["metricsPort"] == fields["metrics_port"].default
+    assert VALUES["replicaCount"] == 2 and VALUES["podDisruptionBudget"]["minAvailable"] == 1

@@ -116,7 +116,9 @@ def test_crd_names_subresources_and_columns(kind):
     assert columns["MODEL"] == ".spec.model.id"
     assert columns["GPU"] == ".spec.gpu.count" and columns["GPU-TYPE"] == ".spec.gpu.type"
     assert columns["REPLICAS"] == ".status.replicas" and columns["READY"] == ".status.readyReplicas"
-    assert columns["STATUS"] == '.status.conditions[?(@.type=="Ready")].reason'
+    # The STATUS column reads status.summary: Ready's reason unless stalled or held back by the autoscaler's limits.
+    assert columns["STATUS"] == ".status.summary"
+    assert columns["AVAILABLE"] == '.status.conditions[?(@.type=="Available")].status'
     assert columns["QUEUE"] == ".status.autoscaling.signals.queuePerReplica"
     assert columns["AGE"] == ".metadata.creationTimestamp"
     # Every column path exists in the schema (metadata aside).
@@ -202,7 +204,11 @@ def test_bounds_and_enums_in_the_schema(kind):
     free = sorted(path for path, node in walk(root_schema(kind)) if node.get("x-kubernetes-preserve-unknown-fields"))
     assert free == [".spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[]",
                     ".spec.affinity.podAffinity", ".spec.affinity.podAntiAffinity", ".spec.engine.env[].valueFrom",
-                    ".spec.podSecurityContext", ".spec.securityContext"]
+                    ".spec.networkPolicy.clients[].namespaceSelector.matchExpressions[]",
+                    ".spec.networkPolicy.clients[].podSelector.matchExpressions[]",
+                    ".spec.networkPolicy.prometheus[].namespaceSelector.matchExpressions[]",
+                    ".spec.networkPolicy.prometheus[].podSelector.matchExpressions[]",
+                    ".spec.podSecurityContext", ".spec.securityContext", ".spec.topologySpreadConstraints[]"]
 
 
 # --- CEL -------------------------------------------------------------------------------------------------------
@@ -215,7 +221,8 @@ def test_cel_rules_are_where_they_belong():
     embedding = rules("EmbeddingService")
     assert set(embedding) == {"", ".spec.model", ".spec.gpu", ".spec.engine.extraArgs", ".spec.engine.env",
                               ".spec.engine.env[]", ".spec.tolerations[]", ".spec.podLabels", ".spec.podAnnotations",
-                              ".spec.cache", ".spec.rollout", ".spec.autoscaling"}
+                              ".spec.cache", ".spec.rollout", ".spec.autoscaling", ".spec.networkPolicy.clients[]",
+                              ".spec.networkPolicy.prometheus[]"}
     assert set(rules("RerankerService")) == set(embedding) - {".spec.model"}
     assert embedding[".spec.autoscaling"] == ["!has(self.enabled) || !self.enabled || has(self.maxReplicas)",
                                               "!has(self.maxReplicas) || self.minReplicas <= self.maxReplicas"]

@@ -60,8 +60,16 @@ def test_condition_merge_keeps_others_and_transition_time():
     assert flipped[1]["lastTransitionTime"] == "t2"
     added = merge_condition(live[:1], {"type": "ScalingLimited", "status": "False", "reason": "WithinLimits"}, "t3")
     assert [c["type"] for c in added] == ["Ready", "ScalingLimited"] and added[1]["lastTransitionTime"] == "t3"
+    # The STATUS column (status.summary) is written with the list, from the list.
     assert status_patch({"conditions": live}, None, None, now="t3", heartbeat_due=False) == {
-        "conditions": [live[0]]}
+        "conditions": [live[0]], "summary": None}
+    ready = {"type": "Ready", "status": "True", "reason": "AllReplicasReady", "lastTransitionTime": "t0"}
+    held = {"type": "ScalingLimited", "status": "True", "reason": "MaxReplicas", "message": "Wanted 9 replicas"}
+    assert status_patch({"conditions": [ready]}, None, held, now="t3", heartbeat_due=False)["summary"] == \
+        "LimitedByMaxReplicas"
+    within = {**held, "status": "False", "reason": "WithinLimits"}
+    assert status_patch({"conditions": [ready, {**held, "lastTransitionTime": "t1"}]}, None, within, now="t3",
+                        heartbeat_due=False)["summary"] == "AllReplicasReady"
 
 
 def test_status_patch_skips_a_tick_that_changed_only_its_time_unless_a_heartbeat_is_due():
@@ -79,7 +87,7 @@ def test_status_patch_skips_a_tick_that_changed_only_its_time_unless_a_heartbeat
     assert status_patch(live, changed, condition, now="t2", heartbeat_due=False) == {"autoscaling": changed}
     moved = {**condition, "observedGeneration": 3}
     patch = status_patch(live, wanted, moved, now="t2", heartbeat_due=False)
-    assert list(patch) == ["conditions"] and patch["conditions"][0] == live["conditions"][0]
+    assert list(patch) == ["conditions", "summary"] and patch["conditions"][0] == live["conditions"][0]
 
 
 def test_status_patch_ignores_free_gpu_capacity_moving_elsewhere_in_the_cluster():

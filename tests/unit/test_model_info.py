@@ -74,6 +74,22 @@ def test_build_status_writes_model_and_keeps_other_conditions() -> None:
         c["type"] for c in again["conditions"]]
 
 
+def test_build_status_summary_says_model_mismatch_of_a_serving_service() -> None:
+    """The STATUS column (status.summary, helper prodops') follows the ModelMismatch condition built here: a
+    serving service whose Ready pods serve two commits reads ModelMismatch, not AllReplicasReady."""
+    live = {"metadata": {"generation": 3}, "spec": {"replicas": 2},
+            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
+                       "availableReplicas": 2}}
+    agree = report([PodInfo("a", "BAAI/bge-m3", SHA_A), PodInfo("b", "BAAI/bge-m3", SHA_A)])
+    status = st.build_status(generation=4, deployment=live, pods=[], current=None, now="2026-01-01T00:00:00Z",
+                             served_model=agree)
+    assert status["summary"] == "AllReplicasReady"
+    mixed = report([PodInfo("a", "BAAI/bge-m3", SHA_A), PodInfo("b", "BAAI/bge-m3", SHA_B)], revision=None)
+    status = st.build_status(generation=4, deployment=live, pods=[], current=status, now="2026-01-01T00:00:01Z",
+                             served_model=mixed)
+    assert status["summary"] == "ModelMismatch" and "Available" in [c["type"] for c in status["conditions"]]
+
+
 def pod(name: str, uid: str, port: int, ready: bool = True) -> dict[str, Any]:
     return {"metadata": {"name": name, "uid": uid, "namespace": "ns"},
             "spec": {"containers": [{"name": "tei", "ports": [{"name": "http", "containerPort": port}]}]},

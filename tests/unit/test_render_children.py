@@ -248,9 +248,12 @@ def test_pass_through_pod_fields():
     spec_ = pod(children)
     assert spec_["nodeSelector"] == {"pool": "gpu"}
     assert spec_["priorityClassName"] == "inference" and spec_["serviceAccountName"] == "tei"
-    assert spec_["securityContext"] == {"fsGroup": 1000}
+    # The user's security context keys are laid over the secure defaults, key by key.
+    assert spec_["securityContext"] == {"fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}}
     assert spec_["imagePullSecrets"] == [{"name": "regcred"}]
-    assert container(children)["securityContext"] == {"allowPrivilegeEscalation": False}
+    assert container(children)["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+        "seccompProfile": {"type": "RuntimeDefault"}}
     assert container(children)["imagePullPolicy"] == "Always"
     # A user may turn scraping off for a pod; the operator's own hash annotation stays.
     annotations = children.deployment["spec"]["template"]["metadata"]["annotations"]

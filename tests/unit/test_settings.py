@@ -86,3 +86,33 @@ def test_docs_settings_md_matches_the_settings_class():
     assert doc == settings_reference_markdown(), "docs/settings.md is stale: run `make crds`"
     for name in Settings.model_fields:
         assert f"`TEI_OPERATOR_{name.upper()}`" in doc
+
+
+def test_leader_election_defaults_give_a_takeover_within_fifteen_seconds():
+    s = load_settings()
+    assert s.leader_election is True and s.leader_election_lease_name == "tei-operator"
+    # a standby takes a dead leader's Lease within lease duration + 2 retry periods (controller/leader.py)
+    assert s.leader_election_lease_duration_seconds + 2 * s.leader_election_retry_period_seconds <= 12
+    assert s.metrics_port == 8081 and s.metrics_port != s.health_port
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"TEI_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE_SECONDS": "8"},
+     "TEI_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE_SECONDS (8) must be shorter than "
+     "TEI_OPERATOR_LEADER_ELECTION_LEASE_DURATION_SECONDS (8)"),
+    ({"TEI_OPERATOR_LEADER_ELECTION_RETRY_PERIOD_SECONDS": "5"},
+     "TEI_OPERATOR_LEADER_ELECTION_RETRY_PERIOD_SECONDS (5) must be under"),
+    ({"TEI_OPERATOR_METRICS_PORT": "8080"}, "TEI_OPERATOR_METRICS_PORT and TEI_OPERATOR_HEALTH_PORT are both 8080"),
+    ({"TEI_OPERATOR_LEADER_ELECTION_NAMESPACE": "Tei_System"}, "TEI_OPERATOR_LEADER_ELECTION_NAMESPACE: "),
+])
+def test_inconsistent_leader_election_or_ports_name_the_variables(monkeypatch, env, words):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert words in str(caught.value)
+
+
+def test_metrics_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("TEI_OPERATOR_METRICS_PORT", "0")
+    assert load_settings().metrics_port == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -213,7 +214,7 @@ def test_build_status_and_changed_status():
     assert "autoscaling" not in built
     patch = st.changed_status(current, built)
     assert set(patch) == {"observedGeneration", "replicas", "readyReplicas", "selector", "endpoint", "image",
-                          "conditions"}
+                          "conditions", "summary"}
     written = {**current, **patch}
     again = st.build_status(generation=3, deployment=deployment(total=3, ready=2), pods=[], current=written, now=T1,
                             selector="app.kubernetes.io/instance=bge-m3", endpoint="http://bge-m3.search.svc:80",
@@ -229,7 +230,7 @@ def test_transitions_only_report_flips():
         generation=1, deployment=deployment(ready=0), pods=[crashloop_pod()]), T1)
     flipped = {c["type"] for c in st.transitions(before, worse)}
     # Reconciling stays False (done before, stuck now) but its reason moves from AllReplicasReady to the crash loop.
-    assert flipped == {"Ready", "Progressing", "Degraded", "Reconciling", "Stalled"}
+    assert flipped == {"Ready", "Available", "Progressing", "Degraded", "Reconciling", "Stalled"}
 
 
 def test_changed_fields_and_describe_apply():
@@ -274,7 +275,9 @@ def test_built_status_is_valid_against_the_status_schema():
                    {"deployment": None, "invalid_spec": "spec.gpu.count: must be <= 1 (got 2)"}):
         built = st.build_status(generation=1, current=None, now=T0, pods=kwargs.pop("pods", []), **kwargs)
         parsed = ServiceStatus.model_validate(built)
-        assert {c.type for c in parsed.conditions} == {"Ready", "Progressing", "Degraded", "Reconciling", "Stalled"}
+        assert {c.type for c in parsed.conditions} == {"Ready", "Available", "Progressing", "Degraded", "Reconciling",
+                                                       "Stalled"}
+        assert parsed.summary == built["summary"] and built["summary"]
 
 
 def test_children_and_pods_are_routed_to_their_service():
@@ -560,7 +563,7 @@ def test_a_ready_service_is_neither_reconciling_nor_stalled():
     (deployment(generation=4, observed=3), "RollingOut"),                       # Deployment behind its generation
     (deployment(replicas=3, total=3, updated=1, ready=3), "RollingOut"),        # new template on 1 of 3
     (deployment(replicas=2, total=3, updated=2, ready=2), "RollingOut"),        # an old pod still terminating
-    (deployment(replicas=3, total=3, updated=3, ready=1), "WaitingForReady"),   # pods starting, model downloading
+    (deployment(replicas=3, total=3, updated=3, ready=0), "WaitingForReady"),   # pods starting, model downloading
     (None, "DeploymentMissing"),
 ])
 def test_a_service_on_its_way_is_reconciling(dep, reason):
@@ -607,17 +610,20 @@ def deadline(dep):
 
 
 def test_an_unschedulable_pod_keeps_reconciling_until_the_progress_deadline_then_stalls():
+    # minAvailable 2: with one of two replicas ready the service does not serve yet (see the Available tests).
     dep = deployment(replicas=2, total=2, updated=2, ready=1)
-    conds = by_type(st.desired_conditions(generation=2, deployment=dep, pods=[pod(), unschedulable_pod()]))
+    conds = by_type(st.desired_conditions(generation=2, deployment=dep, pods=[pod(), unschedulable_pod()],
+                                          min_available=2))
     # A GPU shortage may end when a cluster autoscaler adds a node: InProgress, with the scheduler's words.
     assert (conds["Reconciling"]["status"], conds["Reconciling"]["reason"]) == ("True", "Unschedulable")
     assert "Insufficient nvidia.com/gpu" in conds["Reconciling"]["message"]
     assert (conds["Stalled"]["status"], conds["Stalled"]["reason"]) == ("False", "NotStalled")
     assert "progress deadline" in conds["Stalled"]["message"]
     assert conds["Degraded"]["status"] == "True"  # a human still hears about it at once
-    assert kstatus(service(2, deployment=dep, pods=[pod(), unschedulable_pod()])) == "InProgress"
+    assert kstatus(service(2, deployment=dep, pods=[pod(), unschedulable_pod()], min_available=2)) == "InProgress"
     # The Deployment controller gave up: Stalled, saying both what timed out and why.
-    conds = by_type(st.desired_conditions(generation=2, deployment=deadline(dep), pods=[pod(), unschedulable_pod()]))
+    conds = by_type(st.desired_conditions(generation=2, deployment=deadline(dep), pods=[pod(), unschedulable_pod()],
+                                          min_available=2))
     stalled = conds["Stalled"]
     assert (stalled["status"], stalled["reason"]) == ("True", "ProgressDeadlineExceeded")
     assert "timed out progressing" in stalled["message"] and "Insufficient nvidia.com/gpu" in stalled["message"]
@@ -705,7 +711,7 @@ def test_conditions_written_before_reconciling_and_stalled_existed_get_them_appe
     old = [c for c in st.merge_conditions([], st.desired_conditions(generation=1, deployment=deployment()), T0)
            if c["type"] in ("Ready", "Progressing", "Degraded")]
     merged = st.merge_conditions(old, st.desired_conditions(generation=1, deployment=deployment()), T1)
-    assert [c["type"] for c in merged] == ["Ready", "Progressing", "Degraded", "Reconciling", "Stalled"]
+    assert [c["type"] for c in merged] == ["Ready", "Progressing", "Degraded", "Available", "Reconciling", "Stalled"]
     assert merged[:3] == old and {c["lastTransitionTime"] for c in merged[3:]} == {T1}
 
 
@@ -743,19 +749,28 @@ def test_a_field_a_trusted_manager_shares_with_a_foreign_one_stays():
 
 # -- the Argo CD health check in docs/gitops.md, run on the statuses the operator writes ---------------------------
 
-def argocd_health():
+def argocd_lua_bodies() -> dict[str, str]:
+    """The health Lua of each kind, as Argo CD reads it: the argocd-cm ConfigMap of docs/gitops.md parsed as YAML."""
+    import re
+
+    import yaml
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "gitops.md").read_text()
+    maps = [m for m in map(yaml.safe_load, re.findall(r"```yaml\n(.*?)```", doc, re.S))
+            if isinstance(m, dict) and (m.get("metadata") or {}).get("name") == "argocd-cm"]
+    assert len(maps) == 1, "docs/gitops.md must show one argocd-cm"
+    prefix = "resource.customizations.health.tei-operator.io_"
+    return {key[len(prefix):]: lua for key, lua in maps[0]["data"].items() if key.startswith(prefix)}
+
+
+def argocd_health(kind="EmbeddingService"):
     """The Lua of docs/gitops.md's argocd-cm, as a Python function of a service object (Argo CD runs it with
     gopher-lua, a Lua 5.1: so does this test)."""
-    import re
-    import textwrap
-    from pathlib import Path
-
     import lupa.lua51 as lua51  # a test dependency (pyproject): a missing lupa fails, never skips
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "gitops.md").read_text()
-    body = re.search(r"io_EmbeddingService: \|\n(.*?)\n  resource\.customizations", doc, re.S)
-    assert body, "docs/gitops.md lost its Argo CD health check"
+    body = argocd_lua_bodies().get(kind)
+    assert body, f"docs/gitops.md lost its Argo CD health check of {kind}"
     runtime = lua51.LuaRuntime()
-    check = runtime.eval("function(obj)\n" + textwrap.dedent(body.group(1)) + "\nend")
+    check = runtime.eval("function(obj)\n" + body + "\nend")
 
     def health(obj):
         hs = check(runtime.table_from(obj, recursive=True))
@@ -763,14 +778,31 @@ def argocd_health():
     return health
 
 
-def test_the_argocd_health_check_agrees_with_kstatus():
-    health = argocd_health()
+def test_the_argocd_health_check_is_spelled_out_for_both_kinds():
+    bodies = argocd_lua_bodies()
+    assert set(bodies) == {"EmbeddingService", "RerankerService"}
+    assert bodies["EmbeddingService"] == bodies["RerankerService"]
+    assert "the same Lua as above" not in (Path(__file__).resolve().parents[2] / "docs" / "gitops.md").read_text()
+
+
+@pytest.mark.parametrize("kind", ["EmbeddingService", "RerankerService"])
+def test_the_argocd_health_check_agrees_with_kstatus(kind):
+    health = argocd_health(kind)
+    scale_up = deployment(replicas=4, total=4, updated=4, ready=2)
+    rolling = deployment(replicas=2, total=3, updated=1, ready=2)   # an old pod still serves, the new one loads
     cases = [
         ({"deployment": deployment(), "pods": [pod()]}, "Healthy", "Current"),
-        ({"deployment": deployment(ready=1), "pods": [pod()]}, "Progressing", "InProgress"),
-        ({"deployment": deployment(ready=1), "pods": [pod(), unschedulable_pod()]}, "Progressing", "InProgress"),
+        # Serving while added replicas load or wait for a GPU: a scale-up is not an outage.
+        ({"deployment": scale_up, "pods": [pod()]}, "Healthy", "Current"),
+        ({"deployment": deployment(ready=1), "pods": [pod(), unschedulable_pod()]}, "Healthy", "Current"),
+        # ... unless minAvailable asks for more.
+        ({"deployment": scale_up, "pods": [pod()], "min_available": 3}, "Progressing", "InProgress"),
+        ({"deployment": deployment(ready=0), "pods": [pod(), unschedulable_pod()]}, "Progressing", "InProgress"),
+        ({"deployment": rolling, "pods": [pod()]}, "Progressing", "InProgress"),
         ({"deployment": deployment(replicas=1, total=1, updated=1, ready=0), "pods": [crashloop_pod()]},
          "Degraded", "Failed"),
+        # A crash loop of the current spec stalls a serving service too: every new pod will fail the same way.
+        ({"deployment": deployment(ready=1), "pods": [pod(), crashloop_pod()]}, "Degraded", "Failed"),
         ({"deployment": None, "pods": [], "invalid_spec": "spec.gpu.count: must be >= 1"}, "Degraded", "Failed"),
     ]
     for build, argo, ks in cases:
@@ -778,16 +810,119 @@ def test_the_argocd_health_check_agrees_with_kstatus():
         status, message = health(obj)
         assert (status, kstatus(obj)) == (argo, ks), build
         reason = by_type(obj["status"]["conditions"])["Stalled" if argo == "Degraded" else "Reconciling"]["reason"]
-        assert message.startswith(f"{reason}: ") if argo != "Healthy" else message.startswith("AllReplicasReady: ")
-    # The waiting service says why it waits.
+        assert message.startswith(f"{reason}: ")
+    assert health(service(3, deployment=deployment(), pods=[pod()]))[1].startswith("AllReplicasReady: ")
+    # The serving service says what the other replicas wait for; the waiting one why it waits.
     _, message = health(service(3, deployment=deployment(ready=1), pods=[pod(), unschedulable_pod()]))
+    assert message.startswith("MinimumReplicasReady: ") and "Insufficient nvidia.com/gpu" in message
+    _, message = health(service(3, deployment=deployment(ready=0), pods=[pod(), unschedulable_pod()]))
     assert message.startswith("Unschedulable: ") and "Insufficient nvidia.com/gpu" in message
     # A generation the operator has not acted on yet, and no status at all: Progressing, like kstatus's InProgress.
     stale = service(3, deployment=deployment(), pods=[pod()])
     stale["metadata"]["generation"] = 4
     assert health(stale)[0] == "Progressing" and kstatus(stale) == "InProgress"
     assert health({"metadata": {"generation": 1}})[0] == "Progressing"
-    # Written by an operator from before Stalled existed: Degraded=True still makes it Degraded.
+    # Written by an operator from before Reconciling/Stalled existed: Degraded=True still makes it Degraded,
+    # Ready=True Healthy.
     old = service(3, deployment=deployment(replicas=1, total=1, updated=1, ready=0), pods=[crashloop_pod()])
     old["status"]["conditions"] = [c for c in old["status"]["conditions"] if c["type"] in ("Ready", "Degraded")]
     assert health(old)[0] == "Degraded"
+    fine = service(3, deployment=deployment(), pods=[pod()])
+    fine["status"]["conditions"] = [c for c in fine["status"]["conditions"] if c["type"] in ("Ready", "Degraded")]
+    assert health(fine)[0] == "Healthy"
+
+
+# -- Available: the service serves ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dep,min_available,expected,reason", [
+    (deployment(replicas=4, total=4, updated=4, ready=1), 1, "True", "MinimumReplicasReady"),   # scale-up
+    (deployment(replicas=4, total=4, updated=4, ready=1), 2, "False", "WaitingForReady"),
+    (deployment(replicas=4, total=4, updated=4, ready=0), 1, "False", "WaitingForReady"),        # first start
+    (deployment(replicas=2, total=2, updated=2, ready=2), 5, "True", "MinimumReplicasReady"),    # capped at desired
+    (deployment(replicas=2, total=3, updated=1, ready=2), 1, "True", "MinimumReplicasReady"),    # old pods serve
+    (deployment(replicas=0, total=0, updated=0, ready=0), 1, "True", "ScaledToZero"),
+    (None, 1, "False", "DeploymentMissing"),
+])
+def test_available_counts_ready_replicas_against_min_available(dep, min_available, expected, reason):
+    conds = by_type(st.desired_conditions(generation=2, deployment=dep, pods=[pod()], min_available=min_available))
+    assert (conds["Available"]["status"], conds["Available"]["reason"]) == (expected, reason)
+    assert conds["Available"]["observedGeneration"] == 2
+
+
+def test_a_serving_service_that_is_scaling_up_is_available_and_done_for_kstatus_but_not_ready():
+    dep = deployment(replicas=8, total=8, updated=8, ready=3)
+    conds = by_type(st.desired_conditions(generation=2, deployment=dep, pods=[pod(), unschedulable_pod()]))
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "Unschedulable")
+    assert conds["Available"]["status"] == "True" and "3 of 8 replicas ready" in conds["Available"]["message"]
+    assert (conds["Reconciling"]["status"], conds["Reconciling"]["reason"]) == ("False", "MinimumReplicasReady")
+    assert "Insufficient nvidia.com/gpu" in conds["Reconciling"]["message"]
+    assert conds["Stalled"]["status"] == "False"
+    # The progress deadline passing for the added replicas does not stall a serving service either.
+    conds = by_type(st.desired_conditions(generation=2, deployment=deadline(dep), pods=[pod(), unschedulable_pod()]))
+    assert (conds["Stalled"]["status"], conds["Reconciling"]["status"]) == ("False", "False")
+    assert kstatus(service(2, deployment=deadline(deployment(replicas=8, total=8, updated=8, ready=3)),
+                           pods=[pod(), unschedulable_pod()])) == "Current"
+
+
+def test_a_rollout_is_in_progress_even_while_old_pods_serve_and_stalls_at_its_deadline():
+    dep = deployment(replicas=2, total=3, updated=1, ready=2)
+    conds = by_type(st.desired_conditions(generation=2, deployment=dep, pods=[pod(), unschedulable_pod()]))
+    assert conds["Available"]["status"] == "True"
+    assert (conds["Reconciling"]["status"], conds["Reconciling"]["reason"]) == ("True", "Unschedulable")
+    conds = by_type(st.desired_conditions(generation=2, deployment=deadline(dep), pods=[pod(), unschedulable_pod()]))
+    assert (conds["Stalled"]["status"], conds["Stalled"]["reason"]) == ("True", "ProgressDeadlineExceeded")
+
+
+def test_an_invalid_spec_still_says_whether_the_last_good_pods_serve():
+    conds = by_type(st.desired_conditions(generation=7, deployment=deployment(), invalid_spec="spec.x: bad"))
+    assert conds["Stalled"]["status"] == "True" and conds["Available"]["status"] == "True"
+
+
+# -- status.summary, the STATUS column ---------------------------------------------------------------------------
+
+def limited(reason, status="True"):
+    return {"type": "ScalingLimited", "status": status, "reason": reason, "message": "Wanted 12 replicas",
+            "lastTransitionTime": T0, "observedGeneration": 2}
+
+
+@pytest.mark.parametrize("dep,pods,scaling,summary", [
+    (deployment(), [pod()], None, "AllReplicasReady"),
+    (deployment(), [pod()], limited("MaxReplicas"), "LimitedByMaxReplicas"),
+    (deployment(), [pod()], limited("GpuCapacity"), "LimitedByGpuCapacity"),
+    (deployment(), [pod()], limited("MetricsUnavailable"), "MetricsUnavailable"),
+    (deployment(), [pod()], limited("WithinLimits", "False"), "AllReplicasReady"),
+    (deployment(), [pod()], limited("MinReplicas"), "AllReplicasReady"),   # held at the floor: nothing to see
+    # Serving while scaling up, held by the free GPUs.
+    (deployment(replicas=4, total=4, updated=4, ready=2), [pod()], limited("GpuCapacity"), "LimitedByGpuCapacity"),
+    (deployment(replicas=4, total=4, updated=4, ready=2), [pod()], None, "WaitingForReady"),
+    # Not serving: why it does not serve matters more than the limit.
+    (deployment(ready=0), [pod(), unschedulable_pod()], limited("MetricsUnavailable"), "Unschedulable"),
+    # Stalled: the reason it needs a change.
+    (deployment(ready=1), [pod(), crashloop_pod()], limited("MaxReplicas"), "CrashLoopBackOff"),
+])
+def test_the_status_column_shows_limits_and_stalls(dep, pods, scaling, summary):
+    current = {"conditions": [scaling]} if scaling else None
+    built = st.build_status(generation=2, deployment=dep, pods=pods, current=current, now=T1)
+    assert built["summary"] == summary
+    if scaling:  # the autoscaler's condition is kept as it was
+        assert by_type(built["conditions"])["ScalingLimited"] == scaling
+
+
+def test_summary_of_an_invalid_spec_and_of_nothing():
+    from tei_operator.api.status import status_summary
+
+    built = st.build_status(generation=2, deployment=None, pods=[], current=None, now=T0, invalid_spec="spec.x: bad")
+    assert built["summary"] == "InvalidSpec"
+    assert status_summary([]) is None and status_summary(None) is None
+
+
+def test_summary_puts_a_model_mismatch_after_a_stall_and_before_limits():
+    from tei_operator.api.status import status_summary
+
+    ready = {"type": "Ready", "status": "True", "reason": "AllReplicasReady"}
+    mismatch = {"type": "ModelMismatch", "status": "True", "reason": "MixedCommits"}
+    held = {"type": "ScalingLimited", "status": "True", "reason": "MaxReplicas"}
+    stalled = {"type": "Stalled", "status": "True", "reason": "CrashLoopBackOff"}
+    assert status_summary([ready, mismatch, held]) == "ModelMismatch"
+    assert status_summary([ready, mismatch, held, stalled]) == "CrashLoopBackOff"
+    assert status_summary([ready, {**mismatch, "status": "False"}, held]) == "LimitedByMaxReplicas"

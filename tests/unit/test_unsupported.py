@@ -47,9 +47,31 @@ def test_unsupported_model_is_not_ready_degraded_and_stalled() -> None:
                                                                unsupported_model=message)}
     assert {t: (c["status"], c["reason"]) for t, c in conditions.items()} == {
         "Ready": ("False", "UnsupportedModel"),
+        "Available": ("False", "DeploymentMissing"),
         "Progressing": ("False", "UnsupportedModel"),
         "Degraded": ("True", "UnsupportedModel"),
         "Reconciling": ("False", "UnsupportedModel"),
         "Stalled": ("True", "UnsupportedModel"),
     }
     assert conditions["Stalled"]["message"] == message and conditions["Ready"]["observedGeneration"] == 3
+
+
+def test_unsupported_model_still_says_whether_the_earlier_models_pods_serve() -> None:
+    """Nothing is applied for a refused model, so the earlier (supported) model's pods keep serving: Available says
+    so, as for an invalid spec, and a minAvailable above the Ready count says they do not."""
+    message = refusal_message("Qwen/Qwen3-Reranker-0.6B", None)
+    live = {"metadata": {"name": "rr", "namespace": "search", "generation": 3},
+            "spec": {"replicas": 2},
+            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
+                       "availableReplicas": 2}}
+    conditions = {c["type"]: c for c in st.desired_conditions(generation=4, deployment=live,
+                                                               unsupported_model=message)}
+    assert conditions["Available"]["status"] == "True" and conditions["Stalled"]["status"] == "True"
+    assert conditions["Ready"]["reason"] == "UnsupportedModel"
+    live["status"]["readyReplicas"] = live["status"]["availableReplicas"] = 1
+    conditions = {c["type"]: c for c in st.desired_conditions(generation=4, deployment=live, min_available=2,
+                                                               unsupported_model=message)}
+    assert conditions["Available"]["status"] == "False"
+    built = st.build_status(generation=4, deployment=live, pods=[], current=None, now="2026-01-01T00:00:00Z",
+                            unsupported_model=message, min_available=2)
+    assert built["summary"] == "UnsupportedModel"

@@ -95,6 +95,10 @@ Least privilege: no Secrets (pods reference them; the operator never reads them)
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# The optional NetworkPolicy of a service (spec.networkPolicy).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 # TEI pods: readiness and crash loops for status; pods/proxy for the built-in /metrics scrape through the API server.
 - apiGroups: [""]
   resources: ["pods"]

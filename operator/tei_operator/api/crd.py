@@ -27,8 +27,11 @@ PRINTER_COLUMNS = [
     {"name": "GPU-Type", "type": "string", "jsonPath": ".spec.gpu.type", "description": "GPU type."},
     {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas", "description": "Replicas."},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas", "description": "Ready replicas."},
-    {"name": "Status", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
-     "description": "Reason of the Ready condition."},
+    {"name": "Available", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Available")].status',
+     "priority": 1, "description": "Whether at least minAvailable replicas are ready (the service serves)."},
+    {"name": "Status", "type": "string", "jsonPath": ".status.summary",
+     "description": "Stalled's reason; LimitedByMaxReplicas/LimitedByGpuCapacity/MetricsUnavailable while the "
+     "autoscaler is held back; else Ready's reason."},
     {"name": "Queue", "type": "number", "jsonPath": ".status.autoscaling.signals.queuePerReplica",
      "description": "Inputs waiting per ready replica, at the autoscaler's last tick."},
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1,

@@ -22,6 +22,16 @@ _NAME_RE = re.compile(DNS_LABEL_PATTERN)
 NAME_MAX_LENGTH = 63
 
 
+def without_nulls(value: Any) -> Any:
+    """The object without fields set to null, as the API server stores it: it prunes a null field (one not marked
+    nullable, and none of ours is) before defaulting, so `count: null` means "unset". List items stay."""
+    if isinstance(value, Mapping):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 def parse_spec(kind: str, spec: Any) -> ServiceSpec:
     """Validate `spec` (a dict as stored by the API server, camelCase) as the spec of `kind`.
 
@@ -34,7 +44,7 @@ def parse_spec(kind: str, spec: Any) -> ServiceSpec:
     if not isinstance(spec, Mapping):
         raise InvalidSpecError([f"spec: must be an object (got {type(spec).__name__})"])
     try:
-        return info.spec_model.model_validate(dict(spec), strict=True)
+        return info.spec_model.model_validate(without_nulls(spec), strict=True)
     except ValidationError as exc:
         raise InvalidSpecError(spec_errors(exc, info.spec_model)) from None
 

@@ -125,6 +125,9 @@ def _default(field: FieldInfo) -> Any:
         return value.model_dump(by_alias=True, exclude_unset=True, mode="json")
     if isinstance(value, (list, dict)) and not value:
         return PydanticUndefined
+    if isinstance(value, list):
+        return [v.model_dump(by_alias=True, exclude_none=True, mode="json") if isinstance(v, BaseModel) else v
+                for v in value]
     return value
 
 

@@ -15,6 +15,7 @@ from .base import ApiModel, FieldError
 from .engine import EngineSpec, RerankerEngineSpec
 from .gpu_spec import GpuSpec
 from .model import EmbeddingModelSpec, ModelSpec
+from .network import NetworkPolicySpec, default_network_policy
 from .pod import Affinity, CacheSpec, ResourcesSpec, RolloutSpec, ServiceExposure, Toleration, default_cache
 from .types import DnsSubdomain, FreeForm, LabelValue, AnnotationValue
 
@@ -75,13 +76,35 @@ class ServiceSpec(ApiModel):
         description="Extra annotations of the pods. They may override the prometheus.io/* scrape annotations; "
         f"keys with the {RESERVED_ANNOTATION_PREFIX} prefix are the operator's and refused.",
     )
+    min_available: int = Field(
+        1, ge=1, le=1000,
+        description="Ready replicas at which the service counts as serving: the Available condition, which Argo "
+        "CD's health check and kstatus (Flux, kubectl wait) follow, so a scale-up or a replica waiting for a GPU is "
+        "not an outage. Capped at the desired replica count. Ready, by contrast, needs every desired replica.",
+    )
+    topology_spread_constraints: list[FreeForm] | None = Field(
+        None, max_length=16,
+        description="Topology spread constraints of the pods, as in a Pod (passed through unchanged). Unset: replicas "
+        "are spread across nodes (kubernetes.io/hostname, maxSkew 1, ScheduleAnyway, so a spread that cannot be met "
+        "never leaves a pod Pending; rendered whatever the replica count, so scaling never restarts pods). [] "
+        "turns spreading off.",
+    )
     service_account_name: DnsSubdomain | None = Field(None, description="ServiceAccount the pods run as.")
+    automount_service_account_token: bool = Field(
+        False,
+        description="Mount the ServiceAccount's API token into the pods. TEI never calls the Kubernetes API, so "
+        "off by default: a compromised TEI process then holds no credential.",
+    )
     pod_security_context: FreeForm | None = Field(
-        None, description="Pod security context, as in a Pod (passed through unchanged).",
+        None, description="Pod security context, as in a Pod (passed through unchanged). Default: seccompProfile "
+        "RuntimeDefault; keys set here replace the default's. See docs/security.md to reach the restricted Pod "
+        "Security level (runAsNonRoot, runAsUser, fsGroup).",
     )
     security_context: FreeForm | None = Field(
-        None, description="Security context of the TEI container, as in a container (passed through unchanged). "
-        "TEI images run as root and write to /data.",
+        None, description="Security context of the TEI container, as in a container. Default: "
+        "allowPrivilegeEscalation false, capabilities drop ALL (add NET_BIND_SERVICE: TEI listens on port 80), "
+        "seccompProfile RuntimeDefault; keys set here replace the default's key by key. TEI images run as root "
+        "and write to /data.",
     )
     cache: CacheSpec = Field(
         default_factory=default_cache,
@@ -97,6 +120,11 @@ class ServiceSpec(ApiModel):
     )
     autoscaling: AutoscalingSpec = Field(
         default_factory=AutoscalingSpec, description="The built-in autoscaler, driven by TEI's queue and batch metrics.",
+    )
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=default_network_policy,
+        description="An optional NetworkPolicy admitting only clients, Prometheus and the operator's metrics "
+        "scraper to the pods.",
     )
 
     @model_validator(mode="after")

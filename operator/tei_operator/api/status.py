@@ -3,7 +3,8 @@ which Flux, Argo CD and `kubectl wait` read)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -12,24 +13,69 @@ from .base import SchemaHint, StatusModel
 from .cost import CostStatus
 from .served_model import ServedModel
 
-# Ready/Progressing/Degraded for people, kubectl wait and Argo CD; Reconciling/Stalled (abnormal-true) for kstatus
-# (Flux, kpt, Config Sync); ScalingLimited from the autoscaler; ModelMismatch (abnormal-true) when Ready pods serve
-# different model commits.
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "Reconciling", "Stalled", "ScalingLimited", "ModelMismatch")
+# Ready/Available/Progressing/Degraded for people and kubectl wait; Reconciling/Stalled (abnormal-true) for kstatus
+# (Flux, kpt, Config Sync) and Argo CD's health check; ScalingLimited from the autoscaler; ModelMismatch
+# (abnormal-true) when Ready pods serve different model commits.
+CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded", "Reconciling", "Stalled", "ScalingLimited",
+                   "ModelMismatch")
+
+# What the STATUS column says while a serving service is held back by the autoscaler's limits (ScalingLimited=True):
+# the load is above target and more replicas are wanted than maxReplicas or the free GPUs allow, or the metrics
+# are missing (so the autoscaler holds).
+LIMIT_SUMMARIES = {
+    "MaxReplicas": "LimitedByMaxReplicas",
+    "GpuCapacity": "LimitedByGpuCapacity",
+    "MetricsUnavailable": "MetricsUnavailable",
+}
+
+
+def status_summary(conditions: Sequence[Mapping[str, Any]] | None) -> str | None:
+    """status.summary, the STATUS column, from the conditions (both the controller and the autoscaler write it
+    with any change of the list, so it follows whichever condition changed last):
+
+    1. Stalled=True: its reason (CrashLoopBackOff, InvalidSpec, ...): the service needs a change;
+    1b. ModelMismatch=True (Ready pods serving different model commits, where a controller writes it): ModelMismatch,
+       since mixed embeddings behind one Service matter more than capacity;
+    2. serving (Ready or Available True) and ScalingLimited=True: LimitedByMaxReplicas, LimitedByGpuCapacity or
+       MetricsUnavailable, since an AllReplicasReady service held at maxReplicas under a long queue is not fine;
+    3. otherwise Ready's reason (AllReplicasReady, WaitingForReady, Unschedulable, RollingOut, ...)."""
+    by_type = {c.get("type"): c for c in conditions or []}
+
+    def true(ctype: str) -> Mapping[str, Any] | None:
+        cond = by_type.get(ctype)
+        return cond if cond is not None and cond.get("status") == "True" else None
+
+    stalled = true("Stalled")
+    if stalled is not None and stalled.get("reason"):
+        return str(stalled["reason"])
+    if true("ModelMismatch") is not None:
+        return "ModelMismatch"
+    limited = true("ScalingLimited")
+    if (true("Ready") or true("Available")) and limited is not None and limited.get("reason") in LIMIT_SUMMARIES:
+        return LIMIT_SUMMARIES[str(limited["reason"])]
+    for ctype in ("Ready", "Available"):
+        reason = (by_type.get(ctype) or {}).get("reason")
+        if reason:
+            return str(reason)
+    return None
+
+
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 DateTime = Annotated[str, SchemaHint(format="date-time")]
 
 
 class Condition(StatusModel):
-    """One aspect of the service's state (Ready, Progressing, Degraded, Reconciling, Stalled, ScalingLimited,
-    ModelMismatch)."""
+    """One aspect of the service's state (Ready, Available, Progressing, Degraded, Reconciling, Stalled,
+    ScalingLimited, ModelMismatch)."""
 
     type: str = Field(
         ..., min_length=1, max_length=316,
-        description="Ready, Progressing, Degraded, Reconciling, Stalled, ScalingLimited or ModelMismatch. "
-        "Reconciling=True (on its way) and Stalled=True (stuck until something changes) are what kstatus-based "
-        "tools (Flux, kpt, Config Sync) read. ModelMismatch=True: Ready pods serve different model commits.",
+        description="Ready (every desired replica ready, rollout done), Available (at least spec.minAvailable "
+        "replicas ready: the service serves), Progressing, Degraded, Reconciling, Stalled, ScalingLimited or "
+        "ModelMismatch. Reconciling=True (on its way) and Stalled=True (stuck until something changes) are what "
+        "kstatus-based tools (Flux, kpt, Config Sync) read; they follow Available, so a scale-up is not an outage. "
+        "ModelMismatch=True: Ready pods serve different model commits.",
     )
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     reason: str | None = Field(
@@ -56,8 +102,14 @@ class ServiceStatus(StatusModel):
     conditions: list[Condition] = Field(
         default_factory=list, max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Current state: Ready, Progressing, Degraded, Reconciling, Stalled, ScalingLimited, "
+        description="Current state: Ready, Available, Progressing, Degraded, Reconciling, Stalled, ScalingLimited, "
         "ModelMismatch.",
+    )
+    summary: str | None = Field(
+        None, max_length=64,
+        description="One word for the STATUS column: Stalled's reason when stalled; ModelMismatch when Ready pods "
+        "serve different model commits; LimitedByMaxReplicas, LimitedByGpuCapacity or MetricsUnavailable while "
+        "serving and the autoscaler is held back; else Ready's reason.",
     )
     model: ServedModel | None = Field(
         None, description="The model asked for and the commit (sha) each Ready pod reports in TEI's /info.",

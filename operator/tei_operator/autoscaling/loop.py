@@ -36,6 +36,7 @@ from typing import Any
 
 from ..api import GROUP, KINDS, VERSION, ServiceResource
 from ..kube import DEPLOYMENT, NODE, POD, KubeApiError, KubeClient, ResourceType
+from ..metrics import METRICS
 from .capacity import ClusterUsage, schedulable_replicas
 from .policy import RATE_WINDOW_TICKS, Decision, PolicyState, decide
 from .signals import Signals
@@ -378,6 +379,7 @@ class Autoscaler:
                 raise
             except Exception as exc:  # noqa: BLE001 - a broken source makes its services' metrics unknown
                 result = SourceResult(pods={}, error=f"metrics source {name}: {exc}")
+            METRICS.metric_source_result(name, result.error)
             for view, target in members:
                 out[view.uid] = aggregate(target, result, now, stale_seconds=self.settings.metrics_stale_seconds,
                                           fresh_grace_seconds=self.settings.metrics_stale_seconds)
@@ -405,6 +407,7 @@ class Autoscaler:
         memory = self.memory.setdefault(view.uid, _Memory())
         decision, memory.state = decide(signals, memory.state, spec, resource.spec.engine.max_batch_tokens, now,
                                         self.settings.max_pending_replicas)
+        METRICS.autoscaler_decision(decision.action, decision.limited_by)
         outcome = TickOutcome(view.label, decision=decision)
         if decision.desired_replicas != current:
             await self.writer.set_replicas(resource.namespace, resource.name, decision.desired_replicas)
@@ -460,6 +463,7 @@ class Autoscaler:
                 started = time.monotonic()
                 try:
                     await self.tick()
+                    METRICS.autoscaler_tick_succeeded()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the loop must outlive a bad tick

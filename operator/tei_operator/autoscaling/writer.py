@@ -19,6 +19,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..api.status import status_summary
 from ..kube import DEPLOYMENT, KubeApiError, KubeClient, MERGE_PATCH, ResourceType
 from .policy import Decision
 from .signals import Signals
@@ -167,6 +168,9 @@ def status_patch(live_status: Mapping[str, Any] | None, autoscaling: Mapping[str
             patch["conditions"] = remove_condition(live_conditions, SCALING_LIMITED)
     elif _condition_differs(live_cond, condition):
         patch["conditions"] = merge_condition(live_conditions, condition, now)
+    if "conditions" in patch:
+        # The STATUS column follows ScalingLimited too (api/status.py): written with the list, from the list.
+        patch["summary"] = status_summary(patch["conditions"])
     return patch
 
 

@@ -60,7 +60,7 @@ async def deployment_event(event: Mapping[str, Any], body: kopf.Body, memo: Cont
 
 
 async def child_event(body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
-    """A Service or PodDisruptionBudget we manage changed or went away: re-apply its service."""
+    """A Service, PodDisruptionBudget or NetworkPolicy we manage changed or went away: re-apply its service."""
     owner = controller_owner(body, memo.reconciler.kinds)
     if owner is not None:
         memo.queue.request(owner, apply=True)
@@ -87,5 +87,7 @@ def register(registry: kopf.OperatorRegistry, kinds: Mapping[str, k.ResourceType
                   registry=registry)(deployment_event)
     kopf.on.event("v1", "services", labels=CHILD_LABELS, id="watch-services", registry=registry)(child_event)
     kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=CHILD_LABELS, id="watch-pdbs",
+                  registry=registry)(child_event)
+    kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=CHILD_LABELS, id="watch-networkpolicies",
                   registry=registry)(child_event)
     kopf.on.event("v1", "pods", labels=CHILD_LABELS, id="watch-pods", registry=registry)(pod_event)

@@ -70,6 +70,11 @@ class ReconcileQueue(Generic[K]):
                 self._tasks[key] = asyncio.get_running_loop().create_task(self._run(key), name=f"reconcile {key}")
 
     @property
+    def waiting(self) -> int:
+        """Keys requested and not started yet (the queue depth the operator's metrics report)."""
+        return len(self._pending)
+
+    @property
     def busy(self) -> bool:
         return bool(self._tasks)
 

@@ -194,9 +194,13 @@ class Reconciler:
             children = render_children(resource, self.settings)
         except ValueError as exc:  # InvalidSpecError is a ValueError naming the field
             outcome.invalid_spec = message = str(exc)
+            # The last good spec's pods may still serve: Available says so.
+            live = await self.kube.get_or_none(k.DEPLOYMENT, key.name, key.namespace)
+            raw_min = (owner.get("spec") or {}).get("minAvailable")
+            min_available = raw_min if isinstance(raw_min, int) and not isinstance(raw_min, bool) else 1
             await self.write_status(owner, outcome, lambda latest: st.build_status(
-                generation=generation, deployment=None, pods=[], current=latest, now=st.now_rfc3339(),
-                invalid_spec=message), keep_counts=True)
+                generation=generation, deployment=live, pods=[], current=latest, now=st.now_rfc3339(),
+                invalid_spec=message, min_available=min_available), keep_counts=True)
             return outcome
 
         refusal = refusal_message(resource.spec.model.id, meta.get("annotations"))
@@ -204,9 +208,11 @@ class Reconciler:
             # Known not to run on TEI: rolling it out would only crash-loop on GPUs. Nothing is applied (children
             # of an earlier, supported model keep serving it), as for an invalid spec.
             outcome.unsupported_model = refusal
+            # The earlier model's pods may still serve: Available says so.
+            live = await self.kube.get_or_none(k.DEPLOYMENT, key.name, key.namespace)
             await self.write_status(owner, outcome, lambda latest: st.build_status(
-                generation=generation, deployment=None, pods=[], current=latest, now=st.now_rfc3339(),
-                unsupported_model=refusal), keep_counts=True)
+                generation=generation, deployment=live, pods=[], current=latest, now=st.now_rfc3339(),
+                unsupported_model=refusal, min_available=resource.spec.min_available), keep_counts=True)
             return outcome
 
         deployment_manifest = children.deployment
@@ -219,6 +225,8 @@ class Reconciler:
                     deployment = after
             if children.pdb is None:
                 await self._prune(owner, k.PDB, outcome)
+            if children.network_policy is None:
+                await self._prune(owner, k.NETWORK_POLICY, outcome)
         else:
             deployment = await self.kube.get_or_none(k.DEPLOYMENT, deployment_manifest["metadata"]["name"],
                                                      key.namespace)
@@ -236,7 +244,7 @@ class Reconciler:
         await self.write_status(owner, outcome, lambda latest: st.build_status(
             generation=generation, deployment=deployment, pods=pods, current=latest, now=st.now_rfc3339(),
             selector=selector, endpoint=endpoint, image=image, template_hash=template_hash,
-            served_model=served_model, cost=cost))
+            min_available=resource.spec.min_available, served_model=served_model, cost=cost))
         return outcome
 
     def _cost(self, key: OwnerKey, resource: Any, deployment: Mapping[str, Any] | None,
@@ -364,7 +372,8 @@ class Reconciler:
             current = owner.get("status") or {}
             desired = build(current)
             if keep_counts:  # invalid spec: nothing observed, leave what the last good reconcile wrote
-                desired = {key: v for key, v in desired.items() if key in ("observedGeneration", "conditions")}
+                desired = {key: v for key, v in desired.items()
+                           if key in ("observedGeneration", "conditions", "summary")}
             patch = st.changed_status(current, desired)
             if not patch:
                 return
@@ -411,3 +420,8 @@ class Reconciler:
                                            f"{kind} {name} serves mixed models: {cond['message']}", "Warning")
             elif cond["type"] == st.READY and cond["status"] == "True":
                 await self.recorder.record(owner, "Ready", f"{kind} {name} became Ready: {cond['message']}")
+            elif cond["type"] == st.AVAILABLE and cond["status"] == "False" and (st.condition(
+                    {"conditions": before}, st.AVAILABLE) or {}).get("status") == "True":
+                # It served and no longer does: the moment on-call needs (a scale-up never causes it).
+                await self.recorder.record(owner, "Unavailable", f"{kind} {name} stopped serving: {cond['message']}",
+                                           "Warning")

@@ -1,24 +1,36 @@
-"""Starting the operator: kopf configured for this project, the reconciler, the queue and the periodic resync.
+"""Starting the operator: kopf configured for this project, the reconciler, the queue and the periodic resync,
+behind leader election.
 
 `run(settings)` is what `tei-operator run` calls. It blocks until SIGINT/SIGTERM.
+
+With leader election on (the default), a replica serves its health and metrics endpoints at once, then waits for
+the Lease (leader.py). Only while it leads does it run kopf (the controller: handlers, queue, resync) and the
+autoscaler, and its KubeClient refuses writes the moment the Lease is no longer its own. When it loses the Lease it
+stops them and stands by again; on SIGTERM it stops them and releases the Lease, so a standby takes over at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
 from typing import Any
 
 import kopf
 
+from ..render.stamp import operator_version
 from ..autoscaling.loop import start_autoscaler
 from ..kube import KubeApiError, KubeClient
+from ..metrics import METRICS
 from ..settings import Settings
+from .endpoints import EndpointError, Endpoints
 from .errors import classify
 from .handlers import ControllerMemo, register
+from .leader import LeaderElector, LeaseConfig, lease_client
 from .logs import configure_logging
 from .queue import ReconcileQueue
-from .reconcile import OwnerKey, Reconciler, owner_types
+from .reconcile import OwnerKey, Outcome, Reconciler, owner_types
 
 logger = logging.getLogger("tei_operator.controller")
 
@@ -32,7 +44,7 @@ def watched_namespaces(settings: Settings) -> list[str]:
 
 def kopf_settings() -> kopf.OperatorSettings:
     """kopf configured for this project: its bookkeeping under our own annotation prefix, no finalizer, its
-    per-handler Events only for warnings, no peering (one operator replica; see docs/troubleshooting.md)."""
+    per-handler Events only for warnings, no kopf peering (one writer is ensured by our own Lease, leader.py)."""
     ks = kopf.OperatorSettings()
     ks.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     ks.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -69,11 +81,28 @@ async def resync_forever(reconciler: Reconciler, queue: ReconcileQueue, namespac
             logger.warning("Failed to list services for the periodic resync: %s", classify(exc).message)
 
 
-async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = None,
-                    ready_flag: asyncio.Event | None = None) -> None:
-    """Run the operator in the current event loop until stopped (by signal or `stop_flag`)."""
-    kube = KubeClient.from_environment()
-    reconciler = Reconciler(kube, settings)
+class MeasuredReconciler(Reconciler):
+    """The Reconciler, counted: every reconcile by kind and result, and its duration (metrics.py)."""
+
+    async def reconcile(self, key: OwnerKey, *, apply: bool = True) -> Outcome:
+        started = time.monotonic()
+        try:
+            outcome = await super().reconcile(key, apply=apply)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            METRICS.reconciled(key.kind, "error", time.monotonic() - started)
+            raise
+        refused = outcome.invalid_spec or outcome.unsupported_model  # the spec is refused: Degraded says why
+        result = "not_found" if not outcome.found else "invalid_spec" if refused else "success"
+        METRICS.reconciled(key.kind, result, time.monotonic() - started)
+        return outcome
+
+
+async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.Event,
+                         ready: asyncio.Event | None = None) -> None:
+    """Run kopf (handlers, queue, resync) and the autoscaler until `stop` is set or a signal stops kopf."""
+    reconciler = MeasuredReconciler(kube, settings)
     namespaces = watched_namespaces(settings)
 
     async def work(key: OwnerKey, apply: bool) -> None:
@@ -98,6 +127,8 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
     async def _start(**_: Any) -> None:
         tasks.append(asyncio.create_task(resync_forever(reconciler, queue, namespaces, interval), name="resync"))
         tasks.append(start_autoscaler(reconciler.kube, settings))  # one loop for every autoscaled service
+        METRICS.autoscaler_started()
+        METRICS.watch_queue(lambda: queue.waiting)
         logger.info("Started tei-operator watching %s (resync every %.0f s)",
                     ", ".join(namespaces) if namespaces else "all namespaces", interval)
 
@@ -107,24 +138,144 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await queue.close()
+        # The background /info reads and token-rate rounds write status through reconciles: they end with the
+        # leadership term, like the queue (a new term's Reconciler starts its own).
         await reconciler.model_reader.close()
         await reconciler.token_meter.close()
+        METRICS.autoscaler_stopped()
+        METRICS.watch_queue(None)
+        # Stopped by a signal, kopf would wait 5 s at exit for its own task waiting on `stop`: end that wait.
+        stop.set()
         logger.info("Stopped tei-operator")
 
+    await kopf.operator(
+        registry=registry,
+        settings=kopf_settings(),
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=True,
+        memo=memo,
+        stop_flag=stop,
+        ready_flag=ready,
+    )
+
+
+class _Signals:
+    """SIGINT/SIGTERM set `stopping` while kopf does not run (kopf installs its own handlers while it runs and
+    stops on them; `restore()` takes the signals back after it returned)."""
+
+    def __init__(self, stopping: asyncio.Event) -> None:
+        self.stopping = stopping
+        self.restore()
+
+    def restore(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._received, sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+                return
+
+    def _received(self, sig: signal.Signals) -> None:
+        logger.info("Received %s: stopping", sig.name)
+        self.stopping.set()
+
+
+async def _set_when_any(target: asyncio.Event, waiters: list[asyncio.Task]) -> None:
+    """Set `target` when the first of `waiters` ends. The waiters are created by the caller before kopf starts:
+    kopf waits 5 s at exit for every task created while it ran, and these would not end on a signal."""
     try:
-        await kopf.operator(
-            registry=registry,
-            settings=kopf_settings(),
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            standalone=True,
-            liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
-            memo=memo,
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        target.set()
     finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = None,
+                    ready_flag: asyncio.Event | None = None) -> None:
+    """Run the operator in the current event loop until stopped (by signal or `stop_flag`).
+
+    `ready_flag` is set when this replica's controller has started (after it became the leader)."""
+    kube = KubeClient.from_environment()
+    stopping = stop_flag or asyncio.Event()
+    signals = _Signals(stopping)
+    elector: LeaderElector | None = None
+    controller_ready = asyncio.Event()
+
+    def readiness() -> tuple[bool, str]:
+        if elector is None:
+            return (True, "ready: controller started") if controller_ready.is_set() else \
+                (False, "controller starting")
+        if not elector.healthy():
+            return False, f"cannot read the leader Lease {elector.where}"
+        if elector.is_leader():
+            return (True, f"ready: leader {elector.identity}") if controller_ready.is_set() else \
+                (False, f"leader {elector.identity}, controller starting")
+        return True, f"ready: standby {elector.identity}, Lease held by {elector.holder or 'nobody'}"
+
+    endpoints = Endpoints(settings.health_host, settings.health_port, settings.metrics_port, readiness)
+    await endpoints.start()
+    try:
+        if not settings.leader_election:
+            METRICS.set_identity(operator_version(), "")
+            METRICS.set_leader(True)
+            await _run_once(kube, settings, stopping, None, controller_ready, ready_flag)
+            return
+        config = LeaseConfig.from_settings(settings)
+        elector = LeaderElector(lease_client(timeout=max(1.0, config.renew_deadline / 2)), config)
+        METRICS.set_identity(operator_version(), config.identity)
+        METRICS.set_leader(False)
+        kube.write_guard = elector.is_leader  # a replica that is not the leader sends no write at all
+        logger.info("Electing a leader on Lease %s as %s (lease %.0f s, renew deadline %.0f s, retry %.0f s)",
+                    elector.where, config.identity, config.lease_duration, config.renew_deadline,
+                    config.retry_period)
+        try:
+            while not stopping.is_set():
+                if not await elector.acquire(stopping):
+                    break
+                lost = asyncio.Event()
+                keeper = asyncio.create_task(elector.keep(lost), name="leader-lease")
+                try:
+                    await _run_once(kube, settings, stopping, lost, controller_ready, ready_flag)
+                finally:
+                    keeper.cancel()
+                    await asyncio.gather(keeper, return_exceptions=True)
+                    signals.restore()
+                if not lost.is_set():  # stopped by a signal or by stop_flag
+                    break
+                logger.info("Standing by for the leader Lease %s again", elector.where)
+        finally:
+            await elector.release()
+            elector.kube.close()
+    finally:
+        await endpoints.close()
         kube.close()
+
+
+async def _run_once(kube: KubeClient, settings: Settings, stopping: asyncio.Event, lost: asyncio.Event | None,
+                    controller_ready: asyncio.Event, ready_flag: asyncio.Event | None) -> None:
+    """One run of the controller, until `stopping` or `lost` (when given) is set, or a signal stops kopf."""
+    stop = asyncio.Event()
+    waiters = [asyncio.create_task(e.wait(), name="controller-stop-waiter") for e in (stopping, lost)
+               if e is not None]
+    bridge = asyncio.create_task(_set_when_any(stop, waiters), name="controller-stop")
+    ready = asyncio.Event()
+
+    async def forward_ready() -> None:
+        await ready.wait()
+        controller_ready.set()
+        if ready_flag is not None:
+            ready_flag.set()
+
+    forwarder = asyncio.create_task(forward_ready(), name="controller-ready")
+    try:
+        await run_controller(kube, settings, stop=stop, ready=ready)
+    finally:
+        controller_ready.clear()
+        for task in (bridge, forwarder):
+            task.cancel()
+        await asyncio.gather(bridge, forwarder, return_exceptions=True)
 
 
 def run(settings: Settings) -> None:
@@ -132,6 +283,9 @@ def run(settings: Settings) -> None:
     configure_logging(settings.log_format, settings.log_level)
     try:
         asyncio.run(run_async(settings))
+    except EndpointError as exc:
+        logger.error("Stopped tei-operator: %s", exc)
+        raise SystemExit(1) from exc
     except KubeApiError as exc:
         logger.error("Stopped tei-operator: %s", exc)
         raise SystemExit(1) from exc

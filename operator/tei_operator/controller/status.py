@@ -5,11 +5,18 @@ and which status keys need writing. It never touches keys other writers own (`st
 of other types such as the autoscaler's `ScalingLimited`).
 
 Two sets of conditions, for two kinds of readers:
-- `Ready`, `Progressing`, `Degraded` (normal-true `Ready`): what `kubectl wait`, Argo CD's health Lua and people read.
+- `Ready`, `Available`, `Progressing`, `Degraded` (normal-true): what `kubectl wait` and people read. `Ready` = every
+  desired replica ready and the rollout done; `Available` = the service serves: at least `spec.minAvailable`
+  replicas (capped at the desired count) ready, of any template. A scale-up leaves a serving service Available.
 - `Reconciling`, `Stalled` (abnormal-true): the only conditions kstatus reads (sigs.k8s.io/cli-utils, behind Flux's
   default health checks, `kpt live status` and Config Sync). `Reconciling=True` means "not there yet, on its way"
   (kstatus: InProgress), `Stalled=True` means "stopped, needs a change" (kstatus: Failed). Both are always written,
   with status False when normal, so their lastTransitionTime says when the service last finished or unstuck.
+
+kstatus and Argo CD's health check (docs/gitops.md) follow serving: a service that is Available and whose current pod
+template is rolled out (no pod of an older template left) is done (`Reconciling=False`) even while added replicas
+load or wait for a GPU; only a crash loop or an image that cannot be pulled stalls it then. A rollout of a new
+template, or a service not yet serving, is on its way until every desired replica is ready.
 
 Which problems stall a service (docs/gitops.md explains the choice): an invalid spec, a crash loop, an image that
 cannot be pulled, the API server refusing the pods (ReplicaFailure) and the Deployment's progress deadline. An
@@ -25,15 +32,17 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..api.status import status_summary
 from ..render.children import CONFIG_HASH_ANNOTATION
 
 READY = "Ready"
+AVAILABLE = "Available"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 MODEL_MISMATCH = "ModelMismatch"  # built in model_info.py from what the pods' /info report
-OWNED_CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, RECONCILING, STALLED, MODEL_MISMATCH)
+OWNED_CONDITION_TYPES = (READY, AVAILABLE, PROGRESSING, DEGRADED, RECONCILING, STALLED, MODEL_MISMATCH)
 
 # Reasons (PascalCase, API conventions); docs/troubleshooting.md has one section per reason.
 REASON_INVALID_SPEC = "InvalidSpec"
@@ -52,6 +61,7 @@ REASON_SCALED_TO_ZERO = "ScaledToZero"
 REASON_ROLLOUT_COMPLETE = "RolloutComplete"
 REASON_HEALTHY = "NoProblems"
 REASON_NOT_STALLED = "NotStalled"
+REASON_MIN_AVAILABLE = "MinimumReplicasReady"
 
 # Problems that stop progress until someone changes something (kstatus: Stalled=True, Failed). The others
 # (Unschedulable, CreateContainerConfigError) may resolve on their own and stall only at the progress deadline.
@@ -61,7 +71,7 @@ WAITING_REASONS = frozenset({REASON_UNSCHEDULABLE, REASON_CONTAINER_CONFIG})
 
 # Status keys this controller writes; everything else under status belongs to someone else.
 OWNED_STATUS_KEYS = ("observedGeneration", "replicas", "readyReplicas", "selector", "endpoint", "image", "conditions",
-                     "model", "cost")
+                     "summary", "model", "cost")
 
 #: `build_status(cost=KEEP)`: leave status.cost as it is (a refused spec observed nothing to price).
 KEEP = object()
@@ -228,6 +238,44 @@ def deployment_progress(deployment: Mapping[str, Any] | None) -> Progress:
     return Progress(True, False, REASON_ALL_READY, f"Deployment {name}: {ready} of {desired} replicas ready")
 
 
+@dataclasses.dataclass(frozen=True)
+class Availability:
+    """Whether the service serves: at least `needed` replicas Ready (any template: old pods serve during a rollout)."""
+
+    available: bool
+    reason: str
+    message: str
+
+
+def assess_availability(deployment: Mapping[str, Any] | None, min_available: int,
+                        problem: Problem | None = None) -> Availability:
+    """Available when the Deployment's ready replicas reach min(minAvailable, desired). Scaled to zero on purpose
+    counts as available (as a Deployment's own Available condition does): nothing is asked to serve."""
+    if not deployment:
+        return Availability(False, REASON_DEPLOYMENT_MISSING, "The Deployment does not exist yet")
+    name = _name(deployment)
+    desired = desired_replicas(deployment)
+    ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+    if desired == 0:
+        return Availability(True, REASON_SCALED_TO_ZERO, f"Deployment {name} is scaled to zero")
+    needed = min(max(1, int(min_available)), desired)
+    counts = f"{ready} of {desired} replicas ready, {needed} needed to serve"
+    if ready >= needed:
+        return Availability(True, REASON_MIN_AVAILABLE, f"Deployment {name}: {counts}")
+    if problem is not None:
+        return Availability(False, problem.reason, f"Deployment {name}: {counts}; {problem.message}")
+    return Availability(False, REASON_WAITING_FOR_READY, f"Deployment {name}: {counts}")
+
+
+def template_rolled_out(deployment: Mapping[str, Any] | None) -> bool:
+    """Whether the Deployment runs only its current pod template: it has seen its latest spec and no pod of an
+    older template is left. Replicas may still be missing or loading (a scale-up); the rollout itself is done."""
+    if not _deployment_caught_up(deployment):
+        return False
+    status = (deployment or {}).get("status") or {}
+    return int(status.get("replicas") or 0) <= int(status.get("updatedReplicas") or 0)
+
+
 def _condition(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
     return {"type": ctype, "status": "True" if ok else "False", "reason": reason, "message": message,
             "observedGeneration": generation}
@@ -265,18 +313,24 @@ def _deployment_caught_up(deployment: Mapping[str, Any] | None) -> bool:
 
 
 def assess_standing(progress: Progress, deployment: Mapping[str, Any] | None,
-                    current_pods: Sequence[Mapping[str, Any]]) -> Standing:
+                    current_pods: Sequence[Mapping[str, Any]], availability: Availability | None = None) -> Standing:
     """Reconciling or Stalled, from the rollout's progress and the problems of the current template's pods.
 
-    A stalling pod problem (crash loop, image pull) wins; then what the Deployment controller declared (progress
-    deadline, ReplicaFailure), with the pods' problem added to say why; a problem that may resolve by itself
-    (unschedulable, missing Secret) keeps the service Reconciling with that message; otherwise the rollout's own
-    reason (RollingOut, WaitingForReady, DeploymentMissing)."""
+    A stalling pod problem (crash loop, image pull) wins; then a service that serves (`availability`) with its
+    template rolled out is done: replicas still loading or waiting for a GPU (a scale-up) are capacity on its way,
+    not a rollout, and neither a pending pod nor the progress deadline stalls it. Otherwise what the Deployment
+    controller declared (progress deadline, ReplicaFailure), with the pods' problem added to say why; a problem
+    that may resolve by itself (unschedulable, missing Secret) keeps the service Reconciling with that message;
+    otherwise the rollout's own reason (RollingOut, WaitingForReady, DeploymentMissing)."""
     if progress.ready:
         return Standing(False, False, progress.reason, progress.message)
     pod_problem = diagnose_pods(current_pods)
     if pod_problem is not None and pod_problem.reason in STALLING_REASONS:
         return Standing(False, True, pod_problem.reason, pod_problem.message)
+    if availability is not None and availability.available and template_rolled_out(deployment):
+        waiting = pod_problem or deployment_problem(deployment)
+        message = f"{availability.message}; the others: {waiting.message if waiting else progress.message}"
+        return Standing(False, False, availability.reason, message)
     declared = deployment_problem(deployment) if _deployment_caught_up(deployment) else None
     if declared is not None:
         message = f"{declared.message}; {pod_problem.message}" if pod_problem is not None else declared.message
@@ -301,17 +355,22 @@ def _kstatus_conditions(standing: Standing, generation: int) -> list[dict[str, A
 
 def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
                        pods: Sequence[Mapping[str, Any]] = (), invalid_spec: str | None = None,
-                       template_hash: str | None = None, unsupported_model: str | None = None
-                       ) -> list[dict[str, Any]]:
-    """Ready, Progressing, Degraded, Reconciling and Stalled (without lastTransitionTime) for what was observed.
+                       template_hash: str | None = None, min_available: int = 1,
+                       unsupported_model: str | None = None) -> list[dict[str, Any]]:
+    """Ready, Available, Progressing, Degraded, Reconciling and Stalled (without lastTransitionTime) for what was
+    observed.
 
     `invalid_spec` is the parse error when the spec could not be rendered: nothing was applied, so the service is
-    neither Ready nor Progressing, Degraded and Stalled say which field is wrong. `template_hash` is the config hash
-    of the rendered pod template: only its pods can stall the service (see `current_template_pods`).
-    `unsupported_model` says why the model cannot run on TEI (api/unsupported.py): nothing was applied either."""
+    neither Ready nor Progressing, Degraded and Stalled say which field is wrong (Available still tells whether the
+    pods of the last good spec serve). `template_hash` is the config hash of the rendered pod template: only its
+    pods can stall the service (see `current_template_pods`). `min_available` is spec.minAvailable.
+    `unsupported_model` says why the model cannot run on TEI (api/unsupported.py): nothing was applied either, and
+    Available again tells whether pods of an earlier spec still serve."""
     if unsupported_model is not None:
+        availability = assess_availability(deployment, min_available)
         return [
             _condition(READY, False, REASON_UNSUPPORTED_MODEL, unsupported_model, generation),
+            _condition(AVAILABLE, availability.available, availability.reason, availability.message, generation),
             _condition(PROGRESSING, False, REASON_UNSUPPORTED_MODEL, "Nothing was applied: the model is known not "
                        "to run on TEI", generation),
             _condition(DEGRADED, True, REASON_UNSUPPORTED_MODEL, unsupported_model, generation),
@@ -319,8 +378,10 @@ def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
         ]
     if invalid_spec is not None:
         message = f"The spec cannot be rendered: {invalid_spec}"
+        availability = assess_availability(deployment, min_available)
         return [
             _condition(READY, False, REASON_INVALID_SPEC, message, generation),
+            _condition(AVAILABLE, availability.available, availability.reason, availability.message, generation),
             _condition(PROGRESSING, False, REASON_INVALID_SPEC, "Nothing was applied: the spec is invalid", generation),
             _condition(DEGRADED, True, REASON_INVALID_SPEC, message, generation),
             *_kstatus_conditions(Standing(False, True, REASON_INVALID_SPEC, message), generation),
@@ -333,6 +394,8 @@ def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
         ready = _condition(READY, False, problem.reason, problem.message, generation)
     else:
         ready = _condition(READY, False, progress.reason, progress.message, generation)
+    availability = assess_availability(deployment, min_available, problem)
+    available = _condition(AVAILABLE, availability.available, availability.reason, availability.message, generation)
     progressing = _condition(
         PROGRESSING, progress.progressing,
         progress.reason if progress.progressing else REASON_ROLLOUT_COMPLETE,
@@ -342,8 +405,8 @@ def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
         degraded = _condition(DEGRADED, True, problem.reason, problem.message, generation)
     else:
         degraded = _condition(DEGRADED, False, REASON_HEALTHY, "No problem found", generation)
-    standing = assess_standing(progress, deployment, current_template_pods(pods, template_hash))
-    return [ready, progressing, degraded, *_kstatus_conditions(standing, generation)]
+    standing = assess_standing(progress, deployment, current_template_pods(pods, template_hash), availability)
+    return [ready, available, progressing, degraded, *_kstatus_conditions(standing, generation)]
 
 
 def merge_conditions(current: Sequence[Mapping[str, Any]] | None, desired: Sequence[Mapping[str, Any]],
@@ -394,17 +457,19 @@ def transitions(current: Sequence[Mapping[str, Any]] | None, merged: Sequence[Ma
 def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
                  current: Mapping[str, Any] | None, now: str, selector: str | None = None,
                  endpoint: str | None = None, image: str | None = None, invalid_spec: str | None = None,
-                 template_hash: str | None = None, unsupported_model: str | None = None,
+                 template_hash: str | None = None, min_available: int = 1, unsupported_model: str | None = None,
                  served_model: tuple[dict[str, Any], dict[str, Any]] | None = None,
                  cost: dict[str, Any] | None | object = KEEP) -> dict[str, Any]:
     """The status keys this controller owns, ready to compare with `changed_status` and merge-patch.
 
-    replicas/readyReplicas come from the Deployment's status (the scale subresource reads status.replicas).
+    replicas/readyReplicas come from the Deployment's status (the scale subresource reads status.replicas);
+    `summary` (the STATUS column) from every condition, the autoscaler's ScalingLimited and ModelMismatch included.
     `served_model` is `status.model` and the ModelMismatch condition (model_info.served_model_report); `cost` is
     `status.cost` (cost.cost_status; None removes a cost that no longer applies, KEEP leaves it alone)."""
     dep_status = (deployment or {}).get("status") or {}
     desired = desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec,
-                                 template_hash=template_hash, unsupported_model=unsupported_model)
+                                 template_hash=template_hash, min_available=min_available,
+                                 unsupported_model=unsupported_model)
     if served_model is not None:
         desired.append(served_model[1])
     conditions = merge_conditions((current or {}).get("conditions"), desired, now)
@@ -413,6 +478,7 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
         "replicas": int(dep_status.get("replicas") or 0),
         "readyReplicas": int(dep_status.get("readyReplicas") or 0),
         "conditions": conditions,
+        "summary": status_summary(conditions),
     }
     if selector is not None:
         status["selector"] = selector

@@ -1,4 +1,5 @@
-"""A service's children: its Deployment, Service and (with more than one replica) PodDisruptionBudget.
+"""A service's children: its Deployment, Service, (with more than one replica) PodDisruptionBudget and (when the
+spec asks for one) NetworkPolicy.
 
 Pure: the same resource and settings always render the same manifests (no timestamps), so a reconcile that finds
 nothing to change writes nothing.
@@ -15,6 +16,7 @@ from ..api.kinds import API_VERSION
 from ..api.resource import ServiceResource
 from ..settings import Settings
 from .labels import common_labels, selector_labels
+from .network import render_network_policy, wants_network_policy
 from .pod import PORT_NAME, STARTUP_BUDGET_SECONDS, pod_template
 from .stamp import operator_version, stamp
 
@@ -31,10 +33,11 @@ class Children:
     deployment: dict[str, Any]
     service: dict[str, Any]
     pdb: dict[str, Any] | None = None
+    network_policy: dict[str, Any] | None = None
 
     def all(self) -> list[dict[str, Any]]:
         """Every child, in apply order."""
-        return [self.deployment, self.service] + ([self.pdb] if self.pdb is not None else [])
+        return [self.deployment, self.service] + [c for c in (self.pdb, self.network_policy) if c is not None]
 
 
 def owner_references(resource: ServiceResource) -> list[dict[str, Any]]:
@@ -131,6 +134,8 @@ def render_children(resource: ServiceResource, settings: Settings) -> Children:
         deployment=render_deployment(resource, settings),
         service=render_service(resource),
         pdb=render_pdb(resource) if wants_pdb(resource) else None,
+        network_policy=(render_network_policy(resource, settings, _metadata(resource))
+                        if wants_network_policy(resource) else None),
     )
 
 

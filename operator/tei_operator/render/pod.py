@@ -16,7 +16,7 @@ from ..api.spec import ServiceSpec
 from ..settings import Settings
 from .gpu import gpu_limits, merge_affinity, merge_tolerations
 from .image import image_for
-from .labels import common_labels
+from .labels import common_labels, selector_labels
 
 CONTAINER_NAME = "tei"
 TEI_PORT = 80  # TEI images listen on PORT=80
@@ -38,6 +38,18 @@ PRE_STOP_SLEEP_SECONDS = 5
 TERMINATION_GRACE_SECONDS = 60
 # Lowers the router's own log target, which logs the API key at start (see the module docstring).
 QUIET_ARGS_LOG_LEVEL = "info,text_embeddings_router=warn"
+
+# Secure defaults (docs/security.md): what Pod Security's `restricted` level asks of a container, except running as
+# non-root, which TEI's images do not do. NET_BIND_SERVICE stays: TEI binds port 80, which a root process without
+# that capability may not do unless the runtime lowers net.ipv4.ip_unprivileged_port_start (not every one does);
+# `restricted` allows exactly this one capability to be added.
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+POD_SECURITY_CONTEXT: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+HOSTNAME_TOPOLOGY_KEY = "kubernetes.io/hostname"
 
 PROMETHEUS_ANNOTATIONS = {
     "prometheus.io/scrape": "true",
@@ -119,8 +131,7 @@ def tei_container(spec: ServiceSpec, settings: Settings) -> dict[str, Any]:
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SLEEP_SECONDS)]}}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
     })
-    if spec.security_context:
-        container["securityContext"] = dict(spec.security_context)
+    container["securityContext"] = {**CONTAINER_SECURITY_CONTEXT, **(spec.security_context or {})}
     return container
 
 
@@ -133,15 +144,42 @@ def cache_volume(spec: ServiceSpec) -> dict[str, Any]:
     return {"name": CACHE_VOLUME, "emptyDir": empty_dir}
 
 
-def pod_spec(spec: ServiceSpec, settings: Settings) -> dict[str, Any]:
-    """The pod spec: the TEI container, the cache volume and the scheduling fields."""
+def topology_spread(spec: ServiceSpec, selector: dict[str, str]) -> list[dict[str, Any]]:
+    """The pods' topology spread constraints: the user's when set (even []), else a soft spread across nodes.
+
+    Rendered whatever the replica count: the count changes through the scale subresource or the autoscaler, and a
+    pod template that depended on it would restart every replica (a model download each) on `kubectl scale 1 -> 2`;
+    with one replica the constraint has nothing to spread and changes nothing. Soft (ScheduleAnyway): GPU pools are
+    small, and a hard spread would leave a replica Pending on a pool of one node. pod-template-hash in
+    matchLabelKeys spreads each revision on its own, so a rollout's new pods are not pushed onto the nodes its old
+    pods are leaving."""
+    if spec.topology_spread_constraints is not None:
+        return [dict(c) for c in spec.topology_spread_constraints]
+    return [{
+        "maxSkew": 1,
+        "topologyKey": HOSTNAME_TOPOLOGY_KEY,
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": dict(selector)},
+        "matchLabelKeys": ["pod-template-hash"],
+    }]
+
+
+def pod_spec(spec: ServiceSpec, settings: Settings, selector: dict[str, str] | None = None) -> dict[str, Any]:
+    """The pod spec: the TEI container, the cache volume, the scheduling fields and the secure defaults.
+    `selector` (the pods' selector labels) is what the default topology spread counts."""
     pod: dict[str, Any] = {
         "containers": [tei_container(spec, settings)],
         "volumes": [cache_volume(spec)],
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         # Service links put a dozen variables per Service of the namespace into the environment: not needed.
         "enableServiceLinks": False,
+        # TEI never calls the Kubernetes API: no token for a compromised process to use.
+        "automountServiceAccountToken": spec.automount_service_account_token,
+        "securityContext": {**POD_SECURITY_CONTEXT, **(spec.pod_security_context or {})},
     }
+    spread = topology_spread(spec, selector or {})
+    if spread:
+        pod["topologySpreadConstraints"] = spread
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     tolerations = merge_tolerations([t.to_wire() for t in spec.tolerations], spec.gpu)
@@ -154,8 +192,6 @@ def pod_spec(spec: ServiceSpec, settings: Settings) -> dict[str, Any]:
         pod["priorityClassName"] = spec.priority_class_name
     if spec.service_account_name:
         pod["serviceAccountName"] = spec.service_account_name
-    if spec.pod_security_context:
-        pod["securityContext"] = dict(spec.pod_security_context)
     if spec.engine.image_pull_secrets:
         pod["imagePullSecrets"] = [s.to_wire() for s in spec.engine.image_pull_secrets]
     return pod
@@ -166,4 +202,5 @@ def pod_template(resource: ServiceResource, settings: Settings) -> dict[str, Any
     spec = resource.spec
     labels = {**spec.pod_labels, **common_labels(resource)}
     annotations = {**PROMETHEUS_ANNOTATIONS, **spec.pod_annotations}
-    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec(spec, settings)}
+    return {"metadata": {"labels": labels, "annotations": annotations},
+            "spec": pod_spec(spec, settings, selector_labels(resource))}
