@@ -11,20 +11,28 @@ What it does, and why each step is there:
    reranker (a swapped pair would otherwise fail later with a less helpful 424), and takes
    `max_client_batch_size` from it: TEI refuses a request with more inputs than that (422), so the client splits
    its work into batches of at most that size instead of guessing.
-2. Embeds the documents (a file with one document per line, or a small built-in sample) in those batches and keeps
-   the unit vectors in memory: a tiny vector index. A real system would use a vector database; the calls to TEI
-   are the same.
+2. Embeds the documents (a file with one document per line, or a small built-in sample) in those batches, up to
+   `--concurrency` batches in flight at once (TEI batches inputs from concurrent requests together on the GPU;
+   one request at a time leaves it idle between them), and keeps the unit vectors in memory: a tiny vector index.
+   A real system would use a vector database; the calls to TEI are the same.
 3. Embeds the query and takes the `--top-k` documents with the highest cosine similarity: cheap, recall-oriented.
 4. Sends the query and those candidates to `/rerank`. A cross-encoder reads query and document together, so it
    orders the candidates better than cosine similarity, but costs one model pass per pair: that is why only the
    top candidates go to it. The final ranking is the reranker's order.
 
+Instruction-tuned embedding models want an instruction on queries and none on documents: Qwen3-Embedding defines
+the prompt `query` in its sentence-transformers configuration, and TEI prepends it when a request names it
+(`prompt_name`). TEI's /info does not list a model's prompts, so the client knows the models that have them
+(`PROMPTED_MODELS`) and sends `prompt_name` for those; `--query-prompt-name` / `--document-prompt-name` set or
+(with `none`) switch off the names for any model.
+
 TEI answers 429 ("Overloaded") when every concurrency permit is taken; that is back-pressure, not failure. The client
 retries 429, 502, 503, 504 and refused connections (a pod restarting) with exponential backoff and jitter, and
 honours a `Retry-After` header if a proxy in front of TEI sends one.
 
-`--api-key` (or the environment variable TEI_API_KEY) is sent as `Authorization: Bearer ...`, for services whose
-`spec.engine.apiKeySecretRef` is set. Needs Python 3.10+ and `requests` (`pip install requests`).
+Each service has its own API key (`spec.engine.apiKeySecretRef` of each): `--embed-api-key` (TEI_EMBED_API_KEY)
+and `--rerank-api-key` (TEI_RERANK_API_KEY), sent as `Authorization: Bearer ...`; `--api-key` (TEI_API_KEY) is
+used for a service without its own. Needs Python 3.10+ and `requests` (`pip install requests`).
 Exit status: 0 on success, 1 when a service refused or failed, 2 on bad arguments.
 """
 
@@ -36,9 +44,11 @@ import math
 import os
 import random
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +71,13 @@ SAMPLE_DOCUMENTS: tuple[str, ...] = (
 )
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+#: Models whose sentence-transformers configuration defines prompts, by model-id prefix: (prompt name for
+#: queries, prompt name for documents). Qwen3-Embedding's "document" prompt is empty, so documents need none.
+PROMPTED_MODELS: dict[str, tuple[str | None, str | None]] = {
+    "Qwen/Qwen3-Embedding-": ("query", None),
+}
+AUTO = "auto"
 
 
 class RetrievalError(Exception):
@@ -95,9 +112,11 @@ class TeiService:
 
     def __init__(self, url: str, *, option: str, api_key: str | None = None, timeout: float = 30.0,
                  backoff: Backoff = Backoff(), session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, key_hint: str = "--api-key or TEI_API_KEY") -> None:
         self.url = url.rstrip("/")
         self.option = option  # the command-line option that named this URL, for error messages
+        self.key_hint = key_hint  # where this service's API key comes from, for the 401 message
+        self._lock = threading.Lock()  # batches are sent from several threads: the counters are shared
         self.timeout = timeout
         self.backoff = backoff
         self.session = session or requests.Session()
@@ -116,11 +135,11 @@ class TeiService:
                 if attempt == self.backoff.retries:
                     raise RetrievalError(f"{self.option} {self.url}: cannot connect ({exc.__class__.__name__}); "
                                          "is the service Ready (kubectl get tei)?") from exc
-                self.retried += 1
+                self._count_retry()
                 self.sleep(self.backoff.delay(attempt))
                 continue
             if response.status_code in RETRY_STATUSES and attempt < self.backoff.retries:
-                self.retried += 1
+                self._count_retry()
                 self.sleep(self.backoff.delay(attempt, response.headers.get("Retry-After")))
                 continue
             if response.status_code >= 400:
@@ -130,14 +149,19 @@ class TeiService:
             except ValueError as exc:
                 raise RetrievalError(f"{self.option} {self.url}{path}: answered {response.status_code} "
                                      f"with a body that is not JSON: {response.text[:200]!r}") from exc
-            self.answered[path] += 1
+            with self._lock:
+                self.answered[path] += 1
             return answer
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _count_retry(self) -> None:
+        with self._lock:
+            self.retried += 1
 
     def _describe_error(self, path: str, response: requests.Response) -> str:
         where = f"{self.option} {self.url}{path}"
         if response.status_code == 401:
-            return f"{where}: 401 Unauthorized: the service requires an API key; pass --api-key or set TEI_API_KEY"
+            return f"{where}: 401 Unauthorized: the service requires an API key (or another one); pass {self.key_hint}"
         try:
             error = response.json()
             detail = f"{error.get('error_type', 'Error')}: {error.get('error', error)}"
@@ -178,16 +202,57 @@ def batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def embed(service: TeiService, texts: Sequence[str], batch_size: int) -> list[list[float]]:
-    """Unit vectors for `texts`, in order, sent in batches of at most `batch_size` inputs."""
-    vectors: list[list[float]] = []
-    for batch in batches(texts, batch_size):
-        answer = service.call("POST", "/embed", {"inputs": list(batch), "normalize": True, "truncate": True})
+def concurrently(calls: Sequence[Callable[[], Any]], concurrency: int) -> list[Any]:
+    """Run `calls` with at most `concurrency` in flight; their results in order. The first failure is raised once
+    every call has ended (calls not yet started when it happened are skipped)."""
+    if concurrency <= 1 or len(calls) <= 1:
+        return [call() for call in calls]
+    failed = threading.Event()
+
+    def guarded(call: Callable[[], Any]) -> Any:
+        if failed.is_set():
+            return None
+        try:
+            return call()
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(calls)), thread_name_prefix="tei-batch") as pool:
+        futures = [pool.submit(guarded, call) for call in calls]
+    return [future.result() for future in futures]
+
+
+def embed(service: TeiService, texts: Sequence[str], batch_size: int, *, prompt_name: str | None = None,
+          concurrency: int = 1) -> list[list[float]]:
+    """Unit vectors for `texts`, in order, sent in batches of at most `batch_size` inputs, `concurrency` batches
+    at a time; `prompt_name` asks TEI to prepend that prompt of the model to each input."""
+    def one(batch: Sequence[str]) -> list[list[float]]:
+        body: dict[str, Any] = {"inputs": list(batch), "normalize": True, "truncate": True}
+        if prompt_name:
+            body["prompt_name"] = prompt_name
+        answer = service.call("POST", "/embed", body)
         if not isinstance(answer, list) or len(answer) != len(batch):
             got = f"{len(answer)} vectors" if isinstance(answer, list) else type(answer).__name__
             raise RetrievalError(f"{service.option} {service.url}/embed: expected {len(batch)} vectors, got {got}")
-        vectors.extend(answer)
-    return vectors
+        return answer
+
+    chunks = batches(texts, batch_size)
+    results = concurrently([lambda batch=batch: one(batch) for batch in chunks], concurrency)
+    return [vector for answer in results for vector in answer]
+
+
+def prompt_names(model_id: str, query: str | None, document: str | None) -> tuple[str | None, str | None]:
+    """The prompt names to send for queries and documents: `auto` takes the model's own from PROMPTED_MODELS
+    (none for other models), `none` or an empty string sends none, anything else is sent as given."""
+    known = next((names for prefix, names in PROMPTED_MODELS.items() if model_id.startswith(prefix)), (None, None))
+
+    def pick(value: str | None, default: str | None) -> str | None:
+        if value is None or value == AUTO:
+            return default
+        return None if value.strip().lower() in ("", "none") else value
+
+    return pick(query, known[0]), pick(document, known[1])
 
 
 def unit(vector: Sequence[float]) -> list[float]:
@@ -220,19 +285,22 @@ class VectorIndex:
         return scored[:k]
 
 
-def rerank(service: TeiService, query: str, texts: Sequence[str], batch_size: int) -> list[tuple[int, float]]:
+def rerank(service: TeiService, query: str, texts: Sequence[str], batch_size: int, *,
+           concurrency: int = 1) -> list[tuple[int, float]]:
     """(position in `texts`, relevance score) for every text, best first.
 
-    More texts than the reranker's max_client_batch_size go in several calls; their scores can be merged because a
-    cross-encoder scores each (query, text) pair on its own."""
-    scored: list[tuple[int, float]] = []
-    for start in range(0, len(texts), batch_size):
+    More texts than the reranker's max_client_batch_size go in several calls (`concurrency` at a time); their
+    scores can be merged because a cross-encoder scores each (query, text) pair on its own."""
+    def one(start: int) -> list[tuple[int, float]]:
         chunk = list(texts[start:start + batch_size])
         answer = service.call("POST", "/rerank", {"query": query, "texts": chunk, "truncate": True})
         if not isinstance(answer, list) or sorted(r.get("index") for r in answer) != list(range(len(chunk))):
             raise RetrievalError(f"{service.option} {service.url}/rerank: expected one score per text "
                                  f"(indexes 0..{len(chunk) - 1}), got {str(answer)[:200]}")
-        scored.extend((start + r["index"], float(r["score"])) for r in answer)
+        return [(start + r["index"], float(r["score"])) for r in answer]
+
+    calls = [lambda start=start: one(start) for start in range(0, len(texts), batch_size)]
+    scored = [item for part in concurrently(calls, concurrency) for item in part]
     scored.sort(key=lambda item: (-item[1], item[0]))
     return scored
 
@@ -256,6 +324,8 @@ class Retrieval:
     query: str
     embedding_model: str
     reranker_model: str
+    query_prompt_name: str | None
+    document_prompt_name: str | None
     documents: int
     embed_requests: int
     rerank_requests: int
@@ -264,22 +334,26 @@ class Retrieval:
 
 
 def retrieve(query: str, documents: Sequence[str], embedder: TeiService, reranker: TeiService,
-             top_k: int, top_n: int) -> Retrieval:
+             top_k: int, top_n: int, *, concurrency: int = 1, query_prompt_name: str | None = AUTO,
+             document_prompt_name: str | None = AUTO) -> Retrieval:
     """The two stages: cosine top-k over the embedded documents, then the reranker's order of those k."""
     embed_info = read_info(embedder, "embedding")
     rerank_info = read_info(reranker, "reranker")
+    query_prompt, document_prompt = prompt_names(embed_info.model_id, query_prompt_name, document_prompt_name)
     index = VectorIndex()
-    index.add(embed(embedder, documents, embed_info.max_client_batch_size))
-    query_vector = embed(embedder, [query], embed_info.max_client_batch_size)[0]
+    index.add(embed(embedder, documents, embed_info.max_client_batch_size, prompt_name=document_prompt,
+                    concurrency=concurrency))
+    query_vector = embed(embedder, [query], embed_info.max_client_batch_size, prompt_name=query_prompt)[0]
     candidates = index.search(query_vector, top_k)
-    ranked = rerank(reranker, query, [documents[i] for i, _ in candidates], rerank_info.max_client_batch_size)
+    ranked = rerank(reranker, query, [documents[i] for i, _ in candidates], rerank_info.max_client_batch_size,
+                    concurrency=concurrency)
     results = [
         Result(rank=rank, document=candidates[pos][0], rerank_score=score, vector_rank=pos + 1,
                vector_score=candidates[pos][1], text=documents[candidates[pos][0]])
         for rank, (pos, score) in enumerate(ranked[:top_n], start=1)
     ]
     return Retrieval(query=query, embedding_model=embed_info.model_id, reranker_model=rerank_info.model_id,
-                     documents=len(documents), embed_requests=embedder.answered["/embed"],
+                     query_prompt_name=query_prompt, document_prompt_name=document_prompt, documents=len(documents), embed_requests=embedder.answered["/embed"],
                      rerank_requests=reranker.answered["/rerank"],
                      retries=embedder.retried + reranker.retried, results=results)
 
@@ -303,7 +377,10 @@ def format_table(retrieval: Retrieval) -> str:
     lines = [
         f"Query: {retrieval.query}",
         f"Indexed {retrieval.documents} documents with {retrieval.embedding_model} "
-        f"({retrieval.embed_requests} embed requests); reranked with {retrieval.reranker_model}"
+        f"({retrieval.embed_requests} embed requests"
+        + (f", queries with prompt_name={retrieval.query_prompt_name}" if retrieval.query_prompt_name else "")
+        + (f", documents with prompt_name={retrieval.document_prompt_name}" if retrieval.document_prompt_name else "")
+        + f"); reranked with {retrieval.reranker_model}"
         + (f"; {retrieval.retries} requests retried after back-pressure" if retrieval.retries else ""),
         "",
         f"{'rank':>4}  {'rerank':>7}  {'cosine (rank)':>13}  document",
@@ -334,6 +411,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 64, got {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 64, got {value}")
+    return value
+
+
 def _retry_count(text: str) -> int:
     try:
         value = int(text)
@@ -357,7 +444,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--documents", metavar="FILE", help="UTF-8 text file, one document per line "
                         "(default: a built-in sample of 12 sentences about TEI and this operator)")
     parser.add_argument("--api-key", default=os.environ.get("TEI_API_KEY") or None,
-                        help="sent as 'Authorization: Bearer KEY' to both services (default: $TEI_API_KEY)")
+                        help="sent as 'Authorization: Bearer KEY' to a service without its own key below "
+                        "(default: $TEI_API_KEY)")
+    parser.add_argument("--embed-api-key", default=os.environ.get("TEI_EMBED_API_KEY") or None,
+                        help="API key of the EmbeddingService (default: $TEI_EMBED_API_KEY, else --api-key)")
+    parser.add_argument("--rerank-api-key", default=os.environ.get("TEI_RERANK_API_KEY") or None,
+                        help="API key of the RerankerService (default: $TEI_RERANK_API_KEY, else --api-key)")
+    parser.add_argument("--concurrency", type=_concurrency, default=4,
+                        help="batches in flight at once per service, 1 to 64 (default 4)")
+    parser.add_argument("--query-prompt-name", default=AUTO, metavar="NAME",
+                        help="prompt_name sent with the query: auto (the model's own, e.g. query for "
+                        "Qwen3-Embedding; none for models without prompts), none, or a name (default auto)")
+    parser.add_argument("--document-prompt-name", default=AUTO, metavar="NAME",
+                        help="prompt_name sent with the documents: auto, none, or a name (default auto)")
     parser.add_argument("--top-k", type=_positive_int, default=8,
                         help="candidates taken from the vector search and sent to the reranker (default 8)")
     parser.add_argument("--top-n", type=_positive_int, default=5, help="results printed (default 5)")
@@ -376,11 +475,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         documents = load_documents(args.documents)
         with requests.Session() as embed_session, requests.Session() as rerank_session:
-            embedder = TeiService(args.embed_url, option="--embed-url", api_key=args.api_key, timeout=args.timeout,
-                                  backoff=backoff, session=embed_session)
-            reranker = TeiService(args.rerank_url, option="--rerank-url", api_key=args.api_key,
-                                  timeout=args.timeout, backoff=backoff, session=rerank_session)
-            retrieval = retrieve(args.query, documents, embedder, reranker, args.top_k, args.top_n)
+            embedder = TeiService(args.embed_url, option="--embed-url", api_key=args.embed_api_key or args.api_key,
+                                  timeout=args.timeout, backoff=backoff, session=embed_session,
+                                  key_hint="--embed-api-key (or --api-key), or set TEI_EMBED_API_KEY")
+            reranker = TeiService(args.rerank_url, option="--rerank-url", api_key=args.rerank_api_key or args.api_key,
+                                  timeout=args.timeout, backoff=backoff, session=rerank_session,
+                                  key_hint="--rerank-api-key (or --api-key), or set TEI_RERANK_API_KEY")
+            for session in (embed_session, rerank_session):  # one pooled connection per batch in flight
+                adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=args.concurrency)
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
+            retrieval = retrieve(args.query, documents, embedder, reranker, args.top_k, args.top_n,
+                                 concurrency=args.concurrency, query_prompt_name=args.query_prompt_name,
+                                 document_prompt_name=args.document_prompt_name)
     except UsageError as exc:
         print(f"retrieval_client.py: error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,8 @@
 #   5. applies the autoscaling examples (examples/*-autoscaling*.yaml)
 #   6. starts one TEI emulator per Running pod, standing in for TEI (tests/cluster/emulated_pods.py)
 #   7. drives the emulators with open-loop load and shows the service scaling up
+#   8. applies the two-stage retrieval example (examples/two-stage-retrieval.yaml: an embedder and a reranker) in
+#      namespace search and runs examples/retrieval_client.py against its emulated pods (top-100 rerank)
 # `make demo-down` (hack/demo.sh down) stops everything this script started.
 #
 # Must run as root: each TEI emulator binds port 80 on its pod's IP, as TEI does in a real pod (a port below 1024),
@@ -27,7 +29,7 @@ DEMO_DIR="${DEMO_DIR:-$CACHE/demo}"
 CLUSTER_DIR="$DEMO_DIR/cluster"
 LOAD_SECONDS="${DEMO_LOAD_SECONDS:-180}"
 RATE="${DEMO_RATE:-20,400@30}"
-STEPS=7
+STEPS=8
 START=$(date +%s)
 
 step() { printf '\n\033[1m==> [%s/%s +%ss] %s\033[0m\n' "$1" "$STEPS" "$(( $(date +%s) - START ))" "$2"; }
@@ -160,6 +162,31 @@ while [ "$(date +%s)" -lt "$end" ]; do
   grep -E "Scaled|Scaling" "$DEMO_DIR/operator.log" | tail -3 | sed 's/^/    /' || true
   sleep 10
 done
+
+step 8 "Two-stage retrieval: examples/two-stage-retrieval.yaml and examples/retrieval_client.py"
+# After the load (which sends /embed to every listening pod, and a reranker answers /embed with 424).
+kubectl create namespace search --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl apply -n search -f examples/two-stage-retrieval.yaml | sed 's/^/    /'
+kubectl wait -n search --for=condition=Ready embsvc/retrieval-embed rrsvc/retrieval-rerank --timeout=180s \
+  | sed 's/^/    /'
+url_of() {  # the URL of a listening emulated pod of service $1 in namespace search, from the targets file
+  "$BIN/python" - "$TARGETS" "$1" <<'PY'
+import json, sys
+groups = [g for g in json.load(open(sys.argv[1])) if g["labels"].get("namespace") == "search"
+          and g["labels"].get("service") == sys.argv[2]]
+print(f"http://{groups[0]['targets'][0]}" if groups else "")
+PY
+}
+for _ in $(seq 1 60); do
+  EMBED_URL="$(url_of retrieval-embed)"; RERANK_URL="$(url_of retrieval-rerank)"
+  [ -n "$EMBED_URL" ] && [ -n "$RERANK_URL" ] && break
+  sleep 1
+done
+[ -n "$EMBED_URL" ] && [ -n "$RERANK_URL" ] || die "the two-stage services' emulators did not come up within 60 s"
+info "python examples/retrieval_client.py --embed-url $EMBED_URL --rerank-url $RERANK_URL --top-k 100 --top-n 5 ..."
+"$BIN/python" examples/retrieval_client.py --embed-url "$EMBED_URL" --rerank-url "$RERANK_URL" \
+  --query "what does TEI answer when it is overloaded?" --top-k 100 --top-n 5 | sed 's/^/    /'
+kubectl get tei -n search | sed 's/^/    /'
 
 cat <<EOF
 

@@ -109,6 +109,7 @@ def render_files(filenames: Sequence[str], namespace: str, out: TextIO, err: Tex
     except SettingsError as exc:
         print(f"tei-operator render: {exc}", file=err)
         return EXIT_INVALID
+    from .api.unsupported import refusal_message
     from .render import render_children
 
     manifests: list[dict[str, Any]] = []
@@ -136,6 +137,9 @@ def render_files(filenames: Sequence[str], namespace: str, out: TextIO, err: Tex
             except InvalidSpecError as exc:
                 problems += [f"{label}: {kind}/{name or '?'}: {line}" for line in exc.errors]
                 continue
+            refusal = refusal_message(resource.spec.model.id, (doc.get("metadata") or {}).get("annotations"))
+            if refusal is not None:  # valid, but the operator will not roll it out (docs/troubleshooting.md)
+                print(f"{label}: warning: {kind}/{name or '?'}: UnsupportedModel: {refusal}", file=err)
             manifests += render_children(resource, settings).all()
     if problems:
         for line in problems:

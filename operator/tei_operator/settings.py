@@ -12,6 +12,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TEI_OPERATOR_"
+#: On-demand prices per GPU-hour quoted by practitioners (/work/shared/TEI.md); the chart's values repeat them.
+DEFAULT_GPU_PRICES = {"a100": 1.04, "h100": 2.01, "rtx4090": 0.79}
 SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -140,6 +142,46 @@ class Settings(BaseSettings):
         "reloader bumping a pod annotation. The DriftReverted event names the manager of each removed field. "
         "Fields the operator sets itself are still put back.",
     )
+
+    gpu_prices: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_GPU_PRICES),
+        description="Price of one GPU-hour in dollars per spec.gpu.type, for status.cost (the fleet's $/hour and $ "
+        "per 1M tokens); `default` prices services whose gpu.type is unset. In the environment: "
+        "a100=1.04,h100=2.01 (replaces the defaults). A GPU type without a price gets no status.cost.",
+    )
+    cost_sample_seconds: float = Field(
+        60, ge=5, le=3600,
+        description="How often the controller reads each Ready pod's token counter (te_request_input_length_sum) "
+        "for the token rate in status.cost, when the service's GPU type has a price.",
+    )
+
+    @field_validator("gpu_prices", mode="before")
+    @classmethod
+    def _prices(cls, value: object) -> object:
+        """Accept "a100=1.04, h100=2.01" from the environment as well as a mapping; every key a GPU type."""
+        from .api.gpu import GPU_TYPES
+
+        if isinstance(value, str):
+            parsed: dict[str, object] = {}
+            for part in (p.strip() for p in value.split(",")):
+                if not part:
+                    continue
+                name, sep, price = part.partition("=")
+                if not sep:
+                    raise ValueError(f"{part!r}: expected GPU_TYPE=DOLLARS_PER_HOUR, e.g. a100=1.04")
+                parsed[name.strip()] = price.strip()
+            value = parsed
+        if isinstance(value, dict):
+            for name, price in value.items():
+                if name != "default" and name not in GPU_TYPES:
+                    raise ValueError(f"{name!r} is not a GPU type: one of {', '.join(GPU_TYPES)} or default")
+                try:
+                    number = float(price)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    raise ValueError(f"{name}: price {price!r} is not a number of dollars per hour") from None
+                if not 0 <= number <= 1000:
+                    raise ValueError(f"{name}: price {number} must be between 0 and 1000 dollars per hour")
+        return value
 
     @model_validator(mode="after")
     def _lease_timing(self) -> "Settings":

@@ -7,7 +7,8 @@ pod's container port (80: we run as root), configured from the pod's TEI contain
 MAX_CONCURRENT_REQUESTS, ...) plus the runner's test knobs (tokens/s, model-loading seconds). It stops the process
 when the pod goes away or starts terminating.
 
-Pods annotated `sim.tei-operator.io/readiness: external` stay Running but not Ready under kwok; the runner marks
+Pods annotated `sim.tei-operator.io/model-sha` report that sha in /info (`per-pod`: one derived from the pod's
+name). Pods annotated `sim.tei-operator.io/readiness: external` stay Running but not Ready under kwok; the runner marks
 them Ready (Ready/ContainersReady conditions and containerStatuses[].ready, through the status subresource) once
 their emulator answers /health, so "pods still loading their model" really happens.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import hashlib
 import ipaddress
 import json
 import logging
@@ -49,6 +51,9 @@ from . import netns
 log = logging.getLogger("tests.cluster.emulated_pods")
 
 READINESS_ANNOTATION = "sim.tei-operator.io/readiness"
+# The model commit the pod's emulator reports in /info: a 40-hex sha, or `per-pod` for one derived from the pod's
+# name (each replica "downloaded" a different commit, as unpinned replicas can).
+MODEL_SHA_ANNOTATION = "sim.tei-operator.io/model-sha"
 SERVICE_LABEL = "tei-operator.io/service"
 POLL_SECONDS = 0.5
 _PR_SET_PDEATHSIG = 1
@@ -245,6 +250,10 @@ class EmulatedPods:
                     "EMULATOR_LOAD_SECONDS": str(self.load_seconds), "JSON_OUTPUT": "false"})
         if self.tokens_per_second:
             env["EMULATOR_TOKENS_PER_SECOND"] = str(self.tokens_per_second)
+        model_sha = (meta.get("annotations") or {}).get(MODEL_SHA_ANNOTATION)
+        if model_sha:
+            env["EMULATOR_MODEL_SHA"] = (hashlib.sha1(meta["name"].encode()).hexdigest() if model_sha == "per-pod"
+                                         else model_sha)
         env.update(self.extra_env)
         log_path = self.log_dir / f"{meta['namespace']}_{meta['name']}.log"
         with open(log_path, "ab") as out:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.cluster import netns
 from tests.cluster.harness import free_port
 from tests.wait import wait_for  # noqa: F401 - the tests import it from here too
 
@@ -252,11 +253,15 @@ def operator(cluster, crds, kubeconfig):
     """The operator, running against the test cluster for the whole session."""
     workdir = Path(tempfile.mkdtemp(prefix="tei-operator-it-"))
     # Two trusted field managers (a name and a prefix) for test_extra_field_managers.py; no other test uses them.
-    # The built-in scraper reads pods through the API server's pod proxy, as an operator outside the cluster does
-    # (test_service_routing.py checks it reads the emulated pods that way).
+    # The built-in scraper (and the /info and token-counter reads of status.model and status.cost, sampled every 5 s
+    # instead of 60) reads pods through the API server's pod proxy, as an operator outside the cluster does
+    # (test_service_routing.py checks it). In the loopback fallback the API server refuses to proxy to kwok's
+    # 127.N.x.y pod IPs: there the operator reaches pods by pod IP, as an in-cluster operator does.
+    scrape_via = "proxy" if netns.current().mode == "private" else "podip"
     process = OperatorProcess(kubeconfig, workdir, {"TEI_OPERATOR_RESYNC_SECONDS": "600",
-                                                    "TEI_OPERATOR_SCRAPE_VIA": "proxy",
-                                                    "TEI_OPERATOR_EXTRA_FIELD_MANAGERS": "reloader,mesh-injector-*"})
+                                                    "TEI_OPERATOR_SCRAPE_VIA": scrape_via,
+                                                    "TEI_OPERATOR_EXTRA_FIELD_MANAGERS": "reloader,mesh-injector-*",
+                                                    "TEI_OPERATOR_COST_SAMPLE_SECONDS": "5"})
     process.start()
     try:
         yield process

@@ -156,3 +156,14 @@ def test_emulator_gets_its_arguments(capsys):
         cli.main(["emulator", "--help"])
     assert exit_info.value.code == 0
     assert "--tokens-per-second" in capsys.readouterr().out  # the emulator's own flags, not ours
+
+
+def test_render_warns_about_a_model_the_operator_will_not_roll_out(tmp_path, capsys):
+    manifest = tmp_path / "qwen.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "apiVersion": "tei-operator.io/v1alpha1", "kind": "RerankerService", "metadata": {"name": "qwen"},
+        "spec": {"model": {"id": "Qwen/Qwen3-Reranker-4B"}, "gpu": {"count": 1, "type": "h100"}}}))
+    assert cli.main(["render", "-f", str(manifest)]) == 0
+    out = capsys.readouterr()
+    assert "warning: RerankerService/qwen: UnsupportedModel: Model Qwen/Qwen3-Reranker-4B does not run" in out.err
+    assert "kind: Deployment" in out.out  # still rendered, for review

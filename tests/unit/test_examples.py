@@ -26,9 +26,17 @@ EXPECTED = {
 }
 
 
+def load_all(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+
+
 def load(name: str) -> dict:
-    (doc,) = [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+    (doc,) = load_all(name)
     return doc
+
+
+def all_services() -> list[tuple[str, ServiceResource]]:
+    return [(p.name, ServiceResource.from_body(doc)) for p in sorted(EXAMPLES.glob("*.yaml")) for doc in load_all(p.name)]
 
 
 def test_the_expected_examples_exist():
@@ -39,7 +47,11 @@ def test_the_expected_examples_exist():
 def test_example_parses_renders_and_is_commented(name):
     text = (EXAMPLES / name).read_text()
     assert text.startswith("#"), "each example opens with a comment saying what it runs"
-    doc = load(name)
+    docs = load_all(name)
+    for doc in docs[1:]:  # a multi-service example: each one renders
+        assert doc["kind"] in KINDS
+        render_children(ServiceResource.from_body(doc), Settings())
+    doc = docs[0]
     assert doc["apiVersion"] == "tei-operator.io/v1alpha1" and doc["kind"] in KINDS
     resource = ServiceResource.from_body(doc)
     children = render_children(resource, Settings())
@@ -70,3 +82,26 @@ def test_qwen_examples_run_on_the_gpus_the_issue_names():
     assert ServiceResource.from_body(load("embedding-qwen3-embedding-0.6b.yaml")).spec.gpu.type in ("l4", "rtx4090")
     for size in ("4b", "8b"):
         assert ServiceResource.from_body(load(f"embedding-qwen3-embedding-{size}.yaml")).spec.gpu.type == "h100"
+
+
+def test_every_reranker_example_accepts_a_top_100_rerank():
+    """The two-stage pattern reranks the 100 nearest candidates in one call; TEI refuses more texts than
+    --max-client-batch-size (default 32) with 422 (TEI.md), so every reranker example must allow 100."""
+    rerankers = [(name, r) for name, r in all_services() if r.kind == "RerankerService"]
+    assert len(rerankers) >= 4
+    for name, resource in rerankers:
+        assert (resource.spec.engine.max_client_batch_size or 32) >= 100, name
+        container = render_children(resource, Settings()).deployment["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert int(env["MAX_CLIENT_BATCH_SIZE"]) >= 100, name
+
+
+def test_bge_m3_examples_pin_the_revision_of_the_design():
+    pinned = {name: r.spec.model.revision for name, r in all_services() if r.spec.model.id == "BAAI/bge-m3"}
+    assert len(pinned) >= 3 and set(pinned.values()) == {"5617a9f61b028005a4858fdac845db406aefb181"}, pinned
+
+
+def test_two_stage_example_holds_an_embedder_and_a_reranker():
+    kinds = [ServiceResource.from_body(d).kind for d in load_all("two-stage-retrieval.yaml")]
+    assert kinds == ["EmbeddingService", "RerankerService"]
+    assert "retrieval_client.py" in (EXAMPLES / "two-stage-retrieval.yaml").read_text()

@@ -26,9 +26,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tei_operator.emulator import fake_model
 from tei_operator.emulator.config import EmulatorConfig
+from tei_operator.emulator.metrics import render_exposition
 from tei_operator.emulator.server import EmulatorServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -149,6 +151,72 @@ async def test_prints_a_readable_table_with_the_built_in_sample(capsys) -> None:
     assert scores == sorted(scores, reverse=True)
 
 
+async def test_each_service_gets_its_own_api_key(monkeypatch, capsys) -> None:
+    async with services(embed={"api_key": "embed-key"}, rerank={"api_key": "rerank-key"}) as (embedder, reranker):
+        args = ["--embed-url", embedder.url, "--rerank-url", reranker.url, "--query", QUERY, "--json"]
+        for name in ("TEI_API_KEY", "TEI_EMBED_API_KEY", "TEI_RERANK_API_KEY"):
+            monkeypatch.delenv(name, raising=False)
+        assert await run(*args, "--api-key", "embed-key") == 1  # one key cannot open both services
+        err = capsys.readouterr().err
+        assert f"--rerank-url {reranker.url}/info: 401" in err and "pass --rerank-api-key" in err
+        assert await run(*args, "--embed-api-key", "embed-key", "--rerank-api-key", "rerank-key") == 0
+        assert json.loads(capsys.readouterr().out)["results"]
+        monkeypatch.setenv("TEI_EMBED_API_KEY", "embed-key")
+        monkeypatch.setenv("TEI_RERANK_API_KEY", "rerank-key")
+        assert await run(*args) == 0
+
+
+async def test_batches_are_sent_concurrently_and_bounded(tmp_path, capsys) -> None:
+    """With max_client_batch_size 4, a batch the emulated GPU runs can hold more than 4 inputs only if requests
+    overlapped (the engine takes inputs of every queued request into one batch, as TEI does)."""
+    slow = {"tokens_per_second": 3000.0, "batch_overhead_seconds": 0.02}
+    docs = documents_file(tmp_path, [f"document number {i} about gpu batches" for i in range(24)])
+
+    async def largest_batch(concurrency: str) -> tuple[float, float]:
+        async with services(embed=slow) as (embedder, reranker):
+            code = await run("--embed-url", embedder.url, "--rerank-url", reranker.url, "--query", QUERY,
+                             "--documents", docs, "--concurrency", concurrency, "--json")
+            out = capsys.readouterr()
+            assert code == 0, out.err
+            exposition = render_exposition(embedder.api.registry)
+        sizes = {s.labels["le"]: s.value for family in text_string_to_metric_families(exposition)
+                 for s in family.samples if s.name == "te_batch_next_size_bucket"}
+        return sizes["4.0"], sizes["+Inf"]
+
+    up_to_4, batches_total = await largest_batch("1")
+    assert up_to_4 == batches_total  # one request at a time: no batch beyond the request size
+    up_to_4, batches_total = await largest_batch("4")
+    assert up_to_4 < batches_total  # overlapping requests were batched together
+
+
+async def test_sends_the_query_prompt_name_to_a_qwen3_model(tmp_path, capsys) -> None:
+    prompt = fake_model.known_prompts("Qwen/Qwen3-Embedding-0.6B")["query"]  # type: ignore[index]
+    qwen = {"model_id": "Qwen/Qwen3-Embedding-0.6B"}
+    q = fake_model.output_vector(prompt + QUERY, DIMENSIONS)
+    cosine = [sum(a * b for a, b in zip(q, fake_model.output_vector(d, DIMENSIONS))) for d in DOCUMENTS]
+    by_cosine = sorted(range(len(DOCUMENTS)), key=lambda i: -cosine[i])[:3]
+    assert by_cosine != expected_ranking(QUERY, DOCUMENTS, 3)[0], "the prompt must change the candidates"
+    async with services(embed=qwen) as (embedder, reranker):
+        base = ["--embed-url", embedder.url, "--rerank-url", reranker.url, "--query", QUERY, "--top-k", "3",
+                "--top-n", "3", "--documents", documents_file(tmp_path, DOCUMENTS), "--json"]
+        assert await run(*base) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["query_prompt_name"] == "query" and result["document_prompt_name"] is None
+        assert sorted(r["document"] for r in result["results"]) == sorted(by_cosine)
+        assert await run(*base, "--query-prompt-name", "none") == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["query_prompt_name"] is None
+        assert sorted(r["document"] for r in result["results"]) == sorted(expected_ranking(QUERY, DOCUMENTS, 3)[0])
+        assert await run(*base, "--document-prompt-name", "passage") == 1  # a prompt the model lacks: TEI's 422
+        assert "422 Validation" in capsys.readouterr().err
+
+
+def test_prompt_names_follow_the_model() -> None:
+    assert client.prompt_names("Qwen/Qwen3-Embedding-8B", "auto", "auto") == ("query", None)
+    assert client.prompt_names("BAAI/bge-m3", "auto", "auto") == (None, None)
+    assert client.prompt_names("BAAI/bge-m3", "q", "none") == ("q", None)
+
+
 # ---- back-pressure and errors -----------------------------------------------------------------------------------
 
 async def test_retries_429_until_the_service_has_permits_again(tmp_path, capsys) -> None:
@@ -177,7 +245,7 @@ async def test_gives_up_after_the_retries_and_says_why(capsys) -> None:
     # 4 inputs per request but only 2 permits: TEI refuses every such request as Overloaded.
     async with services(embed={"max_concurrent_requests": 2}) as (embedder, reranker):
         code = await run("--embed-url", embedder.url, "--rerank-url", reranker.url, "--query", QUERY,
-                         "--retries", "2", "--backoff", "0.01")
+                         "--retries", "2", "--backoff", "0.01", "--concurrency", "1")
         attempts = embedder.metrics.value("te_request_failure", {"err": "overloaded"})
     err = capsys.readouterr().err
     assert code == 1
@@ -192,7 +260,8 @@ async def test_api_key_is_sent_and_its_absence_explained(monkeypatch, capsys) ->
         monkeypatch.delenv("TEI_API_KEY", raising=False)
         assert await run(*args) == 1
         err = capsys.readouterr().err
-        assert f"--embed-url {embedder.url}/info: 401 Unauthorized" in err and "pass --api-key" in err
+        assert f"--embed-url {embedder.url}/info: 401 Unauthorized" in err
+        assert "pass --embed-api-key (or --api-key), or set TEI_EMBED_API_KEY" in err
         assert await run(*args, "--api-key", "wrong") == 1
         assert "--api-key" in capsys.readouterr().err
         assert await run(*args, "--api-key", "s3cret") == 0
@@ -223,6 +292,7 @@ def test_unreachable_service_is_reported_after_retrying(capsys) -> None:
     (["--top-n", "many"], "argument --top-n: expected a positive integer, got 'many'"),
     (["--retries", "99"], "argument --retries: expected an integer from 0 to 20, got 99"),
     (["--timeout", "-1"], "argument --timeout: expected a positive number, got -1.0"),
+    (["--concurrency", "0"], "argument --concurrency: expected an integer from 1 to 64, got 0"),
 ])
 def test_bad_arguments_name_the_option(args, message, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:

@@ -132,3 +132,12 @@ Namespaces reveal names and labels only, nothing inside them.
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
 {{- end -}}
+
+{{/* GPU prices as the operator reads them: type=dollars,type=dollars (sorted by type). */}}
+{{- define "tei-operator.gpuPrices" -}}
+{{- $parts := list -}}
+{{- range $type, $price := .Values.operator.gpuPrices -}}
+{{- $parts = append $parts (printf "%s=%v" $type $price) -}}
+{{- end -}}
+{{- join "," $parts -}}
+{{- end -}}

@@ -37,6 +37,10 @@ PRINTER_COLUMNS = [
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1,
      "description": "In-cluster URL."},
     {"name": "Image", "type": "string", "jsonPath": ".status.image", "priority": 1, "description": "TEI image."},
+    {"name": "$/Hour", "type": "number", "jsonPath": ".status.cost.dollarsPerHour", "priority": 1,
+     "description": "What the service's GPUs cost per hour."},
+    {"name": "$/1M-Tokens", "type": "number", "jsonPath": ".status.cost.dollarsPerMillionTokens", "priority": 1,
+     "description": "Dollars per million tokens at the measured token rate."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -10,10 +10,14 @@ from pydantic import Field
 
 from .autoscaling import AutoscalingStatus
 from .base import SchemaHint, StatusModel
+from .cost import CostStatus
+from .served_model import ServedModel
 
 # Ready/Available/Progressing/Degraded for people and kubectl wait; Reconciling/Stalled (abnormal-true) for kstatus
-# (Flux, kpt, Config Sync) and Argo CD's health check; ScalingLimited from the autoscaler.
-CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded", "Reconciling", "Stalled", "ScalingLimited")
+# (Flux, kpt, Config Sync) and Argo CD's health check; ScalingLimited from the autoscaler; ModelMismatch
+# (abnormal-true) when Ready pods serve different model commits.
+CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded", "Reconciling", "Stalled", "ScalingLimited",
+                   "ModelMismatch")
 
 # What the STATUS column says while a serving service is held back by the autoscaler's limits (ScalingLimited=True):
 # the load is above target and more replicas are wanted than maxReplicas or the free GPUs allow, or the metrics
@@ -54,6 +58,8 @@ def status_summary(conditions: Sequence[Mapping[str, Any]] | None) -> str | None
         if reason:
             return str(reason)
     return None
+
+
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 DateTime = Annotated[str, SchemaHint(format="date-time")]
@@ -61,14 +67,15 @@ DateTime = Annotated[str, SchemaHint(format="date-time")]
 
 class Condition(StatusModel):
     """One aspect of the service's state (Ready, Available, Progressing, Degraded, Reconciling, Stalled,
-    ScalingLimited)."""
+    ScalingLimited, ModelMismatch)."""
 
     type: str = Field(
         ..., min_length=1, max_length=316,
         description="Ready (every desired replica ready, rollout done), Available (at least spec.minAvailable "
-        "replicas ready: the service serves), Progressing, Degraded, Reconciling, Stalled or ScalingLimited. "
-        "Reconciling=True (on its way) and Stalled=True (stuck until something changes) are what kstatus-based "
-        "tools (Flux, kpt, Config Sync) read; they follow Available, so a scale-up is not an outage.",
+        "replicas ready: the service serves), Progressing, Degraded, Reconciling, Stalled, ScalingLimited or "
+        "ModelMismatch. Reconciling=True (on its way) and Stalled=True (stuck until something changes) are what "
+        "kstatus-based tools (Flux, kpt, Config Sync) read; they follow Available, so a scale-up is not an outage. "
+        "ModelMismatch=True: Ready pods serve different model commits.",
     )
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     reason: str | None = Field(
@@ -95,12 +102,20 @@ class ServiceStatus(StatusModel):
     conditions: list[Condition] = Field(
         default_factory=list, max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Current state: Ready, Available, Progressing, Degraded, Reconciling, Stalled, ScalingLimited.",
+        description="Current state: Ready, Available, Progressing, Degraded, Reconciling, Stalled, ScalingLimited, "
+        "ModelMismatch.",
     )
     summary: str | None = Field(
         None, max_length=64,
-        description="One word for the STATUS column: Stalled's reason when stalled; LimitedByMaxReplicas, "
-        "LimitedByGpuCapacity or MetricsUnavailable while serving and the autoscaler is held back; else Ready's "
-        "reason.",
+        description="One word for the STATUS column: Stalled's reason when stalled; ModelMismatch when Ready pods "
+        "serve different model commits; LimitedByMaxReplicas, LimitedByGpuCapacity or MetricsUnavailable while "
+        "serving and the autoscaler is held back; else Ready's reason.",
+    )
+    model: ServedModel | None = Field(
+        None, description="The model asked for and the commit (sha) each Ready pod reports in TEI's /info.",
+    )
+    cost: CostStatus | None = Field(
+        None, description="The fleet's $/hour and $ per 1M tokens at the measured token rate (when the GPU type has "
+        "a price in the operator's settings).",
     )
     autoscaling: AutoscalingStatus | None = Field(None, description="What the autoscaler last saw and decided.")

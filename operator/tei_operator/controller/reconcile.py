@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import kube as k
 from ..api import GROUP, KINDS, VERSION, ServiceResource
+from ..api.unsupported import refusal_message
 from ..kube import KubeClient
 from ..render import endpoint_url, render_children
 from ..render.children import CONFIG_HASH_ANNOTATION
@@ -31,6 +32,8 @@ from ..render.labels import SERVICE_LABEL, selector_string
 from ..settings import Settings
 from . import status as st
 from .events import Change, EventRecorder, describe_apply, describe_removal
+from .cost import TokenRateMeter, cost_status
+from .model_info import ModelInfoReader, served_model_report
 from .ownership import ForeignField, foreign_template_fields, removal_patch, still_present
 
 logger = logging.getLogger("tei_operator.controller")
@@ -64,6 +67,7 @@ class Outcome:
     key: OwnerKey
     found: bool = True
     invalid_spec: str | None = None
+    unsupported_model: str | None = None
     changes: list[Change] = dataclasses.field(default_factory=list)
     status_patch: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -138,6 +142,13 @@ class Reconciler:
         self.trusted_managers = tuple(settings.extra_field_managers)
         for rtype in self.kinds.values():
             kube.register(rtype)
+        # Which model commit each Ready pod serves (status.model, ModelMismatch); the runner sets its `notify`.
+        self.model_reader = ModelInfoReader(kube, scrape_via=settings.scrape_via,
+                                            timeout=float(settings.scrape_timeout_seconds))
+        # The token rate behind status.cost (sampled only for services whose GPU type has a price).
+        self.token_meter = TokenRateMeter(kube, scrape_via=settings.scrape_via,
+                                          timeout=float(settings.scrape_timeout_seconds),
+                                          interval=float(settings.cost_sample_seconds))
         self._locks: dict[OwnerKey, asyncio.Lock] = {}
         # Children this process has seen, by owner uid: a missing one was deleted by someone (-> "Recreated").
         self._seen: set[tuple[str, str, str]] = set()
@@ -192,6 +203,18 @@ class Reconciler:
                 invalid_spec=message, min_available=min_available), keep_counts=True)
             return outcome
 
+        refusal = refusal_message(resource.spec.model.id, meta.get("annotations"))
+        if refusal is not None:
+            # Known not to run on TEI: rolling it out would only crash-loop on GPUs. Nothing is applied (children
+            # of an earlier, supported model keep serving it), as for an invalid spec.
+            outcome.unsupported_model = refusal
+            # The earlier model's pods may still serve: Available says so.
+            live = await self.kube.get_or_none(k.DEPLOYMENT, key.name, key.namespace)
+            await self.write_status(owner, outcome, lambda latest: st.build_status(
+                generation=generation, deployment=live, pods=[], current=latest, now=st.now_rfc3339(),
+                unsupported_model=refusal, min_available=resource.spec.min_available), keep_counts=True)
+            return outcome
+
         deployment_manifest = children.deployment
         if apply:
             drift = current.get("observedGeneration") == generation
@@ -213,11 +236,28 @@ class Reconciler:
         endpoint, image = endpoint_url(resource), _tei_image(deployment_manifest) or _tei_image(deployment)
         template_hash = (((deployment_manifest.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
             "annotations", {}).get(CONFIG_HASH_ANNOTATION)
+        protected = resource.spec.engine.api_key_secret_ref is not None  # TEI guards /info with the key
+        served_model = served_model_report(
+            model_id=resource.spec.model.id, revision=resource.spec.model.revision, generation=generation,
+            pods=self.model_reader.report(key, key.namespace, pods, read=not protected), protected=protected)
+        cost = self._cost(key, resource, deployment, pods)
         await self.write_status(owner, outcome, lambda latest: st.build_status(
             generation=generation, deployment=deployment, pods=pods, current=latest, now=st.now_rfc3339(),
             selector=selector, endpoint=endpoint, image=image, template_hash=template_hash,
-            min_available=resource.spec.min_available))
+            min_available=resource.spec.min_available, served_model=served_model, cost=cost))
         return outcome
+
+    def _cost(self, key: OwnerKey, resource: Any, deployment: Mapping[str, Any] | None,
+              pods: list[dict]) -> dict[str, Any] | None:
+        """status.cost: the GPU price (settings) x the GPUs held, and the Ready pods' measured token rate."""
+        gpu = resource.spec.gpu
+        if gpu.count <= 0 or (gpu.type or "default") not in self.settings.gpu_prices:
+            self.token_meter.forget(key)
+            return None
+        replicas = int(((deployment or {}).get("status") or {}).get("replicas") or 0)
+        return cost_status(gpu_type=gpu.type, gpus_per_replica=gpu.count, replicas=replicas,
+                           prices=self.settings.gpu_prices,
+                           tokens_per_second=self.token_meter.tokens_per_second(key, key.namespace, pods))
 
     # -- children -----------------------------------------------------------------------------------------------
     async def _apply_child(self, owner: Mapping[str, Any], resource: Any, manifest: dict, outcome: Outcome, *,
@@ -375,6 +415,9 @@ class Reconciler:
             elif cond["type"] == st.DEGRADED and (st.condition({"conditions": before}, st.DEGRADED) or {}).get(
                     "status") == "True":
                 await self.recorder.record(owner, "Recovered", f"{kind} {name} recovered: no problem found")
+            elif cond["type"] == st.MODEL_MISMATCH and cond["status"] == "True":
+                await self.recorder.record(owner, st.MODEL_MISMATCH,
+                                           f"{kind} {name} serves mixed models: {cond['message']}", "Warning")
             elif cond["type"] == st.READY and cond["status"] == "True":
                 await self.recorder.record(owner, "Ready", f"{kind} {name} became Ready: {cond['message']}")
             elif cond["type"] == st.AVAILABLE and cond["status"] == "False" and (st.condition(

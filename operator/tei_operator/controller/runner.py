@@ -93,7 +93,8 @@ class MeasuredReconciler(Reconciler):
         except Exception:
             METRICS.reconciled(key.kind, "error", time.monotonic() - started)
             raise
-        result = "not_found" if not outcome.found else "invalid_spec" if outcome.invalid_spec else "success"
+        refused = outcome.invalid_spec or outcome.unsupported_model  # the spec is refused: Degraded says why
+        result = "not_found" if not outcome.found else "invalid_spec" if refused else "success"
         METRICS.reconciled(key.kind, result, time.monotonic() - started)
         return outcome
 
@@ -108,6 +109,9 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
         await reconciler.reconcile(key, apply=apply)
 
     queue: ReconcileQueue[OwnerKey] = ReconcileQueue(work)
+    # A pod's /info read in the background finished: refresh that service's status (status.model).
+    reconciler.model_reader.notify = lambda key: queue.request(key, apply=False)
+    reconciler.token_meter.notify = lambda key: queue.request(key, apply=False)  # a token-rate round is done or due
     memo = ControllerMemo(reconciler=reconciler, queue=queue)
     registry = kopf.OperatorRegistry()
     register(registry, owner_types())
@@ -134,6 +138,10 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await queue.close()
+        # The background /info reads and token-rate rounds write status through reconciles: they end with the
+        # leadership term, like the queue (a new term's Reconciler starts its own).
+        await reconciler.model_reader.close()
+        await reconciler.token_meter.close()
         METRICS.autoscaler_stopped()
         METRICS.watch_queue(None)
         # Stopped by a signal, kopf would wait 5 s at exit for its own task waiting on `stop`: end that wait.

@@ -41,10 +41,12 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
-OWNED_CONDITION_TYPES = (READY, AVAILABLE, PROGRESSING, DEGRADED, RECONCILING, STALLED)
+MODEL_MISMATCH = "ModelMismatch"  # built in model_info.py from what the pods' /info report
+OWNED_CONDITION_TYPES = (READY, AVAILABLE, PROGRESSING, DEGRADED, RECONCILING, STALLED, MODEL_MISMATCH)
 
 # Reasons (PascalCase, API conventions); docs/troubleshooting.md has one section per reason.
 REASON_INVALID_SPEC = "InvalidSpec"
+REASON_UNSUPPORTED_MODEL = "UnsupportedModel"
 REASON_UNSCHEDULABLE = "Unschedulable"
 REASON_CRASH_LOOP = "CrashLoopBackOff"
 REASON_IMAGE_PULL = "ImagePullBackOff"
@@ -63,13 +65,16 @@ REASON_MIN_AVAILABLE = "MinimumReplicasReady"
 
 # Problems that stop progress until someone changes something (kstatus: Stalled=True, Failed). The others
 # (Unschedulable, CreateContainerConfigError) may resolve on their own and stall only at the progress deadline.
-STALLING_REASONS = frozenset({REASON_INVALID_SPEC, REASON_CRASH_LOOP, REASON_IMAGE_PULL, REASON_DEADLINE,
+STALLING_REASONS = frozenset({REASON_INVALID_SPEC, REASON_UNSUPPORTED_MODEL, REASON_CRASH_LOOP, REASON_IMAGE_PULL, REASON_DEADLINE,
                               REASON_REPLICA_FAILURE})
 WAITING_REASONS = frozenset({REASON_UNSCHEDULABLE, REASON_CONTAINER_CONFIG})
 
 # Status keys this controller writes; everything else under status belongs to someone else.
 OWNED_STATUS_KEYS = ("observedGeneration", "replicas", "readyReplicas", "selector", "endpoint", "image", "conditions",
-                     "summary")
+                     "summary", "model", "cost")
+
+#: `build_status(cost=KEEP)`: leave status.cost as it is (a refused spec observed nothing to price).
+KEEP = object()
 
 _IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
 _CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
@@ -350,14 +355,27 @@ def _kstatus_conditions(standing: Standing, generation: int) -> list[dict[str, A
 
 def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
                        pods: Sequence[Mapping[str, Any]] = (), invalid_spec: str | None = None,
-                       template_hash: str | None = None, min_available: int = 1) -> list[dict[str, Any]]:
+                       template_hash: str | None = None, min_available: int = 1,
+                       unsupported_model: str | None = None) -> list[dict[str, Any]]:
     """Ready, Available, Progressing, Degraded, Reconciling and Stalled (without lastTransitionTime) for what was
     observed.
 
     `invalid_spec` is the parse error when the spec could not be rendered: nothing was applied, so the service is
     neither Ready nor Progressing, Degraded and Stalled say which field is wrong (Available still tells whether the
     pods of the last good spec serve). `template_hash` is the config hash of the rendered pod template: only its
-    pods can stall the service (see `current_template_pods`). `min_available` is spec.minAvailable."""
+    pods can stall the service (see `current_template_pods`). `min_available` is spec.minAvailable.
+    `unsupported_model` says why the model cannot run on TEI (api/unsupported.py): nothing was applied either, and
+    Available again tells whether pods of an earlier spec still serve."""
+    if unsupported_model is not None:
+        availability = assess_availability(deployment, min_available)
+        return [
+            _condition(READY, False, REASON_UNSUPPORTED_MODEL, unsupported_model, generation),
+            _condition(AVAILABLE, availability.available, availability.reason, availability.message, generation),
+            _condition(PROGRESSING, False, REASON_UNSUPPORTED_MODEL, "Nothing was applied: the model is known not "
+                       "to run on TEI", generation),
+            _condition(DEGRADED, True, REASON_UNSUPPORTED_MODEL, unsupported_model, generation),
+            *_kstatus_conditions(Standing(False, True, REASON_UNSUPPORTED_MODEL, unsupported_model), generation),
+        ]
     if invalid_spec is not None:
         message = f"The spec cannot be rendered: {invalid_spec}"
         availability = assess_availability(deployment, min_available)
@@ -439,18 +457,22 @@ def transitions(current: Sequence[Mapping[str, Any]] | None, merged: Sequence[Ma
 def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
                  current: Mapping[str, Any] | None, now: str, selector: str | None = None,
                  endpoint: str | None = None, image: str | None = None, invalid_spec: str | None = None,
-                 template_hash: str | None = None, min_available: int = 1) -> dict[str, Any]:
+                 template_hash: str | None = None, min_available: int = 1, unsupported_model: str | None = None,
+                 served_model: tuple[dict[str, Any], dict[str, Any]] | None = None,
+                 cost: dict[str, Any] | None | object = KEEP) -> dict[str, Any]:
     """The status keys this controller owns, ready to compare with `changed_status` and merge-patch.
 
     replicas/readyReplicas come from the Deployment's status (the scale subresource reads status.replicas);
-    `summary` (the STATUS column) from every condition, the autoscaler's ScalingLimited included."""
+    `summary` (the STATUS column) from every condition, the autoscaler's ScalingLimited and ModelMismatch included.
+    `served_model` is `status.model` and the ModelMismatch condition (model_info.served_model_report); `cost` is
+    `status.cost` (cost.cost_status; None removes a cost that no longer applies, KEEP leaves it alone)."""
     dep_status = (deployment or {}).get("status") or {}
-    conditions = merge_conditions(
-        (current or {}).get("conditions"),
-        desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec,
-                           template_hash=template_hash, min_available=min_available),
-        now,
-    )
+    desired = desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec,
+                                 template_hash=template_hash, min_available=min_available,
+                                 unsupported_model=unsupported_model)
+    if served_model is not None:
+        desired.append(served_model[1])
+    conditions = merge_conditions((current or {}).get("conditions"), desired, now)
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "replicas": int(dep_status.get("replicas") or 0),
@@ -464,6 +486,10 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
         status["endpoint"] = endpoint
     if image is not None:
         status["image"] = image
+    if served_model is not None:
+        status["model"] = served_model[0]
+    if cost is not KEEP:
+        status["cost"] = cost
     return status
 
 

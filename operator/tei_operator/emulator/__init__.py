@@ -1,6 +1,7 @@
 """An emulator of Hugging Face Text Embeddings Inference (TEI), for tests and demos. It is not a model server.
 
-It speaks TEI's HTTP API (`/embed`, `/v1/embeddings`, `/rerank`, `/info`, `/health`, `/metrics`) closely
+It speaks TEI's HTTP API (every route of TEI 1.9's router: `/embed`, `/embed_all`, `/embed_sparse`, `/similarity`,
+`/rerank`, `/predict`, `/tokenize`, `/decode`, `/v1/embeddings`, `POST /`, `/info`, `/health`, `/metrics`) closely
 enough for this operator and for a client, and exports TEI's Prometheus metrics under TEI's exact names.
 
 What it models: one GPU running one batch at a time, fed by TEI's FIFO queue and batching rules

@@ -1,0 +1,208 @@
+"""`status.cost`: the fleet's $/hour from the GPU price setting, and $ per 1M tokens at the measured token rate.
+
+The token rate comes from TEI's histogram of tokens per input, `te_request_input_length` (its `_sum` grows by the
+tokens of every input TEI runs, after truncation: embeddings and rerank pairs alike). `TokenRateMeter` reads that
+counter from each Ready pod every `interval` seconds in the background (never inside a reconcile), keeps the last
+two readings per pod, and reports the sum of the pods' rates; `notify` queues a status refresh after each round
+and again when the next one is due, so the figure stays current while the service runs. It samples only services
+whose GPU type has a price.
+
+`cost_status()` is pure: price, GPUs and token rate in, the `status.cost` object out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from .. import kube as k
+from ..autoscaling.sources import PodTarget
+from ..autoscaling.sources.scrape import ApiProxyFetcher, PodIpFetcher, resolve_scrape_via
+from .model_info import is_ready, tei_port
+
+logger = logging.getLogger("tei_operator.controller")
+
+TOKEN_COUNTER = "te_request_input_length_sum"
+
+
+def _significant(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+def cost_status(*, gpu_type: str | None, gpus_per_replica: int, replicas: int, prices: Mapping[str, float],
+                tokens_per_second: float | None) -> dict[str, Any] | None:
+    """`status.cost`, or None when the service uses no GPU or its GPU type has no price.
+
+    Every replica counts, Ready or not: a pod still loading its model holds its GPU all the same."""
+    if gpus_per_replica <= 0:
+        return None
+    key = gpu_type or "default"
+    price = prices.get(key)
+    if price is None:
+        return None
+    gpus = max(0, replicas) * gpus_per_replica
+    per_hour = gpus * float(price)
+    cost: dict[str, Any] = {"gpuType": key, "dollarsPerGpuHour": float(price), "gpus": gpus,
+                            "dollarsPerHour": _significant(per_hour)}
+    if tokens_per_second is not None:
+        cost["tokensPerSecond"] = _significant(tokens_per_second)
+        if tokens_per_second > 0:
+            cost["dollarsPerMillionTokens"] = _significant(per_hour / (tokens_per_second * 3600) * 1e6)
+    return cost
+
+
+def token_counter(text: str) -> float:
+    """The value of `te_request_input_length_sum` in a TEI /metrics page (0 before TEI's first input: the series
+    appears only after its first observation)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == TOKEN_COUNTER:
+                return float(sample.value)
+    return 0.0
+
+
+@dataclasses.dataclass
+class _PodSamples:
+    previous: tuple[float, float] | None = None  # (time, counter)
+    latest: tuple[float, float] | None = None
+
+    def add(self, t: float, value: float) -> None:
+        self.previous, self.latest = self.latest, (t, value)
+
+    def rate(self) -> float | None:
+        if self.previous is None or self.latest is None:
+            return None
+        (t0, v0), (t1, v1) = self.previous, self.latest
+        if t1 <= t0 or v1 < v0:  # a restarted TEI starts its counters again: wait for the next pair
+            return None
+        return (v1 - v0) / (t1 - t0)
+
+
+class TokenRateMeter:
+    """Samples each Ready pod's token counter every `interval` seconds, in the background."""
+
+    def __init__(self, kube: k.KubeClient | None, *, scrape_via: str = "auto", timeout: float = 3.0,
+                 interval: float = 60.0, concurrency: int = 8, cache_size: int = 8192,
+                 clock: Callable[[], float] = time.monotonic,
+                 fetch: Callable[[PodTarget], Any] | None = None) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.cache_size = cache_size
+        via = resolve_scrape_via(scrape_via)
+        if fetch is not None:
+            self._fetch = fetch
+        elif via == "podip" or kube is None:
+            self._fetch = PodIpFetcher()
+        else:
+            self._fetch = ApiProxyFetcher(kube, timeout=timeout)
+        self.timeout = timeout
+        self.notify: Callable[[Any], None] | None = None
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._samples: dict[str, _PodSamples] = {}
+        self._rounds: dict[Any, asyncio.Task[None]] = {}
+        self._last_round: dict[Any, float] = {}
+        self._timers: dict[Any, asyncio.TimerHandle] = {}
+        self.reads = 0
+
+    def tokens_per_second(self, key: Any, namespace: str, pods: Sequence[Mapping[str, Any]]) -> float | None:
+        """The Ready pods' summed token rate (None until one pod has two readings); starts a sampling round in
+        the background when the last one is `interval` old."""
+        ready = [p for p in pods if is_ready(p)]
+        now = self.clock()
+        if ready and key not in self._rounds and now - self._last_round.get(key, float("-inf")) >= self.interval:
+            self._last_round[key] = now
+            self._rounds[key] = asyncio.create_task(self._round(key, namespace, ready), name=f"token-rate-{key}")
+        rates = [r for p in ready if (s := self._samples.get(str((p.get("metadata") or {}).get("uid", ""))))
+                 is not None and (r := s.rate()) is not None]
+        return sum(rates) if rates else None
+
+    async def _round(self, key: Any, namespace: str, pods: Sequence[Mapping[str, Any]]) -> None:
+        try:
+            await asyncio.gather(*(self._sample(namespace, pod) for pod in pods))
+        finally:
+            self._rounds.pop(key, None)
+        while len(self._samples) > self.cache_size:
+            self._samples.pop(next(iter(self._samples)))
+        loop = asyncio.get_running_loop()
+        if key in self._timers:
+            self._timers.pop(key).cancel()
+        # The next round is due after `interval`: a status refresh then starts it.
+        self._timers[key] = loop.call_later(self.interval, self._notify, key)
+        self._notify(key)
+
+    async def _sample(self, namespace: str, pod: Mapping[str, Any]) -> None:
+        meta = pod.get("metadata") or {}
+        target = PodTarget(namespace=namespace, name=str(meta.get("name", "")), uid=str(meta.get("uid", "")),
+                           ip=(pod.get("status") or {}).get("podIP"), port=tei_port(pod))
+        try:
+            async with self._semaphore:
+                self.reads += 1
+                text = await asyncio.wait_for(self._fetch(target), self.timeout)
+            value = token_counter(text)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a missed reading only delays the rate
+            logger.debug("Failed to read the token counter of pod %s/%s: %s", namespace, target.name, exc)
+            return
+        self._samples.setdefault(target.uid, _PodSamples()).add(self.clock(), value)
+
+    def _notify(self, key: Any) -> None:
+        if self.notify is not None:
+            self.notify(key)
+
+    def forget(self, key: Any) -> None:
+        """Stop sampling a service (it is gone, or has no price any more)."""
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._last_round.pop(key, None)
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        for task in list(self._rounds.values()):
+            task.cancel()
+        await asyncio.gather(*self._rounds.values(), return_exceptions=True)
+        close = getattr(self._fetch, "close", None)
+        if close is not None:
+            await close()
+
+
+#: Throughputs practitioners quote for TEI (tokens/s per GPU at large batches; /work/shared/TEI.md), for the
+#: comparison table in docs/cost.md: (model, GPU type, tokens/s).
+QUOTED_THROUGHPUTS: tuple[tuple[str, str, float], ...] = (
+    ("BAAI/bge-m3", "a100", 60_000),
+    ("BAAI/bge-m3", "h100", 90_000),
+    ("Qwen/Qwen3-Embedding-0.6B", "a100", 55_000),
+    ("Qwen/Qwen3-Embedding-0.6B", "rtx4090", 20_000),
+    ("Qwen/Qwen3-Embedding-8B", "a100", 12_500),
+)
+
+
+def quoted_cost_table(prices: Mapping[str, float], utilization: Sequence[float] = (1.0, 0.3)) -> str:
+    """The markdown table of docs/cost.md: $ per 1M tokens of one replica at the quoted throughputs, fully busy
+    and at lower utilizations, computed with `cost_status` (`python -m tei_operator.controller.cost`)."""
+    head = "| model | GPU | $/GPU-hour | tokens/s (quoted) | " + " | ".join(
+        f"$/1M tokens at {u:.0%} busy" for u in utilization) + " |"
+    lines = [head, "|" + "---|" * (4 + len(utilization))]
+    for model, gpu, rate in QUOTED_THROUGHPUTS:
+        cells = []
+        for u in utilization:
+            cost = cost_status(gpu_type=gpu, gpus_per_replica=1, replicas=1, prices=prices,
+                               tokens_per_second=rate * u)
+            cells.append(f"{cost['dollarsPerMillionTokens']:.4f}" if cost else "–")
+        lines.append(f"| {model} | {gpu} | {prices.get(gpu, float('nan')):.2f} | {rate:,.0f} | " + " | ".join(cells)
+                     + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from ..settings import DEFAULT_GPU_PRICES
+
+    print(quoted_cost_table(DEFAULT_GPU_PRICES))

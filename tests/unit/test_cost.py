@@ -1,0 +1,97 @@
+"""status.cost: the pure figures, the GPU price setting, and the token rate read from real emulators' /metrics.
+
+TEI facts relied on (/work/shared/TEI.md): te_request_input_length is a histogram of tokens per input, so its _sum
+grows by the tokens of every input TEI runs; a series appears only after its first observation. GPU prices and
+throughput quoted there: A100 ~$1.04/h and ~60,000 tokens/s for BGE-M3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tei_operator.controller.cost import TokenRateMeter, cost_status, quoted_cost_table, token_counter
+from tei_operator.emulator import fake_model
+from tei_operator.emulator.config import EmulatorConfig
+from tei_operator.emulator.server import EmulatorServer
+from tei_operator.settings import DEFAULT_GPU_PRICES, SettingsError, load_settings
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_cost_of_an_a100_fleet_at_the_quoted_bge_m3_rate() -> None:
+    cost = cost_status(gpu_type="a100", gpus_per_replica=1, replicas=3, prices=DEFAULT_GPU_PRICES,
+                       tokens_per_second=3 * 60_000)
+    # 3 GPUs x $1.04 = $3.12/h; 180,000 tokens/s = 648M tokens/h -> $0.004815 per 1M tokens
+    assert cost == {"gpuType": "a100", "dollarsPerGpuHour": 1.04, "gpus": 3, "dollarsPerHour": 3.12,
+                    "tokensPerSecond": 180000.0, "dollarsPerMillionTokens": 0.004815}
+
+
+def test_cost_without_price_gpu_or_tokens() -> None:
+    prices = {"h100": 2.0, "default": 1.5}
+    assert cost_status(gpu_type="l4", gpus_per_replica=1, replicas=2, prices=prices, tokens_per_second=1) is None
+    assert cost_status(gpu_type=None, gpus_per_replica=0, replicas=2, prices=prices, tokens_per_second=1) is None
+    unset = cost_status(gpu_type=None, gpus_per_replica=2, replicas=2, prices=prices, tokens_per_second=None)
+    assert unset == {"gpuType": "default", "dollarsPerGpuHour": 1.5, "gpus": 4, "dollarsPerHour": 6.0}
+    idle = cost_status(gpu_type="h100", gpus_per_replica=1, replicas=1, prices=prices, tokens_per_second=0.0)
+    assert idle is not None and idle["tokensPerSecond"] == 0 and "dollarsPerMillionTokens" not in idle
+
+
+def test_gpu_prices_setting(monkeypatch) -> None:
+    assert load_settings().gpu_prices == DEFAULT_GPU_PRICES
+    monkeypatch.setenv("TEI_OPERATOR_GPU_PRICES", "l4=0.8, default=1.1")
+    assert load_settings().gpu_prices == {"l4": 0.8, "default": 1.1}
+    for bad, message in (("l4", "expected GPU_TYPE=DOLLARS_PER_HOUR"), ("z9=1", "'z9' is not a GPU type"),
+                         ("l4=cheap", "is not a number"), ("l4=-1", "between 0 and 1000")):
+        monkeypatch.setenv("TEI_OPERATOR_GPU_PRICES", bad)
+        with pytest.raises(SettingsError, match="TEI_OPERATOR_GPU_PRICES") as caught:
+            load_settings()
+        assert message in str(caught.value)
+
+
+def test_token_counter_reads_the_input_length_sum() -> None:
+    assert token_counter("") == 0.0
+    page = "# TYPE te_request_input_length histogram\nte_request_input_length_bucket{le=\"+Inf\"} 2\n" \
+           "te_request_input_length_sum 130\nte_request_input_length_count 2\n"
+    assert token_counter(page) == 130.0
+
+
+def ready_pod(name: str, port: int) -> dict[str, Any]:
+    return {"metadata": {"name": name, "uid": f"uid-{name}"},
+            "spec": {"containers": [{"name": "tei", "ports": [{"containerPort": port}]}]},
+            "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+async def test_meter_measures_the_tokens_the_pods_served() -> None:
+    config = EmulatorConfig(port=0, dimensions=8, tokens_per_second=1e6)
+    async with EmulatorServer(config) as a, EmulatorServer(config) as b, aiohttp.ClientSession() as session:
+        meter = TokenRateMeter(None, scrape_via="podip", interval=0.3)
+        rounds = asyncio.Queue()
+        meter.notify = rounds.put_nowait
+        pods = [ready_pod("a", a.port), ready_pod("b", b.port)]
+        assert meter.tokens_per_second("svc", "ns", pods) is None  # starts the first round
+        await asyncio.wait_for(rounds.get(), 5)
+        texts = [" ".join(f"w{i}" for i in range(20))] * 8  # 8 x 26 tokens to each pod
+        for server in (a, b):
+            async with session.post(f"{server.url}/embed", json={"inputs": texts}) as response:
+                assert response.status == 200
+        await asyncio.wait_for(rounds.get(), 5)  # the next round is due after the interval
+        assert meter.tokens_per_second("svc", "ns", pods) is None  # still one reading per pod: starts round two
+        await asyncio.wait_for(rounds.get(), 5)
+        rate = meter.tokens_per_second("svc", "ns", pods)
+        sent = 8 * fake_model.count_tokens(texts[0])
+        for name in ("a", "b"):
+            samples = meter._samples[f"uid-{name}"]  # noqa: SLF001 - the readings behind the rate
+            assert samples.latest[1] - samples.previous[1] == sent
+        elapsed = meter._samples["uid-a"].latest[0] - meter._samples["uid-a"].previous[0]  # noqa: SLF001
+        assert rate == pytest.approx(2 * sent / elapsed, rel=0.2) and rate > 0
+        await meter.close()
+
+
+def test_docs_cost_table_is_what_the_command_prints() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cost.md").read_text()
+    assert quoted_cost_table(DEFAULT_GPU_PRICES) in docs, "rerun: python -m tei_operator.controller.cost"
