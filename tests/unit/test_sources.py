@@ -328,7 +328,7 @@ def test_urls():
 def test_queries_are_one_per_signal_whatever_the_number_of_services():
     few = build_queries("namespace", "pod", 60, ["a"])
     many = build_queries("namespace", "pod", 60, [f"ns{i}" for i in range(50)])
-    assert len(few) == len(many) == 8
+    assert len(few) == len(many) == 10  # 9 signals (signals.SIGNAL_SERIES) and the freshness query
     assert 'namespace=~"a"' in few["queue"] and "[60s]" in few["tokens"]
     assert 'err="overloaded"' in few["overloaded"]
     custom = build_queries("kubernetes_namespace", "kubernetes_pod_name", 30)
