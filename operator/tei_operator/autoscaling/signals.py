@@ -130,6 +130,12 @@ class Signals:
     of an average request, which turns request_rate into the demand in tokens/s."""
     schedulable_capacity: int | None = None
     """Most replicas the matching GPU nodes can hold: replicas already placed + free GPUs // gpu.count."""
+    mean_batch_seconds: float | None = None
+    """Mean time a request spent in its batch (te_request_inference_duration sum / count over the window): the
+    observed batch time, which sizes the fleet for spec.autoscaling.latencyTargetMs."""
+    load_seconds: float | None = None
+    """Observed model load time of this service's replicas: the median, over the Ready pods, of creation to Ready.
+    None when no pod shows both times."""
     error: str | None = None
     """Why the metrics are unknown (query failed, no series, ...); None when they were read."""
 
