@@ -497,6 +497,15 @@ class Autoscaler:
         await asyncio.gather(*(one(name, members) for name, members in groups.items()))
         return out
 
+    @staticmethod
+    def service_signals(view: ServiceView, current: int, metrics: ServiceMetrics | None, schedulable: int | None,
+                        now: float) -> Signals:
+        """A service's Signals this tick: its pods counted with its startup grace, its metrics as aggregated."""
+        counts = count_pods(view.pods, now, view.resource.spec.autoscaling.startup_grace_seconds)
+        if metrics is None:
+            metrics = ServiceMetrics(observed_at=now, error="no metrics were fetched")
+        return build_signals(now, current, counts, metrics, schedulable)
+
     async def _decide_and_apply(self, view: ServiceView, metrics: ServiceMetrics | None,
                                 usage: ClusterUsage | None, now: float) -> TickOutcome:
         resource, deployment = view.resource, view.deployment
@@ -505,15 +514,12 @@ class Autoscaler:
         spec = resource.spec.autoscaling
         dep_spec = deployment.get("spec") or {}
         current = int(dep_spec.get("replicas") if dep_spec.get("replicas") is not None else 1)
-        counts = count_pods(view.pods, now, spec.startup_grace_seconds)
         schedulable = None
         if usage is not None:
             template_spec = (dep_spec.get("template") or {}).get("spec") or {}
             capacity = schedulable_replicas(usage, template_spec, resource.spec.gpu.resource_name, view.pods)
             schedulable = None if capacity is None else capacity.schedulable
-        if metrics is None:
-            metrics = ServiceMetrics(observed_at=now, error="no metrics were fetched")
-        signals = build_signals(now, current, counts, metrics, schedulable)
+        signals = self.service_signals(view, current, metrics, schedulable, now)
         memory = self.memory.setdefault(view.uid, _Memory())
         decision, memory.state = decide(signals, memory.state, spec, resource.spec.engine.max_batch_tokens, now,
                                         self.settings.max_pending_replicas)
