@@ -442,3 +442,23 @@ async def test_prometheus_source_against_a_real_prometheus(prometheus_binary):
 async def test_prometheus_source_refuses_a_missing_url():
     with pytest.raises(ValueError, match="TEI_OPERATOR_PROMETHEUS_URL"):
         PrometheusSource("", window=60, timeout=5)
+
+
+def test_absorb_pages_reads_the_batch_time_and_an_unreadable_page_leaves_the_pod_unread():
+    """The HTTP-free entry of the scrape source (what the benchmark's simulated operator drives)."""
+    def page(requests: int, seconds: float) -> str:
+        return ("# TYPE te_queue_size gauge\nte_queue_size 3\n"
+                "# TYPE te_request_inference_duration histogram\n"
+                f'te_request_inference_duration_bucket{{le="+Inf"}} {requests}\n'
+                f"te_request_inference_duration_sum {seconds}\n"
+                f"te_request_inference_duration_count {requests}\n")
+
+    source = ScrapeSource(lambda pod: None, timeout=1, window=10)
+    source.absorb_pages({"a": page(10, 0.5), "b": page(0, 0)}, now=100.0)
+    result = source.absorb_pages({"a": page(30, 1.5), "b": "<html>oops</html>"}, now=102.0)
+    a = result.pods["a"]
+    assert a.inference_count_rate == pytest.approx(10.0) and a.inference_seconds_rate == pytest.approx(0.5)
+    assert "not the Prometheus text format" in result.pod_errors["b"]
+    service = ServiceTarget("ns", "s", (PodTarget("ns", "a", "a", None),))
+    metrics = aggregate(service, result, 102.0, stale_seconds=60, fresh_grace_seconds=60)
+    assert metrics.mean_batch_seconds == pytest.approx(0.05)

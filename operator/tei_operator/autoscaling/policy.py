@@ -455,6 +455,12 @@ def decide(
     history = state.demand_history
     demand = None if problem or s.ready_replicas <= 0 else s.demand_tokens_rate()
     reading: _Reading | None = None
+    # The demand's recent history (healthy ticks only), long enough for PERIOD_CYCLES of the longest cycle.
+    horizon = PERIOD_CYCLES * longest_cycle + 1
+    if demand is not None and math.isfinite(demand):
+        history = history + ((now, demand),)
+    history = tuple(h for h in history if h[0] > now - horizon)
+    period = _detect_period(history, longest_cycle) if spec.periodic_hold else None
 
     if problem:
         rec = current
@@ -472,18 +478,13 @@ def decide(
             reason = f"0 ready replicas of {current}: no metrics to act on, held {current}"
     else:
         headroom = None
-        if spec.growth_headroom and demand is not None:
-            headroom = _growth_headroom(history, now, demand, load_for_sizing, spec.tolerance)
+        if spec.growth_headroom and demand is not None and period is None:
+            # (A periodic load is held at its cycle's peak instead: headroom on each rise would hold more.)
+            headroom = _growth_headroom(state.demand_history, now, demand, load_for_sizing, spec.tolerance)
         reading = _recommend(s, spec, max_batch_tokens, current, peak, state.previous_demand, headroom)
         rec, reason, q_per, fill, tpr, ratio, peak = (reading.rec, reading.reason, reading.q_per, reading.fill,
                                                       reading.tpr, reading.ratio, reading.peak)
 
-    # The demand's recent history (healthy ticks only), long enough for PERIOD_CYCLES of the longest cycle.
-    horizon = PERIOD_CYCLES * longest_cycle + 1
-    if demand is not None and math.isfinite(demand):
-        history = history + ((now, demand),)
-    history = tuple(h for h in history if h[0] > now - horizon)
-    period = _detect_period(history, longest_cycle) if spec.periodic_hold else None
 
     # Stabilization windows (HPA semantics): up takes the window's lowest, down the window's highest. A load that
     # cycles faster than a model load plus the scale-down window is held at the peak of its last cycle (and a load
