@@ -19,8 +19,16 @@ and every knob; in short, one tick does this:
 5. Scale-up takes the lowest recommendation of its stabilization window (0 s by default: at once), scale-down the
    highest of its window (300 s), and a window the policy has not watched entirely yet does not allow a scale-down.
    Steps are bounded per period: max(maxPodsStep, maxPercentStep% of the replicas at the period's start).
-6. Clamp to [minReplicas, maxReplicas], and never ask for more than the GPU nodes can hold (schedulable_capacity)
-   plus max_pending pods, so a cluster autoscaler still sees a pending pod to add a node for.
+6. Clamp to [minReplicas (or an active schedule window's), maxReplicas], and never ask for more than the GPU nodes
+   can hold (schedulable_capacity) plus max_pending pods, so a cluster autoscaler still sees a pending pod to add
+   a node for.
+7. Policy v2 (docs/autoscaling.md steps 10-13, each behind a spec switch): growth headroom (a steady rise in
+   demand projected one observed model load ahead), cancelling replicas still loading once the Ready ones cover
+   the load, holding the peak of a load that cycles faster than load time + scale-down window, and a utilisation
+   target derived from latencyTargetMs and the observed batch time.
+
+`decide_fast` is the fast scale-up path: the same recommendation from a short window of the pods' own metrics,
+acted on only upwards and only above fastScaleUp.threshold (or on 429s).
 """
 
 from __future__ import annotations
