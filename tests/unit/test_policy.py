@@ -337,12 +337,20 @@ def learned(**kw) -> PolicyState:
 
 
 def test_loading_replicas_are_cancelled_when_the_ready_ones_cover_the_load():
+    from dataclasses import replace
+
     # A spike asked for 8; it is over: 4 Ready at 30% of the target, 4 still loading. Cancel those 4 at once,
     # without waiting for the 300 s window (they serve nothing yet), and keep the 4 Ready ones for now.
     st = learned(recommendations=((-30.0, 8),))
-    d, st2 = decide(busy(8, 4, 2100, t=0, starting_replicas=4), st, spec(), MBT, now=0)
+    # First tick of the low load: not yet (a burst's queue dropping for one tick is not the demand gone).
+    d, st1 = decide(busy(8, 4, 2100, t=0, starting_replicas=4), st, spec(), MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("Hold", 8) and st1.low_since == 0
+    d, st2 = decide(busy(8, 4, 2100, t=15, starting_replicas=4), st1, spec(), MBT, now=15)
+    assert (d.action, d.desired_replicas) == ("Hold", 8)
+    d, st3 = decide(busy(8, 4, 2100, t=30, starting_replicas=4), st2, spec(), MBT, now=30)
     assert (d.action, d.desired_replicas) == ("ScaleDown", 4)
     assert "cancelled 4 replica(s) still loading" in d.reason
+    st = replace(st, low_since=-30.0)
     # The same load with nothing loading: the scale-down window holds the Ready replicas.
     d, _ = decide(busy(4, 4, 2100, t=0), st, spec(), MBT, now=0)
     assert (d.action, d.desired_replicas) == ("Hold", 4) or d.desired_replicas == 4  # the window's highest is 8
@@ -358,7 +366,7 @@ def test_loading_replicas_are_cancelled_when_the_ready_ones_cover_the_load():
 
 
 def test_growth_headroom_is_the_slope_times_the_observed_load_time():
-    history = tuple((float(t), 10_000.0 + 100.0 * t) for t in range(-60, 0, 15))
+    history = tuple((float(t), 10_000.0 + 100.0 * t) for t in range(-120, 0, 15))
     # +100 tokens/s per second, 120 s load: +12,000 tokens/s
     assert _growth_headroom(history, 0.0, 10_000.0, 120.0, 0.1) == pytest.approx(12_000.0)
     # Flat, falling or noisy demand: none.
@@ -374,7 +382,7 @@ def test_growth_headroom_is_the_slope_times_the_observed_load_time():
 
 def test_growth_headroom_sizes_the_scale_up_for_the_demand_one_load_ahead():
     # Demand per replica rising 70 tokens/s each second for a minute, on 4 replicas, load time 90 s observed.
-    history = tuple((float(t), 4 * (5_000.0 + 70.0 * (t + 60))) for t in range(-60, 0, 15))
+    history = tuple((float(t), 4 * (5_000.0 + 70.0 * (t + 60))) for t in range(-120, 0, 15))
     now_demand = 5_000.0 + 70.0 * 60  # 9,200 per replica: 1.31x of 7,000
     st = learned(demand_history=history)
     d, st2 = decide(busy(4, 4, now_demand, t=0, load_seconds=90.0), st, spec(), MBT, now=0)

@@ -57,9 +57,13 @@ PROJECT_FROM_429_SHARE = 0.05
 
 # Growth headroom (`_growth_headroom`): the demand's slope is fitted over this many seconds of main ticks (the rate
 # window: a step shows as a ramp of that length), and counts only when the fit explains most of the variation
-# (noise has no trend) and the growth over one model load exceeds the tolerance band.
-GROWTH_FIT_SECONDS = 60.0
+# (noise has no trend) and the growth over one model load exceeds the tolerance band. Two rate windows: over one,
+# five noisy points line up by chance every few hundred ticks; a step is handled by the 429 projection.
+GROWTH_FIT_SECONDS = 120.0
 GROWTH_MIN_R2 = 0.8
+# Cancelling loading replicas (`cancelLoading`) waits until the Ready replicas alone have been over-provisioned
+# for this long: one tick of a low queue after a burst that asked for them is not "the demand is gone".
+CANCEL_CONFIRM_SECONDS = 20.0
 # Model load time assumed until one is observed (creation to Ready of a pod of this service).
 DEFAULT_LOAD_SECONDS = 60.0
 # Periodic load (`_detect_period`): cycles from PERIOD_MIN_SECONDS up to load time + scale-down window are looked
@@ -108,6 +112,9 @@ class PolicyState:
     """The last observed model load time (Signals.load_seconds), kept while no pod shows one."""
     period_seconds: float | None = None
     """The load's cycle, when the last main tick found one shorter than load time + scale-down window."""
+    low_since: float | None = None
+    """Since when the Ready replicas alone have been below 1 - tolerance of target with no 429s (None: they are
+    not): cancelling loading replicas waits CANCEL_CONFIRM_SECONDS of it."""
 
 
 @dataclass(frozen=True)
@@ -267,6 +274,8 @@ class _Reading:
     up_ratio: float
     down_ratio: float
     overloaded: bool
+    demand_ratio: float | None = None
+    """Demand now (not projected) over the demand target; None until the peak is learned."""
 
 
 def _recommend(
@@ -364,7 +373,7 @@ def _recommend(
         rec = current
         ratio = max(up_ratio, down_ratio)
         why = f"load {ratio:.2f}x of target within tolerance {_fmt(spec.tolerance)}: {seen}"
-    return _Reading(rec, why, q_per, fill, tpr, ratio, peak, up_ratio, down_ratio, overloaded)
+    return _Reading(rec, why, q_per, fill, tpr, ratio, peak, up_ratio, down_ratio, overloaded, d_now_ratio)
 
 
 def _limit(target: int, current: int, s: Signals, state: PolicyState, spec: AutoscalingSpec, now: float,
@@ -525,9 +534,12 @@ def decide(
     # Replicas still loading (or pending) whose demand is gone: the Ready replicas alone are above what the load
     # needs. They serve nothing yet, so removing them costs nothing and saves their whole load time; the
     # scale-down window guards against removing replicas that serve, not these.
-    cancel = (spec.cancel_loading and reading is not None and not reading.overloaded
-              and reading.down_ratio < 1 - spec.tolerance and current > s.ready_replicas and target >= current
-              and rec < current and period is None)
+    # "Low" needs the demand measured (a learned peak): the queue alone, a backlog, cannot say the demand is gone.
+    low = (reading is not None and not reading.overloaded and reading.demand_ratio is not None
+           and reading.down_ratio < 1 - spec.tolerance)
+    low_since = (state.low_since if state.low_since is not None else now) if low else None
+    cancel = (spec.cancel_loading and low and now - low_since >= CANCEL_CONFIRM_SECONDS - _EPS  # type: ignore[operator]
+              and current > s.ready_replicas and target >= current and rec < current and period is None)
     events_bypass = False
     if cancel:
         target = max(s.ready_replicas, rec)
@@ -557,6 +569,7 @@ def decide(
         demand_history=history,
         load_seconds=load_seconds,
         period_seconds=period,
+        low_since=low_since,
     )
     if action != "Hold":
         new_state = replace(new_state, last_scale_time=now)
