@@ -92,6 +92,8 @@ class OperatorPolicy:
     """(time, "main" or "fast", the Signals the policy got): kept only when `keep_signals` (tests)."""
     keep_signals: bool = False
     actions: list[tuple[float, int, int]] = field(default_factory=list)
+    """(time, from, to) of each change: appended by the benchmark's driver, which applies them."""
+    _last_tick: float | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -108,7 +110,11 @@ class OperatorPolicy:
     # -- the driver's entry point -----------------------------------------------------------------------------
     def tick(self, now: float, view: Any) -> int | None:
         """Called at every multiple of `interval` and of each of `intervals` (+ phase); runs the main tick, the
-        fast tick or both (main first, as the live loop's lock would order two ticks due at once)."""
+        fast tick or both (main first, as the live loop's lock would order two ticks due at once). A second call
+        at the same instant (a driver calling once per interval) does nothing."""
+        if self._last_tick is not None and abs(now - self._last_tick) < 1e-9:
+            return None
+        self._last_tick = now
         want: int | None = None
         if self._due(now, self.interval):
             want = self._main(now, view)
@@ -152,8 +158,6 @@ class OperatorPolicy:
         decision, self.state = decide(signals, self.state, self.spec, self.max_batch_tokens, now,
                                       self.settings.max_pending_replicas)
         self.decisions.append((now, decision))
-        if decision.desired_replicas != current:
-            self.actions.append((now, current, decision.desired_replicas))
         return decision.desired_replicas
 
     def _fast(self, now: float, view: Any, main_want: int | None) -> int | None:
@@ -168,5 +172,4 @@ class OperatorPolicy:
             return None
         self.state = state
         self.decisions.append((now, decision))
-        self.actions.append((now, current, decision.desired_replicas))
         return decision.desired_replicas
