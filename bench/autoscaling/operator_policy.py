@@ -94,6 +94,9 @@ class OperatorPolicy:
     actions: list[tuple[float, int, int]] = field(default_factory=list)
     """(time, from, to) of each change: appended by the benchmark's driver, which applies them."""
     _last_tick: float | None = None
+    knob: str | None = None
+    """Name of the parameter a sweep varies (set by the benchmark, e.g. latencyTargetMs), or None."""
+    knob_value: float | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -106,6 +109,23 @@ class OperatorPolicy:
         self.fast_source = ScrapeSource(_no_http, timeout=s.scrape_timeout_seconds,
                                         window=float(s.autoscaler_fast_window_seconds))
         self.fast_stale = min(s.metrics_stale_seconds, 3 * float(s.autoscaler_fast_window_seconds))
+
+    def config(self) -> str:
+        """The configuration as a user deploys it: the service's spec.autoscaling (as the API server stores it,
+        defaults filled in) and the operator settings the autoscaler runs with."""
+        import yaml
+
+        s = self.settings
+        doc = {"spec": {"autoscaling": self.spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+                        "engine": {"maxBatchTokens": self.max_batch_tokens}},
+               "operatorSettings": {
+                   "TEI_OPERATOR_AUTOSCALER_TICK_SECONDS": s.autoscaler_tick_seconds,
+                   "TEI_OPERATOR_AUTOSCALER_FAST_TICK_SECONDS": s.autoscaler_fast_tick_seconds,
+                   "TEI_OPERATOR_AUTOSCALER_FAST_WINDOW_SECONDS": s.autoscaler_fast_window_seconds,
+                   "TEI_OPERATOR_METRICS_SOURCE": "scrape",
+                   "TEI_OPERATOR_METRICS_STALE_SECONDS": s.metrics_stale_seconds,
+                   "TEI_OPERATOR_MAX_PENDING_REPLICAS": s.max_pending_replicas}}
+        return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
     # -- the driver's entry point -----------------------------------------------------------------------------
     def tick(self, now: float, view: Any) -> int | None:
