@@ -105,6 +105,16 @@ def test_parse_refuses_pages_that_are_not_a_tei_exposition(body, words):
         parse_tei_metrics(body)
 
 
+def test_parse_reads_only_the_zero_bucket_and_the_overloaded_failures_whatever_the_other_labels():
+    text = ('te_batch_next_tokens_bucket{le="1"} 4\nte_batch_next_tokens_bucket{le="16"} 9\n'
+            'te_batch_next_tokens_bucket{pod="a",le="1.0"} 1\nte_request_failure{err="validation"} 7\n'
+            'te_request_failure_total{pod="y", err="overloaded"} 2\nte_queue_size 1\n')
+    sample = parse_tei_metrics(text)
+    assert (sample.zero_batches, sample.overloaded, sample.queue_size) == (5, 2, 1)
+    with pytest.raises(ScrapeError, match="line 3"):
+        parse_tei_metrics("te_queue_size 1\n# a comment\nte_request_count{method=\"single\" 1\n")
+
+
 def test_parse_reads_an_idle_tei_as_zero():
     # An idle TEI answers an empty page; one that only refused requests (validation) has te_request_count and,
     # rightly, no te_queue_size: TEI counts a request before refusing it, and never queued an input.
