@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tei_operator.api.autoscaling import AutoscalingSpec
@@ -492,3 +494,19 @@ def test_fast_path_respects_step_limits_and_gpu_capacity():
     assert d.action == "Hold"  # same period: +2 already taken
     d, _ = decide_fast(busy(4, 4, 30_000, t=0, schedulable_capacity=5), learned(), spec(), MBT, now=0)
     assert d.desired_replicas == 5 and d.limited_by == "GpuCapacity"
+
+
+def test_fast_path_learns_the_peak_from_a_backlog_that_the_main_tick_would_not():
+    # Online queries: batches far from full, no 429s, but the queue over the short window is 2x target: the
+    # replica serves all it can. The fast path learns that as the peak; the main tick (bursts) does not.
+    s = sig(1, queue=32.0, batch_tokens_rate_sum=30_000.0, batch_rate_count=300.0, request_rate=900.0,
+            success_rate=800.0)
+    _, st = decide(s, watched(), spec(), MBT, now=0)
+    assert st.peak_tokens_per_replica is None
+    d, st = decide_fast(s, watched(), spec(), MBT, now=0)
+    assert st.peak_tokens_per_replica == 30_000.0 and d.action == "ScaleUp"
+    # Then the main tick sizes by demand, not by the queue, and does not undo it on a calm queue.
+    calm = sig(2, queue=2 * 3.0, batch_tokens_rate_sum=33_000.0, batch_rate_count=600.0, request_rate=1100.0,
+               success_rate=1100.0)
+    d, _ = decide(calm, replace(st, first_tick_at=-10_000), spec(), MBT, now=15)
+    assert d.desired_replicas == 2 and "demand" in d.reason

@@ -281,6 +281,7 @@ class _Reading:
 def _recommend(
     s: Signals, spec: AutoscalingSpec, max_batch_tokens: int, current: int, peak: float | None,
     previous_demand: float | None = None, headroom: float | None = None, learn: bool = True,
+    backlog: bool = False,
 ) -> _Reading:
     """The recommendation of one tick with healthy metrics and at least one Ready replica. `headroom` is extra
     demand (tokens/s) expected one model load from now (`_growth_headroom`); `learn` lets this reading update the
@@ -297,8 +298,12 @@ def _recommend(
     served = s.batch_tokens_rate_sum
     if learn and served is not None and math.isfinite(served) and served > 0:
         # saturated = batches near full, or 429s (every concurrency permit taken); a queue above target is not
-        # enough: bursts queue a few inputs on replicas that are far from their peak
-        saturated = overloaded or (fill is not None and fill >= spec.target_batch_fill)
+        # enough: bursts queue a few inputs on replicas that are far from their peak. The fast path (`backlog`)
+        # also counts a queue averaged over its short window above fastScaleUp.threshold x target: a backlog held
+        # for seconds, the only sign of saturation small inputs (online queries, never a full batch) give before
+        # 429s.
+        saturated = overloaded or (fill is not None and fill >= spec.target_batch_fill) or (
+            backlog and q_ratio >= spec.fast_scale_up.threshold)
         if saturated and (peak is None or served / r > peak):
             peak = served / r
     demand = s.demand_tokens_rate()
@@ -602,7 +607,8 @@ def decide_fast(
     up when the load ratio is at least fastScaleUp.threshold or requests get 429; never scale down, never touch the
     main tick's memory of demand. A scale-up is recorded in the state's recommendations, so the main tick's
     scale-down window holds it like one of its own, and in its scale events, so the per-period step limits count
-    it. Holds return the state unchanged.
+    it. It learns the peak as the main tick does, and from a backlog too (see `_recommend`); a hold otherwise
+    returns the state unchanged.
     """
     _check(spec, max_batch_tokens, max_pending)
     s = signals
@@ -610,7 +616,9 @@ def decide_fast(
     hold = Decision(desired_replicas=current, action="Hold", reason="Fast path: no scale-up needed", fast=True)
     if not spec.fast_scale_up.enabled or _metrics_problem(s, spec, now) or s.ready_replicas <= 0:
         return hold, state
-    reading = _recommend(s, spec, max_batch_tokens, current, state.peak_tokens_per_replica, learn=False)
+    reading = _recommend(s, spec, max_batch_tokens, current, state.peak_tokens_per_replica, backlog=True)
+    if reading.peak != state.peak_tokens_per_replica:
+        state = replace(state, peak_tokens_per_replica=reading.peak)
     if reading.rec <= current or not (reading.overloaded or reading.up_ratio >= spec.fast_scale_up.threshold):
         return replace(hold, reason=f"Fast path: {reading.reason}", load_ratio=reading.ratio), state
     notes: list[str] = []
