@@ -11,11 +11,13 @@ import yaml
 
 from tei_operator.api.autoscaling import AutoscalingSpec
 
-from .fleet import READY, EngineProfile, Fleet, Prometheus
+from tei_operator.emulator.batching import Profile, load_profile
+
 from .policies import HpaPolicy, KedaPolicy, OperatorPolicy, OraclePolicy, Policy, StaticPolicy
+from .simulator import OpenArrivals, Simulator
 from .traces import Arrivals, RequestMix, Trace
 
-DT = 0.2
+TIMELINE_STEP = 5.0
 SCRAPE_INTERVAL = 15.0
 POLICIES = ("operator", "hpa", "keda", "static-peak", "static-mean", "oracle")
 
@@ -25,7 +27,7 @@ class BenchSettings:
     """The service being benchmarked: its autoscaling spec, its engine, and the price of its GPUs."""
 
     autoscaling: AutoscalingSpec
-    engine: EngineProfile = EngineProfile()
+    engine: Profile = field(default_factory=lambda: load_profile("bge-m3-a100"))
     gpu_price_per_hour: float = 1.04
     slo_seconds: float = 0.1
     mix: RequestMix = RequestMix()
@@ -42,7 +44,7 @@ class BenchSettings:
 
         kw = {k: overrides[k] for k in ("gpu_price_per_hour", "slo_seconds") if overrides.get(k)}
         if overrides.get("tokens_per_second"):
-            kw["engine"] = replace(base.engine, tokens_per_second=float(overrides["tokens_per_second"]))
+            kw["engine"] = replace(base.engine, seconds_per_token=1.0 / float(overrides["tokens_per_second"]))
         return replace(base, **kw)
 
     @classmethod
@@ -70,9 +72,9 @@ class BenchSettings:
         if "maxConcurrentRequests" in eng:
             engine_kw["max_concurrent_requests"] = int(eng["maxConcurrentRequests"])
         if overrides.get("tokens_per_second"):
-            engine_kw["tokens_per_second"] = float(overrides["tokens_per_second"])
+            engine_kw["seconds_per_token"] = 1.0 / float(overrides["tokens_per_second"])
         kw = {k: overrides[k] for k in ("gpu_price_per_hour", "slo_seconds") if overrides.get(k)}
-        return cls(autoscaling, EngineProfile(**engine_kw), **kw)
+        return cls(autoscaling, load_profile("bge-m3-a100").with_limits(**engine_kw), **kw)
 
 
 @dataclass
@@ -103,9 +105,24 @@ class Result:
 
 def initial_replicas(trace: Trace, settings: BenchSettings, mean_tokens: float) -> int:
     """Replicas a tuned fleet would run at the trace's starting rate (every dynamic policy starts from this)."""
-    need = trace.rates[0] * mean_tokens / (settings.engine.peak_throughput() * settings.static_utilization)
+    need = trace.rates[0] * mean_tokens / (peak_throughput(settings.engine) * settings.static_utilization)
     a = settings.autoscaling
     return max(a.min_replicas, min(a.max_replicas or 1, math.ceil(need)))
+
+
+def peak_throughput(profile: Profile) -> float:
+    """A replica's tokens/s at full batches of the mix's typical 200-token inputs."""
+    return profile.peak_tokens_per_second(200)
+
+
+def to_open_arrivals(arrivals: Arrivals) -> OpenArrivals:
+    """The old per-request mix as the simulator's per-input arrivals: a request's tokens split evenly over its
+    inputs; one-input requests are class 0 (query), the others class 1 (document)."""
+    inputs = np.asarray(arrivals.inputs, dtype=np.int64)
+    per_input = np.maximum(1, np.ceil(np.asarray(arrivals.tokens) / inputs)).astype(np.int64)
+    offsets = np.concatenate(([0], np.cumsum(inputs)))
+    cls = np.where(inputs == 1, 0, 1).astype(np.int8)
+    return OpenArrivals(arrivals.t, cls, offsets, np.repeat(per_input, inputs), np.full(len(inputs), -1))
 
 
 def make_policy(name: str, trace: Trace, settings: BenchSettings, mean_tokens: float) -> Policy:
@@ -113,7 +130,7 @@ def make_policy(name: str, trace: Trace, settings: BenchSettings, mean_tokens: f
     hi = a.max_replicas or 1
 
     def static_for(rate: float) -> int:
-        return max(1, math.ceil(rate * mean_tokens / (e.peak_throughput() * settings.static_utilization)))
+        return max(1, math.ceil(rate * mean_tokens / (peak_throughput(e) * settings.static_utilization)))
 
     if name == "operator":
         return OperatorPolicy(a, e)
@@ -139,47 +156,45 @@ def make_policy(name: str, trace: Trace, settings: BenchSettings, mean_tokens: f
 def simulate(policy: Policy, trace: Trace, arrivals: Arrivals, seed: int, settings: BenchSettings,
              mean_tokens: float) -> Result:
     """Run one policy over the trace in simulated time and measure it."""
-    steps = int(round(trace.duration / DT))
     start = policy.replicas if isinstance(policy, StaticPolicy) else initial_replicas(trace, settings, mean_tokens)
-    start_ready = start if trace.gpu_quota is None else min(start, trace.gpu_quota)
-    fleet = Fleet(settings.engine, arrivals, seed, trace.gpu_quota, start_ready, DT)
-    if start > start_ready:
-        fleet.set_desired(start, 0.0)
-    prom = Prometheus(SCRAPE_INTERVAL, 60.0, trace.metrics_outage)
-    edges = np.searchsorted(arrivals.t, np.arange(steps + 1) * DT)
-    next_scrape, next_tick = 0.0, policy.phase
+    sim = Simulator(settings.engine, replicas0=start, quota=trace.gpu_quota, seed=seed, routing="random",
+                    arrivals=to_open_arrivals(arrivals), scrape_interval_s=SCRAPE_INTERVAL,
+                    metrics_outage=trace.metrics_outage)
+    ticks = np.arange(policy.phase, trace.duration, policy.interval) if policy.interval < trace.duration else \
+        np.array([0.0])
+    samples = np.arange(0.0, trace.duration, TIMELINE_STEP)
     tl_t, tl_rep, tl_ready = [], [], []
-    for k in range(steps):
-        now = k * DT
-        fleet.advance(now)
-        if now + 1e-9 >= next_scrape:
-            prom.scrape(now, fleet)
-            next_scrape += SCRAPE_INTERVAL
-        if now + 1e-9 >= next_tick:
-            want = policy.tick(now, fleet, prom)
-            if want is not None and want != fleet.desired:
-                policy.actions.append((now, fleet.desired, want))
-                fleet.set_desired(want, now)
-            next_tick += policy.interval
-        fleet.serve(now, int(edges[k]), int(edges[k + 1]))
-        if k % int(round(5.0 / DT)) == 0:
+    for now, kind in sorted([(float(t), 1) for t in samples] + [(float(t), 0) for t in ticks]):
+        sim.advance_to(now)
+        if kind == 0:
+            want = policy.tick(now, sim.view)
+            if want is not None and want != sim.desired:
+                policy.actions.append((now, sim.desired, want))
+                sim.set_desired(want, now)
+        else:
             tl_t.append(now)
-            tl_rep.append(fleet.desired)
-            tl_ready.append(fleet.count(READY))
-    return measure(policy, trace, arrivals, seed, settings, fleet,
+            tl_rep.append(sim.desired)
+            tl_ready.append(sum(1 for p in sim.view.pods() if p.phase == "Ready"))
+    sim.advance_to(trace.duration)
+    return measure(policy, trace, arrivals, seed, settings, sim,
                    {"t": np.array(tl_t), "replicas": np.array(tl_rep), "ready": np.array(tl_ready)})
 
 
-def measure(policy: Policy, trace: Trace, arrivals: Arrivals, seed: int, settings: BenchSettings, fleet: Fleet,
+def measure(policy: Policy, trace: Trace, arrivals: Arrivals, seed: int, settings: BenchSettings, sim: Simulator,
             timeline: dict) -> Result:
-    lat = fleet.latency
+    res = sim.results()
+    # unanswered by the end of the trace counts as a miss, like a refusal
+    lat = np.where(res.status == 200, res.done - res.t, np.inf)
+    served_tokens = float(sum(res.served_tokens.values()))
+    n_429 = int(np.sum(res.status == 429))
+    n_unavailable = int(np.sum(res.status == 503))
     n = len(lat)
     slo = float(np.mean(lat <= settings.slo_seconds)) if n else 1.0
     p50, p95, p99 = (float(x) for x in np.percentile(lat, [50, 95, 99], method="nearest")) if n else (0.0, 0.0, 0.0)
-    gpu_h = fleet.gpu_seconds / 3600.0
-    mtok = fleet.served_tokens / 1e6
+    gpu_h = res.gpu_seconds / 3600.0
+    mtok = served_tokens / 1e6
     cost = gpu_h * settings.gpu_price_per_hour / mtok if mtok else math.inf
-    limit = settings.gpu_price_per_hour / (settings.engine.peak_throughput() * 3600 / 1e6)
+    limit = settings.gpu_price_per_hour / (peak_throughput(settings.engine) * 3600 / 1e6)
     dirs = [1 if b > a else -1 for _, a, b in policy.actions]
     reversals = sum(1 for x, y in zip(dirs, dirs[1:]) if x != y)
     first_up = None
@@ -193,8 +208,8 @@ def measure(policy: Policy, trace: Trace, arrivals: Arrivals, seed: int, setting
         k = max(0, int(np.searchsorted(timeline["t"], trace.step_at, side="right")) - 1)
         ready_at_step = int(timeline["ready"][k])
     timeline = dict(timeline, arrivals=arrivals.t, latency=lat)
-    return Result(policy.name, trace.name, seed, n, slo, p50, p95, p99, fleet.n_429, fleet.n_unavailable, gpu_h,
-                  fleet.served_tokens, cost, cost / limit, len(policy.actions), reversals, first_up, timeline,
+    return Result(policy.name, trace.name, seed, n, slo, p50, p95, p99, n_429, n_unavailable, gpu_h,
+                  served_tokens, cost, cost / limit, len(policy.actions), reversals, first_up, timeline,
                   ready_at_step)
 
 

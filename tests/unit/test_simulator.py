@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from bench.autoscaling.__main__ import main, run_all
-from bench.autoscaling.fleet import EngineProfile, Fleet
-from bench.autoscaling.run import BenchSettings, run_one
+from bench.autoscaling.run import BenchSettings, run_one, to_open_arrivals
+from bench.autoscaling.simulator import Simulator
 from bench.autoscaling.traces import RequestMix, TraceError, generate_arrivals, load_trace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,15 +71,18 @@ def test_same_seed_same_result_other_seed_differs():
 
 
 def test_idle_replica_latency_is_its_service_time():
-    # one request alone on an idle replica: overhead + tokens / throughput, nothing else
+    # one request alone on an idle replica: one batch of its inputs, nothing else
     trace = load_trace(STEP)
     arr = generate_arrivals(trace, 0, RequestMix())
-    e = EngineProfile()
-    f = Fleet(e, arr, 0, None, 1, 0.2)
-    i = 0
-    f.serve(float(arr.t[i]) - 0.01, i, i + 1)
-    expected = e.batch_overhead_s + arr.tokens[i] / e.tokens_per_second
-    assert f.latency[i] == pytest.approx(expected)
+    e = BenchSettings.default().engine
+    sim = Simulator(e, replicas0=1, arrivals=to_open_arrivals(arr))
+    sim.advance_to(float(arr.t[0]) + 5.0)
+    res = sim.results()
+    inputs = int(arr.inputs[0])
+    per_input = int(res.tokens[0]) // inputs
+    expected = e.batch_seconds(per_input * inputs, per_input * per_input * inputs)
+    assert res.status[0] == 200
+    assert res.done[0] - res.t[0] == pytest.approx(expected)
 
 
 def test_bad_trace_is_refused_with_the_field(tmp_path):
@@ -104,7 +107,7 @@ def test_cli_quick_with_user_trace_and_service(tmp_path, capsys):
     svc.write_text("spec:\n  autoscaling: {minReplicas: 5, maxReplicas: 4}\n")
     assert main(["--quick", "--trace", str(trace), "--service", str(svc)]) == 2
     assert "minReplicas" in capsys.readouterr().err
-    assert math.isfinite(BenchSettings.default().engine.peak_throughput())
+    assert math.isfinite(BenchSettings.default().engine.peak_tokens_per_second())
 
 
 def test_ready_at_step_is_reported(step_results):
