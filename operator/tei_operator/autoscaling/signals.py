@@ -133,6 +133,9 @@ class Signals:
     mean_batch_seconds: float | None = None
     """Mean time a request spent in its batch (te_request_inference_duration sum / count over the window): the
     observed batch time, which sizes the fleet for spec.autoscaling.latencyTargetMs."""
+    request_duration_buckets: tuple[tuple[float, float], ...] | None = None
+    """Requests per second that completed within each bound (seconds, ascending, +Inf last) over the window, from
+    te_request_duration: the observed end-to-end latency the latency target is checked against. None: not read."""
     load_seconds: float | None = None
     """Observed model load time of this service's replicas: the median, over the Ready pods, of creation to Ready.
     None when no pod shows both times."""
@@ -154,6 +157,28 @@ class Signals:
         if self.request_rate is not None and self.success_rate and self.success_rate > 0:
             return max(tok, self.request_rate * tok / self.success_rate)
         return tok
+
+    def share_within(self, seconds: float) -> tuple[float, float] | None:
+        """(share of completed requests that took at most `seconds`, completed requests per second) over the
+        window, interpolating linearly inside the bucket that holds the bound (as histogram_quantile does); None
+        when unknown or nothing completed."""
+        buckets = self.request_duration_buckets
+        if not buckets:
+            return None
+        total = buckets[-1][1]
+        if not math.isfinite(total) or total <= 0:
+            return None
+        below_le, below = 0.0, 0.0
+        for le, count in buckets:
+            if le >= seconds:
+                if not math.isfinite(le):
+                    within = count
+                else:
+                    within = below + (count - below) * (seconds - below_le) / (le - below_le) if le > below_le \
+                        else count
+                return min(1.0, max(0.0, within / total)), total
+            below_le, below = le, count
+        return 1.0, total
 
     def capacity_replicas(self) -> int:
         """Replicas that serve now or soon: Ready plus still loading their model (within the startup grace)."""
