@@ -405,6 +405,17 @@ def _recommend(
     return _Reading(rec, why, q_per, fill, tpr, ratio, peak, up_ratio, down_ratio, overloaded, d_now_ratio, util)
 
 
+def _latency_misses(s: Signals, spec: AutoscalingSpec) -> float | None:
+    """Share of the window's completed requests that took longer than latencyTargetMs; None when unknown (no
+    target, no histogram, fewer than LATENCY_MIN_REQUESTS_PER_SECOND)."""
+    if spec.latency_target_ms is None:
+        return None
+    got = s.share_within(spec.latency_target_ms / 1000.0)
+    if got is None or got[1] < LATENCY_MIN_REQUESTS_PER_SECOND:
+        return None
+    return 1.0 - got[0]
+
+
 def _latency_feedback(s: Signals, spec: AutoscalingSpec, state: PolicyState, reading: _Reading | None, now: float,
                       notes: list[str]) -> tuple[float | None, float | None]:
     """The next utilisation target learned from the latency requests got (see LATENCY_MISS_HIGH), and when it last
@@ -419,6 +430,8 @@ def _latency_feedback(s: Signals, spec: AutoscalingSpec, state: PolicyState, rea
     missed = 1.0 - got[0]
     lo, hi = LATENCY_UTILIZATION_BOUNDS
     current = reading.utilization
+    if reading.demand_ratio is None:
+        return learned, adjusted  # no learned peak: the target sizes nothing yet (`_latency_misses` acts then)
     if missed > LATENCY_MISS_HIGH and (adjusted is None or now - adjusted >= LATENCY_ADJUST_SECONDS - _EPS):
         new = max(lo, current * min(LATENCY_DECREASE, max(0.5, 1.0 - 2.0 * missed)))
         notes.append(f"{100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} ms: utilization "
@@ -556,6 +569,22 @@ def decide(
                              learned_utilization=state.latency_utilization)
         rec, reason, q_per, fill, tpr, ratio, peak = (reading.rec, reading.reason, reading.q_per, reading.fill,
                                                       reading.tpr, reading.ratio, reading.peak)
+        # A pool whose requests miss the latency target is not over-provisioned: no scale-down then. Before the
+        # peak is learned (no demand ratio) misses add replicas themselves: one more than ready + loading (more
+        # when many miss), at most once per LATENCY_ADJUST_SECONDS so that the last one shows its effect first.
+        missed = _latency_misses(s, spec)
+        if missed is not None and missed > LATENCY_MISS_HIGH and not reading.overloaded:
+            if rec < current:
+                rec = current
+                reason += f"; no scale-down: {100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} ms"
+            last_up = state.last_scale_up_time
+            if (reading.demand_ratio is None and s.starting_replicas == 0
+                    and (last_up is None or now - last_up >= LATENCY_ADJUST_SECONDS - _EPS)):
+                more = max(1, math.ceil(s.ready_replicas * 2 * missed))
+                if s.ready_replicas + more > rec:
+                    rec = s.ready_replicas + more
+                    reason += (f"; {100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} ms "
+                               f"(no learned peak yet): {more} more")
 
 
     # Stabilization windows (HPA semantics): up takes the window's lowest, down the window's highest. A load that
