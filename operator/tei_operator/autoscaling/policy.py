@@ -573,10 +573,12 @@ def decide(
         # peak is learned (no demand ratio) misses add replicas themselves: one more than ready + loading (more
         # when many miss), at most once per LATENCY_ADJUST_SECONDS so that the last one shows its effect first.
         missed = _latency_misses(s, spec)
+        if missed is not None and missed >= LATENCY_MISS_LOW and rec < current:
+            # scaling down needs the latency comfortably met (under LATENCY_MISS_LOW late), or it comes back up
+            # a window later: a reversal and a model load
+            rec = current
+            reason += f"; no scale-down: {100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} ms"
         if missed is not None and missed > LATENCY_MISS_HIGH and not reading.overloaded:
-            if rec < current:
-                rec = current
-                reason += f"; no scale-down: {100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} ms"
             last_up = state.last_scale_up_time
             if (reading.demand_ratio is None and s.starting_replicas == 0
                     and (last_up is None or now - last_up >= LATENCY_ADJUST_SECONDS - _EPS)):
