@@ -458,8 +458,9 @@ def test_latency_target_learns_the_utilisation_from_the_latency_requests_got():
         return busy(current, current, per_ready, t=t, request_duration_buckets=buckets)
 
     assert signals(0, 0.9).share_within(0.1) == (pytest.approx(0.9), 100.0)
-    assert signals(0, 0.9).share_within(0.15) == (1.0, 100.0)  # rounded up to the 0.2 s bucket
-    assert signals(0, 0.9).share_within(0.07) == (pytest.approx(0.9), 100.0)
+    assert signals(0, 0.9).share_within(0.15) == (pytest.approx(0.9), 100.0)  # rounded down to the 0.1 s bound
+    assert signals(0, 0.9).share_within(0.07) == (pytest.approx(0.45), 100.0)
+    assert signals(0, 0.9).share_within(0.01) == (0.0, 100.0)
     sp = spec(latencyTargetMs=100)
     # 10% over 100 ms: the target moves down by max(0.5, 1 - 2 x 0.1) = 0.8: 0.7 -> 0.56; once per minute.
     d, st = decide(signals(0, 0.9), learned(), sp, MBT, now=0)

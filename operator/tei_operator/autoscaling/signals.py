@@ -159,12 +159,14 @@ class Signals:
         return tok
 
     def share_within(self, seconds: float) -> tuple[float, float] | None:
-        """(share of completed requests that took at most `seconds`, rounded up to TEI's next bucket bound;
-        completed requests per second) over the window; None when unknown or nothing completed.
+        """(share of completed requests that certainly took at most `seconds`, completed requests per second) over
+        the window; None when unknown or nothing completed.
 
-        Rounded up, not interpolated: TEI's duration buckets grow by 1.5x (74.8 ms, 112 ms around 100 ms), and
-        requests bunch within a bucket (most of a query pool's may take 80-90 ms), so spreading a bucket evenly, as
-        histogram_quantile does, counts a third of them late when none is. What this counts as late certainly is.
+        Certainly: the bound is rounded down to TEI's bucket bound at or below it. TEI's duration buckets grow by
+        1.5x (74.8 ms and 112 ms around 100 ms) and requests bunch inside a bucket (a query pool's at 80-90 ms, or
+        at 100-110 ms), so spreading a bucket evenly, as histogram_quantile does, is wrong either way, and rounding
+        up would call a pool on time whose requests all take 110 ms. Rounded down, a latency target is met when this
+        says so, at the price of some headroom.
         """
         buckets = self.request_duration_buckets
         if not buckets:
@@ -172,10 +174,12 @@ class Signals:
         total = buckets[-1][1]
         if not math.isfinite(total) or total <= 0:
             return None
+        within = 0.0
         for le, count in buckets:
-            if le >= seconds - 1e-12:
-                return min(1.0, max(0.0, count / total)), total
-        return 1.0, total
+            if le > seconds + 1e-12:
+                break
+            within = count
+        return min(1.0, max(0.0, within / total)), total
 
     def capacity_replicas(self) -> int:
         """Replicas that serve now or soon: Ready plus still loading their model (within the startup grace)."""
