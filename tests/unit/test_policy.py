@@ -542,3 +542,11 @@ def test_fast_path_learns_the_peak_from_a_backlog_that_the_main_tick_would_not()
                success_rate=1100.0)
     d, _ = decide(calm, replace(st, first_tick_at=-10_000), spec(), MBT, now=15)
     assert d.desired_replicas == 2 and "demand" in d.reason
+
+
+def test_fast_path_keeps_the_peak_it_learns_while_it_holds():
+    # Replicas loading (the queue does not count for scale-up then): a hold, but the backlog still teaches the peak.
+    s = sig(3, ready=1, starting_replicas=2, queue=40.0, batch_tokens_rate_sum=30_000.0, batch_rate_count=300.0,
+            request_rate=900.0, success_rate=800.0)
+    d, st = decide_fast(s, watched(), spec(), MBT, now=0)
+    assert d.action == "Hold" and st.peak_tokens_per_replica == 30_000.0
