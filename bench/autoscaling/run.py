@@ -13,7 +13,7 @@ from tei_operator.api.autoscaling import AutoscalingSpec
 
 from tei_operator.emulator.batching import Profile, load_profile
 
-from .policies import HpaPolicy, KedaPolicy, OperatorPolicy, OraclePolicy, Policy, StaticPolicy
+from .policies import HpaPolicy, KedaPolicy, OraclePolicy, Policy, StaticPolicy
 from .simulator import OpenArrivals, Simulator
 from .traces import Arrivals, RequestMix, Trace
 
@@ -133,7 +133,9 @@ def make_policy(name: str, trace: Trace, settings: BenchSettings, mean_tokens: f
         return max(1, math.ceil(rate * mean_tokens / (peak_throughput(e) * settings.static_utilization)))
 
     if name == "operator":
-        return OperatorPolicy(a, e)
+        from .operator_policy import OperatorPolicy as LiveOperatorPolicy
+
+        return LiveOperatorPolicy(a, e.max_batch_tokens)
     if name == "hpa":
         return HpaPolicy(a.target_queue_size, a.min_replicas, hi)
     if name == "keda":
@@ -160,8 +162,9 @@ def simulate(policy: Policy, trace: Trace, arrivals: Arrivals, seed: int, settin
     sim = Simulator(settings.engine, replicas0=start, quota=trace.gpu_quota, seed=seed, routing="random",
                     arrivals=to_open_arrivals(arrivals), scrape_interval_s=SCRAPE_INTERVAL,
                     metrics_outage=trace.metrics_outage)
-    ticks = np.arange(policy.phase, trace.duration, policy.interval) if policy.interval < trace.duration else \
-        np.array([0.0])
+    every = (policy.interval,) + tuple(getattr(policy, "intervals", ()))
+    ticks = np.unique(np.round(np.concatenate([np.arange(policy.phase, trace.duration, iv) for iv in every
+                                               if iv < trace.duration] or [np.array([0.0])]), 6))
     samples = np.arange(0.0, trace.duration, TIMELINE_STEP)
     tl_t, tl_rep, tl_ready = [], [], []
     for now, kind in sorted([(float(t), 1) for t in samples] + [(float(t), 0) for t in ticks]):
