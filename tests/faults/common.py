@@ -27,6 +27,19 @@ CPU_SPEC = {"model": {"id": "BAAI/bge-small-en-v1.5"}, "gpu": {"count": 0}}
 BASE_BATCH_TOKENS = 16384
 
 
+GRACE_SECONDS = 10
+
+
+def _gone(pid: int, proc: subprocess.Popen | None) -> bool:
+    if proc is not None:
+        return proc.poll() is not None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
 class FaultError(RuntimeError):
     """A scenario could not run (not: the operator misbehaved; that is a count in the result)."""
 
@@ -127,16 +140,14 @@ class Env:
         argv = list(proc.args) if proc is not None else \
             Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
         stopped = time.monotonic()
+        # SIGTERM, then SIGKILL after a grace period, as the kubelet stops a static pod. kube-apiserver closes its
+        # port at once but may take longer to exit (it drains long-running requests).
         os.kill(pid, signal.SIGTERM)
-        if proc is not None:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        else:
-            wait(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
-                 .rsplit(")", 1)[1].split()[0], 30, f"{component} to exit", interval=0.1)
+        try:
+            wait(lambda: _gone(pid, proc), GRACE_SECONDS, f"{component} to exit", interval=0.1)
+        except FaultError:
+            os.kill(pid, signal.SIGKILL)
+            wait(lambda: _gone(pid, proc), 30, f"{component} to exit after SIGKILL", interval=0.1)
         time.sleep(down_seconds)
         self.cluster._spawn(component, argv)  # the harness's own spawn: same log file, dies with us
         if component == "etcd":

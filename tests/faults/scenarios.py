@@ -193,3 +193,232 @@ def etcd_restart(env: Env, services: int = 20, down_seconds: float = 5, added: i
                  converge_timeout: float = 180) -> Result:
     """etcd stopped and started again (same data directory and ports) under a write load."""
     return _control_plane_restart(env, "etcd", services, down_seconds, added, converge_timeout)
+
+
+# ------------------------------------------------------------------------------------------------ Prometheus outage
+def prometheus_outage(env: Env, outage_seconds: float = 40, window: int = 20, tick: float = 2.0,
+                      load_rps: float = 2.0) -> Result:
+    """The autoscaler reads TEI's metrics from a real Prometheus (scraping one emulator per pod). A service at 3
+    replicas under a light load that asks for fewer (minReplicas lowered to 1 as Prometheus stops): while
+    Prometheus is down (longer than the scale-down window) the replicas must not go down; once it is back, the
+    scale-down the load asks for happens (the positive control: the operator did decide while it could see)."""
+    import asyncio
+
+    from tei_operator.emulator.loadgen import run_load
+    from tests.cluster.emulated_pods import EmulatedPods
+    from tests.e2e.conftest import Prometheus
+
+    r = Result("prometheus-outage", f"Prometheus stopped for {outage_seconds:.0f} s (scale-down window {window} s, "
+               f"tick {tick:.0f} s) under a {load_rps:.0f} requests/s load that asks for fewer replicas")
+    ns = env.namespace("faults-prom")
+    name = f"prom-{ns[-5:]}"
+    pdir = env.workdir / f"prometheus-{ns}"
+    pdir.mkdir(parents=True)
+    prom = Prometheus(pdir, pdir / "targets.json")
+    pods = EmulatedPods(str(env.cluster.kubeconfig), f"tei-operator.io/service={name}",
+                        targets_file=prom.targets_file, tokens_per_second=4000.0, load_seconds=1.0,
+                        log_dir=pdir / "emulators")
+    stop_load = threading.Event()
+    load_thread = threading.Thread(target=lambda: asyncio.run(_load_until(run_load, pods, ns, load_rps, stop_load)),
+                                   daemon=True)
+    try:
+        prom.start()
+        pods.start()
+        op = env.operator("prometheus", ns, {
+            "TEI_OPERATOR_METRICS_SOURCE": "prometheus", "TEI_OPERATOR_PROMETHEUS_URL": prom.url,
+            "TEI_OPERATOR_AUTOSCALER_TICK_SECONDS": str(tick), "TEI_OPERATOR_METRICS_STALE_SECONDS": "10",
+            "TEI_OPERATOR_MAX_PENDING_REPLICAS": "0"})
+        spec = {"model": {"id": "BAAI/bge-m3"}, "gpu": {"count": 1, "type": "a100"},
+                "podAnnotations": {"sim.tei-operator.io/readiness": "external"},
+                "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 4, "targetQueueSize": 16,
+                                "startupGraceSeconds": 10, "metricsMaxAgeSeconds": 10,
+                                "scaleUp": {"periodSeconds": 2},
+                                "scaleDown": {"stabilizationWindowSeconds": window, "periodSeconds": 2,
+                                              "maxPodsStep": 1}}}
+        env.kube.apply(service(name, ns, spec))
+        replicas = lambda: (env.kube.get("deployment", name, ns) or {}).get("spec", {}).get("replicas")  # noqa
+        ready = lambda: ((env.kube.get("deployment", name, ns) or {}).get("status") or {}).get("readyReplicas")  # noqa
+        wait(lambda: ready() == 3, 90, "3 Ready replicas")
+        wait(lambda: prom.scalar(f'count(up{{namespace="{ns}"}} == 1)') == 3, 60, "Prometheus to scrape 3 pods")
+        limited = lambda: env.kube.condition("embeddingservice", name, ns, "ScalingLimited") or {}  # noqa: E731
+        wait(lambda: limited().get("reason") not in (None, "MetricsUnavailable"), 60, "the autoscaler's first tick")
+        load_thread.start()
+        decisions = lambda action="", limit="": op.metric_sum(  # noqa: E731
+            "tei_operator_autoscaler_decisions_total", **({"action": action} if action else {}),
+            **({"limit": limit} if limit else {}))
+        down_before = decisions("ScaleDown")
+        prom.stop()
+        t_out = time.monotonic()
+        env.cluster.kubectl("patch", "embeddingservice", name, "-n", ns, "--type=merge", "-p",
+                            json.dumps({"spec": {"autoscaling": {"minReplicas": 1}}}))
+        wait(lambda: limited().get("reason") == "MetricsUnavailable", 4 * tick + 15,
+             "ScalingLimited=MetricsUnavailable")
+        seen = time.monotonic() - t_out
+        held_before = decisions(limit="MetricsUnavailable")
+        samples: list[int] = []
+        while time.monotonic() - t_out < outage_seconds:
+            samples.append(replicas())
+            time.sleep(0.5)
+        held = decisions(limit="MetricsUnavailable") - held_before
+        downs_during = decisions("ScaleDown") - down_before
+        decreases = sum(1 for a, b in zip(samples, samples[1:]) if b < a)
+        message = limited().get("message", "")
+        prom.start()
+        t_back = time.monotonic()
+        wait(lambda: (replicas() or 3) < 3, window + 60, "the scale-down once Prometheus is back")
+        back_s = time.monotonic() - t_back
+        r.counts.update({
+            "replicas when Prometheus stopped": 3, "outage (s)": outage_seconds,
+            "ScalingLimited=MetricsUnavailable after (s)": round(seen, 1),
+            "autoscaler ticks held on MetricsUnavailable": int(held),
+            "scale-down decisions during the outage": int(downs_during),
+            "replica decreases seen during the outage": decreases,
+            "replicas during the outage (min-max)": f"{min(samples)}-{max(samples)}",
+            "first scale-down after Prometheus came back (s)": round(back_s, 1),
+        })
+        r.check("0 scale-downs while metrics were unavailable", downs_during == 0 and decreases == 0
+                and min(samples) == 3)
+        r.check("the status said MetricsUnavailable", bool(seen))
+        r.check("the held scale-down happened once metrics were back", back_s <= window + 60)
+        r.notes.append(f"ScalingLimited message during the outage: \"{message}\"")
+    finally:
+        stop_load.set()
+        if load_thread.is_alive():
+            load_thread.join(15)
+        env.stop_operators()
+        pods.stop()
+        prom.stop()
+        env.drop_namespace(ns)
+    return r
+
+
+async def _load_until(run_load, pods, namespace: str, rps: float, stop: threading.Event) -> None:
+    import asyncio
+
+    task = asyncio.create_task(run_load(lambda: pods.urls(namespace=namespace), lambda _t: rps, duration=3600,
+                                        inputs_per_request=4, words_per_input=20, max_in_flight=50, timeout=10,
+                                        seed=3))
+    while not stop.is_set():
+        await asyncio.sleep(0.2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+# ------------------------------------------------------------------------------------------------ GPU node lost
+def gpu_node_lost(env: Env, node: str = "l4-0", gpu_type: str = "l4", away_seconds: float = 5,
+                  timeout: float = 180) -> Result:
+    """The only node of a GPU type is deleted (the Node object, as a cloud controller does for a lost machine) and
+    created again later. Its pod is garbage-collected, the replacement cannot be placed (status says why), and it
+    runs again once the node is back."""
+    r = Result("gpu-node-lost", f"GPU node `{node}` (the only {gpu_type} node) deleted, created again "
+               f"{away_seconds:.0f} s after the status said why")
+    ns = env.namespace("faults-node")
+    name = "on-l4"
+    op = env.operator("node", ns)
+    try:
+        env.kube.apply(service(name, ns, {"model": {"id": "BAAI/bge-m3"}, "gpu": {"count": 1, "type": gpu_type}}))
+        env.kube.wait_condition("embeddingservice", name, ns, "Ready", timeout=90)
+        pid = op.proc.pid
+        first = env.kube.list("pods", ns, f"tei-operator.io/service={name}")
+        old_uids = {p["metadata"]["uid"] for p in first}
+        saved = env.kube.get("node", node)
+        manifest = {"apiVersion": "v1", "kind": "Node",
+                    "metadata": {k: saved["metadata"][k] for k in ("name", "labels", "annotations")},
+                    "spec": {"taints": [t for t in saved["spec"].get("taints") or []
+                                        if t["key"].startswith("nvidia.com/")]},
+                    "status": {"capacity": saved["status"]["capacity"],
+                               "allocatable": saved["status"]["allocatable"]}}
+        env.cluster.kubectl("delete", "node", node, "--wait=false")
+        t0 = time.monotonic()
+        wait(lambda: not ({p["metadata"]["uid"] for p in env.kube.list("pods", ns, f"tei-operator.io/service={name}")
+                           if not p["metadata"].get("deletionTimestamp")} & old_uids), timeout,
+             "the lost node's pod to be removed", interval=0.5)
+        gone_s = time.monotonic() - t0
+        cond = wait(lambda: (lambda c: c if c and c["status"] == "True" and c["reason"] == "Unschedulable" else None)(
+            env.kube.condition("embeddingservice", name, ns, "Degraded")), timeout, "Degraded=Unschedulable")
+        why_s = time.monotonic() - t0
+        ready = env.kube.condition("embeddingservice", name, ns, "Ready") or {}
+        available = env.kube.condition("embeddingservice", name, ns, "Available") or {}
+        time.sleep(away_seconds)
+        env.cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
+        t1 = time.monotonic()
+        env.kube.wait_condition("embeddingservice", name, ns, "Ready", timeout=timeout)
+        back_s = time.monotonic() - t1
+        now = env.kube.list("pods", ns, f"tei-operator.io/service={name}")
+        on_node = [p for p in now if p["spec"].get("nodeName") == node and p["metadata"]["uid"] not in old_uids]
+        degraded_after = env.kube.condition("embeddingservice", name, ns, "Degraded") or {}
+        c = census(env, ns, {name: {"replicas": 1}})
+        r.counts.update({
+            "node deleted -> old pod removed (s)": round(gone_s, 1),
+            "node deleted -> status says Unschedulable (s)": round(why_s, 1),
+            "Ready / Available while the node was away": f"{ready.get('status')} / {available.get('status', 'n/a')}",
+            "node created -> service Ready (s)": round(back_s, 1),
+            "pods rescheduled onto the returned node": len(on_node),
+            "duplicate / orphaned children": f"{c.duplicate_children} / {c.orphaned_children}",
+            "operator restarts": 0 if op.alive() and op.proc.pid == pid else 1,
+        })
+        r.check("the status said why (Degraded=Unschedulable naming the GPU)", "nvidia.com/gpu" in cond["message"]
+                or gpu_type in cond["message"].lower())
+        r.check("Ready=False while the node was away", ready.get("status") == "False")
+        r.check("a new pod ran on the returned node and the service is Ready again", len(on_node) == 1)
+        r.check("Degraded cleared", degraded_after.get("status") == "False")
+        r.check("0 duplicate or orphaned children", c.duplicate_children == c.orphaned_children == 0)
+        r.notes.append(f"Degraded message while the node was away: \"{cond['message']}\"")
+    finally:
+        if env.kube.get("node", node) is None and "manifest" in locals():
+            env.cluster.kubectl("create", "-f", "-", input=json.dumps(manifest), check=False)
+        env.stop_operators()
+        env.drop_namespace(ns)
+    return r
+
+
+# ------------------------------------------------------------------------------------------------ crash loop
+def crash_loop(env: Env, timeout: float = 90) -> Result:
+    """A TEI container in CrashLoopBackOff (kwok's tei-pod-crashloop Stage, with a termination message like TEI's
+    when the model cannot be downloaded): Degraded with the reason and that message, then recovery on a fix."""
+    r = Result("crash-loop", "TEI container crash-looping (kwok Stage: CrashLoopBackOff, exit code 1, termination "
+               "message)")
+    ns = env.namespace("faults-crash")
+    name = "crashy"
+    op = env.operator("crash", ns)
+    try:
+        env.kube.apply(service(name, ns, {**CPU_SPEC, "podAnnotations": {"sim.tei-operator.io/fail": "crashloop"}}))
+        t0 = time.monotonic()
+        cond = env.kube.wait_condition("embeddingservice", name, ns, "Degraded", reason="CrashLoopBackOff",
+                                       timeout=timeout)
+        degraded_s = time.monotonic() - t0
+        events = [e for e in env.kube.events(ns, name) if e["reason"] == "CrashLoopBackOff"]
+        pods = env.kube.list("pods", ns, f"tei-operator.io/service={name}")
+        logs = env.cluster.kubectl("logs", pods[0]["metadata"]["name"], "-n", ns, "--tail=5", check=False)
+        dep = env.kube.get("deployment", name, ns)
+        policy = dep["spec"]["template"]["spec"]["containers"][0].get("terminationMessagePolicy")
+        env.kube.apply(service(name, ns, dict(CPU_SPEC)))
+        t1 = time.monotonic()
+        env.kube.wait_condition("embeddingservice", name, ns, "Ready", timeout=timeout)
+        wait(lambda: env.kube.condition("embeddingservice", name, ns, "Degraded")["status"] == "False", 30,
+             "Degraded=False")
+        r.counts.update({
+            "created -> Degraded=CrashLoopBackOff (s)": round(degraded_s, 1),
+            "Warning events CrashLoopBackOff": len(events),
+            "termination message in the status": "yes" if "Could not download model artifacts" in cond["message"]
+            else "no",
+            "`kubectl logs` served here": "yes" if logs.returncode == 0 else "no (kwok serves no logs here)",
+            "fixed -> Ready and Degraded=False (s)": round(time.monotonic() - t1, 1),
+            "operator restarts": 0 if op.alive() else 1,
+        })
+        r.check("Degraded=True with reason CrashLoopBackOff", cond["status"] == "True")
+        r.check("the status carries the container's termination message (exit code and TEI's error)",
+                "Could not download model artifacts" in cond["message"] and "exit code 1" in cond["message"])
+        r.check("the TEI container uses terminationMessagePolicy FallbackToLogsOnError (the kubelet puts the last "
+                "log lines in the termination message)", policy == "FallbackToLogsOnError")
+        r.notes.append(f"Degraded message: \"{cond['message']}\"")
+        if logs.returncode != 0:
+            r.notes.append("kwok runs no container and this harness starts it without its kubelet server "
+                           "(`--server-address`), so `kubectl logs` fails here (\""
+                           f"{(logs.stderr.strip().splitlines() or [''])[-1][:160]}\"). On a real node the kubelet "
+                           "copies the last log lines of a failed container into its termination message "
+                           "(FallbackToLogsOnError, at most 80 lines / 2 KiB), which is what the status shows.")
+    finally:
+        env.stop_operators()
+        env.drop_namespace(ns)
+    return r

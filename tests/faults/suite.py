@@ -14,6 +14,9 @@ SCENARIOS = {
     "leader-kill": (s.leader_kill, {"rounds": 3}, {"rounds": 1}),
     "kube-apiserver-restart": (s.apiserver_restart, {"services": 20, "added": 5}, {"services": 4, "added": 2}),
     "etcd-restart": (s.etcd_restart, {"services": 20, "added": 5}, {"services": 4, "added": 2}),
+    "prometheus-outage": (s.prometheus_outage, {"outage_seconds": 40}, {"outage_seconds": 30}),
+    "gpu-node-lost": (s.gpu_node_lost, {}, {}),
+    "crash-loop": (s.crash_loop, {}, {}),
 }
 
 
