@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                 env.stop_operators()
             print(f"   {'passed' if result.passed else 'FAILED: ' + '; '.join(result.failures())} "
                   f"in {time.monotonic() - started:.0f}s: {result.counts}", flush=True)
+            for note in result.notes:
+                print(f"   note: {note}", flush=True)
             results.append(result)
         print(table(results))
         if not args.no_report and not args.only:

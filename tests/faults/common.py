@@ -100,6 +100,7 @@ class Env:
         self.kube = Kube(cluster)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="tei-faults-"))
         self.operators: list[OperatorProcess] = []
+        self.last_stop = ""
 
     def namespace(self, prefix: str) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:5]}"
@@ -143,10 +144,12 @@ class Env:
         # SIGTERM, then SIGKILL after a grace period, as the kubelet stops a static pod. kube-apiserver closes its
         # port at once but may take longer to exit (it drains long-running requests).
         os.kill(pid, signal.SIGTERM)
+        self.last_stop = "SIGTERM"
         try:
             wait(lambda: _gone(pid, proc), GRACE_SECONDS, f"{component} to exit", interval=0.1)
         except FaultError:
             os.kill(pid, signal.SIGKILL)
+            self.last_stop = f"SIGTERM, SIGKILL after {GRACE_SECONDS} s"
             wait(lambda: _gone(pid, proc), 30, f"{component} to exit after SIGKILL", interval=0.1)
         time.sleep(down_seconds)
         self.cluster._spawn(component, argv)  # the harness's own spawn: same log file, dies with us

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import threading
 import time
-from pathlib import Path
+import urllib.error
+import urllib.request
 
-from tests.cluster.pools import L4
+import yaml
 
-from .common import (BASE_BATCH_TOKENS, CPU_SPEC, Env, FaultError, Result, Workload, api_errors, census,
+from .common import (REPO, BASE_BATCH_TOKENS, CPU_SPEC, Env, FaultError, Result, Workload, api_errors, census,
                      create_services, service, wait, wait_converged)
 
 
@@ -161,7 +163,7 @@ def _control_plane_restart(env: Env, component: str, services: int, down_seconds
         final, converge_s = wait_converged(env, ns, expected, converge_timeout)
         same = op.alive() and op.proc.pid == pid
         r.counts.update({
-            "services": len(expected), "outage (s)": round(outage, 1),
+            "services": len(expected), "stopped by": env.last_stop, "outage (s)": round(outage, 1),
             "client writes": load.writes, "client writes refused": load.failed,
             "operator restarts": 0 if same else 1,
             "operator API errors (not 404/409)": int(api_errors(op) - errors_before) if same else "n/a",
@@ -330,6 +332,9 @@ def gpu_node_lost(env: Env, node: str = "l4-0", gpu_type: str = "l4", away_secon
                                "allocatable": saved["status"]["allocatable"]}}
         env.cluster.kubectl("delete", "node", node, "--wait=false")
         t0 = time.monotonic()
+        wait(lambda: env.kube.get("node", node) is None, 30, f"node {node} to be gone")
+        time.sleep(3)
+        ready_in_gap = (env.kube.condition("embeddingservice", name, ns, "Ready") or {}).get("status")
         wait(lambda: not ({p["metadata"]["uid"] for p in env.kube.list("pods", ns, f"tei-operator.io/service={name}")
                            if not p["metadata"].get("deletionTimestamp")} & old_uids), timeout,
              "the lost node's pod to be removed", interval=0.5)
@@ -349,9 +354,11 @@ def gpu_node_lost(env: Env, node: str = "l4-0", gpu_type: str = "l4", away_secon
         degraded_after = env.kube.condition("embeddingservice", name, ns, "Degraded") or {}
         c = census(env, ns, {name: {"replicas": 1}})
         r.counts.update({
-            "node deleted -> old pod removed (s)": round(gone_s, 1),
+            "Ready 3 s after the node was deleted (the pod object still says Ready)": ready_in_gap,
+            "node deleted -> old pod removed by the pod garbage collector (s)": round(gone_s, 1),
             "node deleted -> status says Unschedulable (s)": round(why_s, 1),
-            "Ready / Available while the node was away": f"{ready.get('status')} / {available.get('status', 'n/a')}",
+            "Ready while the replacement was Pending": ready.get("status"),
+            **({"Available while the replacement was Pending": available.get("status")} if available else {}),
             "node created -> service Ready (s)": round(back_s, 1),
             "pods rescheduled onto the returned node": len(on_node),
             "duplicate / orphaned children": f"{c.duplicate_children} / {c.orphaned_children}",
@@ -422,3 +429,98 @@ def crash_loop(env: Env, timeout: float = 90) -> Result:
         env.stop_operators()
         env.drop_namespace(ns)
     return r
+
+
+# ------------------------------------------------------------------------------------------------ RBAC missing
+def rbac_missing(env: Env, timeout: float = 60, observe_seconds: float = 75) -> Result:
+    """The operator runs as a ServiceAccount with exactly the chart's RBAC for `watchNamespaces: [A]` (helm
+    template), but is told to watch A and B: B has no Role. It must keep serving A, not crash, and say clearly
+    that it may not read B (naming the namespace and the missing permission)."""
+    from tests.cluster import tools
+
+    r = Result("rbac-missing", "a watched namespace without RBAC (the chart's Roles for namespace A; the operator "
+               "told to watch A and B)")
+    system, ns_a, ns_b = env.namespace("faults-sys"), env.namespace("faults-rbac-a"), env.namespace("faults-rbac-b")
+    try:
+        rendered = subprocess.run(
+            [str(tools.binary("helm")), "template", "tei-operator", str(REPO / "charts" / "tei-operator"),
+             "--namespace", system, "--set", f"watchNamespaces={{{ns_a}}}", "--set", "crds.enabled=false"],
+            capture_output=True, text=True, check=True).stdout
+        keep = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+        docs = [d for d in yaml.safe_load_all(rendered) if d and d.get("kind") in keep]
+        for d in docs:  # cluster-scoped names made unique per run
+            if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+                d["metadata"]["name"] += f"-{system}"
+            if d["kind"] == "ClusterRoleBinding":
+                d["roleRef"]["name"] += f"-{system}"
+        env.kube.apply(docs)
+        sa = next(d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
+        token = env.cluster.kubectl("create", "token", sa, "-n", system, "--duration=2h").stdout.strip()
+        kubeconfig = env.workdir / f"kubeconfig-{system}"
+        kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+            "clusters": [{"name": "local", "cluster": {"server": env.cluster.api_url, "certificate-authority":
+                                                       str(env.cluster.workdir / "pki" / "ca.crt")}}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}]}))
+        op = env.operator("rbac", f"{ns_a},{ns_b}", {"TEI_OPERATOR_LEADER_ELECTION_NAMESPACE": system},
+                          kubeconfig=str(kubeconfig), start=False)
+        t0 = time.monotonic()
+        op.start(timeout=90)
+        env.kube.apply([service("in-a", ns_a), service("in-b", ns_b)])
+        env.kube.wait_condition("embeddingservice", "in-a", ns_a, "Ready", timeout=timeout)
+        a_s = time.monotonic() - t0
+        needle = lambda: [line for line in op.log_text().splitlines()  # noqa: E731
+                          if ns_b in line and any(w in line.lower() for w in ("forbidden", "permission", "may not"))]
+        try:
+            lines = wait(needle, timeout, f"a log line naming {ns_b} and the missing permission")
+        except FaultError:
+            lines = []
+        said_s = time.monotonic() - t0
+        # Still alive and still working after a while (longer than kopf's retries of a failed watch, 54 s): a
+        # second service in A converges.
+        time.sleep(max(0.0, observe_seconds - (time.monotonic() - t0)))
+        env.kube.apply(service("in-a-2", ns_a))
+        env.kube.wait_condition("embeddingservice", "in-a-2", ns_a, "Ready", timeout=timeout)
+        try:
+            with urllib.request.urlopen(op.health_url.replace("/healthz", "/readyz"), timeout=5) as resp:
+                readyz = resp.status
+        except urllib.error.HTTPError as exc:
+            readyz = exc.code
+        b_status = (env.kube.get("embeddingservice", "in-b", ns_b) or {}).get("status")
+        first = lines[0] if lines else ""
+        r.counts.update({
+            "operator alive": "yes" if op.alive() else f"no (exit {op.proc.returncode if op.proc else '?'})",
+            "operator starts": op.starts,
+            "service in A Ready (s)": round(a_s, 1),
+            "log lines naming B and the permission": len(lines),
+            "first such line after (s)": round(said_s, 1) if lines else "never",
+            "/readyz": readyz,
+            "conditions written in B": len((b_status or {}).get("conditions") or []),
+        })
+        r.check("the operator did not crash", op.alive() and op.starts == 1)
+        r.check(f"a log line names {ns_b} and the missing permission", bool(lines))
+        controller_lines = [line for line in lines if f"Skipped namespace {ns_b}:" in line]
+        r.check("the controller logged an error naming the namespace and the verbs and resources it may not use",
+                any("list embeddingservices.tei-operator.io" in line for line in controller_lines))
+        failed_watchers = [line for line in op.log_text().splitlines() if "Watcher for" in line and "has failed" in line]
+        r.counts["kopf watchers failed"] = len(failed_watchers)
+        r.check("no watcher failed (kopf never watches the namespace it may not read)", not failed_watchers)
+        r.notes.append(f"status of the service in B: {json.dumps(b_status)[:300]}")
+        for line in (controller_lines + lines)[:3]:
+            r.notes.append(f"log: `{_strip_namespace(line, ns_a, ns_b, system)[:300]}`")
+        if not first:
+            r.notes.append(f"operator log tail: `{op.log_tail(5)[-600:]}`")
+    finally:
+        env.stop_operators()
+        for ns in (system, ns_a, ns_b):
+            env.drop_namespace(ns)
+        for d in locals().get("docs") or []:
+            if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+                env.cluster.kubectl("delete", d["kind"].lower(), d["metadata"]["name"], "--wait=false", check=False)
+    return r
+
+
+def _strip_namespace(line: str, a: str, b: str, system: str) -> str:
+    """The log line with the run's random namespace names replaced by stable ones (for the report)."""
+    return line.replace(b, "B").replace(a, "A").replace(system, "SYSTEM").replace("`", "'")

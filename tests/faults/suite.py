@@ -17,6 +17,7 @@ SCENARIOS = {
     "prometheus-outage": (s.prometheus_outage, {"outage_seconds": 40}, {"outage_seconds": 30}),
     "gpu-node-lost": (s.gpu_node_lost, {}, {}),
     "crash-loop": (s.crash_loop, {}, {}),
+    "rbac-missing": (s.rbac_missing, {"observe_seconds": 75}, {"observe_seconds": 10}),
 }
 
 
