@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/tei-operator
 
 .PHONY: help venv tools test test-unit test-integration test-e2e crds docs demo demo-down cluster-up cluster-down \
-        bench-autoscaling bench-failover install
+        bench-autoscaling bench-failover test-faults install
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ bench-autoscaling: venv ## compare the autoscaling policy with HPA/KEDA/static b
 
 bench-failover: venv tools ## SIGKILL/SIGTERM the operator's leader beside a standby; writes docs/benchmarks/failover.md
 	$(BIN)/python -m bench.failover
+
+test-faults: venv tools ## inject faults (operator/leader kills, API server and etcd restarts, Prometheus outage, node loss, crash loop, RBAC) on the local control plane; writes docs/reliability.md
+	nice -n 10 $(BIN)/python -m tests.faults
 
 install: ## install the operator into the current kubectl context with Helm
 	helm upgrade --install tei-operator charts/tei-operator -n tei-system --create-namespace

@@ -507,7 +507,7 @@ def rbac_missing(env: Env, timeout: float = 60, observe_seconds: float = 75) -> 
         r.counts["kopf watchers failed"] = len(failed_watchers)
         r.check("no watcher failed (kopf never watches the namespace it may not read)", not failed_watchers)
         r.notes.append(f"status of the service in B: {json.dumps(b_status)[:300]}")
-        for line in (controller_lines + lines)[:3]:
+        for line in list(dict.fromkeys(controller_lines[:1] + lines))[:3]:
             r.notes.append(f"log: `{_strip_namespace(line, ns_a, ns_b, system)[:300]}`")
         if not first:
             r.notes.append(f"operator log tail: `{op.log_tail(5)[-600:]}`")
