@@ -503,7 +503,8 @@ def rbac_missing(env: Env, timeout: float = 60, observe_seconds: float = 75) -> 
         controller_lines = [line for line in lines if f"Skipped namespace {ns_b}:" in line]
         r.check("the controller logged an error naming the namespace and the verbs and resources it may not use",
                 any("list embeddingservices.tei-operator.io" in line for line in controller_lines))
-        failed_watchers = [line for line in op.log_text().splitlines() if "Watcher for" in line and "has failed" in line]
+        failed_watchers = [line for line in op.log_text().splitlines()
+                           if "Watcher for" in line and "has failed" in line]
         r.counts["kopf watchers failed"] = len(failed_watchers)
         r.check("no watcher failed (kopf never watches the namespace it may not read)", not failed_watchers)
         r.notes.append(f"status of the service in B: {json.dumps(b_status)[:300]}")

@@ -12,7 +12,8 @@ FAULTS_LAYOUT = "a100=2x8,h100=1x4,l4=1x1,cpu=3"
 SCENARIOS = {
     "operator-sigkill": (s.operator_sigkill, {"services": 50, "kills": 20}, {"services": 6, "kills": 3}),
     "leader-kill": (s.leader_kill, {"rounds": 3}, {"rounds": 1}),
-    "kube-apiserver-restart": (s.apiserver_restart, {"services": 20, "added": 5}, {"services": 3, "added": 1, "down_seconds": 2}),
+    "kube-apiserver-restart": (s.apiserver_restart, {"services": 20, "added": 5},
+                               {"services": 3, "added": 1, "down_seconds": 2}),
     "etcd-restart": (s.etcd_restart, {"services": 20, "added": 5}, {"services": 4, "added": 2}),
     "prometheus-outage": (s.prometheus_outage, {"outage_seconds": 40}, {"outage_seconds": 30}),
     "gpu-node-lost": (s.gpu_node_lost, {}, {}),
