@@ -260,6 +260,7 @@ class Workload(threading.Thread):
         self.interval = interval
         self.writes = 0
         self.failed = 0
+        self.slowest = 0.0
         self.first_error = ""
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
@@ -269,10 +270,12 @@ class Workload(threading.Thread):
         while not self._stop_event.is_set():
             name = self.names[i % len(self.names)]
             batch = BASE_BATCH_TOKENS + 1000 + i
+            started = time.monotonic()
             result = self.env.cluster.kubectl(
                 "patch", "embeddingservice", name, "-n", self.namespace, "--type=merge", "-p",
                 json.dumps({"spec": {"engine": {"maxBatchTokens": batch}}}), check=False, timeout=30)
             with self._lock:
+                self.slowest = max(self.slowest, time.monotonic() - started)
                 self.writes += 1
                 if result.returncode == 0:
                     self.expected[name]["batch"] = batch
