@@ -92,8 +92,10 @@ def service(name: str, namespace: str, spec: dict | None = None, kind: str = "Em
 
 
 class Env:
-    """The control plane and the helpers a scenario needs. Every operator it starts watches one namespace and runs
-    without leader election (one replica), so scenarios never see each other's services."""
+    """The control plane and the helpers a scenario needs. Every operator it starts watches one namespace, so
+    scenarios never see each other's services, and runs with its default settings, leader election included (the
+    default Lease `tei-operator` in `default`): a single replica that restarts after a SIGKILL first waits for the
+    Lease it held to expire, as a lone replica of the chart would."""
 
     def __init__(self, cluster: Cluster, workdir: Path | None = None) -> None:
         self.cluster = cluster
