@@ -17,6 +17,7 @@ from .suite import FAULTS_LAYOUT, prepare_cluster
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than ~10 s (deselect with -m 'not slow')")
     config.addinivalue_line("markers", "faults: the fault-injection suite at full size (make test-faults; skipped "
                             "unless selected with -m faults)")
 

@@ -11,7 +11,8 @@ import pytest
 
 from .suite import SCENARIOS
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+# `slow`: each scenario takes more than 10 s (main's convention: `-m "not slow"` / `make test-fast` leave them out).
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 
 QUICK = ("operator-sigkill", "kube-apiserver-restart", "crash-loop", "rbac-missing")
 
