@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/tei-operator
 
 .PHONY: help venv tools test test-unit test-fast test-integration test-e2e crds docs demo demo-down cluster-up \
         cluster-down cluster-exec \
-        bench-autoscaling bench-failover install
+        bench-autoscaling bench-failover test-faults install
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ bench-failover: venv tools ## SIGKILL/SIGTERM the operator's leader beside a sta
 
 cluster-exec: venv ## run CMD in the local cluster's network namespace: make cluster-exec CMD='kubectl get pods -A'
 	$(BIN)/python -m tests.cluster exec -- $(CMD)
+
+test-faults: venv tools ## inject faults (operator/leader kills, API server and etcd restarts, Prometheus outage, node loss, crash loop, RBAC) on the local control plane; writes docs/reliability.md
+	nice -n 10 $(BIN)/python -m tests.faults
 
 install: ## install the operator into the current kubectl context with Helm
 	helm upgrade --install tei-operator charts/tei-operator -n tei-system --create-namespace

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from . import CHART, KUBE_VERSION, REPO, helm
 
@@ -36,8 +37,6 @@ FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w-]*)\n(?P<body>.*?)^(?P=inden
 
 CLUSTER = "needs a cluster running the operator (tests/integration runs the same operations on the local control plane)"
 DOCKER = "needs Docker and a registry (neither exists where the tests run)"
-REGISTRY = ("pulls from ghcr.io, which is not reachable here (tests/chart/test_oci.py installs and upgrades the chart "
-            "from a local OCI registry)")
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,9 @@ class Plan:
 
 
 ALL = -1  # every command of the block
+PUBLISHED_CHART = "oci://ghcr.io/tei-operator/charts/tei-operator"  # what the release pipeline pushes
+UNPUBLISHED = ("needs the image and chart the release pipeline publishes (it has not run yet); "
+               "tests/chart/test_oci.py installs and upgrades the same chart from a local OCI registry")
 
 # Blocks that hold output or log lines, not commands: (file, first line) -> what they are.
 OUTPUT = {
@@ -99,7 +101,7 @@ PLANS: dict[tuple[str, str], Plan] = {
     # README
     ("README.md", "$ kubectl get tei -n search"): Plan(skip=CLUSTER),
     ("README.md", "helm install tei-operator oci://ghcr.io/tei-operator/charts/tei-operator --version 0.2.0 -n "
-     "tei-system --create-namespace"): Plan(skip=REGISTRY),
+     "tei-system --create-namespace"): Plan(helm=(0,)),
     ("README.md", "make demo         # builds the local control plane (first time: ~10 min), runs the operator, "
      "applies the"): Plan(skip="needs root (emulated pods bind port 80) and minutes; tests/e2e runs the same loop"),
     ("README.md", "make test"): Plan(skip="the whole test suite, of which this test is part"),
@@ -109,23 +111,34 @@ PLANS: dict[tuple[str, str], Plan] = {
      "test tools"): Plan(run=(1,), skip="the install downloads from PyPI; `make venv`, which every test run "
                          "starts with, runs the same pip install -e"),
     ("README.md", "make tools                                  # build etcd, kube-apiserver, controller-manager, "
-     "scheduler, kubectl, kwok, helm, crane, actionlint"):
-        Plan(skip="starts and stops the local control plane and builds the tools (minutes cold); tests/harness "
-                  "covers `python -m tests.cluster`; `make test-unit` and `make crds` are what CI runs anyway"),
+     "scheduler, kubectl, kwok, helm, crane, actionlint"): Plan(skip="starts and stops the local control plane and builds the tools "
+                                             "(minutes cold); tests/harness covers `python -m tests.cluster`; "
+                                             "`make test-unit` and `make crds` are what CI runs anyway"),
     # docs/gitops.md: the CRD size behind "about 40 KB"
     ("docs/gitops.md", ".venv/bin/python -c 'import json, yaml, glob; [print(f, len(json.dumps(yaml.safe_load("
      "open(f)), separators=(\",\", \":\")))) for f in sorted(glob.glob(\"crds/*.yaml\"))]'"): Plan(run=(ALL,)),
     # docs/install.md
     ("docs/install.md", "helm install tei-operator oci://ghcr.io/tei-operator/charts/tei-operator --version 0.2.0 \\"):
-        Plan(skip=REGISTRY + "; " + CLUSTER),
-    ("docs/install.md", "cosign verify ghcr.io/tei-operator/tei-operator:0.2.0 \\"):
-        Plan(skip=REGISTRY + "; cosign and Sigstore's servers are not reachable here"),
+        Plan(helm=(0,), kubectl=(1,)),
+    ("docs/install.md", "cosign verify ghcr.io/tei-operator/tei-operator:0.2.0 \\"): Plan(skip=UNPUBLISHED),
     ("docs/install.md", "# in a checkout of the repository at the tag you install; REGISTRY is yours, e.g. "
      "registry.example.com/platform"): Plan(helm=(2,), kubectl=(3,), skip=DOCKER),
+    ("docs/install.md", "helm upgrade tei-operator oci://ghcr.io/tei-operator/charts/tei-operator --version 0.2.0 -n "
+     "tei-system \\"): Plan(helm=(0,)),
     ("docs/install.md", "kubectl get embsvc bge-m3 -n search -o yaml \\"): Plan(skip=CLUSTER),
-    ("docs/install.md", "helm upgrade tei-operator oci://ghcr.io/tei-operator/charts/tei-operator --version 0.2.0 "
-     "-n tei-system \\"): Plan(skip=REGISTRY + "; an upgrade needs a 0.1.0 release in a cluster"),
     ("docs/install.md", "docker build -t REGISTRY/tei-operator:0.2.0 ."): Plan(helm=(2,), skip=DOCKER),
+    # docs/releasing.md
+    ("docs/releasing.md", "python3 hack/version.py                 # prints it"):
+        Plan(run=(0, 1, 3), skip="`set` rewrites pyproject.toml and Chart.yaml (tests/unit/test_version.py runs it "
+             "on a copy)"),
+    # docs/cost.md
+    ("docs/cost.md", "kubectl get tei -n search -o wide        # $/HOUR and $/1M-TOKENS columns"):
+        Plan(kubectl=(0,), skip="the second command reads a service bge-m3 of yours: " + CLUSTER
+             + "; the lines after it are its output"),
+    # docs/dev/testing.md
+    ("docs/dev/testing.md", "for i in 1 2 3; do uptime; /usr/bin/time -f \"%e s wall, %U s user\" make test-unit 2>&1 "
+     "| tail -2; done"): Plan(skip="runs the unit tests three times to time them: minutes, and this test is part of "
+                              "the suite"),
     ("docs/install.md", "helm uninstall tei-operator -n tei-system          # services and CRDs stay (crds.keep)"):
         Plan(skip=CLUSTER),
     # docs/security.md
@@ -134,31 +147,21 @@ PLANS: dict[tuple[str, str], Plan] = {
     # docs/troubleshooting.md
     ("docs/troubleshooting.md", "kubectl get tei -A                                   # STATUS: see the table "
      "above"): Plan(kubectl=(0, 1), skip="NAME and NS stand for a service of yours; " + CLUSTER),
-    ("docs/troubleshooting.md", "helm upgrade tei-operator charts/tei-operator -n tei-system --reuse-values \\"):
-        Plan(helm=(0,)),
     ("docs/troubleshooting.md", "kubectl annotate rrsvc NAME -n NS models.tei-operator.io/allow-unsupported=true"):
         Plan(skip="NAME and NS stand for a service of yours; " + CLUSTER),
     ("docs/troubleshooting.md", "kubectl get embsvc NAME -n NS -o jsonpath='{.status.model}'"):
-        Plan(skip="NAME and NS stand for a service of yours; the other lines are its output; " + CLUSTER),
-    # docs/cost.md
-    ("docs/cost.md", "kubectl get tei -n search -o wide        # $/HOUR and $/1M-TOKENS columns"):
-        Plan(skip="the last lines are output; " + CLUSTER),
-    # docs/dev/testing.md
-    ("docs/dev/testing.md", "for i in 1 2 3; do uptime; /usr/bin/time -f \"%e s wall, %U s user\" make test-unit "
-     "2>&1 | tail -2; done"): Plan(skip="times the unit suite three times: minutes, and this test is run by it"),
-    # docs/releasing.md
-    ("docs/releasing.md", "python3 hack/version.py                 # prints it"):
-        Plan(run=(0, 1, 3), skip="`set 0.3.0` would rewrite pyproject.toml and Chart.yaml"),
+        Plan(skip="NAME and NS stand for a service of yours; " + CLUSTER + "; the lines after it are its output"),
+    ("docs/troubleshooting.md", "helm upgrade tei-operator charts/tei-operator -n tei-system --reuse-values \\"):
+        Plan(helm=(0,)),
     # docs/autoscaling-metrics.md
     ("docs/autoscaling-metrics.md", "kubectl get embsvc bge-m3 -o jsonpath='{.status.autoscaling}'"):
         Plan(skip=CLUSTER),
     # docs/emulator.md
     # docs/emulator.md: servers, run by test_the_emulator_commands_serve_and_the_load_generator_drives_them
     ("docs/emulator.md", "python -m tei_operator.emulator --port 8080 --model-id BAAI/bge-m3             # "
-     "embedding model"): Plan(servers=(0, 1, 2), skip="the --profile server's flags are tested in "
-                                                    "tests/unit/test_emulator.py"),
-    ("docs/emulator.md", "python -m tei_operator.emulator --profile bge-m3-a100 --max-batch-tokens 32768"):
-        Plan(skip="a long-running server; the same flags are tested in tests/unit/test_emulator.py"),
+     "embedding model"): Plan(servers=(0, 1, 2, 3)),
+    ("docs/emulator.md", "python -m tei_operator.emulator --port 8084 --profile bge-m3-a100 --max-batch-tokens 32768"):
+        Plan(servers=(0,)),
     ("docs/emulator.md", "python -m tei_operator.emulator.loadgen --url http://127.0.0.1:8080,http://127.0.0.1:8082 "
      "\\"): Plan(load=(0,), skip="the other lines are its output"),
 }
@@ -244,7 +247,8 @@ def helm_template_args(command: str) -> list[str]:
     i = 0
     while i < len(rest):
         arg = rest[i]
-        if arg in ("--install", "--create-namespace", "--reuse-values", "--wait", "--atomic"):
+        if arg in ("--install", "--create-namespace", "--reuse-values", "--reset-then-reuse-values", "--wait",
+                   "--atomic"):
             i += 1
         elif arg in ("-n", "--namespace", "--set", "--set-string", "-f", "--values", "--version"):
             flags += [arg, rest[i + 1]]
@@ -256,6 +260,15 @@ def helm_template_args(command: str) -> list[str]:
             i += 1
     name, chart = positional[:2]
     chart_path = str(CHART) if chart.rstrip("/") in ("charts/tei-operator", "<chart>") else chart
+    if chart == PUBLISHED_CHART:
+        # The chart the release publishes is this checkout's chart at this version: render that one, and hold the
+        # docs to the version they name.
+        chart_path = str(CHART)
+        if "--version" in flags:
+            at = flags.index("--version")
+            version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+            assert flags[at + 1] == version, f"{command!r} names version {flags[at + 1]}, the chart is {version}"
+            del flags[at:at + 2]
     return ["template", name, chart_path, "--kube-version", KUBE_VERSION, *flags]
 
 

@@ -243,6 +243,7 @@ class Autoscaler:
         self.fast_ticks = 0
         # A main tick and a fast tick never interleave: they share each service's policy state.
         self._lock = asyncio.Lock()
+        self.forbidden: set[tuple[str, str]] = set()  # (namespace, plural) it may not list, warned about once
 
     # -- sources ----------------------------------------------------------------------------------------------
     def source_name(self, resource: ServiceResource) -> str:
@@ -295,9 +296,22 @@ class Autoscaler:
         return list(self.settings.namespaces) or [None]
 
     async def _list(self, rtype: ResourceType, label_selector: str | None = None) -> list[dict]:
+        """The services of every watched namespace. A namespace the operator may not list (no Role there) is skipped
+        with a warning naming it and the permission, so it does not stop autoscaling in the others."""
         out: list[dict] = []
         for namespace in self._namespaces():
-            out.extend(await self.kube.list(rtype, namespace, label_selector=label_selector))
+            try:
+                out.extend(await self.kube.list(rtype, namespace, label_selector=label_selector))
+            except KubeApiError as exc:
+                if namespace is None or exc.status not in (401, 403):
+                    raise
+                if (namespace, rtype.plural) not in self.forbidden:
+                    self.forbidden.add((namespace, rtype.plural))
+                    logger.warning("Skipped namespace %s in the autoscaler: no permission to list %s there (%s); "
+                                   "its services are not autoscaled until the operator's Role allows it",
+                                   namespace, rtype.plural, exc.message)
+                continue
+            self.forbidden.discard((namespace, rtype.plural))
         return out
 
     async def _services(self) -> tuple[list[tuple[ResourceType, dict, ServiceResource]], list[tuple[ResourceType, dict]]]:

@@ -24,6 +24,7 @@ from ..autoscaling.loop import start_autoscaler
 from ..kube import KubeApiError, KubeClient
 from ..metrics import METRICS
 from ..settings import Settings
+from .access import readable_namespaces
 from .endpoints import EndpointError, Endpoints
 from .errors import classify
 from .handlers import ControllerMemo, register
@@ -103,7 +104,8 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
                          ready: asyncio.Event | None = None) -> None:
     """Run kopf (handlers, queue, resync) and the autoscaler until `stop` is set or a signal stops kopf."""
     reconciler = MeasuredReconciler(kube, settings)
-    namespaces = watched_namespaces(settings)
+    # Namespaces without a Role are left out (and logged): one of them would stop kopf for all of them.
+    namespaces = await readable_namespaces(kube, watched_namespaces(settings))
 
     async def work(key: OwnerKey, apply: bool) -> None:
         await reconciler.reconcile(key, apply=apply)
