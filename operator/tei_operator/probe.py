@@ -144,14 +144,20 @@ async def read_batch_counters(session: aiohttp.ClientSession, url: str) -> Batch
     return counters
 
 
-async def count_tokens(session: aiohttp.ClientSession, url: str, texts: Sequence[str]) -> tuple[float, str]:
-    """Mean tokens per text by the server's /tokenize; falls back to 1.3 tokens per word."""
+async def count_tokens(session: aiohttp.ClientSession, url: str, texts: Sequence[str],
+                       chunk: int = 32) -> tuple[float, str]:
+    """Mean tokens per text by the server's /tokenize (in chunks of `chunk`, the server's max_client_batch_size);
+    falls back to 1.3 tokens per word."""
     try:
-        async with session.post(f"{url}/tokenize", json={"inputs": list(texts)}) as response:
-            if response.status == 200:
-                tokens = await response.json()
-                return sum(len(t) for t in tokens) / len(texts), "server /tokenize"
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+        total = 0
+        for start in range(0, len(texts), max(1, chunk)):
+            async with session.post(f"{url}/tokenize", json={"inputs": list(texts[start:start + chunk])}) as response:
+                if response.status != 200:
+                    break
+                total += sum(len(t) for t in await response.json())
+        else:
+            return total / len(texts), "server /tokenize"
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, TypeError):
         pass
     words = sum(max(1, math.ceil(1.3 * len(t.split()))) for t in texts) / len(texts)
     return words, "estimate: 1.3 tokens per word (no /tokenize)"
@@ -195,7 +201,8 @@ async def run_probe(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         info = await read_info(session, url)
-        tokens_per_input, counted_by = await count_tokens(session, url, pool)
+        tokens_per_input, counted_by = await count_tokens(session, url, pool,
+                                                          int(info.get("max_client_batch_size") or 32))
         report = ProbeReport(url=url, model_id=info.get("model_id"), max_batch_tokens=info.get("max_batch_tokens"),
                              inputs_per_request=inputs_per_request, tokens_per_input=round(tokens_per_input, 1),
                              tokens_counted_by=counted_by)
