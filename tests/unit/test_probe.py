@@ -3,6 +3,9 @@ and the recommendations as a pure function of the steps."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
 import math
 
@@ -102,15 +105,10 @@ def test_cli_json_and_bad_input(capsys: pytest.CaptureFixture[str], tmp_path) ->
 
 
 async def test_cli_prints_json_with_sample_texts(tmp_path) -> None:
-    import asyncio
-
     sample = tmp_path / "texts.txt"
     sample.write_text("a short query about gpus\n\nanother text to embed here\n")
     config = EmulatorConfig.from_profile(load_profile("cpu-small"), port=0, dimensions=16)
     async with EmulatorServer(config) as server:
-        import io
-        import contextlib
-
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             code = await asyncio.to_thread(main, ["bench", server.url, "--texts", str(sample), "--json",

@@ -376,7 +376,8 @@ async def run_closed_loop(
     async def client(session: aiohttp.ClientSession) -> None:
         while time.perf_counter() - started < duration:
             inputs = [rng.choice(pool) for _ in range(inputs_per_request)]
-            payload: dict[str, object] = {"query": query, "texts": inputs} if endpoint == "rerank" else {"inputs": inputs}
+            payload: dict[str, object] = (
+                {"query": query, "texts": inputs} if endpoint == "rerank" else {"inputs": inputs})
             summary.sent += 1
             t0 = time.perf_counter()
             try:
