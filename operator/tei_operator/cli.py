@@ -7,6 +7,8 @@ only by the commands that use them.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("docs", help="print the API reference (Markdown)")
     docs.add_argument("--settings", action="store_true",
                       help="print the operator settings reference (docs/settings.md) instead")
+    bench = sub.add_parser("bench", help="probe a live TEI service's capacity and recommend autoscaling settings "
+                           "(docs/capacity-probe.md)")
+    bench.add_argument("url", metavar="URL", help="base URL of one TEI replica or service, e.g. http://127.0.0.1:8080")
+    bench.add_argument("--inputs-per-request", type=int, default=8, help="inputs per /embed request (default 8)")
+    bench.add_argument("--words-per-input", type=int, default=100,
+                       help="words per generated input, about 1.3 tokens each (default 100)")
+    bench.add_argument("--texts", type=Path, metavar="FILE",
+                       help="sample texts, one per line, instead of generated ones")
+    bench.add_argument("--step-seconds", type=float, default=10.0, help="seconds per concurrency step (default 10)")
+    bench.add_argument("--max-concurrency", type=int, default=256, help="last concurrency step (default 256)")
+    bench.add_argument("--min-growth", type=float, default=0.05,
+                       help="stop when tokens/s grows by this fraction or less (default 0.05)")
+    bench.add_argument("--api-key", default=os.environ.get("TEI_API_KEY"),
+                       help="bearer token (default: environment variable TEI_API_KEY)")
+    bench.add_argument("--json", action="store_true", help="print the report as JSON")
     sub.add_parser("emulator", help="run the TEI emulator (arguments go to it; see `tei-operator emulator --help`)",
                    add_help=False)
     return parser
@@ -150,6 +167,33 @@ def render_files(filenames: Sequence[str], namespace: str, out: TextIO, err: Tex
     return 0
 
 
+def _bench(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import asyncio
+
+    from .probe import ProbeError, format_report, run_probe
+
+    texts = None
+    if args.texts is not None:
+        try:
+            texts = [line.strip() for line in args.texts.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            print(f"tei-operator bench: --texts: cannot read {args.texts}: {exc}", file=err)
+            return EXIT_INVALID
+    try:
+        report = asyncio.run(run_probe(
+            args.url, inputs_per_request=args.inputs_per_request, words_per_input=args.words_per_input, texts=texts,
+            step_seconds=args.step_seconds, max_concurrency=args.max_concurrency, min_growth=args.min_growth,
+            api_key=args.api_key))
+    except ValueError as exc:
+        print(f"tei-operator bench: {exc}", file=err)
+        return EXIT_INVALID
+    except ProbeError as exc:
+        print(f"tei-operator bench: {exc}", file=err)
+        return 1
+    out.write(json.dumps(report.to_dict(), indent=2) + "\n" if args.json else format_report(report))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tei-operator` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -165,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _crds(args, sys.stdout)
         if args.command == "render":
             return render_files(args.filename, args.namespace, sys.stdout, sys.stderr)
+        if args.command == "bench":
+            return _bench(args, sys.stdout, sys.stderr)
         if args.command == "docs":
             if args.settings:
                 from .settings import settings_reference_markdown

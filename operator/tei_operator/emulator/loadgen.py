@@ -337,6 +337,74 @@ async def run_load(
     return summary
 
 
+async def run_closed_loop(
+    url: str,
+    concurrency: int,
+    duration: float,
+    *,
+    endpoint: Endpoint = "embed",
+    inputs_per_request: int = 8,
+    words_per_input: int = 100,
+    texts: Sequence[str] | None = None,
+    timeout: float = 30.0,
+    seed: int | None = None,
+    api_key: str | None = None,
+) -> LoadSummary:
+    """Closed loop: `concurrency` clients each send a request, wait for its answer, and send the next, for
+    `duration` seconds (answers still open then are awaited, up to `timeout`). This is how a capacity probe
+    fills a server to a given depth (`tei-operator bench`); open-loop `run_load` is how independent users behave.
+    Request bodies are drawn from `texts` when given, else from `make_texts(words_per_input)`.
+    """
+    if duration <= 0 or not math.isfinite(duration):
+        raise ValueError(f"duration: must be a positive number of seconds, got {duration}")
+    for name, value in (("concurrency", concurrency), ("inputs_per_request", inputs_per_request),
+                        ("words_per_input", words_per_input)):
+        if value < 1:
+            raise ValueError(f"{name}: must be at least 1, got {value}")
+    if endpoint not in ("embed", "rerank"):
+        raise ValueError(f"endpoint: must be embed or rerank, got {endpoint!r}")
+    if texts is not None and not texts:
+        raise ValueError("texts: must hold at least one text")
+    rng = random.Random(seed)
+    pool = list(texts) if texts is not None else make_texts(rng, 64, words_per_input)
+    query = " ".join(rng.choice(_VOCABULARY) for _ in range(8))
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    target = url.rstrip("/")
+    summary = LoadSummary()
+    started = time.perf_counter()
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while time.perf_counter() - started < duration:
+            inputs = [rng.choice(pool) for _ in range(inputs_per_request)]
+            payload: dict[str, object] = (
+                {"query": query, "texts": inputs} if endpoint == "rerank" else {"inputs": inputs})
+            summary.sent += 1
+            t0 = time.perf_counter()
+            try:
+                async with session.post(f"{target}/{endpoint}", json=payload, headers=headers) as response:
+                    await response.read()
+                    status, latency = str(response.status), time.perf_counter() - t0
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                status, latency = type(exc).__name__, None
+            summary.statuses[status] = summary.statuses.get(status, 0) + 1
+            summary.requests.append((t0 - started, latency, status))
+            if status.isdigit() and 200 <= int(status) < 300:
+                summary.ok += 1
+                summary.latencies.append(latency or 0.0)
+            elif status == "429":
+                summary.overloaded += 1
+            else:
+                summary.errors += 1
+                await asyncio.sleep(0.05)  # a refused connection fails at once: do not spin
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+    summary.per_url[target] = summary.sent
+    summary.duration = time.perf_counter() - started
+    return summary
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tei_operator.emulator.loadgen",
