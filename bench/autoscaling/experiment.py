@@ -1,0 +1,251 @@
+"""The benchmark's experiment: which policies, knobs, traces, seeds and pools run, in parallel processes.
+
+1. Train: every policy family sweeps its knob on the train traces; the knob that reaches 99% of queries within
+   the SLO on every train trace at the lowest GPU-hours is the family's tuned value (`sweep.pick_knob`).
+2. Test: every family at its tuned value on every test trace, medians over the test seeds (the goal table), and
+   each family's knob sweep on the short test traces (the cost-vs-SLO curves, GPU-hours at equal attainment).
+3. Pools: one mixed pool against the split (online + ingest) deployment, tei-operator's policy on both.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .classes import CLASSES, QUERY
+from .policies import HpaQueue, HpaRate, Keda, Kpa, Oracle, Policy, Static
+from .run import (INGEST, MIXED, ONLINE, Pool, Result, demand_replicas, load_bench_profile, replica_capacity,
+                  simulate)
+from .traces import Trace
+from .workload import make_workload
+
+GOAL = 0.99
+"""The attainment at which policies are compared: 99% of queries within 100 ms."""
+
+BASELINES = ("hpa-queue", "hpa-rate", "keda", "keda-strict", "kpa", "static", "oracle")
+COMPETENT = ("hpa-queue", "hpa-rate", "keda", "keda-strict", "kpa", "static")
+"""The baselines a platform team would deploy (the oracle is a bound, not a deployment)."""
+
+
+def operator_available() -> bool:
+    try:
+        from . import operator_policy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def families() -> tuple[str, ...]:
+    return (("operator",) if operator_available() else ()) + BASELINES
+
+
+def grid(family: str, pool: Pool, trace: Trace, profile, quick: bool = False) -> list[float]:
+    """The knob values a family sweeps on a pool (absolute units: queue per pod, requests/s per pod, ...)."""
+    cap = replica_capacity(profile, pool)
+    rps = cap / CLASSES[QUERY].mean_tokens()
+    g: list[float]
+    if family in ("hpa-queue", "keda", "keda-strict"):
+        g = [0.5, 1, 2, 4, 8]
+    elif family == "hpa-rate":
+        g = [round(f * rps) for f in (0.45, 0.6, 0.75, 0.9, 1.05)]
+    elif family == "kpa":
+        g = [1, 2, 3, 5, 8]
+    elif family == "oracle":
+        g = [0.5, 0.6, 0.7, 0.8, 0.9]
+    elif family == "static":
+        need = demand_replicas(trace, profile, pool)(np.arange(0, trace.duration, 10.0))
+        lo = max(pool.min_replicas, math.ceil(float(np.mean(need))))
+        hi = min(pool.max_replicas, math.ceil(float(np.max(need)) * 1.5) + 1)
+        g = list(range(lo, hi + 1))
+        if len(g) > 6:
+            g = sorted(set(int(round(x)) for x in np.linspace(lo, hi, 6)))
+    elif family == "operator":
+        g = operator_knobs()
+    else:
+        raise ValueError(f"family: unknown {family!r}; choose from {', '.join(families())}")
+    if quick and len(g) > 2:
+        g = [g[1], g[-2]]
+    return [float(x) for x in g]
+
+
+def operator_knobs() -> list[float]:
+    from . import operator_policy
+
+    return [float(x) for x in getattr(operator_policy, "SWEEP", [None])] if hasattr(operator_policy, "SWEEP") \
+        else [math.nan]
+
+
+def make_policy(family: str, knob: float | None, pool: Pool, trace: Trace, profile) -> Policy:
+    lo, hi = pool.min_replicas, pool.max_replicas
+    if trace.gpu_quota is not None:
+        hi = max(lo, hi)  # a team does not know the quota ahead; the simulator holds extra pods Pending
+    if family == "hpa-queue":
+        return HpaQueue("hpa-queue", knob, lo, hi)
+    if family == "hpa-rate":
+        return HpaRate("hpa-rate", knob, lo, hi)
+    if family == "keda":
+        return Keda("keda", knob, lo, hi, ignore_null_values=True)
+    if family == "keda-strict":
+        return Keda("keda-strict", knob, lo, hi, ignore_null_values=False)
+    if family == "kpa":
+        return Kpa("kpa", knob, lo, hi)
+    if family == "static":
+        return Static("static", int(knob))
+    if family == "oracle":
+        horizon = profile.load_seconds.cold_max + 30.0
+        return Oracle("oracle", demand_replicas(trace, profile, pool), float(knob), lo, hi, horizon)
+    if family == "operator":
+        from . import operator_policy
+
+        return operator_policy.make(pool=pool, profile=pool.profile(profile), knob=None if knob is None or
+                                    (isinstance(knob, float) and math.isnan(knob)) else knob)
+    raise ValueError(f"family: unknown {family!r}; choose from {', '.join(families())}")
+
+
+@dataclass(frozen=True)
+class Task:
+    """All the runs that share one workload: one trace, one seed, one pool (or a split pair of pools)."""
+
+    trace: Trace
+    split: str
+    seed: int
+    pools: tuple[Pool, ...]
+    runs: tuple[tuple[str, float | None], ...]
+    """(family, knob) pairs run on every pool of the task."""
+    keep_timeline: bool = False
+
+
+def run_task(task: Task) -> list[Result]:
+    profile = load_bench_profile()
+    workload = make_workload(task.trace, task.seed)
+    out = []
+    for pool in task.pools:
+        for family, knob in task.runs:
+            pol = make_policy(family, knob, pool, task.trace, profile)
+            r = simulate(pol, task.trace, workload, pool, profile, task.seed, task.split, family,
+                         keep_timeline=task.keep_timeline)
+            out.append(r)
+    return out
+
+
+def run_tasks(tasks: list[Task], jobs: int) -> list[Result]:
+    """Run tasks, the largest first, in `jobs` processes."""
+    cost = lambda t: t.trace.duration * max(1, len(t.runs)) * len(t.pools)  # noqa: E731
+    tasks = sorted(tasks, key=cost, reverse=True)
+    if jobs <= 1:
+        return [r for t in tasks for r in run_task(t)]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        return [r for rs in pool.map(run_task, tasks) for r in rs]
+
+
+@dataclass
+class Plan:
+    train_seeds: tuple[int, ...] = (101, 102)
+    test_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    curve_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    long_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    long_families: tuple[str, ...] = ("operator", "hpa-rate", "kpa", "static", "oracle")
+    pools_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    pools_long_seeds: tuple[int, ...] = (1,)
+    quick: bool = False
+    long_traces: tuple[str, ...] = ("diurnal",)
+    pool_traces: tuple[str, ...] = ("ingest", "diurnal")
+
+    @classmethod
+    def quick_plan(cls) -> "Plan":
+        return cls(train_seeds=(101,), test_seeds=(1,), curve_seeds=(1,), long_seeds=(), long_families=(),
+                   pools_seeds=(1,), pools_long_seeds=(), quick=True)
+
+
+@dataclass
+class Outcome:
+    train: list[Result]
+    tuned: dict[str, tuple[float | None, str]]
+    test: list[Result]
+    pools: list[Result]
+    elapsed: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def execute(train: list[Trace], test: list[Trace], plan: Plan, jobs: int, log=print) -> Outcome:
+    from .sweep import median_points, pick_knob
+
+    profile = load_bench_profile()
+    fams = families()
+    t0 = time.time()
+    timings = {}
+    # 1. train sweeps (online pool, queries)
+    tasks = []
+    for tr in train:
+        runs = tuple((f, k) for f in fams for k in grid(f, ONLINE, tr, profile, plan.quick))
+        tasks += [Task(tr, "train", s, (ONLINE,), runs) for s in plan.train_seeds]
+    train_res = run_tasks(tasks, jobs)
+    timings["train"] = time.time() - t0
+    log(f"train: {len(train_res)} runs in {timings['train']:.0f} s")
+    # 2. tune: one knob per family on the train set (static and oracle are sized per trace, not tuned)
+    tuned: dict[str, tuple[float | None, str]] = {}
+    for f in fams:
+        if f == "static":
+            continue
+        per_trace = {}
+        for tr in train:
+            rows = [(r.knob, r.seed, r.gpu_hours, r.query_attainment) for r in train_res
+                    if r.family == f and r.trace == tr.name]
+            per_trace[tr.name] = median_points(rows)
+        tuned[f] = pick_knob(per_trace, GOAL)
+    # 3. test: the tuned point (5 seeds) and the sweeps (curves) on the short test traces; the long ones at the
+    # tuned point only, for the families that fit the time budget
+    t1 = time.time()
+    tasks = []
+    pools_tasks = []
+    for tr in test:
+        long = tr.name in plan.long_traces
+        if tr.name == "ingest":
+            continue
+        if long:
+            for f in fams:
+                if f not in plan.long_families:
+                    continue
+                knobs = [tuned[f][0]] if f != "static" else _static_peak_guess(tr, profile)
+                for s in plan.long_seeds:
+                    tasks.append(Task(tr, "test", s, (ONLINE,), tuple((f, k) for k in knobs), keep_timeline=s == 1))
+            continue
+        runs = set()
+        for f in fams:
+            for k in grid(f, ONLINE, tr, profile, plan.quick):
+                runs.add((f, k))
+            if f != "static":
+                runs.add((f, tuned[f][0]))
+        seeds = sorted(set(plan.curve_seeds) | set(plan.test_seeds))
+        for s in seeds:
+            tasks.append(Task(tr, "test", s, (ONLINE,), tuple(sorted(runs, key=str)), keep_timeline=s == seeds[0]))
+    # 4. pools: mixed vs split, tei-operator (or, without it, the tuned queue HPA)
+    pol = "operator" if "operator" in fams else "hpa-queue"
+    for tr in test:
+        if tr.name not in plan.pool_traces:
+            continue
+        seeds = plan.pools_long_seeds if tr.name in plan.long_traces else plan.pools_seeds
+        for s in seeds:
+            pools_tasks.append(Task(tr, "pools", s, (ONLINE, INGEST, MIXED), ((pol, tuned[pol][0]),)))
+    res = run_tasks(tasks + pools_tasks, jobs)
+    test_res = [r for r in res if r.split == "test"]
+    pools_res = [r for r in res if r.split == "pools"]
+    timings["test"] = time.time() - t1
+    log(f"test + pools: {len(res)} runs in {timings['test']:.0f} s")
+    return Outcome(train_res, tuned, test_res, pools_res, time.time() - t0, timings)
+
+
+def _static_peak_guess(trace: Trace, profile) -> list[float]:
+    """Static fleets on a long trace: sized for the peak (1-min) need at 60% and 70% of a replica's capacity."""
+    need = demand_replicas(trace, profile, ONLINE)(np.arange(0, trace.duration, 60.0))
+    peak = float(np.max(need))
+    return sorted({float(min(ONLINE.max_replicas, math.ceil(peak / u - 1e-9))) for u in (0.6, 0.8)})
+
+
+def default_jobs() -> int:
+    return min(2, os.cpu_count() or 1)
