@@ -26,8 +26,12 @@ EXPECTED = {
 }
 
 
+def load_all(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+
+
 def load(name: str) -> dict:
-    (doc,) = [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+    (doc,) = load_all(name)
     return doc
 
 
@@ -39,11 +43,15 @@ def test_the_expected_examples_exist():
 def test_example_parses_renders_and_is_commented(name):
     text = (EXAMPLES / name).read_text()
     assert text.startswith("#"), "each example opens with a comment saying what it runs"
-    doc = load(name)
-    assert doc["apiVersion"] == "tei-operator.io/v1alpha1" and doc["kind"] in KINDS
-    resource = ServiceResource.from_body(doc)
-    children = render_children(resource, Settings())
-    assert [c["kind"] for c in children.all()][:2] == ["Deployment", "Service"]
+    docs = load_all(name)
+    for doc in docs:  # a file may hold several services (the split-pool example holds two)
+        assert doc["apiVersion"] == "tei-operator.io/v1alpha1" and doc["kind"] in KINDS
+        resource = ServiceResource.from_body(doc)
+        children = render_children(resource, Settings())
+        assert [c["kind"] for c in children.all()][:2] == ["Deployment", "Service"]
+    if len(docs) > 1:
+        return
+    doc = docs[0]
     kind, model, gpu_type = EXPECTED.get(name, (doc["kind"], None, None))
     assert resource.kind == kind
     if model:
@@ -70,3 +78,17 @@ def test_qwen_examples_run_on_the_gpus_the_issue_names():
     assert ServiceResource.from_body(load("embedding-qwen3-embedding-0.6b.yaml")).spec.gpu.type in ("l4", "rtx4090")
     for size in ("4b", "8b"):
         assert ServiceResource.from_body(load(f"embedding-qwen3-embedding-{size}.yaml")).spec.gpu.type == "h100"
+
+
+def test_split_pool_example_is_one_model_in_two_pools():
+    online, ingest = (ServiceResource.from_body(d) for d in load_all("embedding-split-pools.yaml"))
+    assert online.spec.model.id == ingest.spec.model.id == "Qwen/Qwen3-Embedding-8B"
+    assert online.spec.model.pooling == ingest.spec.model.pooling
+    # queries get small batches, documents and bulk large ones: what the benchmark's split deployment runs
+    from bench.autoscaling.run import INGEST, ONLINE
+
+    assert online.spec.engine.max_batch_tokens == ONLINE.max_batch_tokens < ingest.spec.engine.max_batch_tokens
+    assert ingest.spec.engine.max_batch_tokens == INGEST.max_batch_tokens
+    assert (online.spec.autoscaling.max_replicas, ingest.spec.autoscaling.max_replicas) == \
+        (ONLINE.max_replicas, INGEST.max_replicas)
+    assert online.name != ingest.name
