@@ -73,11 +73,24 @@ def grid(family: str, pool: Pool, trace: Trace, profile, quick: bool = False) ->
     return [float(x) for x in g]
 
 
-def operator_knobs() -> list[float]:
-    from . import operator_policy
+OPERATOR_LATENCY_TARGETS_MS = (60.0, 80.0, 100.0)
+"""The operator's knob on a pool of online queries: spec.autoscaling.latencyTargetMs (it sizes the fleet so that
+waiting out the running batch plus the query's own batch stays under the target)."""
 
-    return [float(x) for x in getattr(operator_policy, "SWEEP", [None])] if hasattr(operator_policy, "SWEEP") \
-        else [math.nan]
+
+def operator_knobs() -> list[float]:
+    return list(OPERATOR_LATENCY_TARGETS_MS)
+
+
+def operator_spec(pool: Pool, knob: float | None):
+    """The EmbeddingService's spec.autoscaling the benchmark deploys: the operator's defaults, the pool's
+    min/max replicas, and on a pool that serves queries the latency target (the knob)."""
+    from tei_operator.api.autoscaling import AutoscalingSpec
+
+    doc = {"enabled": True, "minReplicas": pool.min_replicas, "maxReplicas": pool.max_replicas}
+    if QUERY in pool.classes:
+        doc["latencyTargetMs"] = int(knob if knob is not None and not math.isnan(knob) else 100)
+    return AutoscalingSpec.model_validate(doc)
 
 
 def make_policy(family: str, knob: float | None, pool: Pool, trace: Trace, profile) -> Policy:
@@ -100,10 +113,11 @@ def make_policy(family: str, knob: float | None, pool: Pool, trace: Trace, profi
         horizon = profile.load_seconds.cold_max + 30.0
         return Oracle("oracle", demand_replicas(trace, profile, pool), float(knob), lo, hi, horizon)
     if family == "operator":
-        from . import operator_policy
+        from .operator_policy import OperatorPolicy
 
-        return operator_policy.make(pool=pool, profile=pool.profile(profile), knob=None if knob is None or
-                                    (isinstance(knob, float) and math.isnan(knob)) else knob)
+        pol = OperatorPolicy(operator_spec(pool, knob), pool.max_batch_tokens)
+        pol.knob, pol.knob_value = ("latencyTargetMs", knob) if QUERY in pool.classes else (None, None)
+        return pol
     raise ValueError(f"family: unknown {family!r}; choose from {', '.join(families())}")
 
 

@@ -387,8 +387,14 @@ def write(path: Path, out: Outcome, train: list[Trace], test: list[Trace], profi
     missed = [g for g, _, v in rows if v.startswith("**NOT")]
     configs = []
     for f, (k, why) in out.tuned.items():
-        pol = make_policy(f, k, ONLINE, short[0], profile) if f != "oracle" else None
-        if pol is not None:
+        if f == "operator":
+            from .experiment import operator_spec
+
+            spec = operator_spec(ONLINE, k).model_dump(by_alias=True, exclude_defaults=True, mode="json")
+            configs.append(f"**operator** (tei-operator, tuned on train: {why}; every other field and the operator's "
+                           f"settings at their defaults)\n\n```yaml\nautoscaling: {spec}\n```")
+        elif f != "oracle":
+            pol = make_policy(f, k, ONLINE, short[0], profile)
             configs.append(f"**{f}** (tuned on train: {why})\n\n```yaml\n{pol.config()}\n```")
     configs.append("**oracle**: " + make_policy("oracle", out.tuned.get("oracle", (0.7,))[0] or 0.7, ONLINE,
                                                short[0], profile).config())
