@@ -22,7 +22,7 @@ import numpy as np
 from .traces import write_trace
 
 TRACES_DIR = Path(__file__).resolve().parents[1] / "traces"
-Q = 120.0
+Q = 100.0
 """Queries/s per replica-unit of load (one replica at ~60% of its capacity on the online pool's profile)."""
 DOC = 1.3
 """Document requests/s per replica-unit (1-32 inputs x 128-512 tokens: ~5,300 tokens each)."""
@@ -81,7 +81,7 @@ def make_all(out: Path = TRACES_DIR) -> list[Path]:
         written.append(p)
 
     # ---- train: what policies (and the baselines' targets) are tuned on
-    w("train", "step", "queries 1 Q for 10 min, 4 Q for 20 min, back to 1 Q for 10 min (Q = 120 queries/s)",
+    w("train", "step", "queries 1 Q for 10 min, 4 Q for 20 min, back to 1 Q for 10 min (Q = 100 queries/s)",
       step_rows(1, 4, 600, 1200, 2400), {"step_at": 600, "step_seconds": 1200})
     w("train", "spike", "1.5 Q, a 5x spike for 150 s (longer than a model load) at 10 min, then 1.5 Q",
       step_rows(1.5, 7.5, 600, 150, 1800), {"step_at": 600, "step_seconds": 150})
@@ -89,8 +89,8 @@ def make_all(out: Path = TRACES_DIR) -> list[Path]:
       noisy_rows(11, 3.0, 1800))
     w("train", "periodic", "a 6-minute sawtooth from 1 Q to 4 Q: shorter than a model load + scale-down window",
       periodic_rows(1, 4, 360, 2160))
-    w("train", "ramp", "a 2-hour morning: 0.5 Q rising to 4 Q over 60 min, holding, easing to 2.5 Q",
-      ramp_rows([(0, 0.5), (600, 0.5), (4200, 4.0), (5400, 4.0), (7200, 2.5)]))
+    w("train", "ramp", "a 1-hour morning: 0.5 Q rising to 4 Q over 30 min, holding 15 min, easing to 2.5 Q",
+      ramp_rows([(0, 0.5), (300, 0.5), (2100, 4.0), (3000, 4.0), (3600, 2.5)]))
 
     # ---- test: other shapes and seeds, reported separately
     w("test", "step", "queries 1.5 Q for 15 min, 3 Q for 10 min, 5 Q for 15 min, back to 1.5 Q (two steps)",
@@ -123,13 +123,13 @@ def make_all(out: Path = TRACES_DIR) -> list[Path]:
     w("test", "diurnal", "24 h (not compressed): queries and documents follow a day (night 0.4, peaks 3.5 and 4.5 "
       "at 10:30 and 15:30; queries at Q/2 per unit), a bulk job of 16 workers 00:00-06:00", rows,
       {"bulk_job_tokens": 1.0e9, "bulk_deadline_s": 21600})
-    # A one-hour mixed load: steady queries and documents, a bulk job from 10 to 40 min (mixed vs split pools).
-    w("test", "ingest", "1 hour: 1.5 Q queries and 1 unit of documents throughout, a bulk job of 12 workers from 10 to "
-      "40 min", [{"time_s": 0, "query_rps": _r(1.5 * Q), "document_rps": DOC, "bulk_workers": 0},
-                 {"time_s": 600, "query_rps": _r(1.5 * Q), "document_rps": DOC, "bulk_workers": 12},
-                 {"time_s": 2400, "query_rps": _r(1.5 * Q), "document_rps": DOC, "bulk_workers": 0},
-                 {"time_s": 3600, "query_rps": _r(1.5 * Q), "document_rps": DOC, "bulk_workers": 0}],
-      {"bulk_job_tokens": 1.2e8, "bulk_deadline_s": 2400})
+    # Half an hour of mixed load: steady queries and documents, a bulk job from 5 to 20 min (mixed vs split pools).
+    rows = [{"time_s": 0, "query_rps": _r(1.5 * Q), "document_rps": DOC, "bulk_workers": 0},
+            {"time_s": 300, "query_rps": _r(1.5 * Q), "document_rps": DOC, "bulk_workers": 8},
+            {"time_s": 1200, "query_rps": _r(1.5 * Q), "document_rps": DOC, "bulk_workers": 0},
+            {"time_s": 1800, "query_rps": _r(1.5 * Q), "document_rps": DOC, "bulk_workers": 0}]
+    w("test", "ingest", "30 min: 1.5 Q queries and 1 unit of documents throughout, a bulk job of 8 workers from 5 to "
+      "20 min", rows, {"bulk_job_tokens": 3.0e7, "bulk_deadline_s": 1200})
     return written
 
 

@@ -45,12 +45,12 @@ class Policy:
 
 def prom_sum_avg_over_time(view, metric: str, window: float) -> float | None:
     """sum over pods of avg_over_time(metric[window]) at view.now; None when Prometheus has no series."""
-    return view.prometheus.sum_avg_over_time(metric, window, view.now)
+    return view.prometheus.avg_over_time(metric, window)
 
 
 def prom_sum_rate(view, metric: str, window: float) -> float | None:
     """sum over pods of rate(metric[window]) at view.now (no extrapolation); None when there are no series."""
-    return view.prometheus.sum_rate(metric, window, view.now)
+    return view.prometheus.rate(metric, window)
 
 
 def live_pods(view) -> int:

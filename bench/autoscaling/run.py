@@ -41,7 +41,10 @@ class Pool:
     routing: str = "random"
 
     def profile(self, base):
-        return base.with_limits(max_batch_tokens=self.max_batch_tokens)
+        # With --auto-truncate (TEI's default since 1.9) a --max-batch-tokens below the model's maximum input length
+        # is accepted and inputs are truncated to it: TEI takes min(max_input_length, max_batch_tokens).
+        return base.with_limits(max_batch_tokens=self.max_batch_tokens,
+                                max_input_length=min(base.max_input_length, self.max_batch_tokens))
 
     def describe(self) -> str:
         cl = ", ".join(CLASSES[c].name for c in sorted(self.classes)) + (", bulk" if self.bulk else "")
@@ -49,7 +52,7 @@ class Pool:
                 f"{self.min_replicas}-{self.max_replicas}; routing {self.routing}")
 
 
-ONLINE = Pool("online", frozenset({QUERY}), False, max_batch_tokens=2048, min_replicas=1, max_replicas=10)
+ONLINE = Pool("online", frozenset({QUERY}), False, max_batch_tokens=512, min_replicas=1, max_replicas=10)
 INGEST = Pool("ingest", frozenset({DOCUMENT}), True, max_batch_tokens=16384, min_replicas=1, max_replicas=12)
 MIXED = Pool("mixed", frozenset({QUERY, DOCUMENT}), True, max_batch_tokens=16384, min_replicas=1, max_replicas=20)
 
@@ -163,9 +166,12 @@ def simulate(policy: Policy, trace: Trace, workload: Workload, pool: Pool, base_
     profile = pool.profile(base_profile)
     arrivals = select(workload.arrivals, set(pool.classes))
     bulk = workload.bulk if pool.bulk else []
+    if len(bulk) > 1:
+        raise ValueError(f"{trace.name}: bulk_workers: the simulator runs one bulk group; this trace has {len(bulk)} "
+                         "runs of rows with different worker counts")
     start = policy.replicas if isinstance(policy, Static) else initial_replicas(trace, base_profile, pool)
     sim = Simulator(profile, replicas0=start, quota=trace.gpu_quota, seed=seed, routing=pool.routing,
-                    arrivals=arrivals, bulk=bulk or None, metrics_outage=trace.metrics_outage)
+                    arrivals=arrivals, bulk=bulk[0] if bulk else None, metrics_outage=trace.metrics_outage)
     view = sim.view
     actions: list[tuple[float, int, int]] = []
     tl_t, tl_des, tl_ready = [], [], []
@@ -186,7 +192,7 @@ def simulate(policy: Policy, trace: Trace, workload: Workload, pool: Pool, base_
             tl_des.append(view.desired)
             tl_ready.append(sum(1 for p in view.pods() if p.phase == "Ready"))
     sim.advance_to(trace.duration)
-    out = sim.finish() if hasattr(sim, "finish") else sim
+    out = sim.results()
     timeline = {"t": np.array(tl_t), "desired": np.array(tl_des), "ready": np.array(tl_ready)}
     return measure(policy, trace, arrivals, pool, profile, out, actions, seed, split, family or policy.name,
                    timeline if keep_timeline else {})
@@ -196,11 +202,9 @@ def measure(policy: Policy, trace: Trace, arrivals, pool: Pool, profile, out, ac
             family: str, timeline: dict) -> Result:
     """Per-class SLO attainment and latency, GPU-hours, cost per token against the physical limit, and the
     policy's behaviour (actions, direction reversals, scale-downs during the metrics outage, first scale-up)."""
-    start, done, status, cls = (np.asarray(x) for x in (out.start, out.done, out.status, out.cls))
+    start, done, status, cls = (np.asarray(x) for x in (out.t, out.done, out.status, out.cls))
     lat = np.where(status == 200, done - start, np.inf)
-    counts = np.diff(arrivals.input_offsets)
-    req_tokens = np.add.reduceat(arrivals.input_tokens.astype(np.int64), arrivals.input_offsets[:-1]) \
-        if len(counts) else np.zeros(0)
+    req_tokens = np.asarray(out.tokens, dtype=float)
     classes: dict[int, ClassResult] = {}
     for c in sorted(set(pool.classes)):
         m = cls == c
@@ -213,7 +217,7 @@ def measure(policy: Policy, trace: Trace, arrivals, pool: Pool, profile, out, ac
         classes[c] = ClassResult(n, float(np.mean(lc <= slo)), p50, p99, int(np.sum(status[m] != 200)),
                                  float(req_tokens[m][status[m] == 200].sum()))
     bulk_tokens, bulk_done_s = 0.0, None
-    if pool.bulk and getattr(out, "bulk_done", None) is not None:
+    if pool.bulk and len(out.bulk_done):
         bt = np.asarray(out.bulk_done)
         btok = np.asarray(out.bulk_tokens, dtype=float)
         bst = np.asarray(out.bulk_status)

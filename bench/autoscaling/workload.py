@@ -101,6 +101,11 @@ def open_arrivals(trace: Trace, seed: int, connections: int | None = None) -> Op
     if not ts:
         return OpenArrivals(t=np.empty(0), cls=np.empty(0, np.int8), input_offsets=np.zeros(1, np.int64),
                             input_tokens=np.empty(0, np.int32), conn=np.empty(0, np.int32))
+    if len(ts) == 1:  # one class: segments are consecutive and each is sorted, so the times already are
+        inputs = ninp[0]
+        off = np.zeros(len(inputs) + 1, dtype=np.int64)
+        np.cumsum(inputs, out=off[1:])
+        return OpenArrivals(t=ts[0], cls=cl[0], input_offsets=off, input_tokens=toks[0], conn=conns[0])
     t = np.concatenate(ts)
     order = np.argsort(t, kind="stable")
     inputs = np.concatenate(ninp)
@@ -139,6 +144,8 @@ def make_workload(trace: Trace, seed: int, connections: int | None = None) -> Wo
 def select(arrivals: OpenArrivals, classes: set[int]) -> OpenArrivals:
     """The arrivals of some classes only (one pool of a split deployment)."""
     keep = np.isin(arrivals.cls, list(classes))
+    if keep.all():
+        return arrivals
     counts = np.diff(arrivals.input_offsets)[keep]
     starts = arrivals.input_offsets[:-1][keep]
     off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

@@ -26,16 +26,16 @@ class FakeProm:
 
     def __init__(self):
         self.queue: float | None = 0.0
-        self.rate: float | None = 0.0
+        self.rps: float | None = 0.0
         self.calls: list[tuple] = []
 
-    def sum_avg_over_time(self, metric, window, now):
+    def avg_over_time(self, metric, window):
         self.calls.append(("avg", metric, window))
         return self.queue
 
-    def sum_rate(self, metric, window, now):
+    def rate(self, metric, window):
         self.calls.append(("rate", metric, window))
-        return self.rate
+        return self.rps
 
 
 @dataclass
@@ -100,7 +100,7 @@ def test_hpa_holds_when_the_metric_is_missing():
 
 def test_hpa_rate_reads_the_request_rate():
     v = FakeView(desired=1)
-    v.prometheus.rate = 300.0
+    v.prometheus.rps = 300.0
     acts = drive(HpaRate("hpa-rate", 100, 1, 10), v, 30)
     assert acts[-1][2] == 3 and ("rate", "te_request_count", 60.0) in v.prometheus.calls
 

@@ -166,4 +166,4 @@ def test_train_and_test_sets_differ_and_the_day_is_not_compressed():
 def test_workload_of_a_trace_has_open_and_closed_loop_parts():
     w = make_workload(load_trace(TRACES / "test" / "ingest.csv"), seed=1)
     assert w.requests(QUERY) > 0 and w.requests(DOCUMENT) > 0 and w.requests(BULK) == 0
-    assert len(w.bulk) == 1 and w.bulk[0].workers == 12
+    assert len(w.bulk) == 1 and w.bulk[0].workers == 8
