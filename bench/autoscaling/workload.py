@@ -13,28 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .classes import BULK_CLASS, CLASSES, OPEN_CLASSES
-try:
-    from .simulator import BulkClients, OpenArrivals
-except ImportError:  # until the simulator lands: the interface's dataclasses (ISSUE9.md), same fields
-    @dataclass
-    class OpenArrivals:  # type: ignore[no-redef]
-        t: np.ndarray
-        cls: np.ndarray
-        input_offsets: np.ndarray
-        input_tokens: np.ndarray
-        conn: np.ndarray
-
-    @dataclass
-    class BulkClients:  # type: ignore[no-redef]
-        workers: int
-        start_s: float
-        stop_s: float
-        inputs_per_request: int
-        tokens_min: int
-        tokens_max: int
-        backoff_initial_s: float
-        backoff_max_s: float
-        seed: int
+from .simulator import BulkClients, OpenArrivals
 from .traces import Trace
 
 BULK_BACKOFF_INITIAL_S = 0.5

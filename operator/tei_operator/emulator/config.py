@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tei_operator.emulator.batching import Profile, ProfileError, load_profile
+
 Kind = Literal["embedding", "reranker"]
 KINDS: tuple[Kind, ...] = ("embedding", "reranker")
 POOLINGS = ("cls", "mean", "splade", "last-token")
@@ -41,6 +43,7 @@ class EmulatorConfig:
     port: int = 8080
     tokens_per_second: float = 60_000.0
     batch_overhead_seconds: float = 0.002
+    seconds_per_token_sq: float = 0.0
     load_seconds: float = 0.0
     max_batch_tokens: int = 16_384
     max_batch_requests: int | None = None
@@ -53,6 +56,13 @@ class EmulatorConfig:
     dimensions: int = 1024
     shutdown_timeout: float | None = None
     json_output: bool = False
+    profile: str | None = None
+
+    @classmethod
+    def from_profile(cls, profile: Profile, **overrides: Any) -> "EmulatorConfig":
+        """The emulator of `profile`'s model: its batch cost and TEI limits, then `overrides` (port=0, ...)."""
+        values: dict[str, Any] = {**profile_values(profile), **overrides}
+        return cls(**values)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -75,7 +85,8 @@ class EmulatorConfig:
         ):
             if value <= 0:
                 problems.append(f"{flag}: must be greater than 0, got {value}")
-        for flag, value in (("--batch-overhead-ms", self.batch_overhead_seconds), ("--load-seconds", self.load_seconds)):
+        for flag, value in (("--batch-overhead-ms", self.batch_overhead_seconds), ("--load-seconds", self.load_seconds),
+                            ("--seconds-per-token-sq", self.seconds_per_token_sq)):
             if value < 0:
                 problems.append(f"{flag}: must be 0 or more, got {value}")
         if self.max_batch_requests is not None and self.max_batch_requests <= 0:
@@ -100,13 +111,32 @@ class EmulatorConfig:
         """A one-line summary for the start-up log, without the API key (TEI logs it in clear; we do not)."""
         return (
             f"model_id={self.model_id} kind={self.kind} tokens_per_second={self.tokens_per_second:g} "
-            f"batch_overhead_ms={self.batch_overhead_seconds * 1000:g} load_seconds={self.load_seconds:g} "
+            f"batch_overhead_ms={self.batch_overhead_seconds * 1000:g} "
+            f"seconds_per_token_sq={self.seconds_per_token_sq:g} load_seconds={self.load_seconds:g} "
             f"max_batch_tokens={self.max_batch_tokens} max_batch_requests={self.max_batch_requests} "
             f"max_concurrent_requests={self.max_concurrent_requests} "
             f"max_client_batch_size={self.max_client_batch_size} max_input_length={self.max_input_length} "
             f"auto_truncate={self.auto_truncate} dimensions={self.dimensions} "
             f"api_key={'<set>' if self.api_key else '<none>'}"
+            + (f" profile={self.profile}" if self.profile else "")
         )
+
+
+def profile_values(profile: Profile) -> dict[str, Any]:
+    """The EmulatorConfig fields a profile sets (everything about the modelled GPU and TEI's limits)."""
+    return {
+        "model_id": profile.model,
+        "kind": profile.kind,
+        "tokens_per_second": 1.0 / profile.seconds_per_token,
+        "batch_overhead_seconds": profile.overhead_s,
+        "seconds_per_token_sq": profile.seconds_per_token_sq,
+        "max_batch_tokens": profile.max_batch_tokens,
+        "max_batch_requests": profile.max_batch_requests,
+        "max_concurrent_requests": profile.max_concurrent_requests,
+        "max_client_batch_size": profile.max_client_batch_size,
+        "max_input_length": profile.max_input_length,
+        "profile": profile.name,
+    }
 
 
 def parse_bool(text: str) -> bool:
@@ -149,6 +179,11 @@ _OPTIONS: tuple[_Option, ...] = (
             "modelled GPU throughput (BGE-M3 on an A100: about 60000)"),
     _Option(("--batch-overhead-ms",), "EMULATOR_BATCH_OVERHEAD_MS", float, "batch_overhead_seconds",
             "fixed time per batch on top of tokens / tokens-per-second", scale=0.001),
+    _Option(("--seconds-per-token-sq",), "EMULATOR_SECONDS_PER_TOKEN_SQ", float, "seconds_per_token_sq",
+            "extra seconds per batch per squared input length (attention's cost; default 0)"),
+    _Option(("--profile",), "EMULATOR_PROFILE", str, "profile",
+            "a model/GPU profile (shipped name such as bge-m3-a100, or a YAML path): its batch cost and TEI limits "
+            "become the defaults; other flags override them"),
     _Option(("--load-seconds",), "EMULATOR_LOAD_SECONDS", float, "load_seconds",
             "modelled model-loading time; the port is bound only after it"),
     _Option(("--max-batch-tokens",), "MAX_BATCH_TOKENS", int, "max_batch_tokens", "tokens per batch at most"),
@@ -241,6 +276,14 @@ def parse_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Emul
             raw, source = environ[env], env
         if raw is not None:
             values[field] = _convert(source, raw, parse_bool)
+    if values.get("profile"):
+        source = "--profile" if args.profile is not None else "EMULATOR_PROFILE"
+        try:
+            profile = load_profile(values["profile"])
+        except ProfileError as exc:
+            raise EmulatorConfigError(f"{source}: {exc}") from None
+        values = {**profile_values(profile), **{k: v for k, v in values.items() if k != "profile"},
+                  "profile": profile.name}
     if "kind" not in values:
         values["kind"] = "reranker" if "rerank" in values.get("model_id", EmulatorConfig.model_id).lower() else "embedding"
     return EmulatorConfig(**values)

@@ -1,7 +1,9 @@
 """The modelled GPU: TEI's FIFO queue, its batching task and one backend that runs one batch at a time.
 
-The shape follows TEI's router (core/src/queue.rs and infer.rs), because the operator scales on what this
-shape produces:
+The queue, batch formation, metric semantics, permits and batch time are the shared batching model
+(`tei_operator.emulator.batching`, also used by the benchmark's simulator); this module runs that model in real time
+on asyncio. The shape follows TEI's router (core/src/queue.rs and infer.rs), because the operator scales on what
+this shape produces:
 - every *input* (not every request) is one queue entry; a request's inputs are queued together, then the
   batching task is woken once;
 - a batch takes entries from the head of the queue while their tokens fit in `max_batch_tokens` (and, if
@@ -12,7 +14,8 @@ shape produces:
 - every formed batch is recorded in `te_batch_next_size` / `te_batch_next_tokens`, including the empty one
   that ends each wake-up; `te_queue_size` goes up by one per queued input and is reset to the remaining
   queue length whenever a batch is formed;
-- the backend "runs" a batch of T tokens for `batch_overhead + T / tokens_per_second` seconds.
+- the backend "runs" a batch of inputs of lengths l_i for
+  `batch_overhead + sum(l_i) / tokens_per_second + seconds_per_token_sq * sum(l_i^2)` seconds.
 
 Concurrency permits (`max_concurrent_requests`, one per input) live here too, since TEI ties them to the
 inference pipeline rather than to HTTP.
@@ -27,7 +30,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from tei_operator.emulator.batching import Batch, Router, take_batch
 from tei_operator.emulator.metrics import TeiMetrics
+
+__all__ = ["Batch", "Engine", "EngineStopped", "InputTiming", "QueuedInput", "batch_seconds", "take_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -64,43 +70,11 @@ class QueuedInput:
         return self.future.done()
 
 
-@dataclass
-class Batch:
-    """A formed batch: its inputs and their total tokens."""
-
-    inputs: list[QueuedInput]
-    tokens: int
-
-
-def take_batch(queue: deque[QueuedInput], max_batch_tokens: int, max_batch_requests: int | None) -> tuple[Batch, int]:
-    """Take the next batch from the head of `queue` (mutating it) and return it with the number of abandoned
-    inputs dropped on the way. The batch is empty when the queue holds nothing runnable.
-
-    An input that would push the batch over `max_batch_tokens` stays at the head for the next batch (FIFO,
-    no skipping ahead), which is what TEI does.
-    """
-    inputs: list[QueuedInput] = []
-    tokens = 0
-    dropped = 0
-    while queue:
-        entry = queue[0]
-        if entry.abandoned:
-            queue.popleft()
-            dropped += 1
-            continue
-        if tokens + entry.tokens > max_batch_tokens:
-            break
-        queue.popleft()
-        inputs.append(entry)
-        tokens += entry.tokens
-        if max_batch_requests is not None and len(inputs) >= max_batch_requests:
-            break
-    return Batch(inputs, tokens), dropped
-
-
-def batch_seconds(tokens: int, tokens_per_second: float, overhead_seconds: float) -> float:
-    """The modelled time to run one batch of `tokens` tokens."""
-    return overhead_seconds + tokens / tokens_per_second
+def batch_seconds(tokens: int, tokens_per_second: float, overhead_seconds: float, tokens_sq: int = 0,
+                  seconds_per_token_sq: float = 0.0) -> float:
+    """The modelled time to run one batch of `tokens` tokens (squared input lengths summing to `tokens_sq`); the
+    same formula as `batching.Profile.batch_seconds`."""
+    return overhead_seconds + tokens / tokens_per_second + seconds_per_token_sq * tokens_sq
 
 
 class Engine:
@@ -115,17 +89,18 @@ class Engine:
         max_batch_tokens: int,
         max_batch_requests: int | None,
         max_concurrent_requests: int,
+        seconds_per_token_sq: float = 0.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._metrics = metrics
         self.tokens_per_second = tokens_per_second
         self.batch_overhead_seconds = batch_overhead_seconds
-        self._max_batch_tokens = max_batch_tokens
-        self._max_batch_requests = max_batch_requests
+        self.seconds_per_token_sq = seconds_per_token_sq
+        self._router = Router(max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
+                              max_concurrent_requests=max_concurrent_requests, metrics=metrics)
         self._max_permits = max_concurrent_requests
-        self._free_permits = max_concurrent_requests
         self._clock = clock
-        self._queue: deque[QueuedInput] = deque()
+        self._queue: deque[QueuedInput] = self._router.queue
         self._arrival = asyncio.Event()
         self._slot: Batch | None = None
         self._running_batch: Batch | None = None
@@ -141,18 +116,15 @@ class Engine:
     @property
     def free_permits(self) -> int:
         """Concurrency permits left (one is needed per input)."""
-        return self._free_permits
+        return self._router.free_permits
 
     def try_acquire(self, count: int) -> bool:
         """Take `count` permits at once, or none: TEI refuses the whole request when they are not all free."""
-        if count > self._free_permits:
-            return False
-        self._free_permits -= count
-        return True
+        return self._router.try_acquire(count)
 
     def release(self, count: int = 1) -> None:
         """Give back permits taken by `try_acquire`."""
-        self._free_permits = min(self._max_permits, self._free_permits + count)
+        self._router.release(count)
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -196,15 +168,10 @@ class Engine:
             raise EngineStopped("the engine is not running")
         loop = asyncio.get_running_loop()
         now = self._clock()
-        futures: list[asyncio.Future[InputTiming]] = []
-        for tokens in token_counts:
-            if tokens > self._max_batch_tokens:
-                raise ValueError(f"an input of {tokens} tokens can never fit a batch of {self._max_batch_tokens}")
-            future: asyncio.Future[InputTiming] = loop.create_future()
-            self._queue.append(QueuedInput(tokens, now, future))
-            self._metrics.add_gauge("te_queue_size", 1)
-            futures.append(future)
+        entries = [QueuedInput(tokens, now, loop.create_future()) for tokens in token_counts]
+        self._router.enqueue(entries)
         self._arrival.set()
+        futures: list[asyncio.Future[InputTiming]] = [entry.future for entry in entries]
         return futures
 
     async def health(self) -> bool:
@@ -216,13 +183,7 @@ class Engine:
 
     # ---- the two tasks ---------------------------------------------------------------------------------
     def _next_batch(self) -> Batch:
-        batch, dropped = take_batch(self._queue, self._max_batch_tokens, self._max_batch_requests)
-        if dropped:
-            self._metrics.inc("te_request_failure", {"err": "dropped"}, dropped)
-        self._metrics.observe("te_batch_next_size", len(batch.inputs))
-        self._metrics.observe("te_batch_next_tokens", batch.tokens)
-        self._metrics.set_gauge("te_queue_size", len(self._queue))
-        return batch
+        return self._router.next_batch()
 
     async def _batching_loop(self) -> None:
         while True:
@@ -253,7 +214,8 @@ class Engine:
     async def _run(self, batch: Batch) -> None:
         now = self._clock()
         start = self._backend_free_at if 0 <= now - self._backend_free_at < _CATCH_UP_SECONDS else now
-        end = start + batch_seconds(batch.tokens, self.tokens_per_second, self.batch_overhead_seconds)
+        end = start + batch_seconds(batch.tokens, self.tokens_per_second, self.batch_overhead_seconds,
+                                    batch.tokens_sq, self.seconds_per_token_sq)
         delay = end - self._clock()
         if delay > 0:
             await asyncio.sleep(delay)

@@ -345,6 +345,8 @@ class TeiApi:
             "emulator": {
                 "tokens_per_second": self.engine.tokens_per_second,
                 "batch_overhead_ms": self.engine.batch_overhead_seconds * 1000,
+                "seconds_per_token_sq": self.engine.seconds_per_token_sq,
+                "profile": c.profile,
                 "dimensions": c.dimensions,
             },
         })
@@ -404,6 +406,7 @@ class EmulatorServer:
             max_batch_tokens=config.max_batch_tokens,
             max_batch_requests=config.max_batch_requests,
             max_concurrent_requests=config.max_concurrent_requests,
+            seconds_per_token_sq=config.seconds_per_token_sq,
         )
         self.api = TeiApi(config, self.engine, self.metrics)
         self._runner: web.AppRunner | None = None
