@@ -428,6 +428,10 @@ at its tuned knob on {len(plan.test_seeds)} seeds, the {plan.curve_points} knob 
 |---|---|---|
 """ + "\n".join(f"| {g} | {m} | {v} |" for g, m, v in rows) + f"""
 
+### Where tei-operator loses (test set, tuned knobs)
+
+{losses(out, facts, online)}
+
 ## GPU-hours at equal attainment (test set)
 
 GPU-hours each policy needs for {GOAL:.0%} of queries within 100 ms, read off its cost-vs-SLO curve (the knob
@@ -482,6 +486,46 @@ cheapest point swept already reaches it; "never": no point does (best point in b
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def losses(out: Outcome, facts: dict, traces: list[Trace]) -> str:
+    """Where tei-operator's policy loses, trace by trace, from the tables above (never hidden)."""
+    if "operator" not in out.tuned:
+        return "tei-operator's policy was not part of this run."
+    k = out.tuned["operator"][0]
+    lines = []
+    for t in traces:
+        op = at_tuned(out.test, t.name, "operator", k)
+        if not op:
+            continue
+        att, gh = med([r.query_attainment for r in op]), med([r.gpu_hours for r in op])
+        better = []
+        for f in COMPETENT:
+            if f == "static":
+                sp, _ = static_peak(out.test, t.name)
+                rs = [r for r in out.test if r.trace == t.name and r.family == "static" and sp and r.knob == sp.knob]
+                label = "static-peak"
+            else:
+                rs = at_tuned(out.test, t.name, f, out.tuned[f][0])
+                label = f
+            if not rs:
+                continue
+            a, g = med([r.query_attainment for r in rs]), med([r.gpu_hours for r in rs])
+            if a >= att and g <= gh:
+                better.append(f"{label} ({pct(a)} at {g:.2f} GPU-h)")
+        eq = facts["eq"].get((t.name, "operator"))
+        ratio = facts.get("gpu_ratios", {}).get(t.name)
+        notes = []
+        if att < GOAL:
+            notes.append(f"queries within 100 ms {pct(att)}, below {GOAL:.0%}")
+        if better:
+            notes.append("as good or better on both SLO and GPU-hours: " + ", ".join(better))
+        if ratio and ratio[0] > GPU_RATIO_GOAL:
+            notes.append(f"GPU-hours at {GOAL:.0%} {_ratio(ratio[0])} the best competent baseline ({ratio[1]})"
+                         if eq and eq.gpu_hours is not None else f"never reaches {GOAL:.0%} on its curve")
+        if notes:
+            lines.append(f"- **{t.name}** (tei-operator: {pct(att)} at {gh:.2f} GPU-h): " + "; ".join(notes) + ".")
+    return "\n".join(lines) or "Nowhere on the test set: it meets the SLO and no baseline is as good for fewer GPU-hours."
 
 
 def _pools_prose(f: dict) -> str:
