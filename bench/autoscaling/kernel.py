@@ -73,8 +73,14 @@ def uniform(seed, a, b, c):
 
 
 @njit(cache=True)
-def _observe(hist, row, bounds, value):
-    hist[row, np.searchsorted(bounds, value)] += 1.0
+def _pow2_bucket(value, n_bounds):
+    """Index of the first bound 2^i >= value among 2^0..2^(n_bounds-1) (n_bounds = the +Inf bucket)."""
+    i = 0
+    bound = 1
+    while i < n_bounds and value > bound:
+        bound *= 2
+        i += 1
+    return i
 
 
 @njit(cache=True)
@@ -98,8 +104,8 @@ def _form(p, t, ps, pf, pc, q_tok, mask, prof, h_size, h_tok, st, blog):
         i += 1
         if mbr > 0 and count >= mbr:
             break
-    _observe(h_size, p, SIZE_BOUNDS, float(count))
-    _observe(h_tok, p, TOKEN_BOUNDS, float(tokens))
+    h_size[p, _pow2_bucket(count, 13)] += 1.0
+    h_tok[p, _pow2_bucket(tokens, 21)] += 1.0
     pc[p, C_BATCHES] += 1.0
     pc[p, C_BATCH_TOKENS] += tokens
     pc[p, C_BATCH_INPUTS] += count
