@@ -40,6 +40,18 @@ class Settings(BaseSettings):
     log_format: Literal["plain", "json"] = Field("plain", description="Format of the operator's own logs.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level of the operator's logs.")
     autoscaler_tick_seconds: float = Field(15, gt=0, le=3600, description="Seconds between autoscaler ticks.")
+    autoscaler_fast_tick_seconds: float = Field(
+        2, ge=0, le=60,
+        description="Seconds between ticks of the fast scale-up path, which reads the Ready pods' /metrics directly "
+        "(whatever the metrics source) and only ever scales up (spec.autoscaling.fastScaleUp). 0 turns it off for "
+        "every service. Each fast tick LISTs the services, their Deployments and pods (label-selected), and scrapes "
+        "the Ready pods of services with the fast path on.",
+    )
+    autoscaler_fast_window_seconds: float = Field(
+        10, gt=0, le=120,
+        description="Window of the fast path's rates and averaged queue, in seconds (Knative's panic window is 6 s); "
+        "scale-down keeps the main tick's longer window.",
+    )
     metrics_source: Literal["scrape", "prometheus"] = Field(
         "scrape",
         description="Where the autoscaler reads TEI metrics for services whose metricsSource is default: scrape "

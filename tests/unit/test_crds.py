@@ -218,7 +218,12 @@ def test_cel_rules_are_where_they_belong():
                               ".spec.cache", ".spec.rollout", ".spec.autoscaling"}
     assert set(rules("RerankerService")) == set(embedding) - {".spec.model"}
     assert embedding[".spec.autoscaling"] == ["!has(self.enabled) || !self.enabled || has(self.maxReplicas)",
-                                              "!has(self.maxReplicas) || self.minReplicas <= self.maxReplicas"]
+                                              "!has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+                                              "!has(self.fastScaleUp) || !has(self.fastScaleUp.threshold) || "
+                                              "!has(self.tolerance) || self.fastScaleUp.threshold >= 1.0 + "
+                                              "self.tolerance",
+                                              "!has(self.schedule) || !has(self.maxReplicas) || "
+                                              "self.schedule.all(w, w.minReplicas <= self.maxReplicas)"]
     for rule_list in embedding.values():
         for rule in rule_list:
             CEL.compile(rule)  # syntax
@@ -261,6 +266,10 @@ BAD = [
     ({"rollout": {"maxSurge": "0%", "maxUnavailable": 0}}, ".spec.rollout.maxUnavailable"),
     ({"autoscaling": {"enabled": True}}, ".spec.autoscaling.maxReplicas"),
     ({"autoscaling": {"minReplicas": 3, "maxReplicas": 2}}, ".spec.autoscaling.minReplicas"),
+    ({"autoscaling": {"maxReplicas": 4, "tolerance": 0.2, "fastScaleUp": {"threshold": 1.1}}},
+     ".spec.autoscaling.fastScaleUp.threshold"),
+    ({"autoscaling": {"maxReplicas": 4, "schedule": [{"start": "08:00", "end": "18:00", "minReplicas": 5}]}},
+     ".spec.autoscaling.schedule"),
 ]
 
 

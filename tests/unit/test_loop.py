@@ -140,3 +140,21 @@ async def test_proxy_scraper_uses_the_scrape_timeout_and_close_stops_its_threads
     for executor in (fetcher._executor, prometheus._executor):  # noqa: SLF001
         with pytest.raises(RuntimeError, match="shutdown"):
             executor.submit(print)
+
+
+def test_load_time_is_the_median_of_creation_to_ready_over_the_ready_pods():
+    def pod(name: str, created: float, ready: float) -> dict:
+        p = ready_pod(name, "s", "n", created=created)
+        p["status"]["conditions"][0]["lastTransitionTime"] = datetime.datetime.fromtimestamp(
+            ready, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return p
+
+    pods = [pod("a", T0 - 500, T0 - 440), pod("b", T0 - 300, T0 - 210), pod("c", T0 - 200, T0 - 80)]
+    loading = {**ready_pod("d", "s", "n", created=T0 - 10), "status": {"phase": "Running"}}
+    counts = count_pods(pods + [loading], T0, startup_grace_seconds=180)
+    assert counts.load_seconds == 90.0  # of 60, 90, 120 s
+    assert count_pods(pods[:2], T0, 180).load_seconds == 75.0
+    assert count_pods([loading], T0, 180).load_seconds is None
+    m = ServiceMetrics(observed_at=T0, pods_read=3, queue_size_total=1.0, mean_batch_seconds=0.03)
+    s = build_signals(T0, 3, counts, m, schedulable=None)
+    assert (s.load_seconds, s.mean_batch_seconds) == (90.0, 0.03)

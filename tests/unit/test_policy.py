@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tei_operator.api.autoscaling import AutoscalingSpec
@@ -317,3 +319,194 @@ def test_min_replicas_below_one_is_refused_naming_the_field():
     assert (d.action, d.desired_replicas) == ("ScaleUp", 1)
     d, _ = decide(sig(0, queue=None), watched(), spec().model_copy(update={"min_replicas": 0}), MBT, now=0)
     assert (d.action, d.desired_replicas) == ("Hold", 0)
+
+
+# -- policy v2 ----------------------------------------------------------------------------------------------------
+from tei_operator.autoscaling.policy import (DEFAULT_LOAD_SECONDS, _detect_period, _growth_headroom,  # noqa: E402
+                                             decide_fast)
+
+PEAK = 10_000.0  # tokens/s per replica, as learned
+
+
+def busy(current: int, ready: int, demand_per_ready: float, t: float, **kw) -> Signals:
+    """Signals of a fleet whose Ready replicas see `demand_per_ready` tokens/s each (requests = successes)."""
+    return sig(current, ready=ready, queue=0.0, t=t, batch_tokens_rate_sum=demand_per_ready * ready,
+               batch_rate_count=10.0 * ready, request_rate=10.0 * ready, success_rate=10.0 * ready, **kw)
+
+
+def learned(**kw) -> PolicyState:
+    return PolicyState(first_tick_at=-10_000, peak_tokens_per_replica=PEAK, **kw)
+
+
+def test_loading_replicas_are_cancelled_when_the_ready_ones_cover_the_load():
+    from dataclasses import replace
+
+    # A spike asked for 8; it is over: 4 Ready at 30% of the target, 4 still loading. Cancel those 4 at once,
+    # without waiting for the 300 s window (they serve nothing yet), and keep the 4 Ready ones for now.
+    st = learned(recommendations=((-30.0, 8),))
+    # First tick of the low load: not yet (a burst's queue dropping for one tick is not the demand gone).
+    d, st1 = decide(busy(8, 4, 2100, t=0, starting_replicas=4), st, spec(), MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("Hold", 8) and st1.low_since == 0
+    d, st2 = decide(busy(8, 4, 2100, t=15, starting_replicas=4), st1, spec(), MBT, now=15)
+    assert (d.action, d.desired_replicas) == ("Hold", 8)
+    d, st3 = decide(busy(8, 4, 2100, t=30, starting_replicas=4), st2, spec(), MBT, now=30)
+    assert (d.action, d.desired_replicas) == ("ScaleDown", 4)
+    assert "cancelled 4 replica(s) still loading" in d.reason
+    st = replace(st, low_since=-30.0)
+    # The same load with nothing loading: the scale-down window holds the Ready replicas.
+    d, _ = decide(busy(4, 4, 2100, t=0), st, spec(), MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("Hold", 4) or d.desired_replicas == 4  # the window's highest is 8
+    # Turned off: the loading replicas stay.
+    d, _ = decide(busy(8, 4, 2100, t=0, starting_replicas=4), st, spec(cancelLoading=False), MBT, now=0)
+    assert d.desired_replicas == 8
+    # Demand still needs them (Ready at 90% of target is within tolerance): no cancel.
+    d, _ = decide(busy(8, 4, 6300, t=0, starting_replicas=4), st, spec(), MBT, now=0)
+    assert d.desired_replicas == 8
+    # 429s: never.
+    d, _ = decide(busy(8, 4, 2100, t=0, starting_replicas=4, overloaded_rate=1.0), st, spec(), MBT, now=0)
+    assert d.desired_replicas == 8
+
+
+def test_growth_headroom_is_the_slope_times_the_observed_load_time():
+    history = tuple((float(t), 10_000.0 + 100.0 * t) for t in range(-120, 0, 15))
+    # +100 tokens/s per second, 120 s load: +12,000 tokens/s
+    assert _growth_headroom(history, 0.0, 10_000.0, 120.0, 0.1) == pytest.approx(12_000.0)
+    # Flat, falling or noisy demand: none.
+    assert _growth_headroom(tuple((float(t), 10_000.0) for t in range(-60, 0, 15)), 0, 10_000, 120, 0.1) is None
+    assert _growth_headroom(tuple((float(t), 10_000.0 - 50 * t) for t in range(-60, 0, 15)), 0, 13_000, 120,
+                            0.1) is None
+    noisy = ((-60.0, 10_000.0), (-45.0, 14_000.0), (-30.0, 9_000.0), (-15.0, 13_000.0))
+    assert _growth_headroom(noisy, 0.0, 11_000.0, 120.0, 0.1) is None
+    # Growth within the tolerance band over one load: none.
+    slow = tuple((float(t), 10_000.0 + 1.0 * t) for t in range(-60, 0, 15))
+    assert _growth_headroom(slow, 0.0, 10_000.0, 120.0, 0.1) is None
+
+
+def test_growth_headroom_sizes_the_scale_up_for_the_demand_one_load_ahead():
+    # Demand per replica rising 70 tokens/s each second for a minute, on 4 replicas, load time 90 s observed.
+    history = tuple((float(t), 4 * (5_000.0 + 70.0 * (t + 60))) for t in range(-120, 0, 15))
+    now_demand = 5_000.0 + 70.0 * 60  # 9,200 per replica: 1.31x of 7,000
+    st = learned(demand_history=history)
+    d, st2 = decide(busy(4, 4, now_demand, t=0, load_seconds=90.0), st, spec(), MBT, now=0)
+    # headroom: 4 x 70 x 90 = 25,200 tokens/s -> (36,800 + 25,200) / 7,000 = 8.86 -> 9 replicas
+    assert d.desired_replicas == 9 and "one model load ahead" in d.reason
+    assert st2.load_seconds == 90.0
+    d, _ = decide(busy(4, 4, now_demand, t=0, load_seconds=90.0), st, spec(growthHeadroom=False), MBT, now=0)
+    assert d.desired_replicas == 6  # ceil(4 x 1.314)
+
+
+def test_periodic_load_is_detected_and_held_at_the_cycles_peak():
+    # A 6-minute sawtooth (the issue's case: shorter than load 60 s + the 300 s window, 3 cycles seen).
+    period = 360.0
+    hist = tuple((float(t), 20_000.0 + 40_000.0 * ((t % period) / period)) for t in range(0, 1200, 15))
+    assert _detect_period(hist, DEFAULT_LOAD_SECONDS + 300) == pytest.approx(period, abs=15)
+    # Noise, or a flat load, or a cycle longer than load + window: no period.
+    import random
+
+    rnd = random.Random(3)
+    noise = tuple((float(t), 30_000.0 * (1 + 0.3 * rnd.random())) for t in range(0, 1200, 15))
+    assert _detect_period(noise, 360) is None
+    assert _detect_period(tuple((float(t), 5.0) for t in range(0, 1200, 15)), 360) is None
+    slow = tuple((float(t), 20_000.0 + 40_000.0 * ((t % 900) / 900)) for t in range(0, 2700, 15))
+    assert _detect_period(slow, 360) is None
+
+
+def test_periodic_hold_keeps_the_peak_where_the_scale_down_window_would_not():
+    # A 200 s cycle, a 120 s scale-down window and 120 s model loads: the window alone lets the fleet down 120 s
+    # after each peak, and the replicas asked back at the next rise arrive 120 s later, when that peak is over.
+    period = 200.0
+
+    def run(**kw) -> tuple[list[int], float | None]:
+        sp = spec(scaleDown={"stabilizationWindowSeconds": 120, "maxPercentStep": 100, "periodSeconds": 15}, **kw)
+        st = learned()
+        current, out = 8, []
+        for k in range(int(5 * period / 15)):
+            t = 15.0 * k
+            total = 7_000.0 * (2 + 6 * ((t % period) / period))  # 2..8 replicas' worth
+            d, st = decide(busy(current, current, total / current, t=t, load_seconds=120.0), st, sp, MBT, now=t)
+            current = d.desired_replicas
+            out.append(current)
+        return out, st.period_seconds
+
+    held, found = run()
+    followed, none = run(periodicHold=False)
+    # Without the hold it follows each cycle down (12 -> 6 -> back up: a reversal per cycle, and a reload).
+    assert min(followed[-14:]) == 6 and max(followed[-14:]) == 12
+    # With it, the last cycle stays at the cycle's peak: 8 replicas' worth (growth headroom is off while periodic).
+    assert held[-14:] == [8] * 14, held
+    assert found == pytest.approx(period, abs=15) and none is None
+
+
+def test_latency_target_sets_the_utilisation_from_the_observed_batch_time():
+    # 20 ms batches at 50% load: overhead 10 ms; 2 batch times under 100 ms needs rho <= 1 - 2 x 10 / 100 = 0.8.
+    s = busy(4, 4, 5_000.0, t=0, mean_batch_seconds=0.020)
+    d, _ = decide(s, learned(), spec(latencyTargetMs=100), MBT, now=0)
+    assert "utilization target 0.80 for 100 ms" in d.reason
+    # A 30 ms target: rho <= 0.33 -> 4 x 5,000 / (10,000 x 0.333) = 6 replicas.
+    d, _ = decide(s, learned(), spec(latencyTargetMs=30), MBT, now=0)
+    assert d.desired_replicas == 6
+    # Without a batch time (or a learned peak): targetUtilization.
+    d, _ = decide(busy(4, 4, 5_000.0, t=0), learned(), spec(latencyTargetMs=30), MBT, now=0)
+    assert d.desired_replicas == 3 and "utilization target" not in d.reason  # 0.71x of 0.7
+
+
+def test_schedule_raises_the_floor_inside_its_window_only():
+    sp = spec(schedule=[{"start": "08:00", "end": "18:00", "days": ["Mon", "Tue"], "minReplicas": 6}])
+    monday_9am = 4 * 86400 + 9 * 3600  # 1970-01-05 was a Monday
+    d, _ = decide(busy(2, 2, 7_000, t=monday_9am), learned(), sp, MBT, now=monday_9am)
+    assert d.desired_replicas == 6 and "the schedule's minReplicas is 6" in (d.limited_message or "")
+    sunday = 3 * 86400 + 9 * 3600
+    d, _ = decide(busy(2, 2, 7_000, t=sunday), learned(), sp, MBT, now=sunday)
+    assert d.desired_replicas == 2
+
+
+def test_fast_path_scales_up_above_its_threshold_only_and_the_main_tick_keeps_it():
+    sp = spec()
+    st = learned()
+    # 1.3x of target: above the tolerance but below the fast threshold 1.5: the fast path leaves it to the main tick.
+    d, st1 = decide_fast(busy(4, 4, 9_100, t=0), st, sp, MBT, now=0)
+    assert d.action == "Hold" and st1 is st
+    # 2x: scale up now, recorded as a recommendation and a scale event.
+    d, st2 = decide_fast(busy(4, 4, 14_000, t=0), st, sp, MBT, now=0)
+    assert (d.action, d.desired_replicas, d.fast) == ("ScaleUp", 8, True)
+    assert d.reason.startswith("Fast path (")
+    assert st2.recommendations[-1] == (0, 8) and st2.scale_events[-1] == (0, 4, 8)
+    # 429s: up by one even below the threshold.
+    d, _ = decide_fast(busy(4, 4, 7_000, t=0, overloaded_rate=2.0), st, sp, MBT, now=0)
+    assert d.desired_replicas == 5
+    # The next main tick still reads the long window's lower demand: it holds what the fast path asked for.
+    d, _ = decide(busy(8, 4, 7_000, t=15, starting_replicas=4), st2, sp, MBT, now=15)
+    assert d.desired_replicas == 8
+    # Never down, even on an idle window; off when disabled; never on unknown metrics.
+    d, _ = decide_fast(busy(8, 8, 100, t=0), st, sp, MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("Hold", 8)
+    d, _ = decide_fast(busy(4, 4, 14_000, t=0), st, spec(fastScaleUp={"enabled": False}), MBT, now=0)
+    assert d.action == "Hold"
+    d, _ = decide_fast(sig(4, queue=None, t=0), st, sp, MBT, now=0)
+    assert d.action == "Hold"
+
+
+def test_fast_path_respects_step_limits_and_gpu_capacity():
+    sp = spec(scaleUp={"maxPodsStep": 2, "maxPercentStep": 10, "periodSeconds": 15})
+    d, st = decide_fast(busy(4, 4, 30_000, t=0), learned(), sp, MBT, now=0)
+    assert d.desired_replicas == 6 and d.limited_by == "ScaleUpLimit"
+    d, _ = decide_fast(busy(6, 4, 30_000, t=2, starting_replicas=2), st, sp, MBT, now=2)
+    assert d.action == "Hold"  # same period: +2 already taken
+    d, _ = decide_fast(busy(4, 4, 30_000, t=0, schedulable_capacity=5), learned(), spec(), MBT, now=0)
+    assert d.desired_replicas == 5 and d.limited_by == "GpuCapacity"
+
+
+def test_fast_path_learns_the_peak_from_a_backlog_that_the_main_tick_would_not():
+    # Online queries: batches far from full, no 429s, but the queue over the short window is 2x target: the
+    # replica serves all it can. The fast path learns that as the peak; the main tick (bursts) does not.
+    s = sig(1, queue=32.0, batch_tokens_rate_sum=30_000.0, batch_rate_count=300.0, request_rate=900.0,
+            success_rate=800.0)
+    _, st = decide(s, watched(), spec(), MBT, now=0)
+    assert st.peak_tokens_per_replica is None
+    d, st = decide_fast(s, watched(), spec(), MBT, now=0)
+    assert st.peak_tokens_per_replica == 30_000.0 and d.action == "ScaleUp"
+    # Then the main tick sizes by demand, not by the queue, and does not undo it on a calm queue.
+    calm = sig(2, queue=2 * 3.0, batch_tokens_rate_sum=33_000.0, batch_rate_count=600.0, request_rate=1100.0,
+               success_rate=1100.0)
+    d, _ = decide(calm, replace(st, first_tick_at=-10_000), spec(), MBT, now=15)
+    assert d.desired_replicas == 2 and "demand" in d.reason

@@ -105,6 +105,16 @@ def test_parse_refuses_pages_that_are_not_a_tei_exposition(body, words):
         parse_tei_metrics(body)
 
 
+def test_parse_reads_only_the_zero_bucket_and_the_overloaded_failures_whatever_the_other_labels():
+    text = ('te_batch_next_tokens_bucket{le="1"} 4\nte_batch_next_tokens_bucket{le="16"} 9\n'
+            'te_batch_next_tokens_bucket{pod="a",le="1.0"} 1\nte_request_failure{err="validation"} 7\n'
+            'te_request_failure_total{pod="y", err="overloaded"} 2\nte_queue_size 1\n')
+    sample = parse_tei_metrics(text)
+    assert (sample.zero_batches, sample.overloaded, sample.queue_size) == (5, 2, 1)
+    with pytest.raises(ScrapeError, match="line 3"):
+        parse_tei_metrics("te_queue_size 1\n# a comment\nte_request_count{method=\"single\" 1\n")
+
+
 def test_parse_reads_an_idle_tei_as_zero():
     # An idle TEI answers an empty page; one that only refused requests (validation) has te_request_count and,
     # rightly, no te_queue_size: TEI counts a request before refusing it, and never queued an input.
@@ -328,7 +338,7 @@ def test_urls():
 def test_queries_are_one_per_signal_whatever_the_number_of_services():
     few = build_queries("namespace", "pod", 60, ["a"])
     many = build_queries("namespace", "pod", 60, [f"ns{i}" for i in range(50)])
-    assert len(few) == len(many) == 8
+    assert len(few) == len(many) == 10  # 9 signals (signals.SIGNAL_SERIES) and the freshness query
     assert 'namespace=~"a"' in few["queue"] and "[60s]" in few["tokens"]
     assert 'err="overloaded"' in few["overloaded"]
     custom = build_queries("kubernetes_namespace", "kubernetes_pod_name", 30)
@@ -442,3 +452,23 @@ async def test_prometheus_source_against_a_real_prometheus(prometheus_binary):
 async def test_prometheus_source_refuses_a_missing_url():
     with pytest.raises(ValueError, match="TEI_OPERATOR_PROMETHEUS_URL"):
         PrometheusSource("", window=60, timeout=5)
+
+
+def test_absorb_pages_reads_the_batch_time_and_an_unreadable_page_leaves_the_pod_unread():
+    """The HTTP-free entry of the scrape source (what the benchmark's simulated operator drives)."""
+    def page(requests: int, seconds: float) -> str:
+        return ("# TYPE te_queue_size gauge\nte_queue_size 3\n"
+                "# TYPE te_request_inference_duration histogram\n"
+                f'te_request_inference_duration_bucket{{le="+Inf"}} {requests}\n'
+                f"te_request_inference_duration_sum {seconds}\n"
+                f"te_request_inference_duration_count {requests}\n")
+
+    source = ScrapeSource(lambda pod: None, timeout=1, window=10)
+    source.absorb_pages({"a": page(10, 0.5), "b": page(0, 0)}, now=100.0)
+    result = source.absorb_pages({"a": page(30, 1.5), "b": "<html>oops</html>"}, now=102.0)
+    a = result.pods["a"]
+    assert a.inference_count_rate == pytest.approx(10.0) and a.inference_seconds_rate == pytest.approx(0.5)
+    assert "not the Prometheus text format" in result.pod_errors["b"]
+    service = ServiceTarget("ns", "s", (PodTarget("ns", "a", "a", None),))
+    metrics = aggregate(service, result, 102.0, stale_seconds=60, fresh_grace_seconds=60)
+    assert metrics.mean_batch_seconds == pytest.approx(0.05)

@@ -22,7 +22,24 @@ AUTOSCALING_CEL_RULES = [
         "message": "minReplicas must be less than or equal to maxReplicas",
         "fieldPath": ".minReplicas",
     },
+    {
+        # The fast path acts above its threshold only: inside the tolerance band it would scale up what the main
+        # tick then calls balanced, and outside it but below 1 + tolerance it could not be told from noise.
+        "rule": "!has(self.fastScaleUp) || !has(self.fastScaleUp.threshold) || !has(self.tolerance) || "
+                "self.fastScaleUp.threshold >= 1.0 + self.tolerance",
+        "message": "fastScaleUp.threshold must be at least 1 + tolerance",
+        "fieldPath": ".fastScaleUp.threshold",
+    },
+    {
+        "rule": "!has(self.schedule) || !has(self.maxReplicas) || "
+                "self.schedule.all(w, w.minReplicas <= self.maxReplicas)",
+        "message": "every schedule entry's minReplicas must be less than or equal to maxReplicas",
+        "fieldPath": ".schedule",
+    },
 ]
+
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 class ScaleUpBehavior(ApiModel):
@@ -64,6 +81,55 @@ class ScaleDownBehavior(ApiModel):
         "maxPodsStep wins).",
     )
     period_seconds: int = Field(60, ge=1, le=3600, description="Length of one scale-down period in seconds.")
+
+
+class FastScaleUp(ApiModel):
+    """The fast scale-up path: every few seconds the operator reads the Ready pods' /metrics directly over a short
+    window and scales up (never down) when the load is well above target, like Knative's panic mode. The tick and
+    window are operator settings (TEI_OPERATOR_AUTOSCALER_FAST_TICK_SECONDS, ..._FAST_WINDOW_SECONDS)."""
+
+    enabled: bool = Field(
+        True,
+        description="Run the fast path for this service. It reads the pods directly whatever metricsSource says.",
+    )
+    threshold: float = Field(
+        1.5, ge=1, le=10,
+        description="Load ratio (observed / target, over the short window) above which the fast path scales up. "
+        "429s (overloaded) always count as above it. Must be at least 1 + tolerance.",
+    )
+
+
+class ScheduleWindow(ApiModel):
+    """A minimum replica count for a daily time window (UTC), for load known in advance (office hours, a nightly
+    batch): the replicas are there when the load comes rather than one model load after it."""
+
+    start: str = Field(..., pattern=_HHMM, max_length=5, description="Start of the window, HH:MM in UTC (inclusive).")
+    end: str = Field(
+        ..., pattern=_HHMM, max_length=5,
+        description="End of the window, HH:MM in UTC (exclusive). An end before the start spans midnight.",
+    )
+    days: list[Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]] = Field(
+        default_factory=list, max_length=7,
+        description="Days (of the window's start) it applies on; empty: every day.",
+    )
+    min_replicas: int = Field(..., ge=1, le=1000, description="Fewest replicas during the window.")
+
+    def active(self, epoch_seconds: float) -> bool:
+        """Whether the window covers this instant (UTC)."""
+        day_s = epoch_seconds % 86400.0
+        weekday = (int(epoch_seconds // 86400) + 3) % 7  # 1970-01-01 was a Thursday (Mon = 0)
+        start = int(self.start[:2]) * 3600 + int(self.start[3:]) * 60
+        end = int(self.end[:2]) * 3600 + int(self.end[3:]) * 60
+        if start == end:
+            inside, started_yesterday = True, day_s < start
+        elif start < end:
+            inside, started_yesterday = start <= day_s < end, False
+        else:
+            inside, started_yesterday = day_s >= start or day_s < end, day_s < end
+        if not inside:
+            return False
+        day = (weekday - 1) % 7 if started_yesterday else weekday
+        return not self.days or DAYS[day] in self.days
 
 
 class AutoscalingSpec(ApiModel):
@@ -127,6 +193,33 @@ class AutoscalingSpec(ApiModel):
         description="Where metrics come from: prometheus (the operator's Prometheus URL setting), scrape (each pod's "
         "/metrics, no Prometheus needed), or default (the operator's setting).",
     )
+    latency_target_ms: int | None = Field(
+        None, ge=1, le=600000,
+        description="Latency target of this service's requests in milliseconds. When set, the target tokens/s per "
+        "replica comes from it and the observed batch time (te_request_inference_duration) instead of "
+        "targetUtilization: the fleet is sized so that waiting out the running batch plus the request's own batch "
+        "stays under the target. Suits a pool of online queries; leave unset for bulk ingestion.",
+    )
+    cancel_loading: bool = Field(
+        True,
+        description="Remove replicas still loading their model (or pending) at once, without the scale-down window, "
+        "when the Ready replicas alone are above what the load needs: the demand that asked for them is gone.",
+    )
+    growth_headroom: bool = Field(
+        True,
+        description="Size scale-ups for the demand expected one model load from now: the demand's growth rate times "
+        "the observed load time (pod creation to Ready), when the demand has risen steadily over the rate window.",
+    )
+    periodic_hold: bool = Field(
+        True,
+        description="Detect load that repeats with a cycle shorter than the model load time plus the scale-down "
+        "window, and hold the replicas at the cycle's peak instead of following it down and up again.",
+    )
+    fast_scale_up: FastScaleUp = Field(default_factory=FastScaleUp, description="The fast scale-up path.")
+    schedule: list[ScheduleWindow] = Field(
+        default_factory=list, max_length=50,
+        description="Minimum replicas per daily time window (UTC), applied ahead of the load.",
+    )
     scale_up: ScaleUpBehavior = Field(default_factory=ScaleUpBehavior, description="Scale-up behaviour.")
     scale_down: ScaleDownBehavior = Field(default_factory=ScaleDownBehavior, description="Scale-down behaviour.")
 
@@ -138,7 +231,20 @@ class AutoscalingSpec(ApiModel):
             raise FieldError(
                 "minReplicas", f"must be less than or equal to maxReplicas ({self.min_replicas} > {self.max_replicas})"
             )
+        if self.fast_scale_up.threshold < 1.0 + self.tolerance:
+            raise FieldError("fastScaleUp.threshold", f"must be at least 1 + tolerance "
+                             f"({self.fast_scale_up.threshold} < {1.0 + self.tolerance})")
+        if self.max_replicas is not None:
+            for i, window in enumerate(self.schedule):
+                if window.min_replicas > self.max_replicas:
+                    raise FieldError(f"schedule[{i}].minReplicas", f"must be less than or equal to maxReplicas "
+                                     f"({window.min_replicas} > {self.max_replicas})")
         return self
+
+    def scheduled_minimum(self, epoch_seconds: float) -> int | None:
+        """The largest minReplicas of the schedule windows active now, or None."""
+        active = [w.min_replicas for w in self.schedule if w.active(epoch_seconds)]
+        return max(active) if active else None
 
 
 class AutoscalingSignals(StatusModel):

@@ -37,7 +37,7 @@ from typing import Any
 from ..api import GROUP, KINDS, VERSION, ServiceResource
 from ..kube import DEPLOYMENT, NODE, POD, KubeApiError, KubeClient, ResourceType
 from .capacity import ClusterUsage, schedulable_replicas
-from .policy import RATE_WINDOW_TICKS, Decision, PolicyState, decide
+from .policy import RATE_WINDOW_TICKS, Decision, PolicyState, decide, decide_fast
 from .signals import Signals
 from .sources import MetricsSource, PodTarget, ServiceMetrics, ServiceTarget, SourceResult, aggregate
 from .writer import (SCALING_LIMITED, StatusWriter, autoscaling_status, find_condition, rfc3339,
@@ -48,6 +48,8 @@ logger = logging.getLogger("tei_operator.autoscaler")
 MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=tei-operator"
 HEARTBEAT_SECONDS = 60.0
 TEI_CONTAINER = "tei"
+FAST_SOURCE = "fast"
+"""Name of the fast path's own scrape source in `Autoscaler.sources`."""
 DEFAULT_TEI_PORT = 80
 
 
@@ -112,24 +114,35 @@ class PodCounts:
     ready: tuple[Mapping[str, Any], ...]
     starting: int
     pending: int
+    load_seconds: float | None = None
+    """Median over the Ready pods of creation to Ready (the model load time, scheduling included); None when no
+    Ready pod shows both times."""
 
 
 def count_pods(pods: Sequence[Mapping[str, Any]], now: float, startup_grace_seconds: float) -> PodCounts:
     """Ready pods; starting = scheduled, not Ready, younger than the startup grace (model loading); pending = not
     scheduled. Pods not Ready and older than the grace count as neither (a crash loop is not capacity)."""
     ready, starting, pending = [], 0, 0
+    loads: list[float] = []
     for pod in pods:
         if is_leaving(pod):
             continue
         if is_ready(pod):
             ready.append(pod)
+            created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
+            became = parse_time((_condition(pod, "Ready") or {}).get("lastTransitionTime"))
+            if created is not None and became is not None and became >= created:
+                loads.append(became - created)
         elif not (pod.get("spec") or {}).get("nodeName"):
             pending += 1
         else:
             created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
             if created is None or now - created < startup_grace_seconds:
                 starting += 1
-    return PodCounts(tuple(ready), starting, pending)
+    loads.sort()
+    load = None if not loads else (loads[len(loads) // 2] if len(loads) % 2 else
+                                   (loads[len(loads) // 2 - 1] + loads[len(loads) // 2]) / 2)
+    return PodCounts(tuple(ready), starting, pending, load)
 
 
 def pod_target(pod: Mapping[str, Any]) -> PodTarget:
@@ -159,6 +172,8 @@ def build_signals(now: float, current: int, counts: PodCounts, metrics: ServiceM
         request_rate=None if error else metrics.request_rate,
         success_rate=None if error else metrics.success_rate,
         schedulable_capacity=schedulable,
+        mean_batch_seconds=None if error else metrics.mean_batch_seconds,
+        load_seconds=counts.load_seconds,
         error=error,
     )
 
@@ -221,6 +236,11 @@ class Autoscaler:
         self.sources: dict[str, MetricsSource] = dict(sources or {})
         self.memory: dict[str, _Memory] = {}
         self.ticks = 0
+        self.fast_tick_seconds = float(getattr(settings, "autoscaler_fast_tick_seconds", 0) or 0)
+        self.fast_window = float(getattr(settings, "autoscaler_fast_window_seconds", 10))
+        self.fast_ticks = 0
+        # A main tick and a fast tick never interleave: they share each service's policy state.
+        self._lock = asyncio.Lock()
 
     # -- sources ----------------------------------------------------------------------------------------------
     def source_name(self, resource: ServiceResource) -> str:
@@ -248,6 +268,15 @@ class Autoscaler:
                            else ApiProxyFetcher(self.kube, timeout=s.scrape_timeout_seconds))
                 self.sources[name] = ScrapeSource(fetcher, timeout=s.scrape_timeout_seconds, window=self.window)
                 logger.info("Started the built-in metrics scraper (pods reached by %s)", via)
+            elif name == FAST_SOURCE:
+                from .sources.scrape import ApiProxyFetcher, PodIpFetcher, ScrapeSource, resolve_scrape_via
+
+                via = resolve_scrape_via(s.scrape_via)
+                timeout = min(s.scrape_timeout_seconds, max(self.fast_tick_seconds, 0.5))
+                fetcher = PodIpFetcher() if via == "podip" else ApiProxyFetcher(self.kube, timeout=timeout)
+                self.sources[name] = ScrapeSource(fetcher, timeout=timeout, window=self.fast_window)
+                logger.info("Started the fast scale-up path's scraper (every %.3g s, %.3g s window, pods reached "
+                            "by %s)", self.fast_tick_seconds, self.fast_window, via)
             else:
                 raise ValueError(f"metricsSource: must be prometheus or scrape, got {name!r}")
         return self.sources[name]
@@ -296,6 +325,10 @@ class Autoscaler:
     # -- the tick ---------------------------------------------------------------------------------------------
     async def tick(self) -> list[TickOutcome]:
         """One pass over every autoscaled service."""
+        async with self._lock:
+            return await self._tick()
+
+    async def _tick(self) -> list[TickOutcome]:
         now = self.clock()
         self.ticks += 1
         services, disabled = await self._services()
@@ -316,6 +349,16 @@ class Autoscaler:
             "app.kubernetes.io/managed-by") == "tei-operator"] if all_pods is not None else \
             await self._list(POD, MANAGED_BY_SELECTOR)
 
+        views = self._views(services, deployments, our_pods)
+        metrics = await self._metrics(views, now)
+        for view in views:
+            outcomes.append(await self._isolated(
+                self._decide_and_apply(view, metrics.get(view.uid), usage, now), view.label))
+        return outcomes
+
+    @staticmethod
+    def _views(services: Sequence[tuple[ResourceType, dict, ServiceResource]],
+               deployments: Mapping[tuple[Any, Any], dict], our_pods: Sequence[dict]) -> list[ServiceView]:
         views: list[ServiceView] = []
         for rtype, body, resource in services:
             deployment = deployments.get((resource.namespace, resource.name))
@@ -323,12 +366,81 @@ class Autoscaler:
             pods = [p for p in our_pods if (p.get("metadata") or {}).get("namespace") == resource.namespace
                     and matches_selector((p.get("metadata") or {}).get("labels") or {}, selector)]
             views.append(ServiceView(rtype, body, resource, deployment, pods))
+        return views
 
-        metrics = await self._metrics(views, now)
+    # -- the fast scale-up path -------------------------------------------------------------------------------
+    async def fast_tick(self) -> list[TickOutcome]:
+        """One pass of the fast path over the services that have it on: their Ready pods' /metrics read directly
+        (`FAST_SOURCE`, a short window), `decide_fast`, and a scale-up applied at once. Never scales down and
+        writes no status (the main tick does); a scale-up posts its Event."""
+        async with self._lock:
+            return await self._fast_tick()
+
+    async def _fast_tick(self) -> list[TickOutcome]:
+        now = self.clock()
+        self.fast_ticks += 1
+        services, _ = await self._services()
+        services = [x for x in services if x[2].spec.autoscaling.fast_scale_up.enabled]
+        if not services:
+            return []
+        deployments = {((d.get("metadata") or {}).get("namespace"), (d.get("metadata") or {}).get("name")): d
+                       for d in await self._list(DEPLOYMENT, MANAGED_BY_SELECTOR)}
+        views = self._views(services, deployments, await self._list(POD, MANAGED_BY_SELECTOR))
+        targets = []
         for view in views:
-            outcomes.append(await self._isolated(
-                self._decide_and_apply(view, metrics.get(view.uid), usage, now), view.label))
+            counts = count_pods(view.pods, now, view.resource.spec.autoscaling.startup_grace_seconds)
+            targets.append(ServiceTarget(view.resource.namespace, view.resource.name,
+                                         tuple(pod_target(p) for p in counts.ready)))
+        try:
+            result = await self.source(FAST_SOURCE).fetch(targets, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the fast path then does nothing; the main tick goes on
+            result = SourceResult(pods={}, error=f"fast path scrape: {exc}")
+        stale = min(self.settings.metrics_stale_seconds, 3 * self.fast_window)
+        usage_box: list[ClusterUsage | None] = []
+        outcomes = []
+        for view, target in zip(views, targets):
+            metrics = aggregate(target, result, now, stale_seconds=stale,
+                                fresh_grace_seconds=self.settings.metrics_stale_seconds)
+            outcomes.append(await self._isolated(self._fast_decide(view, metrics, usage_box, now), view.label))
         return outcomes
+
+    async def _fast_decide(self, view: ServiceView, metrics: ServiceMetrics, usage_box: list,
+                           now: float) -> TickOutcome:
+        resource, deployment = view.resource, view.deployment
+        if deployment is None:
+            return TickOutcome(view.label, error="the Deployment does not exist yet")
+        spec = resource.spec.autoscaling
+        dep_spec = deployment.get("spec") or {}
+        current = int(dep_spec.get("replicas") if dep_spec.get("replicas") is not None else 1)
+        counts = count_pods(view.pods, now, spec.startup_grace_seconds)
+        memory = self.memory.setdefault(view.uid, _Memory())
+        mbt = resource.spec.engine.max_batch_tokens
+        pending = self.settings.max_pending_replicas
+        signals = build_signals(now, current, counts, metrics, None)
+        decision, state = decide_fast(signals, memory.state, spec, mbt, now, pending)
+        if decision.action == "ScaleUp" and resource.spec.gpu.count > 0:
+            # Only now read the GPU capacity (two cluster-wide LISTs), once per fast tick, as the main tick does.
+            if not usage_box:
+                usage_box.append((await self._cluster_usage())[0])
+            if usage_box[0] is not None:
+                template_spec = (dep_spec.get("template") or {}).get("spec") or {}
+                capacity = schedulable_replicas(usage_box[0], template_spec, resource.spec.gpu.resource_name,
+                                                view.pods)
+                if capacity is not None:
+                    signals = dataclasses.replace(signals, schedulable_capacity=capacity.schedulable)
+                    decision, state = decide_fast(signals, memory.state, spec, mbt, now, pending)
+        if decision.action != "ScaleUp":
+            return TickOutcome(view.label, decision=decision)
+        memory.state = state
+        await self.writer.set_replicas(resource.namespace, resource.name, decision.desired_replicas)
+        memory.last_scale_time = now
+        logger.info("Scaled Deployment %s/%s up from %d to %d: %s", resource.namespace, resource.name, current,
+                    decision.desired_replicas, decision.reason)
+        await self.writer.event(view.body, "ScaledUp", f"Scaled up from {current} to {decision.desired_replicas}: "
+                                f"{decision.reason}")
+        return TickOutcome(view.label, decision=decision, scaled_from=current, scaled_to=decision.desired_replicas)
 
     @staticmethod
     def _name(body: Mapping[str, Any]) -> str:
@@ -385,6 +497,15 @@ class Autoscaler:
         await asyncio.gather(*(one(name, members) for name, members in groups.items()))
         return out
 
+    @staticmethod
+    def service_signals(view: ServiceView, current: int, metrics: ServiceMetrics | None, schedulable: int | None,
+                        now: float) -> Signals:
+        """A service's Signals this tick: its pods counted with its startup grace, its metrics as aggregated."""
+        counts = count_pods(view.pods, now, view.resource.spec.autoscaling.startup_grace_seconds)
+        if metrics is None:
+            metrics = ServiceMetrics(observed_at=now, error="no metrics were fetched")
+        return build_signals(now, current, counts, metrics, schedulable)
+
     async def _decide_and_apply(self, view: ServiceView, metrics: ServiceMetrics | None,
                                 usage: ClusterUsage | None, now: float) -> TickOutcome:
         resource, deployment = view.resource, view.deployment
@@ -393,15 +514,12 @@ class Autoscaler:
         spec = resource.spec.autoscaling
         dep_spec = deployment.get("spec") or {}
         current = int(dep_spec.get("replicas") if dep_spec.get("replicas") is not None else 1)
-        counts = count_pods(view.pods, now, spec.startup_grace_seconds)
         schedulable = None
         if usage is not None:
             template_spec = (dep_spec.get("template") or {}).get("spec") or {}
             capacity = schedulable_replicas(usage, template_spec, resource.spec.gpu.resource_name, view.pods)
             schedulable = None if capacity is None else capacity.schedulable
-        if metrics is None:
-            metrics = ServiceMetrics(observed_at=now, error="no metrics were fetched")
-        signals = build_signals(now, current, counts, metrics, schedulable)
+        signals = self.service_signals(view, current, metrics, schedulable, now)
         memory = self.memory.setdefault(view.uid, _Memory())
         decision, memory.state = decide(signals, memory.state, spec, resource.spec.engine.max_batch_tokens, now,
                                         self.settings.max_pending_replicas)
@@ -452,27 +570,36 @@ class Autoscaler:
 
     # -- running ----------------------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Tick every `autoscaler_tick_seconds` until cancelled. A failed tick is logged; the next one retries."""
-        logger.info("Started the autoscaler (tick %.3g s, metrics from %s by default, rate window %.0f s)",
-                    self.tick_seconds, self.settings.metrics_source, self.window)
+        """Tick every `autoscaler_tick_seconds` (and the fast path every `autoscaler_fast_tick_seconds`, unless 0)
+        until cancelled. A failed tick is logged; the next one retries."""
+        logger.info("Started the autoscaler (tick %.3g s, metrics from %s by default, rate window %.0f s; fast "
+                    "scale-up path %s)", self.tick_seconds, self.settings.metrics_source, self.window,
+                    f"every {self.fast_tick_seconds:.3g} s over {self.fast_window:.3g} s"
+                    if self.fast_tick_seconds > 0 else "off")
+        loops = [self._every(self.tick_seconds, self.tick, "an autoscaler tick")]
+        if self.fast_tick_seconds > 0:
+            loops.append(self._every(self.fast_tick_seconds, self.fast_tick, "a fast scale-up tick"))
         try:
-            while True:
-                started = time.monotonic()
-                try:
-                    await self.tick()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - the loop must outlive a bad tick
-                    logger.warning("Failed an autoscaler tick: %s", exc,
-                                   exc_info=not isinstance(exc, KubeApiError))
-                elapsed = time.monotonic() - started
-                if elapsed > self.tick_seconds:
-                    logger.warning("Autoscaler tick took %.1f s, longer than the %.3g s period", elapsed,
-                                   self.tick_seconds)
-                await asyncio.sleep(max(0.0, self.tick_seconds - elapsed) if math.isfinite(elapsed) else 0)
+            await asyncio.gather(*loops)
         finally:
             await self.close()
             logger.info("Stopped the autoscaler")
+
+    @staticmethod
+    async def _every(period: float, work: Callable[[], Any], what: str) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a bad tick
+                logger.warning("Failed %s: %s", what, exc, exc_info=not isinstance(exc, KubeApiError))
+            elapsed = time.monotonic() - started
+            if elapsed > period:
+                logger.warning("%s took %.1f s, longer than its %.3g s period", what.split(" ", 1)[1].capitalize(),
+                               elapsed, period)
+            await asyncio.sleep(max(0.0, period - elapsed) if math.isfinite(elapsed) else 0)
 
 
 def start_autoscaler(kube: KubeClient, settings: Any) -> asyncio.Task:

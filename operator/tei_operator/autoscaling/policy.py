@@ -19,8 +19,16 @@ and every knob; in short, one tick does this:
 5. Scale-up takes the lowest recommendation of its stabilization window (0 s by default: at once), scale-down the
    highest of its window (300 s), and a window the policy has not watched entirely yet does not allow a scale-down.
    Steps are bounded per period: max(maxPodsStep, maxPercentStep% of the replicas at the period's start).
-6. Clamp to [minReplicas, maxReplicas], and never ask for more than the GPU nodes can hold (schedulable_capacity)
-   plus max_pending pods, so a cluster autoscaler still sees a pending pod to add a node for.
+6. Clamp to [minReplicas (or an active schedule window's), maxReplicas], and never ask for more than the GPU nodes
+   can hold (schedulable_capacity) plus max_pending pods, so a cluster autoscaler still sees a pending pod to add
+   a node for.
+7. Policy v2 (docs/autoscaling.md steps 10-13, each behind a spec switch): growth headroom (a steady rise in
+   demand projected one observed model load ahead), cancelling replicas still loading once the Ready ones cover
+   the load, holding the peak of a load that cycles faster than load time + scale-down window, and a utilisation
+   target derived from latencyTargetMs and the observed batch time.
+
+`decide_fast` is the fast scale-up path: the same recommendation from a short window of the pods' own metrics,
+acted on only upwards and only above fastScaleUp.threshold (or on 429s).
 """
 
 from __future__ import annotations
@@ -46,6 +54,30 @@ RATE_WINDOW_TICKS = 4
 # in bursty traffic (a few per minute) is not a load step: projecting on it cost 3-8% GPU-hours on the benchmark's
 # noisy and ramp traces for nothing; a step beyond the fleet's capacity refuses a third or more at once.
 PROJECT_FROM_429_SHARE = 0.05
+
+# Growth headroom (`_growth_headroom`): the demand's slope is fitted over this many seconds of main ticks (the rate
+# window: a step shows as a ramp of that length), and counts only when the fit explains most of the variation
+# (noise has no trend) and the growth over one model load exceeds the tolerance band. Two rate windows: over one,
+# five noisy points line up by chance every few hundred ticks; a step is handled by the 429 projection.
+GROWTH_FIT_SECONDS = 120.0
+GROWTH_MIN_R2 = 0.8
+# Cancelling loading replicas (`cancelLoading`) waits until the Ready replicas alone have been over-provisioned
+# for this long: one tick of a low queue after a burst that asked for them is not "the demand is gone".
+CANCEL_CONFIRM_SECONDS = 20.0
+# Model load time assumed until one is observed (creation to Ready of a pod of this service).
+DEFAULT_LOAD_SECONDS = 60.0
+# Periodic load (`_detect_period`): cycles from PERIOD_MIN_SECONDS up to load time + scale-down window are looked
+# for in the demand of the last PERIOD_CYCLES cycles; a cycle counts when the demand's autocorrelation at its lag
+# reaches PERIOD_MIN_CORRELATION and the demand swings by PERIOD_MIN_SWING of its mean.
+PERIOD_MIN_SECONDS = 60.0
+PERIOD_CYCLES = 3.0
+PERIOD_MIN_CORRELATION = 0.6
+PERIOD_MIN_SWING = 0.5
+# Latency target (`_utilization_target`): a request waits out the batch running when it arrives, then runs in the
+# next one, so its latency is about this many batch times; utilisation stays within these bounds whatever the
+# batch time says (an estimate from one window can be off).
+LATENCY_BATCHES = 2.0
+LATENCY_UTILIZATION_BOUNDS = (0.2, 0.95)
 
 
 @dataclass(frozen=True)
@@ -73,6 +105,16 @@ class PolicyState:
     peak_tokens_per_replica: float | None = None
     """Largest tokens/s per Ready replica seen while the replicas were saturated: the learned throughput of one
     replica for this model, GPU and input mix. None until the fleet has been saturated once."""
+    demand_history: tuple[tuple[float, float], ...] = ()
+    """(time, demand tokens/s) of recent main ticks with healthy metrics: the demand's growth rate (headroom) and
+    its cycle (periodic hold) are read from it."""
+    load_seconds: float | None = None
+    """The last observed model load time (Signals.load_seconds), kept while no pod shows one."""
+    period_seconds: float | None = None
+    """The load's cycle, when the last main tick found one shorter than load time + scale-down window."""
+    low_since: float | None = None
+    """Since when the Ready replicas alone have been below 1 - tolerance of target with no 429s (None: they are
+    not): cancelling loading replicas waits CANCEL_CONFIRM_SECONDS of it."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +131,8 @@ class Decision:
     batch_fill: float | None = None
     tokens_per_replica: float | None = None
     notes: tuple[str, ...] = field(default=())
+    fast: bool = False
+    """Decided by the fast scale-up path (short window, scale-up only)."""
 
 
 def _fmt(x: float) -> str:
@@ -134,15 +178,114 @@ def _project_demand(demand: float | None, previous: float | None, shedding: bool
     return demand + (RATE_WINDOW_TICKS - 1) * (demand - previous)
 
 
+def _growth_headroom(history: tuple[tuple[float, float], ...], now: float, demand: float, load_seconds: float,
+                     tolerance: float) -> float | None:
+    """Extra demand (tokens/s) expected one model load from now, or None.
+
+    A least-squares line through the demand of the last GROWTH_FIT_SECONDS (this tick included); its slope times the
+    load time is the headroom, when the slope is positive, the line explains at least GROWTH_MIN_R2 of the
+    variation (a steady rise, not noise), and the growth over one load is beyond the tolerance band. A replica asked
+    for now serves one load time from now: sized for today's demand, it arrives short whenever demand grows.
+    """
+    points = [(t, d) for t, d in history if t >= now - GROWTH_FIT_SECONDS - _EPS] + [(now, demand)]
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    md = sum(d for _, d in points) / n
+    stt = sum((t - mt) ** 2 for t, _ in points)
+    sdd = sum((d - md) ** 2 for _, d in points)
+    if stt <= 0 or sdd <= 0:
+        return None
+    std = sum((t - mt) * (d - md) for t, d in points)
+    slope = std / stt
+    r2 = std * std / (stt * sdd)
+    growth = slope * load_seconds
+    if slope <= 0 or r2 < GROWTH_MIN_R2 or growth <= tolerance * max(demand, _EPS):
+        return None
+    return growth
+
+
+def _detect_period(history: tuple[tuple[float, float], ...], longest: float) -> float | None:
+    """The demand's cycle in seconds when it repeats with a period between PERIOD_MIN_SECONDS and `longest`, else
+    None. Read from the autocorrelation of the main ticks' demand (assumed evenly spaced, as ticks are): the first
+    lag past the first trough where it peaks above PERIOD_MIN_CORRELATION, with PERIOD_CYCLES cycles of history
+    and a swing of at least PERIOD_MIN_SWING of the mean."""
+    if len(history) < 8 or longest < PERIOD_MIN_SECONDS:
+        return None
+    span = history[-1][0] - history[0][0]
+    step = span / (len(history) - 1)
+    if step <= 0:
+        return None
+    values = [d for _, d in history]
+    n = len(values)
+    mean = sum(values) / n
+    if mean <= 0 or (max(values) - min(values)) < PERIOD_MIN_SWING * mean:
+        return None
+    dev = [v - mean for v in values]
+    var = sum(x * x for x in dev)
+    if var <= 0:
+        return None
+    lo = max(2, int(PERIOD_MIN_SECONDS / step))
+    hi = min(int(longest / step) + 1, n - 3)
+    if hi <= lo:
+        return None
+    corr = {lag: sum(dev[i] * dev[i + lag] for i in range(n - lag)) / var * n / (n - lag) for lag in range(1, hi + 2)}
+    dipped = False
+    for lag in range(1, hi + 1):
+        if corr[lag] < 0:
+            dipped = True
+        if (dipped and lag >= lo and corr[lag] >= PERIOD_MIN_CORRELATION and corr[lag] >= corr[lag - 1]
+                and corr[lag] >= corr[lag + 1]):
+            period = lag * step
+            return period if span >= (PERIOD_CYCLES - 1) * period else None
+    return None
+
+
+def _utilization_target(s: Signals, spec: AutoscalingSpec, peak: float | None, tpr: float | None) -> float:
+    """The fraction of the learned peak a replica may run at: targetUtilization, or, with latencyTargetMs, what
+    keeps LATENCY_BATCHES batch times under the target.
+
+    Batch time under continuous batching: a batch holds what arrived during the previous one, so
+    b = overhead + a x (arrival tokens/s) x b, i.e. b = overhead / (1 - rho) with rho the per-token busy share of
+    the GPU (tokens/s over the peak). The observed batch time at the observed rho gives the overhead; the target
+    rho is the one at which LATENCY_BATCHES x b equals the latency target.
+    """
+    if spec.latency_target_ms is None or not peak or tpr is None or not s.mean_batch_seconds:
+        return spec.target_utilization
+    lo, hi = LATENCY_UTILIZATION_BOUNDS
+    rho_now = min(hi, max(0.0, tpr / peak))
+    overhead = s.mean_batch_seconds * (1.0 - rho_now)
+    rho = 1.0 - LATENCY_BATCHES * overhead / (spec.latency_target_ms / 1000.0)
+    return min(hi, max(lo, rho))
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """One tick's recommendation and the numbers behind it."""
+
+    rec: int
+    reason: str
+    q_per: float
+    fill: float | None
+    tpr: float | None
+    ratio: float
+    peak: float | None
+    up_ratio: float
+    down_ratio: float
+    overloaded: bool
+    demand_ratio: float | None = None
+    """Demand now (not projected) over the demand target; None until the peak is learned."""
+
+
 def _recommend(
     s: Signals, spec: AutoscalingSpec, max_batch_tokens: int, current: int, peak: float | None,
-    previous_demand: float | None = None,
-) -> tuple[int, str, float, float | None, float | None, float, float | None]:
-    """The recommendation of one tick with healthy metrics and at least one Ready replica.
-
-    Returns (recommended replicas, reason, queue per replica, batch fill, demand tokens/s per replica, load ratio,
-    learned peak tokens/s per replica).
-    """
+    previous_demand: float | None = None, headroom: float | None = None, learn: bool = True,
+    backlog: bool = False,
+) -> _Reading:
+    """The recommendation of one tick with healthy metrics and at least one Ready replica. `headroom` is extra
+    demand (tokens/s) expected one model load from now (`_growth_headroom`); `learn` lets this reading update the
+    learned peak."""
     r = s.ready_replicas
     capacity = r + s.starting_replicas
     q_per = float(s.queue_size_total) / r  # type: ignore[arg-type]  (checked by _metrics_problem)
@@ -153,27 +296,43 @@ def _recommend(
     f_ratio = None if fill is None else fill / spec.target_batch_fill
     # Learn one replica's peak throughput: while saturated, what a Ready replica batches per second is its peak.
     served = s.batch_tokens_rate_sum
-    if served is not None and math.isfinite(served) and served > 0:
+    if learn and served is not None and math.isfinite(served) and served > 0:
         # saturated = batches near full, or 429s (every concurrency permit taken); a queue above target is not
-        # enough: bursts queue a few inputs on replicas that are far from their peak
-        saturated = overloaded or (fill is not None and fill >= spec.target_batch_fill)
+        # enough: bursts queue a few inputs on replicas that are far from their peak. The fast path (`backlog`)
+        # also counts a queue averaged over its short window above fastScaleUp.threshold x target: a backlog held
+        # for seconds, the only sign of saturation small inputs (online queries, never a full batch) give before
+        # 429s.
+        saturated = overloaded or (fill is not None and fill >= spec.target_batch_fill) or (
+            backlog and q_ratio >= spec.fast_scale_up.threshold)
         if saturated and (peak is None or served / r > peak):
             peak = served / r
     demand = s.demand_tokens_rate()
     refused = (s.overloaded_rate or 0.0) / s.request_rate if s.request_rate else 0.0
     projected = _project_demand(demand, previous_demand, overloaded and refused >= PROJECT_FROM_429_SHARE)
+    grown = None if demand is None or not headroom else demand + headroom
+    if grown is not None and (projected is None or grown > projected):
+        projected = grown
     tpr = None if demand is None else (projected or demand) / r
-    d_ratio = None if tpr is None or not peak else tpr / (peak * spec.target_utilization)
+    now_tpr = None if demand is None else demand / r
+    util = _utilization_target(s, spec, peak, now_tpr)
+    d_ratio = None if tpr is None or not peak else tpr / (peak * util)
+    # The demand as it is now (no projection): what cancelling loading replicas is judged on.
+    d_now_ratio = None if now_tpr is None or not peak else now_tpr / (peak * util)
 
     parts = [f"queue {_fmt(q_per)}/replica {_cmp(q_per, spec.target_queue_size)} target {_fmt(spec.target_queue_size)}"]
     if fill is not None:
         parts.append(f"batch fill {fill:.2f} {_cmp(fill, spec.target_batch_fill)} {_fmt(spec.target_batch_fill)}")
     if d_ratio is not None:
-        goal = peak * spec.target_utilization  # type: ignore[operator]
+        goal = peak * util  # type: ignore[operator]
         what = "demand"
-        if projected is not None:
+        if projected is not None and grown is not None and projected == grown:
+            what = f"demand projected one model load ahead from {demand / r:.0f} (growing steadily) to"  # type: ignore[operator]
+        elif projected is not None:
             what = f"demand projected from {demand / r:.0f} (rising under 429s) to"  # type: ignore[operator]
         parts.append(f"{what} {tpr:.0f} tokens/s/replica {_cmp(tpr, goal)} {goal:.0f}")  # type: ignore[str-format]
+        if spec.latency_target_ms is not None and util != spec.target_utilization:
+            parts.append(f"utilization target {util:.2f} for {spec.latency_target_ms} ms at batch time "
+                         f"{1000 * (s.mean_batch_seconds or 0):.0f} ms")
     seen = ", ".join(parts) + f" on {r} ready"
     if s.starting_replicas:
         seen += f" + {s.starting_replicas} loading"
@@ -186,6 +345,8 @@ def _recommend(
         ups["queue"] = q_ratio
     ups = {k: v for k, v in ups.items() if v is not None}
     downs = dict(ups, queue=q_ratio)
+    if d_now_ratio is not None:
+        downs["demand"] = d_now_ratio
     up_driver = max(ups, key=lambda k: ups[k]) if ups else None
     up_ratio = ups[up_driver] if up_driver else 0.0
     down_driver = max(downs, key=lambda k: downs[k])
@@ -217,76 +378,14 @@ def _recommend(
         rec = current
         ratio = max(up_ratio, down_ratio)
         why = f"load {ratio:.2f}x of target within tolerance {_fmt(spec.tolerance)}: {seen}"
-    return rec, why, q_per, fill, tpr, ratio, peak
+    return _Reading(rec, why, q_per, fill, tpr, ratio, peak, up_ratio, down_ratio, overloaded, d_now_ratio)
 
 
-def decide(
-    signals: Signals,
-    state: PolicyState,
-    spec: AutoscalingSpec,
-    max_batch_tokens: int,
-    now: float,
-    max_pending: int = 0,
-) -> tuple[Decision, PolicyState]:
-    """Decide this tick's replica count for one service. Pure: same inputs, same outputs.
-
-    `max_batch_tokens` is the engine's --max-batch-tokens (batch fill is measured against it); `max_pending` is how
-    many pods beyond `signals.schedulable_capacity` may be left pending for a cluster autoscaler to act on.
-    """
-    if spec.max_replicas is None:
-        raise ValueError("spec.autoscaling.maxReplicas: required when the autoscaler runs (set a number >= 1)")
-    if max_batch_tokens <= 0:
-        raise ValueError(f"engine.maxBatchTokens: must be > 0, got {max_batch_tokens}")
-    if max_pending < 0:
-        raise ValueError(f"max_pending: must be >= 0, got {max_pending}")
-
-    s = signals
-    current = s.current_replicas
-    first = state.first_tick_at if state.first_tick_at is not None else now
-    peak = state.peak_tokens_per_replica
-    notes: list[str] = []
-    problem = _metrics_problem(s, spec, now)
-    failures = state.consecutive_failures + 1 if problem else 0
-    ratio = q_per = fill = tpr = None
-    limited: tuple[LimitedBy, str] | None = None
-
-    if problem:
-        rec = current
-        reason = f"metrics unavailable ({problem}), failure {failures} of {spec.failure_threshold}: held {current}"
-        if failures >= spec.failure_threshold and spec.fallback_replicas is not None and spec.fallback_replicas > rec:
-            rec = spec.fallback_replicas
-            reason += f", raised to fallbackReplicas {rec}"
-        limited = ("MetricsUnavailable", f"Metrics unavailable for {failures} tick(s): {problem}; never scaling down "
-                   "on unknown metrics")
-    elif s.ready_replicas <= 0:
-        rec = current
-        if s.starting_replicas > 0:
-            reason = f"0 ready, {s.starting_replicas} loading their model: waiting for them"
-        else:
-            reason = f"0 ready replicas of {current}: no metrics to act on, held {current}"
-    else:
-        rec, reason, q_per, fill, tpr, ratio, peak = _recommend(s, spec, max_batch_tokens, current, peak,
-                                                                state.previous_demand)
-
-    # Stabilization windows (HPA semantics): up takes the window's lowest, down the window's highest.
+def _limit(target: int, current: int, s: Signals, state: PolicyState, spec: AutoscalingSpec, now: float,
+           max_pending: int, notes: list[str], limited: tuple[LimitedBy, str] | None,
+           floor: int) -> tuple[int, tuple[LimitedBy, str] | None, tuple[tuple[float, int, int], ...]]:
+    """Step limits per period, then maxReplicas, the GPU capacity and the floor (minReplicas or the schedule's)."""
     up_b, down_b = spec.scale_up, spec.scale_down
-    keep = max(up_b.stabilization_window_seconds, down_b.stabilization_window_seconds) + 1
-    recs = tuple((t, v) for t, v in state.recommendations if t > now - keep) + ((now, rec),)
-    target = rec
-    if rec > current and up_b.stabilization_window_seconds > 0:
-        target = max(current, min(_window_values(recs, now, up_b.stabilization_window_seconds)))
-    elif rec < current:
-        if now - first < down_b.stabilization_window_seconds - _EPS:
-            target = current
-            notes.append(f"scale-down to {rec} waits: watched {now - first:.0f}s of the "
-                         f"{down_b.stabilization_window_seconds}s stabilization window")
-        else:
-            target = min(current, max(_window_values(recs, now, down_b.stabilization_window_seconds)))
-            if target > rec:
-                notes.append(f"scale-down stabilized at {target}: highest recommendation of the last "
-                             f"{down_b.stabilization_window_seconds}s")
-
-    # Step limits per period, counted from the replicas at the period's start.
     keep_ev = max(up_b.period_seconds, down_b.period_seconds) + 1
     events = tuple(e for e in state.scale_events if e[0] > now - keep_ev)
     if target > current:
@@ -304,9 +403,13 @@ def decide(
         if target < limit:
             notes.append(f"scale-down to {target} limited to {limit} this {down_b.period_seconds}s period")
             target = min(current, limit)
+    return _bound(target, current, s, spec, max_pending, limited, floor) + (events,)
 
-    # Bounds: maxReplicas, then what the GPU nodes can hold, then minReplicas (the user's floor wins).
-    hi, lo = spec.max_replicas, spec.min_replicas
+
+def _bound(target: int, current: int, s: Signals, spec: AutoscalingSpec, max_pending: int,
+           limited: tuple[LimitedBy, str] | None, floor: int) -> tuple[int, tuple[LimitedBy, str] | None]:
+    """maxReplicas, then what the GPU nodes can hold, then the floor (the user's floor wins)."""
+    hi = spec.max_replicas or 1
     if target > hi:
         limited = ("MaxReplicas", f"Wanted {target} replicas; maxReplicas is {hi}")
         target = hi
@@ -316,9 +419,146 @@ def decide(
             limited = ("GpuCapacity", f"Wanted {target} replicas; the matching GPU nodes can hold "
                        f"{s.schedulable_capacity} (+{max_pending} pending allowed)")
             target = max(current, cap)
-    if target < lo:
-        limited = ("MinReplicas", f"Wanted {target} replicas; minReplicas is {lo}")
-        target = lo
+    if target < floor:
+        what = "minReplicas" if floor == spec.min_replicas else "the schedule's minReplicas"
+        limited = ("MinReplicas", f"Wanted {target} replicas; {what} is {floor}")
+        target = floor
+    return target, limited
+
+
+def _keep_seconds(spec: AutoscalingSpec, load_seconds: float) -> float:
+    """How long recommendations are remembered: the longer stabilization window, or the periodic hold's horizon."""
+    longest_cycle = load_seconds + spec.scale_down.stabilization_window_seconds
+    return max(spec.scale_up.stabilization_window_seconds, spec.scale_down.stabilization_window_seconds,
+               PERIOD_CYCLES * longest_cycle if spec.periodic_hold else 0) + 1
+
+
+def _floor(spec: AutoscalingSpec, now: float) -> int:
+    scheduled = spec.scheduled_minimum(now) if spec.schedule else None
+    return max(spec.min_replicas, scheduled or 0)
+
+
+def _check(spec: AutoscalingSpec, max_batch_tokens: int, max_pending: int) -> None:
+    if spec.max_replicas is None:
+        raise ValueError("spec.autoscaling.maxReplicas: required when the autoscaler runs (set a number >= 1)")
+    if max_batch_tokens <= 0:
+        raise ValueError(f"engine.maxBatchTokens: must be > 0, got {max_batch_tokens}")
+    if max_pending < 0:
+        raise ValueError(f"max_pending: must be >= 0, got {max_pending}")
+
+
+def decide(
+    signals: Signals,
+    state: PolicyState,
+    spec: AutoscalingSpec,
+    max_batch_tokens: int,
+    now: float,
+    max_pending: int = 0,
+) -> tuple[Decision, PolicyState]:
+    """Decide this tick's replica count for one service. Pure: same inputs, same outputs.
+
+    `max_batch_tokens` is the engine's --max-batch-tokens (batch fill is measured against it); `max_pending` is how
+    many pods beyond `signals.schedulable_capacity` may be left pending for a cluster autoscaler to act on.
+    """
+    _check(spec, max_batch_tokens, max_pending)
+    s = signals
+    current = s.current_replicas
+    first = state.first_tick_at if state.first_tick_at is not None else now
+    peak = state.peak_tokens_per_replica
+    notes: list[str] = []
+    problem = _metrics_problem(s, spec, now)
+    failures = state.consecutive_failures + 1 if problem else 0
+    ratio = q_per = fill = tpr = None
+    limited: tuple[LimitedBy, str] | None = None
+    load_seconds = s.load_seconds if s.load_seconds is not None else state.load_seconds
+    load_for_sizing = load_seconds if load_seconds is not None else DEFAULT_LOAD_SECONDS
+    down_b = spec.scale_down
+    longest_cycle = load_for_sizing + down_b.stabilization_window_seconds
+    history = state.demand_history
+    demand = None if problem or s.ready_replicas <= 0 else s.demand_tokens_rate()
+    reading: _Reading | None = None
+    # The demand's recent history (healthy ticks only), long enough for PERIOD_CYCLES of the longest cycle.
+    horizon = PERIOD_CYCLES * longest_cycle + 1
+    if demand is not None and math.isfinite(demand):
+        history = history + ((now, demand),)
+    history = tuple(h for h in history if h[0] > now - horizon)
+    period = _detect_period(history, longest_cycle) if spec.periodic_hold else None
+
+    if problem:
+        rec = current
+        reason = f"metrics unavailable ({problem}), failure {failures} of {spec.failure_threshold}: held {current}"
+        if failures >= spec.failure_threshold and spec.fallback_replicas is not None and spec.fallback_replicas > rec:
+            rec = spec.fallback_replicas
+            reason += f", raised to fallbackReplicas {rec}"
+        limited = ("MetricsUnavailable", f"Metrics unavailable for {failures} tick(s): {problem}; never scaling down "
+                   "on unknown metrics")
+    elif s.ready_replicas <= 0:
+        rec = current
+        if s.starting_replicas > 0:
+            reason = f"0 ready, {s.starting_replicas} loading their model: waiting for them"
+        else:
+            reason = f"0 ready replicas of {current}: no metrics to act on, held {current}"
+    else:
+        headroom = None
+        if spec.growth_headroom and demand is not None and period is None:
+            # (A periodic load is held at its cycle's peak instead: headroom on each rise would hold more.)
+            headroom = _growth_headroom(state.demand_history, now, demand, load_for_sizing, spec.tolerance)
+        reading = _recommend(s, spec, max_batch_tokens, current, peak, state.previous_demand, headroom)
+        rec, reason, q_per, fill, tpr, ratio, peak = (reading.rec, reading.reason, reading.q_per, reading.fill,
+                                                      reading.tpr, reading.ratio, reading.peak)
+
+
+    # Stabilization windows (HPA semantics): up takes the window's lowest, down the window's highest. A load that
+    # cycles faster than a model load plus the scale-down window is held at the peak of its last cycle (and a load
+    # time): following it down would bring the replicas back one load time after the next peak began.
+    up_b = spec.scale_up
+    down_window = float(down_b.stabilization_window_seconds)
+    if period is not None:
+        down_window = max(down_window, period + load_for_sizing)
+    keep = _keep_seconds(spec, load_for_sizing)
+    recs = tuple((t, v) for t, v in state.recommendations if t > now - keep) + ((now, rec),)
+    target = rec
+    if rec > current and up_b.stabilization_window_seconds > 0:
+        target = max(current, min(_window_values(recs, now, up_b.stabilization_window_seconds)))
+    elif rec < current:
+        if now - first < down_b.stabilization_window_seconds - _EPS:
+            target = current
+            notes.append(f"scale-down to {rec} waits: watched {now - first:.0f}s of the "
+                         f"{down_b.stabilization_window_seconds}s stabilization window")
+        else:
+            target = min(current, max(_window_values(recs, now, down_window)))
+            if target > rec:
+                if period is not None and down_window > down_b.stabilization_window_seconds:
+                    notes.append(f"held at {target}, the peak of a load that cycles every {period:.0f}s (shorter "
+                                 f"than load time {load_for_sizing:.0f}s + scale-down window "
+                                 f"{down_b.stabilization_window_seconds}s)")
+                else:
+                    notes.append(f"scale-down stabilized at {target}: highest recommendation of the last "
+                                 f"{down_b.stabilization_window_seconds}s")
+
+    # Replicas still loading (or pending) whose demand is gone: the Ready replicas alone are above what the load
+    # needs. They serve nothing yet, so removing them costs nothing and saves their whole load time; the
+    # scale-down window guards against removing replicas that serve, not these.
+    # "Low" needs the demand measured (a learned peak): the queue alone, a backlog, cannot say the demand is gone.
+    low = (reading is not None and not reading.overloaded and reading.demand_ratio is not None
+           and reading.down_ratio < 1 - spec.tolerance)
+    low_since = (state.low_since if state.low_since is not None else now) if low else None
+    cancel = (spec.cancel_loading and low and now - low_since >= CANCEL_CONFIRM_SECONDS - _EPS  # type: ignore[operator]
+              and current > s.ready_replicas and target >= current and rec < current and period is None)
+    events_bypass = False
+    if cancel:
+        target = max(s.ready_replicas, rec)
+        notes.append(f"cancelled {current - target} replica(s) still loading or pending: the {s.ready_replicas} "
+                     f"ready ones cover the load ({reading.down_ratio:.2f}x of target)")  # type: ignore[union-attr]
+        events_bypass = True
+
+    floor = _floor(spec, now)
+    if events_bypass:
+        keep_ev = max(up_b.period_seconds, down_b.period_seconds) + 1
+        events = tuple(e for e in state.scale_events if e[0] > now - keep_ev)
+        target, limited = _bound(target, current, s, spec, max_pending, limited, floor)
+    else:
+        target, limited, events = _limit(target, current, s, state, spec, now, max_pending, notes, limited, floor)
 
     if notes:
         reason = reason + "; " + "; ".join(notes)
@@ -330,7 +570,11 @@ def decide(
         consecutive_failures=failures,
         first_tick_at=first,
         peak_tokens_per_replica=peak,
-        previous_demand=None if problem or s.ready_replicas <= 0 else s.demand_tokens_rate(),
+        previous_demand=demand,
+        demand_history=history,
+        load_seconds=load_seconds,
+        period_seconds=period,
+        low_since=low_since,
     )
     if action != "Hold":
         new_state = replace(new_state, last_scale_time=now)
@@ -349,3 +593,48 @@ def decide(
         notes=tuple(notes),
     )
     return decision, new_state
+
+
+def decide_fast(
+    signals: Signals,
+    state: PolicyState,
+    spec: AutoscalingSpec,
+    max_batch_tokens: int,
+    now: float,
+    max_pending: int = 0,
+) -> tuple[Decision, PolicyState]:
+    """The fast scale-up path: from signals over a short window (a few seconds of the pods' own /metrics), scale
+    up when the load ratio is at least fastScaleUp.threshold or requests get 429; never scale down, never touch the
+    main tick's memory of demand. A scale-up is recorded in the state's recommendations, so the main tick's
+    scale-down window holds it like one of its own, and in its scale events, so the per-period step limits count
+    it. It learns the peak as the main tick does, and from a backlog too (see `_recommend`); a hold otherwise
+    returns the state unchanged.
+    """
+    _check(spec, max_batch_tokens, max_pending)
+    s = signals
+    current = s.current_replicas
+    hold = Decision(desired_replicas=current, action="Hold", reason="Fast path: no scale-up needed", fast=True)
+    if not spec.fast_scale_up.enabled or _metrics_problem(s, spec, now) or s.ready_replicas <= 0:
+        return hold, state
+    reading = _recommend(s, spec, max_batch_tokens, current, state.peak_tokens_per_replica, backlog=True)
+    if reading.peak != state.peak_tokens_per_replica:
+        state = replace(state, peak_tokens_per_replica=reading.peak)
+    if reading.rec <= current or not (reading.overloaded or reading.up_ratio >= spec.fast_scale_up.threshold):
+        return replace(hold, reason=f"Fast path: {reading.reason}", load_ratio=reading.ratio), state
+    notes: list[str] = []
+    target, limited, events = _limit(reading.rec, current, s, state, spec, now, max_pending, notes, None,
+                                     _floor(spec, now))
+    if target <= current:
+        return replace(hold, reason=f"Fast path: {reading.reason}", limited_by=limited[0] if limited else None,
+                       limited_message=limited[1] if limited else None), state
+    keep = _keep_seconds(spec, state.load_seconds if state.load_seconds is not None else DEFAULT_LOAD_SECONDS)
+    recs = tuple((t, v) for t, v in state.recommendations if t > now - keep) + ((now, target),)
+    new_state = replace(state, recommendations=recs, scale_events=events + ((now, current, target),),
+                        last_scale_time=now, last_scale_up_time=now)
+    reason = f"Fast path ({reading.reason[0].lower()}{reading.reason[1:]})"
+    if notes:
+        reason += "; " + "; ".join(notes)
+    return Decision(desired_replicas=target, action="ScaleUp", reason=reason,
+                    limited_by=limited[0] if limited else None, limited_message=limited[1] if limited else None,
+                    load_ratio=reading.ratio, queue_per_replica=reading.q_per, batch_fill=reading.fill,
+                    tokens_per_replica=reading.tpr, notes=tuple(notes), fast=True), new_state

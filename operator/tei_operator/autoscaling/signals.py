@@ -27,6 +27,8 @@ from dataclasses import dataclass
 # over the rate window it stops a single burst from holding the fleet up for a whole scale-down window.
 # te_request_count counts every request as it arrives (429s included): the arrival rate, backlog or not.
 # te_request_success counts requests as they complete: with the batched tokens it gives tokens per request.
+# te_request_inference_duration (sum / count) is the time a request spent in its batch: the observed batch time,
+# which sizes the fleet for a latency target (spec.autoscaling.latencyTargetMs).
 
 #: The zero-size batches' bucket (see the module docstring), as a PromQL label matcher. TEI writes `le="1"`;
 #: Prometheus 3 and prometheus_client normalise the label to "1.0": match both.
@@ -50,6 +52,8 @@ SIGNAL_SERIES: dict[str, SignalSeries] = {
     "overloaded": SignalSeries("rate", "te_request_failure", 'err="overloaded"'),
     "requests": SignalSeries("rate", "te_request_count"),
     "successes": SignalSeries("rate", "te_request_success"),
+    "batch_seconds": SignalSeries("rate", "te_request_inference_duration_sum"),
+    "batch_seconds_count": SignalSeries("rate", "te_request_inference_duration_count"),
 }
 
 
@@ -126,6 +130,12 @@ class Signals:
     of an average request, which turns request_rate into the demand in tokens/s."""
     schedulable_capacity: int | None = None
     """Most replicas the matching GPU nodes can hold: replicas already placed + free GPUs // gpu.count."""
+    mean_batch_seconds: float | None = None
+    """Mean time a request spent in its batch (te_request_inference_duration sum / count over the window): the
+    observed batch time, which sizes the fleet for spec.autoscaling.latencyTargetMs."""
+    load_seconds: float | None = None
+    """Observed model load time of this service's replicas: the median, over the Ready pods, of creation to Ready.
+    None when no pod shows both times."""
     error: str | None = None
     """Why the metrics are unknown (query failed, no series, ...); None when they were read."""
 

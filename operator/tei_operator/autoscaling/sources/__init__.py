@@ -79,6 +79,10 @@ class PodMetrics:
     """rate(te_request_count): requests arriving per second."""
     success_rate: float | None = None
     """rate(te_request_success): requests completed per second."""
+    inference_seconds_rate: float | None = None
+    """rate(te_request_inference_duration_sum): seconds of batch time per second, summed over requests."""
+    inference_count_rate: float | None = None
+    """rate(te_request_inference_duration_count): requests whose batch time was recorded, per second."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,9 @@ class ServiceMetrics:
     overloaded_rate: float | None = None
     request_rate: float | None = None
     success_rate: float | None = None
+    mean_batch_seconds: float | None = None
+    """Mean batch time a request saw (te_request_inference_duration sum / count over the window); None when no
+    request completed in the window."""
     error: str | None = None
     unread_pods: tuple[str, ...] = field(default=())
     """Ready pods left out because they turned Ready too recently to have been read (count them as starting)."""
@@ -129,6 +136,10 @@ def _sum(values: Iterable[float | None]) -> float | None:
     """Sum of the known values; None when there are none (a rate nobody could compute yet is unknown)."""
     known = [v for v in values if v is not None and math.isfinite(v)]
     return sum(known) if known else None
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or den is None or den <= 0 else num / den
 
 
 def aggregate(service: ServiceTarget, result: SourceResult, now: float, *, stale_seconds: float,
@@ -177,5 +188,7 @@ def aggregate(service: ServiceTarget, result: SourceResult, now: float, *, stale
         overloaded_rate=_sum(m.overloaded_rate for m in read),
         request_rate=_sum(m.request_rate for m in read),
         success_rate=_sum(m.success_rate for m in read),
+        mean_batch_seconds=_ratio(_sum(m.inference_seconds_rate for m in read),
+                                  _sum(m.inference_count_rate for m in read)),
         unread_pods=tuple(unread),
     )

@@ -188,5 +188,7 @@ class PrometheusSource(MetricsSource):
                     overloaded_rate=vectors["overloaded"].get(key),
                     request_rate=vectors["requests"].get(key),
                     success_rate=vectors["successes"].get(key),
+                    inference_seconds_rate=vectors["batch_seconds"].get(key),
+                    inference_count_rate=vectors["batch_seconds_count"].get(key),
                 )
         return SourceResult(pods=pods, pod_errors=errors)
