@@ -53,19 +53,19 @@ def grid(family: str, pool: Pool, trace: Trace, profile, quick: bool = False) ->
     rps = cap / CLASSES[QUERY].mean_tokens()
     g: list[float]
     if family in ("hpa-queue", "keda", "keda-strict"):
-        g = [0.25, 0.5, 1, 2]
+        g = [0.25, 0.5, 1]
     elif family == "hpa-rate":
-        g = [round(f * rps) for f in (0.15, 0.22, 0.3, 0.45)]
+        g = [round(f * rps) for f in (0.2, 0.28, 0.4)]
     elif family == "kpa":
-        g = [1, 2, 3, 4]
+        g = [1, 2, 3]
     elif family == "oracle":
-        g = [0.4, 0.5, 0.6, 0.7]
+        g = [0.4, 0.5, 0.6]
     elif family == "static":
         need = demand_replicas(trace, profile, pool)(np.arange(0, trace.duration, 10.0))
         peak = float(np.max(need))
         lo = max(pool.min_replicas, math.ceil(peak / 0.8))
         hi = min(pool.max_replicas, max(lo + 1, math.ceil(peak / 0.45)))
-        g = sorted({int(round(x)) for x in np.linspace(lo, hi, 4)})
+        g = sorted({int(round(x)) for x in np.linspace(lo, hi, 3)})
     elif family == "operator":
         g = operator_knobs()
     else:
@@ -85,9 +85,11 @@ def around(values: list[float], knob: float | None, n: int = 3) -> list[float]:
     return vals[lo:lo + n]
 
 
-OPERATOR_LATENCY_TARGETS_MS = (70.0, 100.0)
+OPERATOR_LATENCY_TARGETS_MS = (100.0,)
 """The operator's knob on a pool of online queries: spec.autoscaling.latencyTargetMs (it sizes the fleet so that
-waiting out the running batch plus the query's own batch stays under the target)."""
+waiting out the running batch plus the query's own batch stays under the target), set to the queries' SLO. One
+value: the live path reads every pod's page every 2 s, ~10x a baseline's run, and the policy's constants were
+tuned on the train set by its authors."""
 
 
 def operator_knobs() -> list[float]:
@@ -176,7 +178,7 @@ class Plan:
     train_seeds: tuple[int, ...] = (101,)
     test_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     """Every family at its tuned knob, on every short test trace (the goal table)."""
-    curve_seeds: tuple[int, ...] = (1, 2, 3)
+    curve_seeds: tuple[int, ...] = (1, 2)
     """The knob values around the tuned one (the cost-vs-SLO curves, GPU-hours at equal attainment)."""
     curve_points: int = 3
     long_seeds: tuple[int, ...] = ()
@@ -256,7 +258,10 @@ def execute(train: list[Trace], test: list[Trace], plan: Plan, jobs: int, log=pr
                 else:
                     k = tuned[f][0]
                     knobs = [k] if s in plan.test_seeds or long else []
-                    if s in plan.curve_seeds and not long:
+                    if s in plan.curve_seeds and not long and f != "operator" and \
+                            (not f.startswith("keda") or tr.metrics_outage is not None):
+                        # the operator's live path costs ~10x a baseline's run: its curve is its tuned point;
+                        # KEDA reads the queue HPA's metric, so its curve differs only where metrics go missing
                         knobs = around(g, k, plan.curve_points)
                 runs += [(f, k) for k in knobs]
             tasks.append(Task(tr, "test", s, (ONLINE,), tuple(dict.fromkeys(runs)), keep_timeline=s == seeds[0]))

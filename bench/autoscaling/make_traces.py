@@ -93,22 +93,22 @@ def make_all(out: Path = TRACES_DIR) -> list[Path]:
       ramp_rows([(0, 0.5), (300, 0.5), (2100, 4.0), (3000, 4.0), (3600, 2.5)]))
 
     # ---- test: other shapes and seeds, reported separately
-    w("test", "step", "queries 1.5 Q for 15 min, 3 Q for 10 min, 5 Q for 15 min, back to 1.5 Q (two steps)",
-      [{"time_s": 0, "query_rps": _r(1.5 * Q)}, {"time_s": 900, "query_rps": _r(3 * Q)},
-       {"time_s": 1500, "query_rps": _r(5 * Q)}, {"time_s": 2400, "query_rps": _r(1.5 * Q)},
-       {"time_s": 3000, "query_rps": _r(1.5 * Q)}], {"step_at": 900, "step_seconds": 1500})
-    w("test", "spike", "1 Q, a 6x spike for 25 s at 10 min (shorter than the fastest model load), then 1 Q",
-      step_rows(1, 6, 600, 25, 1800), {"step_at": 600, "step_seconds": 25})
+    w("test", "step", "queries 1.5 Q for 10 min, 3 Q for 7 min, 5 Q for 10 min, back to 1.5 Q for 8 min (two steps)",
+      [{"time_s": 0, "query_rps": _r(1.5 * Q)}, {"time_s": 600, "query_rps": _r(3 * Q)},
+       {"time_s": 1020, "query_rps": _r(5 * Q)}, {"time_s": 1620, "query_rps": _r(1.5 * Q)},
+       {"time_s": 2100, "query_rps": _r(1.5 * Q)}], {"step_at": 600, "step_seconds": 1020})
+    w("test", "spike", "1 Q, a 6x spike for 25 s at 8 min (shorter than the fastest model load), then 1 Q",
+      step_rows(1, 6, 480, 25, 1200), {"step_at": 480, "step_seconds": 25})
     w("test", "noisy", "a stationary rate around 2.5 Q, wandering every 30 s (seed 29), bursty arrivals (CV 2)",
-      noisy_rows(29, 2.5, 1800))
+      noisy_rows(29, 2.5, 1500))
     w("test", "periodic", "a 4-minute sawtooth from 0.5 Q to 3.5 Q: shorter than a model load + scale-down window",
-      periodic_rows(0.5, 3.5, 240, 2160))
-    w("test", "outage", "1 Q rising to 4 Q from 10 to 30 min, then falling to 2 Q; metrics are gone from 12 to 22 "
+      periodic_rows(0.5, 3.5, 240, 1440))
+    w("test", "outage", "1 Q rising to 4 Q from 8 to 23 min, then falling to 2 Q; metrics are gone from 10 to 20 "
       "min (longer than HPA's 5-minute scale-down window)",
-      ramp_rows([(0, 1.0), (600, 1.0), (1800, 4.0), (2400, 2.0), (3000, 2.0)]),
-      {"step_at": 600, "metrics_outage": "720-1320"})
+      ramp_rows([(0, 1.0), (480, 1.0), (1380, 4.0), (1800, 2.0), (2100, 2.0)]),
+      {"step_at": 480, "metrics_outage": "600-1200"})
     w("test", "quota", "the train step's shape (1 Q -> 4.5 Q) with a GPU quota of 4 replicas, below the peak's need",
-      step_rows(1, 4.5, 600, 1200, 2400), {"step_at": 600, "step_seconds": 1200, "gpu_quota": 4})
+      step_rows(1, 4.5, 480, 900, 1800), {"step_at": 480, "step_seconds": 900, "gpu_quota": 4})
 
     # The 24 h day: online queries follow the diurnal curve; interactive documents follow it too; a nightly bulk
     # ingestion job (16 closed-loop workers, 00:00-06:00) fills the night. Queries run at half the short traces'
