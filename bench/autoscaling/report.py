@@ -388,7 +388,7 @@ def write(path: Path, out: Outcome, train: list[Trace], test: list[Trace], profi
     curves = plot_curves(out, short, img_dir)
     tls = plot_timelines(out, online, img_dir)
     ptable, pfacts = pools_table(out)
-    cap = replica_capacity(profile.with_limits(max_batch_tokens=ONLINE.max_batch_tokens), ONLINE)
+    cap = replica_capacity(ONLINE.profile(profile), ONLINE)
     met = [g for g, _, v in rows if v == "met"]
     missed = [g for g, _, v in rows if v.startswith("**NOT")]
     configs = []
@@ -450,7 +450,7 @@ cheapest point swept already reaches it; "never": no point does (best point in b
 - Pools: {ONLINE.describe()}. {INGEST.describe()}. {MIXED.describe()}.
 - One online replica serves about {cap:.0f} query tokens/s ({cap / CLASSES[QUERY].mean_tokens():.0f} queries/s)
   with a query still inside 100 ms; the physical limit of the ingest pool is
-  {physical_limit_tokens_per_s(profile, INGEST):.0f} tokens/s per GPU.
+  {physical_limit_tokens_per_s(INGEST.profile(profile), INGEST):.0f} tokens/s per GPU.
 - Classes: """ + "; ".join(f"{c.name} ({c.inputs_min}-{c.inputs_max} inputs x {c.tokens_min}-{c.tokens_max} tokens, "
                            + (f"p99 <= {c.slo_seconds * 1000:.0f} ms" if c.slo_seconds else "goodput and cost") + ")"
                            for c in CLASSES.values()) + """. A 429, a 503 or a 424 is a miss.

@@ -61,6 +61,7 @@ def replica_capacity(profile, pool: Pool) -> float:
     """Tokens/s one replica of the pool serves: for a pool that serves queries, the most it serves while a query
     still meets its SLO (batches no longer than ~45% of the SLO: one running, one forming); otherwise the
     profile's full-batch throughput for the pool's inputs."""
+    profile = pool.profile(profile)
     if QUERY in pool.classes and not pool.bulk and pool.classes <= {QUERY}:
         q = CLASSES[QUERY]
         tpi = q.mean_tokens_per_input()
@@ -83,6 +84,7 @@ def _mean_tokens_per_input(pool: Pool) -> float:
 
 def physical_limit_tokens_per_s(profile, pool: Pool) -> float:
     """Every GPU busy with full batches of the pool's inputs: the physical limit of cost per token."""
+    profile = pool.profile(profile)
     return profile.peak_tokens_per_second(int(_mean_tokens_per_input(pool)))
 
 

@@ -102,3 +102,31 @@ def test_bad_trace_argument_is_refused(tmp_path, capsys):
     p.write_text("time_s,query_rps\n0,x\n10,1\n")
     assert main(["--quick", "--trace", str(p)]) == 2
     assert "query_rps='x' is not a number" in capsys.readouterr().err
+
+
+def test_report_is_generated_from_the_run(quick, tmp_path):
+    import re
+
+    from bench.autoscaling.__main__ import SIMULATOR_SECTION, TRACES, QUICK_TIME_FACTOR
+    from bench.autoscaling.experiment import Plan
+    from bench.autoscaling.report import write
+
+    _, out = quick
+    train = [load_trace(TRACES / "train" / "step.csv").scaled(QUICK_TIME_FACTOR)]
+    test = [load_trace(TRACES / "test" / n).scaled(QUICK_TIME_FACTOR) for n in ("step.csv", "ingest.csv")]
+    path = tmp_path / "autoscaling.md"
+    write(path, out, train, test, load_bench_profile(), Plan.quick_plan(), "python -m bench.autoscaling --quick",
+          SIMULATOR_SECTION)
+    text = path.read_text()
+    rows = re.findall(r"^\| (.+?) \| (.+?) \| (met|\*\*NOT met\*\*|NOT MEASURED|see e2e) \|$", text, re.M)
+    assert len(rows) >= 6
+    met = sum(1 for *_, v in rows if v == "met")
+    missed = sum(1 for *_, v in rows if v.startswith("**NOT"))
+    assert f"{met} of {len(rows)} goals met, {missed} not met" in text
+    # the equal-attainment table has a row per short test trace and a column per policy
+    assert re.search(r"^\| step \| .+ \|$", text, re.M)
+    for section in ("## GPU-hours at equal attainment", "### Baselines, exactly as deployed", "useCachedMetrics: false",
+                    "## One mixed pool or two", "## Train set: the tuning", "## How the simulator works"):
+        assert section in text
+    assert (tmp_path / "img" / "autoscaling-curves.png").stat().st_size > 1000
+    assert (tmp_path / "img" / "autoscaling-timelines.png").stat().st_size > 1000
