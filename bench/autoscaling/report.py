@@ -396,9 +396,13 @@ def write(path: Path, out: Outcome, train: list[Trace], test: list[Trace], profi
         if f == "operator":
             from .experiment import operator_spec
 
+            import yaml
+
             spec = operator_spec(ONLINE, k).model_dump(by_alias=True, exclude_defaults=True, mode="json")
-            configs.append(f"**operator** (tei-operator, tuned on train: {why}; every other field and the operator's "
-                           f"settings at their defaults)\n\n```yaml\nautoscaling: {spec}\n```")
+            configs.append("**operator**: tei-operator's built-in autoscaler (the live code path: pages -> scrape "
+                           "history -> aggregate -> build_signals -> decide / decide_fast); latencyTargetMs is the "
+                           "queries' SLO, not swept; every other field and the operator's settings at their defaults"
+                           f"\n\n```yaml\n{yaml.safe_dump({'autoscaling': spec}, sort_keys=False).strip()}\n```")
         elif f != "oracle":
             pol = make_policy(f, k, ONLINE, short[0], profile)
             configs.append(f"**{f}** (tuned on train: {why})\n\n```yaml\n{pol.config()}\n```")
@@ -462,7 +466,7 @@ cheapest point swept already reaches it; "never": no point does (best point in b
 |---|---|---|
 """ + "\n".join(f"| {t.meta.get('set', '')} | {t.name} | {t.description} |" for t in train + test) + f"""
 
-### Baselines, exactly as deployed
+### Policies, exactly as deployed
 
 """ + "\n\n".join(configs) + f"""
 

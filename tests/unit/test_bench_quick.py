@@ -125,7 +125,7 @@ def test_report_is_generated_from_the_run(quick, tmp_path):
     assert f"{met} of {len(rows)} goals met, {missed} not met" in text
     # the equal-attainment table has a row per short test trace and a column per policy
     assert re.search(r"^\| step \| .+ \|$", text, re.M)
-    for section in ("## GPU-hours at equal attainment", "### Baselines, exactly as deployed", "useCachedMetrics: false",
+    for section in ("## GPU-hours at equal attainment", "### Policies, exactly as deployed", "useCachedMetrics: false",
                     "## One mixed pool or two", "## Train set: the tuning", "## How the simulator works"):
         assert section in text
     assert (tmp_path / "img" / "autoscaling-curves.png").stat().st_size > 1000
