@@ -1,15 +1,18 @@
 """The simulator's compiled event loop: every replica's TEI router, every request, in simulated time.
 
 This is `tei_operator.emulator.batching.ReplicaModel` (the batching model the emulator shares) written on arrays
-for numba, for a whole fleet at once. The rules are the same, line for line:
+for numba, for a whole fleet at once. The rules are the same, step for step (the sections of `run` are marked):
 
-- `_pump` is ReplicaModel._pump: the backend takes the parked batch when idle; the awake batching task forms the
+- "pump" is ReplicaModel._pump: the backend takes the parked batch when idle; the awake batching task forms the
   next batch whenever the slot is free (an empty batch puts it back to sleep); a notification wakes it.
-- `_form` is batching.take_batch without abandoned entries (simulated clients never give up): FIFO, up to
+- "form" is batching.take_batch without abandoned entries (simulated clients never give up): FIFO, up to
   max_batch_tokens and max_batch_requests, the first entry that does not fit ends the batch; every formed batch,
   empty ones included, is observed and resets the queue gauge to what is left.
-- `_arrive` is ReplicaModel.arrive: te_request_count, then all permits or a 429, then +1 gauge per input.
-- `_finish` is ReplicaModel.finish: each input gives its permit back; a request is answered when its last input is.
+- "admit" is ReplicaModel.arrive: te_request_count, then all permits or a 429, then +1 gauge per input.
+- "finish" is ReplicaModel.finish: each input gives its permit back; a request is answered when its last input is.
+
+It is one function on purpose: numba reference-counts every array passed to a function that is not inlined (two
+atomic operations per array per call), which cost more than the simulation itself when the rules were helpers.
 
 tests/unit/test_simulator_kernel.py runs both on random input and compares every batch, gauge value and counter.
 
@@ -84,166 +87,43 @@ def _pow2_bucket(value, n_bounds):
 
 
 @njit(cache=True)
-def _form(p, t, ps, pf, pc, q_tok, mask, prof, h_size, h_tok, st, blog):
-    """Form the next batch from the head of pod p's queue into the parking slot; returns its number of inputs.
-    With room in `blog` (tests), each formed batch is logged as (pod, time, inputs, tokens, gauge after)."""
-    mbt = prof[P_MAX_BATCH_TOKENS]
-    mbr = prof[P_MAX_BATCH_REQUESTS]  # 0 = no limit
-    i = ps[p, QUEUE_LO]
-    tail = ps[p, TAIL]
-    count = 0
-    tokens = 0
-    tokens_sq = 0
-    while i < tail:
-        n = q_tok[p, i & mask]
-        if tokens + n > mbt:
-            break
-        count += 1
-        tokens += n
-        tokens_sq += n * n
-        i += 1
-        if mbr > 0 and count >= mbr:
-            break
-    h_size[p, _pow2_bucket(count, 13)] += 1.0
-    h_tok[p, _pow2_bucket(tokens, 21)] += 1.0
-    pc[p, C_BATCHES] += 1.0
-    pc[p, C_BATCH_TOKENS] += tokens
-    pc[p, C_BATCH_INPUTS] += count
-    ps[p, QUEUE_LO] = i
-    ps[p, PARK_TOK] = tokens
-    ps[p, PARK_SQ] = tokens_sq
-    pf[p, GAUGE] = float(tail - i)
-    k = st[S_N_LOG]
-    if k < blog.shape[0]:
-        blog[k, 0] = p
-        blog[k, 1] = t
-        blog[k, 2] = count
-        blog[k, 3] = tokens
-        blog[k, 4] = tail - i
-        st[S_N_LOG] = k + 1
-    return count
-
-
-@njit(cache=True)
-def _pump(p, t, ps, pf, pc, q_tok, mask, prof, h_size, h_tok, st, blog):
-    """Let pod p's backend and batching task move on at time t until both wait (ReplicaModel._pump)."""
-    while True:
-        if pf[p, RUN_END] == np.inf and ps[p, QUEUE_LO] > ps[p, PARK_LO]:
-            # the idle backend takes the parked batch
-            pf[p, RUN_START] = t
-            # same association as Profile.batch_seconds, so both give the same float
-            pf[p, RUN_END] = t + (prof[P_OVERHEAD] + prof[P_SPT] * ps[p, PARK_TOK] + prof[P_SPT_SQ] * ps[p, PARK_SQ])
-            ps[p, PARK_LO] = ps[p, QUEUE_LO]
-        if ps[p, AWAKE] == 1:
-            if ps[p, QUEUE_LO] > ps[p, PARK_LO]:
-                return  # waiting for the slot
-            if _form(p, t, ps, pf, pc, q_tok, mask, prof, h_size, h_tok, st, blog) == 0:
-                ps[p, AWAKE] = 0
-            continue
-        if ps[p, NOTIFIED] == 1:
-            ps[p, NOTIFIED] = 0
-            ps[p, AWAKE] = 1
-            continue
-        return
-
-
-@njit(cache=True)
-def _route(key, u, t, n_ready, ready, phase_ok, conn, rp, conn_pod, conn_expire):
-    """The Ready pod a request goes to: a uniform pick (kube-proxy), or the pod its kept-alive connection holds."""
-    if rp[R_MODE] == ROUTE_KEEPALIVE and conn >= 0:
-        p = conn_pod[conn]
-        if p >= 0 and phase_ok[p] == READY and t < conn_expire[conn]:
-            return p
-        p = ready[min(n_ready - 1, int(u * n_ready))]
-        conn_pod[conn] = p
-        life = -np.log(1.0 - uniform(int(rp[R_SEED]), 7, conn, key)) * rp[R_CONN_LIFE]
-        conn_expire[conn] = t + life
-        return p
-    return ready[min(n_ready - 1, int(u * n_ready))]
-
-
-@njit(cache=True)
-def _enqueue(p, t, n, first_token, tokens_src, req_id, ps, pf, q_tok, q_req, mask):
-    base = ps[p, TAIL]
-    for j in range(n):
-        slot = (base + j) & mask
-        q_tok[p, slot] = tokens_src[first_token + j]
-        q_req[p, slot] = req_id
-    ps[p, TAIL] = base + n
-    pf[p, GAUGE] += n
-    ps[p, QUEUED_EVER] = 1
-    ps[p, INFLIGHT] += 1
-    ps[p, NOTIFIED] = 1
-
-
-@njit(cache=True)
-def _finish(p, t, ps, pf, pc, q_tok, q_req, mask, prof, h_size, h_tok, h_dur, st, blog,
-            a_t, a_off, a_done, a_status, a_left, a_qsum, a_isum,
-            b_t, b_done, b_status, b_left, b_qsum, b_isum, b_worker, b_inputs, w_next, w_seq, w_retry, bp):
-    """Pod p's running batch ends at t: every input gives its permit back; finished requests are answered."""
-    start = pf[p, RUN_START]
-    for pos in range(ps[p, RUN_LO], ps[p, PARK_LO]):
-        slot = pos & mask
-        r = q_req[p, slot]
-        if r >= 0:
-            a_qsum[r] += start - a_t[r]
-            a_isum[r] += t - start
-            a_left[r] -= 1
-            if a_left[r] == 0:
-                n = a_off[r + 1] - a_off[r]
-                a_done[r] = t
-                a_status[r] = 200
-                _answered(p, t - a_t[r], a_qsum[r] / n, a_isum[r] / n, n, ps, pc, h_dur)
-        else:
-            k = -r - 1
-            b_qsum[k] += start - b_t[k]
-            b_isum[k] += t - start
-            b_left[k] -= 1
-            if b_left[k] == 0:
-                n = b_inputs[k]
-                b_done[k] = t
-                b_status[k] = 200
-                _answered(p, t - b_t[k], b_qsum[k] / n, b_isum[k] / n, n, ps, pc, h_dur)
-                w = b_worker[k]
-                w_seq[w] += 1
-                w_retry[w] = 0
-                w_next[w] = t if t < bp[B_STOP] else np.inf
-        pc[p, C_TOKENS_OK] += q_tok[p, slot]
-    ps[p, RUN_LO] = ps[p, PARK_LO]
-    pf[p, RUN_END] = np.inf
-    _pump(p, t, ps, pf, pc, q_tok, mask, prof, h_size, h_tok, st, blog)
-
-
-@njit(cache=True)
-def _answered(p, total, queue_mean, inference_mean, n, ps, pc, h_dur):
-    ps[p, INFLIGHT] -= 1
-    if n == 1:
-        pc[p, C_OK_SINGLE] += 1.0
-    else:
-        pc[p, C_OK_BATCH] += 1.0
-    pc[p, C_INPUTS_OK] += n
-    pc[p, C_DUR_SUM] += total
-    pc[p, C_QDUR_SUM] += queue_mean
-    pc[p, C_IDUR_SUM] += inference_mean
-    h_dur[p, 0, np.searchsorted(DURATION_BOUNDS, total)] += 1.0
-    h_dur[p, 1, np.searchsorted(DURATION_BOUNDS, queue_mean)] += 1.0
-    h_dur[p, 2, np.searchsorted(DURATION_BOUNDS, inference_mean)] += 1.0
-
-
-@njit(cache=True)
-def _admit(p, n, ps, pc, prof):
-    """TEI's checks at admission: returns 0 (queued), 413-ish 422 for too many inputs, or 429."""
-    if n == 1:
-        pc[p, C_REQ_SINGLE] += 1.0
-    else:
-        pc[p, C_REQ_BATCH] += 1.0
-    if n > prof[P_MAX_CLIENT_BATCH]:
-        pc[p, C_BATCH_SIZE_ERR] += 1.0
-        return 422
-    if n > prof[P_MAX_CONCURRENT] - (ps[p, TAIL] - ps[p, RUN_LO]):
-        pc[p, C_OVERLOADED] += 1.0
-        return 429
-    return 0
+def series_rows(pods, ps, pf, pc, h_size, h_tok, h_dur, counter_columns, out):
+    """Fill out[i] with every exported series of pod pods[i], in simulator.SERIES order; NaN where TEI has not
+    created the series yet (a gauge before its first input, a counter at 0, a histogram without observations)."""
+    for i in range(pods.shape[0]):
+        p = pods[i]
+        col = 0
+        out[i, col] = pf[p, GAUGE] if ps[p, QUEUED_EVER] > 0 else np.nan
+        col += 1
+        for c in counter_columns:
+            out[i, col] = pc[p, c] if pc[p, c] > 0 else np.nan
+            col += 1
+        for h in range(5):
+            if h == 0:
+                hist = h_size[p]
+                total = pc[p, C_BATCH_INPUTS]
+                count = pc[p, C_BATCHES]
+            elif h == 1:
+                hist = h_tok[p]
+                total = pc[p, C_BATCH_TOKENS]
+                count = pc[p, C_BATCHES]
+            else:
+                hist = h_dur[p, h - 2]
+                total = pc[p, C_DUR_SUM + (h - 2)]
+                count = pc[p, C_OK_SINGLE] + pc[p, C_OK_BATCH]
+            width = hist.shape[0]
+            if count <= 0:
+                for j in range(width + 2):
+                    out[i, col + j] = np.nan
+            else:
+                cumulative = 0.0
+                for j in range(width - 1):
+                    cumulative += hist[j]
+                    out[i, col + j] = cumulative
+                out[i, col + width - 1] = count  # +Inf
+                out[i, col + width] = total
+                out[i, col + width + 1] = count
+            col += width + 2
 
 
 @njit(cache=True)
@@ -253,17 +133,31 @@ def run(t_stop, stop_on_gone, st, prof, rp, bp,
         a_t, a_off, a_tok, a_conn, a_u, a_done, a_status, a_pod, a_left, a_qsum, a_isum,
         conn_pod, conn_expire,
         w_next, w_seq, w_retry, b_t, b_done, b_status, b_pod, b_left, b_qsum, b_isum, b_worker, b_seq, b_inputs,
-        b_tok, blog):
+        b_ntok, b_tok, blog):
     """Process every event at or before t_stop. Returns (time reached, code): DONE, NEED_ROOM (the bulk attempt
     arrays are full: grow them and call again) or POD_GONE (a draining pod finished; st[S_GONE_POD] says which)."""
     n_arr = a_t.shape[0]
     n_workers = w_next.shape[0]
     n_inputs_bulk = int(bp[B_INPUTS])
     capacity = b_t.shape[0]
+    overhead = prof[P_OVERHEAD]
+    spt = prof[P_SPT]
+    spt_sq = prof[P_SPT_SQ]
+    mbt = int(prof[P_MAX_BATCH_TOKENS])
+    mbr = int(prof[P_MAX_BATCH_REQUESTS])  # 0 = no limit
+    max_concurrent = int(prof[P_MAX_CONCURRENT])
+    max_client_batch = int(prof[P_MAX_CLIENT_BATCH])
+    max_input = int(prof[P_MAX_INPUT])
+    keepalive = rp[R_MODE] == ROUTE_KEEPALIVE
+    route_seed = int(rp[R_SEED])
+    conn_life = rp[R_CONN_LIFE]
+    conn_base = int(rp[R_CONN_BASE])
+    bulk_seed = int(bp[B_SEED])
+    bulk_stop = bp[B_STOP]
+    log_room = blog.shape[0]
     ai = st[S_NEXT_ARRIVAL]
-    phase = ps[:, PHASE]
     while True:
-        # the earliest event: a batch ending, a bulk worker sending, an open-loop arrival (ties in that order)
+        # ---- the earliest event: a batch ending, a bulk worker sending, an open-loop arrival (ties in that order)
         tp = np.inf
         pp = -1
         for k in range(st[S_N_ACTIVE]):
@@ -278,80 +172,230 @@ def run(t_stop, stop_on_gone, st, prof, rp, bp,
                 tw = w_next[w]
                 ww = w
         ta = a_t[ai] if ai < n_arr else np.inf
+        p = -1  # the pod whose tasks must move on after this event
+        now = 0.0
+        finished = False
         if tp <= tw and tp <= ta:
             if tp > t_stop:
                 break
-            _finish(pp, tp, ps, pf, pc, q_tok, q_req, mask, prof, h_size, h_tok, h_dur, st, blog,
-                    a_t, a_off, a_done, a_status, a_left, a_qsum, a_isum,
-                    b_t, b_done, b_status, b_left, b_qsum, b_isum, b_worker, b_inputs, w_next, w_seq, w_retry, bp)
-            if phase[pp] == DRAINING and ps[pp, TAIL] == ps[pp, RUN_LO]:
-                phase[pp] = GONE
-                pf[pp, GONE_AT] = tp
-                for k in range(st[S_N_ACTIVE]):
-                    if active[k] == pp:
-                        active[k] = active[st[S_N_ACTIVE] - 1]
-                        st[S_N_ACTIVE] -= 1
-                        break
-                if stop_on_gone:
+            # ---- finish: pod pp's running batch ends; every input gives its permit back
+            p = pp
+            now = tp
+            finished = True
+            start = pf[p, RUN_START]
+            for pos in range(ps[p, RUN_LO], ps[p, PARK_LO]):
+                slot = pos & mask
+                r = q_req[p, slot]
+                n_done = 0
+                if r >= 0:
+                    a_qsum[r] += start - a_t[r]
+                    a_isum[r] += now - start
+                    a_left[r] -= 1
+                    if a_left[r] == 0:
+                        n_done = a_off[r + 1] - a_off[r]
+                        a_done[r] = now
+                        a_status[r] = 200
+                        total = now - a_t[r]
+                        q_mean = a_qsum[r] / n_done
+                        i_mean = a_isum[r] / n_done
+                else:
+                    k = -r - 1
+                    b_qsum[k] += start - b_t[k]
+                    b_isum[k] += now - start
+                    b_left[k] -= 1
+                    if b_left[k] == 0:
+                        n_done = b_inputs[k]
+                        b_done[k] = now
+                        b_status[k] = 200
+                        total = now - b_t[k]
+                        q_mean = b_qsum[k] / n_done
+                        i_mean = b_isum[k] / n_done
+                        w = b_worker[k]
+                        w_seq[w] += 1
+                        w_retry[w] = 0
+                        w_next[w] = now if now < bulk_stop else np.inf
+                if n_done > 0:  # the request is answered
+                    ps[p, INFLIGHT] -= 1
+                    if n_done == 1:
+                        pc[p, C_OK_SINGLE] += 1.0
+                    else:
+                        pc[p, C_OK_BATCH] += 1.0
+                    pc[p, C_INPUTS_OK] += n_done
+                    pc[p, C_DUR_SUM] += total
+                    pc[p, C_QDUR_SUM] += q_mean
+                    pc[p, C_IDUR_SUM] += i_mean
+                    h_dur[p, 0, np.searchsorted(DURATION_BOUNDS, total)] += 1.0
+                    h_dur[p, 1, np.searchsorted(DURATION_BOUNDS, q_mean)] += 1.0
+                    h_dur[p, 2, np.searchsorted(DURATION_BOUNDS, i_mean)] += 1.0
+                pc[p, C_TOKENS_OK] += q_tok[p, slot]
+            ps[p, RUN_LO] = ps[p, PARK_LO]
+            pf[p, RUN_END] = np.inf
+        else:
+            # ---- a request arrives: from a bulk worker, or the next open-loop one
+            if tw <= ta:
+                if tw > t_stop:
+                    break
+                now = tw
+                w = ww
+                if now >= bulk_stop:
+                    w_next[w] = np.inf
+                    continue
+                k = st[S_N_ATTEMPTS]
+                if k >= capacity:
                     st[S_NEXT_ARRIVAL] = ai
-                    st[S_GONE_POD] = pp
-                    return tp, POD_GONE
-        elif tw <= ta:
-            if tw > t_stop:
-                break
-            w = ww
-            if tw >= bp[B_STOP]:
-                w_next[w] = np.inf
-                continue
-            k = st[S_N_ATTEMPTS]
-            if k >= capacity:
-                st[S_NEXT_ARRIVAL] = ai
-                return tw, NEED_ROOM
-            st[S_N_ATTEMPTS] = k + 1
-            seed = int(bp[B_SEED])
-            b_t[k] = tw
-            b_worker[k] = w
-            b_seq[k] = w_seq[w]
-            b_inputs[k] = n_inputs_bulk
-            span = int(bp[B_TMAX] - bp[B_TMIN]) + 1
-            for j in range(n_inputs_bulk):
-                b_tok[j] = min(int(prof[P_MAX_INPUT]), int(bp[B_TMIN]) + int(uniform(seed, 1, w, w_seq[w] * 4096 + j) * span))
+                    return now, NEED_ROOM
+                st[S_N_ATTEMPTS] = k + 1
+                b_t[k] = now
+                b_worker[k] = w
+                b_seq[k] = w_seq[w]
+                b_inputs[k] = n_inputs_bulk
+                span = int(bp[B_TMAX] - bp[B_TMIN]) + 1
+                b_ntok[k] = 0
+                for j in range(n_inputs_bulk):
+                    b_tok[j] = min(max_input, int(bp[B_TMIN]) + int(uniform(bulk_seed, 1, w, w_seq[w] * 4096 + j) * span))
+                    b_ntok[k] += b_tok[j]
+                n = n_inputs_bulk
+                req_id = -(k + 1)
+                conn = conn_base + w
+                u = uniform(bulk_seed, 2, w, k)
+                key = k
+                tokens_src = b_tok
+                first_token = 0
+            else:
+                if ta > t_stop:
+                    break
+                now = ta
+                r = ai
+                ai += 1
+                n = a_off[r + 1] - a_off[r]
+                req_id = r
+                conn = a_conn[r]
+                u = a_u[r]
+                key = r
+                tokens_src = a_tok
+                first_token = a_off[r]
             status = 503
             if n_ready > 0:
-                u = uniform(seed, 2, w, k)
-                p = _route(k, u, tw, n_ready, ready, phase, int(rp[R_CONN_BASE]) + w, rp, conn_pod, conn_expire)
-                b_pod[k] = p
-                status = _admit(p, n_inputs_bulk, ps, pc, prof)
+                # ---- route: a uniform pick among Ready pods (kube-proxy), or the pod a kept-alive connection holds
+                q = -1
+                if keepalive and conn >= 0:
+                    q = conn_pod[conn]
+                    if q < 0 or ps[q, PHASE] != READY or now >= conn_expire[conn]:
+                        q = ready[min(n_ready - 1, int(u * n_ready))]
+                        conn_pod[conn] = q
+                        conn_expire[conn] = now - np.log(1.0 - uniform(route_seed, 7, conn, key)) * conn_life
+                else:
+                    q = ready[min(n_ready - 1, int(u * n_ready))]
+                # ---- admit: counted, then all permits or a refusal (ReplicaModel.arrive)
+                if n == 1:
+                    pc[q, C_REQ_SINGLE] += 1.0
+                else:
+                    pc[q, C_REQ_BATCH] += 1.0
+                if n > max_client_batch:
+                    pc[q, C_BATCH_SIZE_ERR] += 1.0
+                    status = 422
+                elif n > max_concurrent - (ps[q, TAIL] - ps[q, RUN_LO]):
+                    pc[q, C_OVERLOADED] += 1.0
+                    status = 429
+                else:
+                    status = 0
+                    base = ps[q, TAIL]
+                    for j in range(n):
+                        slot = (base + j) & mask
+                        q_tok[q, slot] = tokens_src[first_token + j]
+                        q_req[q, slot] = req_id
+                    ps[q, TAIL] = base + n
+                    pf[q, GAUGE] += n
+                    ps[q, QUEUED_EVER] = 1
+                    ps[q, INFLIGHT] += 1
+                    ps[q, NOTIFIED] = 1
+                    p = q
+                if req_id >= 0:
+                    a_pod[req_id] = q
+                else:
+                    b_pod[-req_id - 1] = q
+            if req_id >= 0:
                 if status == 0:
-                    _enqueue(p, tw, n_inputs_bulk, 0, b_tok, -(k + 1), ps, pf, q_tok, q_req, mask)
-                    b_left[k] = n_inputs_bulk
-                    w_next[w] = np.inf
-                    _pump(p, tw, ps, pf, pc, q_tok, mask, prof, h_size, h_tok, st, blog)
-            if status != 0:
-                b_status[k] = status
-                b_done[k] = tw
-                delay = min(bp[B_BACKOFF_MAX], bp[B_BACKOFF0] * 2.0 ** min(w_retry[w], 60))
-                w_next[w] = tw + delay * (0.5 + 0.5 * uniform(seed, 3, w, k))
-                w_retry[w] += 1
-        else:
-            if ta > t_stop:
-                break
-            r = ai
-            ai += 1
-            n = a_off[r + 1] - a_off[r]
-            if n_ready == 0:
-                a_status[r] = 503
-                a_done[r] = ta
+                    a_left[req_id] = n
+                else:
+                    a_status[req_id] = status
+                    a_done[req_id] = now
+            else:
+                k = -req_id - 1
+                if status == 0:
+                    b_left[k] = n
+                    w_next[w] = np.inf  # waits for the answer
+                else:
+                    b_status[k] = status
+                    b_done[k] = now
+                    delay = min(bp[B_BACKOFF_MAX], bp[B_BACKOFF0] * 2.0 ** min(w_retry[w], 60))
+                    w_next[w] = now + delay * (0.5 + 0.5 * uniform(bulk_seed, 3, w, k))
+                    w_retry[w] += 1
+        if p < 0:
+            continue
+        # ---- pump: pod p's backend and batching task move on until both wait (ReplicaModel._pump)
+        while True:
+            if pf[p, RUN_END] == np.inf and ps[p, QUEUE_LO] > ps[p, PARK_LO]:
+                # the idle backend takes the parked batch (same association as Profile.batch_seconds)
+                pf[p, RUN_START] = now
+                pf[p, RUN_END] = now + (overhead + spt * ps[p, PARK_TOK] + spt_sq * ps[p, PARK_SQ])
+                ps[p, PARK_LO] = ps[p, QUEUE_LO]
+            if ps[p, AWAKE] == 1:
+                if ps[p, QUEUE_LO] > ps[p, PARK_LO]:
+                    break  # waiting for the slot
+                # ---- form: the next batch from the head of the queue into the slot (batching.take_batch)
+                i = ps[p, QUEUE_LO]
+                tail = ps[p, TAIL]
+                count = 0
+                tokens = 0
+                tokens_sq = 0
+                while i < tail:
+                    m = q_tok[p, i & mask]
+                    if tokens + m > mbt:
+                        break
+                    count += 1
+                    tokens += m
+                    tokens_sq += m * m
+                    i += 1
+                    if mbr > 0 and count >= mbr:
+                        break
+                h_size[p, _pow2_bucket(count, 13)] += 1.0
+                h_tok[p, _pow2_bucket(tokens, 21)] += 1.0
+                pc[p, C_BATCHES] += 1.0
+                pc[p, C_BATCH_TOKENS] += tokens
+                pc[p, C_BATCH_INPUTS] += count
+                ps[p, QUEUE_LO] = i
+                ps[p, PARK_TOK] = tokens
+                ps[p, PARK_SQ] = tokens_sq
+                pf[p, GAUGE] = float(tail - i)
+                k = st[S_N_LOG]
+                if k < log_room:
+                    blog[k, 0] = p
+                    blog[k, 1] = now
+                    blog[k, 2] = count
+                    blog[k, 3] = tokens
+                    blog[k, 4] = tail - i
+                    st[S_N_LOG] = k + 1
+                if count == 0:
+                    ps[p, AWAKE] = 0
                 continue
-            p = _route(r, a_u[r], ta, n_ready, ready, phase, a_conn[r], rp, conn_pod, conn_expire)
-            a_pod[r] = p
-            status = _admit(p, n, ps, pc, prof)
-            if status != 0:
-                a_status[r] = status
-                a_done[r] = ta
+            if ps[p, NOTIFIED] == 1:
+                ps[p, NOTIFIED] = 0
+                ps[p, AWAKE] = 1
                 continue
-            _enqueue(p, ta, n, a_off[r], a_tok, r, ps, pf, q_tok, q_req, mask)
-            a_left[r] = n
-            _pump(p, ta, ps, pf, pc, q_tok, mask, prof, h_size, h_tok, st, blog)
+            break
+        # ---- a draining pod with nothing left in flight is gone
+        if finished and ps[p, PHASE] == DRAINING and ps[p, TAIL] == ps[p, RUN_LO]:
+            ps[p, PHASE] = GONE
+            pf[p, GONE_AT] = now
+            for k in range(st[S_N_ACTIVE]):
+                if active[k] == p:
+                    active[k] = active[st[S_N_ACTIVE] - 1]
+                    st[S_N_ACTIVE] -= 1
+                    break
+            if stop_on_gone:
+                st[S_NEXT_ARRIVAL] = ai
+                st[S_GONE_POD] = p
+                return now, POD_GONE
     st[S_NEXT_ARRIVAL] = ai
     return t_stop, DONE

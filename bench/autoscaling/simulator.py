@@ -21,11 +21,10 @@ draws are keyed by request, worker or pod number, never by the order of events).
 
 from __future__ import annotations
 
-import math
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -224,6 +223,25 @@ def _le(bound: float) -> str:
 
 
 SERIES = _series_catalogue()
+_COUNTER_COLUMNS = np.array([K.C_REQ_SINGLE, K.C_REQ_BATCH, K.C_OK_SINGLE, K.C_OK_BATCH, K.C_OVERLOADED,
+                             K.C_BATCH_SIZE_ERR], dtype=np.int64)
+_HISTOGRAMS = ("te_batch_next_size", "te_batch_next_tokens", "te_request_duration", "te_request_queue_duration",
+               "te_request_inference_duration")
+
+
+def _page_layout() -> tuple[list[str], list[tuple[str, list[int]]]]:
+    """Each catalogue series' line prefix, and the families in TEI's page order (by name) with their columns."""
+    prefixes, families = [], {}
+    for i, (name, labels) in enumerate(SERIES):
+        text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        prefixes.append(f"{name}{{{text}}} " if text else f"{name} ")
+        family = next((h for h in _HISTOGRAMS if name in (f"{h}_bucket", f"{h}_sum", f"{h}_count")), name)
+        families.setdefault(family, []).append(i)
+    kinds = {f: "gauge" if f == "te_queue_size" else "histogram" if f in _HISTOGRAMS else "counter" for f in families}
+    return prefixes, [(f"# TYPE {f} {kinds[f]}", families[f]) for f in sorted(families)]
+
+
+_PREFIX, _FAMILIES = _page_layout()
 _DURATION_WINDOW = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _QUERY = re.compile(r"^\s*(?:sum\s*\(\s*)?(?:(rate|increase|avg_over_time|max_over_time|min_over_time|last_over_time)"
                     r"\s*\(\s*)?([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{([^}]*)\})?\s*(?:\[([^\]]+)\])?\s*\)?\s*\)?\s*$")
@@ -402,7 +420,7 @@ class SimPrometheus:
 
 
 def _split_matchers(text: str) -> list[str]:
-    parts, depth, cur, quoted = [], 0, "", False
+    parts, cur, quoted = [], "", False
     for ch in text:
         if ch == '"' and not cur.endswith("\\"):
             quoted = not quoted
@@ -536,6 +554,7 @@ class Simulator:
         grow("_b_worker", np.int32, -1)
         grow("_b_seq", np.int64, 0)
         grow("_b_inputs", np.int64, 0)
+        grow("_b_ntok", np.int64, 0)
 
     def _alloc_pods(self, cap: int) -> None:
         def grow(name: str, shape: tuple[int, ...], dtype: type, fill: float) -> None:
@@ -688,7 +707,8 @@ class Simulator:
                 self._a_done, self._a_status, self._a_pod, self._a_left, self._a_qsum, self._a_isum,
                 self._conn_pod, self._conn_expire,
                 self._w_next, self._w_seq, self._w_retry, self._b_t, self._b_done, self._b_status, self._b_pod,
-                self._b_left, self._b_qsum, self._b_isum, self._b_worker, self._b_seq, self._b_inputs, self._b_tok,
+                self._b_left, self._b_qsum, self._b_isum, self._b_worker, self._b_seq, self._b_inputs, self._b_ntok,
+                self._b_tok,
                 self._blog)
             if code == K.NEED_ROOM:
                 self._alloc_attempts(2 * len(self._b_t))
@@ -712,31 +732,10 @@ class Simulator:
     def _series_matrix(self, pods: Sequence[int]) -> np.ndarray:
         """Every catalogue series (SERIES) of these pods, NaN where TEI has not created the series yet."""
         idx = np.asarray(pods, dtype=np.int64)
-        m = len(idx)
-        pc, ps = self._pc[idx], self._ps[idx]
-        cols: list[np.ndarray] = []
-
-        def present(values: np.ndarray, exists: np.ndarray) -> np.ndarray:
-            return np.where(exists, values, np.nan)
-
-        cols.append(present(self._pf[idx, K.GAUGE], ps[:, K.QUEUED_EVER] > 0))
-        for c in (K.C_REQ_SINGLE, K.C_REQ_BATCH, K.C_OK_SINGLE, K.C_OK_BATCH, K.C_OVERLOADED, K.C_BATCH_SIZE_ERR):
-            cols.append(present(pc[:, c], pc[:, c] > 0))
-        batches = pc[:, K.C_BATCHES]
-        ok = pc[:, K.C_OK_SINGLE] + pc[:, K.C_OK_BATCH]
-        for hist, total, count in ((self._h_size[idx], pc[:, K.C_BATCH_INPUTS], batches),
-                                   (self._h_tok[idx], pc[:, K.C_BATCH_TOKENS], batches),
-                                   (self._h_dur[idx, 0], pc[:, K.C_DUR_SUM], ok),
-                                   (self._h_dur[idx, 1], pc[:, K.C_QDUR_SUM], ok),
-                                   (self._h_dur[idx, 2], pc[:, K.C_IDUR_SUM], ok)):
-            cum = np.cumsum(hist, axis=1)
-            exists = count > 0
-            cum[:, -1] = count  # +Inf
-            for j in range(cum.shape[1]):
-                cols.append(present(cum[:, j], exists))
-            cols.append(present(total, exists))
-            cols.append(present(count, exists))
-        return np.stack(cols, axis=1) if m else np.zeros((0, len(SERIES)))
+        out = np.empty((len(idx), len(SERIES)))
+        K.series_rows(idx, self._ps, self._pf, self._pc, self._h_size, self._h_tok, self._h_dur, _COUNTER_COLUMNS,
+                      out)
+        return out
 
     def _scrape(self, now: float) -> None:
         pods = self._ready.copy()
@@ -747,24 +746,20 @@ class Simulator:
         rec = self._pods[pod_id] if 0 <= pod_id < len(self._pods) else None
         if rec is None or rec.phase != K.READY:
             raise SimulatorError(f"pod {pod_id}: no metrics page (only Ready pods serve /metrics)")
-        row = self._series_matrix([pod_id])[0]
-        families: dict[str, list[str]] = {}
-        kinds: dict[str, str] = {}
-        for (name, labels), value in zip(SERIES, row):
-            if math.isnan(value):
-                continue
-            family = re.sub(r"_(bucket|sum|count)$", "", name) if name.startswith(
-                ("te_batch_next_", "te_request_duration", "te_request_queue", "te_request_inference")) else name
-            kinds[family] = ("gauge" if family == "te_queue_size" else
-                             "histogram" if family != name else "counter")
-            text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-            families.setdefault(family, []).append(
-                f"{name}{{{text}}} {_fmt(value)}" if text else f"{name} {_fmt(value)}")
-        out = []
-        for family in sorted(families):
-            out.append(f"# TYPE {family} {kinds[family]}")
-            out.extend(families[family])
-            out.append("")
+        row = self._series_matrix([pod_id])[0].tolist()
+        out: list[str] = []
+        for header, columns in _FAMILIES:
+            started = False
+            for i in columns:
+                v = row[i]
+                if v != v:  # NaN: TEI has not created this series yet
+                    continue
+                if not started:
+                    out.append(header)
+                    started = True
+                out.append(_PREFIX[i] + (str(int(v)) if v.is_integer() else _fmt(v)))
+            if started:
+                out.append("")
         return "\n".join(out)
 
     def batch_log(self) -> np.ndarray:
@@ -796,11 +791,7 @@ class Simulator:
         a = self.arrivals
         tokens = a.tokens_per_request(self.profile.max_input_length)
         nb = int(self._st[K.S_N_ATTEMPTS])
-        b_tokens = np.zeros(nb, np.int64)
-        if nb:
-            # the kernel draws a bulk request's tokens from (seed, worker, seq): recompute them the same way
-            b_tokens = np.array([self._bulk_tokens(int(w), int(s)) for w, s in
-                                 zip(self._b_worker[:nb], self._b_seq[:nb])], dtype=np.int64)
+        b_tokens = self._b_ntok[:nb].copy()
         served: dict[int, float] = {}
         ok = self._a_status == 200
         for c in np.unique(a.cls):
@@ -812,13 +803,6 @@ class Simulator:
                           self._b_status[:nb].copy(), self._b_worker[:nb].copy(), self._b_seq[:nb].copy(),
                           self._b_inputs[:nb].copy(), b_tokens, self.gpu_seconds(), served,
                           [PodRecord(**vars(r)) for r in self._pods], self.now)
-
-    def _bulk_tokens(self, worker: int, seq: int) -> int:
-        b = self.bulk
-        span = b.tokens_max - b.tokens_min + 1
-        return sum(min(self.profile.max_input_length,
-                       b.tokens_min + int(K.uniform(b.seed, 1, worker, seq * 4096 + j) * span))
-                   for j in range(b.inputs_per_request))
 
 
 def _fmt(value: float) -> str:

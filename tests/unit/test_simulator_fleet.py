@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.autoscaling import kernel as K
 from bench.autoscaling.simulator import BulkClients, OpenArrivals, Simulator, SimulatorError
 from tei_operator.autoscaling.sources.scrape import parse_tei_metrics
-from tei_operator.emulator.batching import Profile, ProfileError, load_profile, profile_from_dict, profile_names
+from tei_operator.emulator.batching import (LoadSeconds, Profile, ProfileError, load_profile, profile_from_dict,
+                                           profile_names)
 
 FAST = Profile(name="fast", model="m", gpu="g", overhead_s=0.01, seconds_per_token=1e-4, max_batch_tokens=1024,
                max_concurrent_requests=64, max_input_length=512)
@@ -232,3 +234,43 @@ def test_shipped_profiles_load_and_bad_ones_are_refused_by_field(tmp_path):
     bad.write_text("model: m\ngpu: g\noverhead_s: 0\nseconds_per_token: 1e-5\nmax_batch_tokens: 100\n")
     with pytest.raises(ProfileError, match="max_batch_tokens: must be at least max_input_length"):
         load_profile(bad)
+
+
+def test_saturated_replica_serves_its_full_batch_capacity():
+    # 1.5x what one replica can do with full batches of 100-token inputs (1024 tokens: 10 per batch): the queue stays
+    # long, every batch is full, and the answered rate is the profile's capacity.
+    profile = FAST.with_limits(max_concurrent_requests=4096)
+    capacity = profile.peak_tokens_per_second(100) / 100  # inputs/s
+    sim = Simulator(profile, replicas0=1, arrivals=steady(1.5 * capacity, 60, inputs=1, tokens=100))
+    sim.advance_to(60.0)
+    res = sim.results()
+    answered_in_second_half = ((res.status == 200) & (res.done > 30.0)).sum() / 30.0
+    assert answered_in_second_half == pytest.approx(capacity, rel=0.03)
+    page = parse_tei_metrics(sim.metrics_page(0))
+    assert page.queue_size > 100  # a long queue ...
+    inputs = sim._pc[0, K.C_BATCH_INPUTS]
+    assert inputs / (page.batch_count - page.zero_batches) > 9.5  # ... so batches of 10 inputs
+
+
+def test_speed_script_quick_mode_prints_its_table(capsys):
+    from bench.autoscaling.speed import main
+
+    assert main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "simulator CPU time, one core" in out and "speed-up over the reference" in out
+
+
+def test_a_gpu_that_held_the_model_loads_it_warm():
+    # The profile's load time: cold uniform in [cold_min, cold_max] on a GPU new to the model, warm on one that held
+    # it (nodes keep the image and the model on disk). 2 pods, down to 1, up to 2 again: the GPU given back is warm;
+    # a third pod needs a new GPU and loads cold.
+    profile = FAST.with_limits(load_seconds=LoadSeconds(cold_min=40.0, cold_max=60.0, warm=5.0))
+    sim = Simulator(profile, replicas0=2, arrivals=steady(1, 1))
+    sim.set_desired(1, 10.0)
+    sim.set_desired(3, 20.0)
+    loads = sorted(r.load_s for r in sim.results().pods if r.scheduled_at == 20.0)
+    assert loads[0] == 5.0 and 40.0 <= loads[1] <= 60.0
+    same = Simulator(profile, replicas0=2, arrivals=steady(1, 1))
+    same.set_desired(1, 10.0)
+    same.set_desired(3, 20.0)
+    assert sorted(r.load_s for r in same.results().pods if r.scheduled_at == 20.0) == loads  # seeded draws

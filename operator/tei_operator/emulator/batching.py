@@ -201,6 +201,8 @@ class Batch:
     inputs: list[Any]
     tokens: int
     tokens_sq: int = 0
+    formed_at: float = 0.0
+    """When the batching task formed it (the emulator's clock; the backend cannot start it earlier)."""
 
 
 def take_batch(queue: deque[E], max_batch_tokens: int, max_batch_requests: int | None) -> tuple[Batch, int]:

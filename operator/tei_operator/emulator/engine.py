@@ -14,7 +14,8 @@ this shape produces:
 - every formed batch is recorded in `te_batch_next_size` / `te_batch_next_tokens`, including the empty one
   that ends each wake-up; `te_queue_size` goes up by one per queued input and is reset to the remaining
   queue length whenever a batch is formed;
-- the backend "runs" a batch of inputs of lengths l_i for
+- a batch starts when it is formed and the backend is free (on the modelled clock, not when the event loop
+  gets round to it); the backend "runs" a batch of inputs of lengths l_i for
   `batch_overhead + sum(l_i) / tokens_per_second + seconds_per_token_sq * sum(l_i^2)` seconds.
 
 Concurrency permits (`max_concurrent_requests`, one per input) live here too, since TEI ties them to the
@@ -36,10 +37,6 @@ from tei_operator.emulator.metrics import TeiMetrics
 __all__ = ["Batch", "Engine", "EngineStopped", "InputTiming", "QueuedInput", "batch_seconds", "take_batch"]
 
 log = logging.getLogger(__name__)
-
-#: When a batch starts less than this after the previous one ended, it is taken to start exactly at that end,
-#: so the event loop's lateness in waking up does not add up over back-to-back batches.
-_CATCH_UP_SECONDS = 0.005
 
 
 class EngineStopped(RuntimeError):
@@ -194,6 +191,7 @@ class Engine:
                 batch = self._next_batch()
                 if not batch.inputs:
                     break
+                batch.formed_at = self._clock()
                 self._slot = batch
                 self._slot_free.clear()
                 self._slot_filled.set()
@@ -212,8 +210,10 @@ class Engine:
                 self._running_batch = None
 
     async def _run(self, batch: Batch) -> None:
-        now = self._clock()
-        start = self._backend_free_at if 0 <= now - self._backend_free_at < _CATCH_UP_SECONDS else now
+        # The modelled GPU starts the batch when it is both formed and free: a batch parked while the previous one ran
+        # starts exactly when that one ended, however late the event loop wakes up, so lateness never adds up (a
+        # busy machine would otherwise make the emulated GPU slower than its profile).
+        start = max(self._backend_free_at, batch.formed_at)
         end = start + batch_seconds(batch.tokens, self.tokens_per_second, self.batch_overhead_seconds,
                                     batch.tokens_sq, self.seconds_per_token_sq)
         delay = end - self._clock()

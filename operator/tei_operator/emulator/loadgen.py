@@ -94,6 +94,9 @@ class LoadSummary:
     statuses: dict[str, int] = field(default_factory=dict)
     per_url: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list, repr=False)
+    requests: list[tuple[float, float | None, str]] = field(default_factory=list, repr=False)
+    """Per sent request: (seconds from the start when it was sent, latency or None, status) - what a simulator
+    replaying this run needs (see tests/unit/test_calibration.py)."""
 
     @property
     def answered(self) -> int:
@@ -122,6 +125,7 @@ class LoadSummary:
         """The summary without the raw latencies, plus p50/p99 in seconds (for `--json`)."""
         data = asdict(self)
         data.pop("latencies")
+        data.pop("requests")
         data["p50"] = None if math.isnan(self.p50) else self.p50
         data["p99"] = None if math.isnan(self.p99) else self.p99
         return data
@@ -267,9 +271,12 @@ async def run_load(
         try:
             async with session.post(f"{url}/{endpoint}", json=payload, headers=headers) as response:
                 await response.read()
-                record(str(response.status), time.perf_counter() - t0)
+                latency = time.perf_counter() - t0
+                record(str(response.status), latency)
+                summary.requests.append((t0 - started, latency, str(response.status)))
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             record(type(exc).__name__, None)
+            summary.requests.append((t0 - started, None, type(exc).__name__))
 
     async def report() -> None:
         nonlocal window
