@@ -438,16 +438,48 @@ def test_periodic_hold_keeps_the_peak_where_the_scale_down_window_would_not():
 
 
 def test_latency_target_sets_the_utilisation_from_the_observed_batch_time():
-    # 20 ms batches at 50% load: overhead 10 ms; 2 batch times under 100 ms needs rho <= 1 - 2 x 10 / 100 = 0.8.
+    # 20 ms batches at 50% load: overhead 10 ms; 2 batch times under 100 ms needs rho <= 1 - 2 x 10 / 100 = 0.8,
+    # above targetUtilization 0.7, which stays the target until the latency requests got says otherwise.
     s = busy(4, 4, 5_000.0, t=0, mean_batch_seconds=0.020)
     d, _ = decide(s, learned(), spec(latencyTargetMs=100), MBT, now=0)
-    assert "utilization target 0.80 for 100 ms" in d.reason
+    assert "utilization target" not in d.reason and d.desired_replicas == 3  # 0.71x of 0.7
     # A 30 ms target: rho <= 0.33 -> 4 x 5,000 / (10,000 x 0.333) = 6 replicas.
     d, _ = decide(s, learned(), spec(latencyTargetMs=30), MBT, now=0)
-    assert d.desired_replicas == 6
-    # Without a batch time (or a learned peak): targetUtilization.
+    assert d.desired_replicas == 6 and "utilization target 0.33 for 30 ms" in d.reason
+    # Without a batch time: targetUtilization.
     d, _ = decide(busy(4, 4, 5_000.0, t=0), learned(), spec(latencyTargetMs=30), MBT, now=0)
-    assert d.desired_replicas == 3 and "utilization target" not in d.reason  # 0.71x of 0.7
+    assert d.desired_replicas == 3 and "utilization target" not in d.reason
+
+
+def test_latency_target_learns_the_utilisation_from_the_latency_requests_got():
+    def signals(t: float, within: float, current: int = 4, per_ready: float = 6_000.0) -> Signals:
+        # 100 requests/s completed; `within` of them within 0.1 s (te_request_duration buckets, summed)
+        buckets = ((0.05, 50.0 * within), (0.1, 100.0 * within), (0.2, 100.0), (float("inf"), 100.0))
+        return busy(current, current, per_ready, t=t, request_duration_buckets=buckets)
+
+    assert signals(0, 0.9).share_within(0.1) == (pytest.approx(0.9), 100.0)
+    assert signals(0, 0.9).share_within(0.15) == (pytest.approx(0.9), 100.0)  # rounded down to the 0.1 s bound
+    assert signals(0, 0.9).share_within(0.07) == (pytest.approx(0.45), 100.0)
+    assert signals(0, 0.9).share_within(0.01) == (0.0, 100.0)
+    sp = spec(latencyTargetMs=100)
+    # 10% over 100 ms: the target moves down by max(0.5, 1 - 2 x 0.1) = 0.8: 0.7 -> 0.56; once per minute.
+    d, st = decide(signals(0, 0.9), learned(), sp, MBT, now=0)
+    assert st.latency_utilization == pytest.approx(0.56) and "10.0% of requests took longer" in d.reason
+    _, st2 = decide(signals(15, 0.9), st, sp, MBT, now=15)
+    assert st2.latency_utilization == pytest.approx(0.56)
+    d, st3 = decide(signals(60, 0.9), st2, sp, MBT, now=60)
+    assert st3.latency_utilization == pytest.approx(0.448)
+    # ...and sizes the fleet: 4 x 6,000 / (10,000 x 0.448) = 5.4 -> 6 replicas.
+    d, _ = decide(signals(75, 0.95), st3, sp, MBT, now=75)
+    assert d.desired_replicas == 6
+    # Almost nothing late while that target sizes the fleet: it creeps back up by 0.01 a tick.
+    _, st4 = decide(signals(90, 1.0, per_ready=4_400.0), st3, sp, MBT, now=90)
+    assert st4.latency_utilization == pytest.approx(0.458)
+    # Not while replicas load or under 429s (the fleet is short then, not its target wrong), nor without a target.
+    _, st5 = decide(replace(signals(120, 0.5), starting_replicas=1), st3, sp, MBT, now=120)
+    assert st5.latency_utilization == st3.latency_utilization
+    _, st6 = decide(signals(120, 0.5), learned(), spec(), MBT, now=120)
+    assert st6.latency_utilization is None
 
 
 def test_schedule_raises_the_floor_inside_its_window_only():

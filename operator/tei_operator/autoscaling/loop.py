@@ -173,6 +173,7 @@ def build_signals(now: float, current: int, counts: PodCounts, metrics: ServiceM
         success_rate=None if error else metrics.success_rate,
         schedulable_capacity=schedulable,
         mean_batch_seconds=None if error else metrics.mean_batch_seconds,
+        request_duration_buckets=None if error else metrics.duration_bucket_rates,
         load_seconds=counts.load_seconds,
         error=error,
     )

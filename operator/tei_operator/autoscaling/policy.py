@@ -77,7 +77,20 @@ PERIOD_MIN_SWING = 0.5
 # next one, so its latency is about this many batch times; utilisation stays within these bounds whatever the
 # batch time says (an estimate from one window can be off).
 LATENCY_BATCHES = 2.0
-LATENCY_UTILIZATION_BOUNDS = (0.2, 0.95)
+LATENCY_UTILIZATION_BOUNDS = (0.1, 0.95)
+# ...and from the latency requests actually got (te_request_duration, end to end): the utilisation target moves down
+# by LATENCY_DECREASE or more (at most once per LATENCY_ADJUST_SECONDS, the rate window, so one slow minute counts once)
+# while more than LATENCY_MISS_HIGH of the window's requests took longer than the target, and up by
+# LATENCY_INCREASE per tick while fewer than LATENCY_MISS_LOW did and the fleet is sized by that target. The batch
+# time model alone misses queueing: on the simulator a pool of queries at 66% of its peak, where it allowed 0.95,
+# had 16% of queries over 100 ms.
+LATENCY_MISS_HIGH = 0.01
+LATENCY_MISS_LOW = 0.002
+LATENCY_DECREASE = 0.85
+"""At least this factor per move down; more when more requests miss: x max(0.5, 1 - 2 x missed share)."""
+LATENCY_INCREASE = 0.01
+LATENCY_ADJUST_SECONDS = 60.0
+LATENCY_MIN_REQUESTS_PER_SECOND = 1.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,10 @@ class PolicyState:
     """The last observed model load time (Signals.load_seconds), kept while no pod shows one."""
     period_seconds: float | None = None
     """The load's cycle, when the last main tick found one shorter than load time + scale-down window."""
+    latency_utilization: float | None = None
+    """The utilisation target learned from the latency requests got (latencyTargetMs); None until adjusted."""
+    latency_adjusted_at: float | None = None
+    """When latency_utilization last moved down."""
     low_since: float | None = None
     """Since when the Ready replicas alone have been below 1 - tolerance of target with no 429s (None: they are
     not): cancelling loading replicas waits CANCEL_CONFIRM_SECONDS of it."""
@@ -242,22 +259,27 @@ def _detect_period(history: tuple[tuple[float, float], ...], longest: float) -> 
     return None
 
 
-def _utilization_target(s: Signals, spec: AutoscalingSpec, peak: float | None, tpr: float | None) -> float:
-    """The fraction of the learned peak a replica may run at: targetUtilization, or, with latencyTargetMs, what
-    keeps LATENCY_BATCHES batch times under the target.
+def _utilization_target(s: Signals, spec: AutoscalingSpec, peak: float | None, tpr: float | None,
+                        learned: float | None = None) -> float:
+    """The fraction of the learned peak a replica may run at: targetUtilization, or, with latencyTargetMs, the
+    smaller of what the latency requests got allows (`learned`, see `_latency_feedback`; targetUtilization until
+    then) and what keeps LATENCY_BATCHES batch times under the target.
 
     Batch time under continuous batching: a batch holds what arrived during the previous one, so
     b = overhead + a x (arrival tokens/s) x b, i.e. b = overhead / (1 - rho) with rho the per-token busy share of
     the GPU (tokens/s over the peak). The observed batch time at the observed rho gives the overhead; the target
     rho is the one at which LATENCY_BATCHES x b equals the latency target.
     """
-    if spec.latency_target_ms is None or not peak or tpr is None or not s.mean_batch_seconds:
+    if spec.latency_target_ms is None:
         return spec.target_utilization
     lo, hi = LATENCY_UTILIZATION_BOUNDS
+    base = learned if learned is not None else spec.target_utilization
+    if not peak or tpr is None or not s.mean_batch_seconds:
+        return base
     rho_now = min(hi, max(0.0, tpr / peak))
     overhead = s.mean_batch_seconds * (1.0 - rho_now)
     rho = 1.0 - LATENCY_BATCHES * overhead / (spec.latency_target_ms / 1000.0)
-    return min(hi, max(lo, rho))
+    return min(base, hi, max(lo, rho))
 
 
 @dataclass(frozen=True)
@@ -276,12 +298,14 @@ class _Reading:
     overloaded: bool
     demand_ratio: float | None = None
     """Demand now (not projected) over the demand target; None until the peak is learned."""
+    utilization: float = 0.7
+    """The utilisation target this reading used."""
 
 
 def _recommend(
     s: Signals, spec: AutoscalingSpec, max_batch_tokens: int, current: int, peak: float | None,
     previous_demand: float | None = None, headroom: float | None = None, learn: bool = True,
-    backlog: bool = False,
+    backlog: bool = False, learned_utilization: float | None = None,
 ) -> _Reading:
     """The recommendation of one tick with healthy metrics and at least one Ready replica. `headroom` is extra
     demand (tokens/s) expected one model load from now (`_growth_headroom`); `learn` lets this reading update the
@@ -314,7 +338,7 @@ def _recommend(
         projected = grown
     tpr = None if demand is None else (projected or demand) / r
     now_tpr = None if demand is None else demand / r
-    util = _utilization_target(s, spec, peak, now_tpr)
+    util = _utilization_target(s, spec, peak, now_tpr, learned_utilization)
     d_ratio = None if tpr is None or not peak else tpr / (peak * util)
     # The demand as it is now (no projection): what cancelling loading replicas is judged on.
     d_now_ratio = None if now_tpr is None or not peak else now_tpr / (peak * util)
@@ -378,7 +402,45 @@ def _recommend(
         rec = current
         ratio = max(up_ratio, down_ratio)
         why = f"load {ratio:.2f}x of target within tolerance {_fmt(spec.tolerance)}: {seen}"
-    return _Reading(rec, why, q_per, fill, tpr, ratio, peak, up_ratio, down_ratio, overloaded, d_now_ratio)
+    return _Reading(rec, why, q_per, fill, tpr, ratio, peak, up_ratio, down_ratio, overloaded, d_now_ratio, util)
+
+
+def _latency_misses(s: Signals, spec: AutoscalingSpec) -> float | None:
+    """Share of the window's completed requests that took longer than latencyTargetMs; None when unknown (no
+    target, no histogram, fewer than LATENCY_MIN_REQUESTS_PER_SECOND)."""
+    if spec.latency_target_ms is None:
+        return None
+    got = s.share_within(spec.latency_target_ms / 1000.0)
+    if got is None or got[1] < LATENCY_MIN_REQUESTS_PER_SECOND:
+        return None
+    return 1.0 - got[0]
+
+
+def _latency_feedback(s: Signals, spec: AutoscalingSpec, state: PolicyState, reading: _Reading | None, now: float,
+                      notes: list[str]) -> tuple[float | None, float | None]:
+    """The next utilisation target learned from the latency requests got (see LATENCY_MISS_HIGH), and when it last
+    moved down. Only with latencyTargetMs, a healthy reading, no replicas loading and no 429s (then the fleet is
+    short, not its target wrong)."""
+    learned, adjusted = state.latency_utilization, state.latency_adjusted_at
+    if spec.latency_target_ms is None or reading is None or reading.overloaded or s.starting_replicas:
+        return learned, adjusted
+    got = s.share_within(spec.latency_target_ms / 1000.0)
+    if got is None or got[1] < LATENCY_MIN_REQUESTS_PER_SECOND:
+        return learned, adjusted
+    missed = 1.0 - got[0]
+    lo, hi = LATENCY_UTILIZATION_BOUNDS
+    current = reading.utilization
+    if reading.demand_ratio is None:
+        return learned, adjusted  # no learned peak: the target sizes nothing yet (`_latency_misses` acts then)
+    if missed > LATENCY_MISS_HIGH and (adjusted is None or now - adjusted >= LATENCY_ADJUST_SECONDS - _EPS):
+        new = max(lo, current * min(LATENCY_DECREASE, max(0.5, 1.0 - 2.0 * missed)))
+        notes.append(f"{100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} ms: utilization "
+                     f"target {current:.2f} -> {new:.2f}")
+        return new, now
+    binding = reading.demand_ratio is not None and reading.demand_ratio >= 1 - 2 * spec.tolerance
+    if missed < LATENCY_MISS_LOW and binding:
+        return min(hi, max(current, learned or 0.0) + LATENCY_INCREASE), adjusted
+    return learned, adjusted
 
 
 def _limit(target: int, current: int, s: Signals, state: PolicyState, spec: AutoscalingSpec, now: float,
@@ -503,9 +565,28 @@ def decide(
         if spec.growth_headroom and demand is not None and period is None:
             # (A periodic load is held at its cycle's peak instead: headroom on each rise would hold more.)
             headroom = _growth_headroom(state.demand_history, now, demand, load_for_sizing, spec.tolerance)
-        reading = _recommend(s, spec, max_batch_tokens, current, peak, state.previous_demand, headroom)
+        reading = _recommend(s, spec, max_batch_tokens, current, peak, state.previous_demand, headroom,
+                             learned_utilization=state.latency_utilization)
         rec, reason, q_per, fill, tpr, ratio, peak = (reading.rec, reading.reason, reading.q_per, reading.fill,
                                                       reading.tpr, reading.ratio, reading.peak)
+        # A pool whose requests miss the latency target is not over-provisioned: no scale-down then. Before the
+        # peak is learned (no demand ratio) misses add replicas themselves: one more than ready + loading (more
+        # when many miss), at most once per LATENCY_ADJUST_SECONDS so that the last one shows its effect first.
+        missed = _latency_misses(s, spec)
+        if missed is not None and missed >= LATENCY_MISS_LOW and rec < current:
+            # scaling down needs the latency comfortably met (under LATENCY_MISS_LOW late), or it comes back up
+            # a window later: a reversal and a model load
+            rec = current
+            reason += f"; no scale-down: {100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} ms"
+        if missed is not None and missed > LATENCY_MISS_HIGH and not reading.overloaded:
+            last_up = state.last_scale_up_time
+            if (reading.demand_ratio is None and s.starting_replicas == 0
+                    and (last_up is None or now - last_up >= LATENCY_ADJUST_SECONDS - _EPS)):
+                more = max(1, math.ceil(s.ready_replicas * 2 * missed))
+                if s.ready_replicas + more > rec:
+                    rec = s.ready_replicas + more
+                    reason += (f"; {100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} ms "
+                               f"(no learned peak yet): {more} more")
 
 
     # Stabilization windows (HPA semantics): up takes the window's lowest, down the window's highest. A load that
@@ -560,11 +641,15 @@ def decide(
     else:
         target, limited, events = _limit(target, current, s, state, spec, now, max_pending, notes, limited, floor)
 
+    latency_utilization, adjusted_at = _latency_feedback(s, spec, state, reading, now, notes)
+
     if notes:
         reason = reason + "; " + "; ".join(notes)
     action: Action = "ScaleUp" if target > current else "ScaleDown" if target < current else "Hold"
     new_state = replace(
         state,
+        latency_utilization=latency_utilization,
+        latency_adjusted_at=adjusted_at,
         recommendations=recs,
         scale_events=events + (((now, current, target),) if target != current else ()),
         consecutive_failures=failures,
@@ -616,7 +701,8 @@ def decide_fast(
     hold = Decision(desired_replicas=current, action="Hold", reason="Fast path: no scale-up needed", fast=True)
     if not spec.fast_scale_up.enabled or _metrics_problem(s, spec, now) or s.ready_replicas <= 0:
         return hold, state
-    reading = _recommend(s, spec, max_batch_tokens, current, state.peak_tokens_per_replica, backlog=True)
+    reading = _recommend(s, spec, max_batch_tokens, current, state.peak_tokens_per_replica, backlog=True,
+                         learned_utilization=state.latency_utilization)
     if reading.peak != state.peak_tokens_per_replica:
         state = replace(state, peak_tokens_per_replica=reading.peak)
     if reading.rec <= current or not (reading.overloaded or reading.up_ratio >= spec.fast_scale_up.threshold):

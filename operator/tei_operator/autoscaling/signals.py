@@ -133,6 +133,9 @@ class Signals:
     mean_batch_seconds: float | None = None
     """Mean time a request spent in its batch (te_request_inference_duration sum / count over the window): the
     observed batch time, which sizes the fleet for spec.autoscaling.latencyTargetMs."""
+    request_duration_buckets: tuple[tuple[float, float], ...] | None = None
+    """Requests per second that completed within each bound (seconds, ascending, +Inf last) over the window, from
+    te_request_duration: the observed end-to-end latency the latency target is checked against. None: not read."""
     load_seconds: float | None = None
     """Observed model load time of this service's replicas: the median, over the Ready pods, of creation to Ready.
     None when no pod shows both times."""
@@ -154,6 +157,29 @@ class Signals:
         if self.request_rate is not None and self.success_rate and self.success_rate > 0:
             return max(tok, self.request_rate * tok / self.success_rate)
         return tok
+
+    def share_within(self, seconds: float) -> tuple[float, float] | None:
+        """(share of completed requests that certainly took at most `seconds`, completed requests per second) over
+        the window; None when unknown or nothing completed.
+
+        Certainly: the bound is rounded down to TEI's bucket bound at or below it. TEI's duration buckets grow by
+        1.5x (74.8 ms and 112 ms around 100 ms) and requests bunch inside a bucket (a query pool's at 80-90 ms, or
+        at 100-110 ms), so spreading a bucket evenly, as histogram_quantile does, is wrong either way, and rounding
+        up would call a pool on time whose requests all take 110 ms. Rounded down, a latency target is met when this
+        says so, at the price of some headroom.
+        """
+        buckets = self.request_duration_buckets
+        if not buckets:
+            return None
+        total = buckets[-1][1]
+        if not math.isfinite(total) or total <= 0:
+            return None
+        within = 0.0
+        for le, count in buckets:
+            if le > seconds + 1e-12:
+                break
+            within = count
+        return min(1.0, max(0.0, within / total)), total
 
     def capacity_replicas(self) -> int:
         """Replicas that serve now or soon: Ready plus still loading their model (within the startup grace)."""

@@ -83,6 +83,9 @@ class PodMetrics:
     """rate(te_request_inference_duration_sum): seconds of batch time per second, summed over requests."""
     inference_count_rate: float | None = None
     """rate(te_request_inference_duration_count): requests whose batch time was recorded, per second."""
+    duration_bucket_rates: tuple[tuple[float, float], ...] | None = None
+    """rate(te_request_duration_bucket) per le (ascending, +Inf last): requests completed within each bound per
+    second. None when the source does not read it."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class ServiceMetrics:
     overloaded_rate: float | None = None
     request_rate: float | None = None
     success_rate: float | None = None
+    duration_bucket_rates: tuple[tuple[float, float], ...] | None = None
+    """Requests per second completed within each le bound, summed over the pods (None: not read)."""
     mean_batch_seconds: float | None = None
     """Mean batch time a request saw (te_request_inference_duration sum / count over the window); None when no
     request completed in the window."""
@@ -136,6 +141,18 @@ def _sum(values: Iterable[float | None]) -> float | None:
     """Sum of the known values; None when there are none (a rate nobody could compute yet is unknown)."""
     known = [v for v in values if v is not None and math.isfinite(v)]
     return sum(known) if known else None
+
+
+def _sum_buckets(pods: list[tuple[tuple[float, float], ...] | None]) -> tuple[tuple[float, float], ...] | None:
+    """Per-le sums of the pods' bucket rates (the bounds TEI uses are the same on every pod); None if none has them."""
+    known = [b for b in pods if b]
+    if not known:
+        return None
+    total: dict[float, float] = {}
+    for buckets in known:
+        for le, rate in buckets:
+            total[le] = total.get(le, 0.0) + rate
+    return tuple(sorted(total.items()))
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
@@ -188,6 +205,7 @@ def aggregate(service: ServiceTarget, result: SourceResult, now: float, *, stale
         overloaded_rate=_sum(m.overloaded_rate for m in read),
         request_rate=_sum(m.request_rate for m in read),
         success_rate=_sum(m.success_rate for m in read),
+        duration_bucket_rates=_sum_buckets([m.duration_bucket_rates for m in read]),
         mean_batch_seconds=_ratio(_sum(m.inference_seconds_rate for m in read),
                                   _sum(m.inference_count_rate for m in read)),
         unread_pods=tuple(unread),

@@ -70,6 +70,9 @@ class RawSample:
     """te_request_inference_duration_sum: seconds requests spent in their batch (the observed batch time)."""
     inference_count: float = 0.0
     """te_request_inference_duration_count."""
+    duration_buckets: tuple[tuple[float, float], ...] = ()
+    """te_request_duration_bucket as (le, cumulative count), le ascending (+Inf last): how long requests took end
+    to end, for latencyTargetMs."""
 
 
 _COUNTERS = ("batch_tokens_sum", "batch_count", "zero_batches", "overloaded", "requests", "successes",
@@ -105,8 +108,10 @@ _WANTED_RE = re.compile(
     r"\n[ \t]*+(te_(?:queue_size|batch_next_tokens_sum|batch_next_tokens_count|request_count(?:_total)?"
     r"|request_success(?:_total)?|request_inference_duration_sum|request_inference_duration_count"
     r'|batch_next_tokens_bucket(?=\{[^}\n]*?\ble="1(?:\.0*)?")'
-    r'|request_failure(?:_total)?(?=\{[^}\n]*?\berr="overloaded")))'
-    r"(?:\{[^}\n]*+\})?[ \t]++(\S+)")
+    r'|request_failure(?:_total)?(?=\{[^}\n]*?\berr="overloaded"))'
+    r"|te_request_duration_bucket)"
+    r"(?:\{([^}\n]*+)\})?[ \t]++(\S+)")
+_LE_RE = re.compile(r'(?:^|,)\s*le\s*=\s*"([^"]*)"')
 
 
 def _strip_total(name: str) -> str:
@@ -129,15 +134,24 @@ def parse_tei_metrics(text: str) -> RawSample:
         number = page.count("\n", 0, bad.start() + 1)
         raise ScrapeError(f"not the Prometheus text format: line {number}: {_short(bad.group(0).strip(), 80)!r}")
     seen: set[str] = set()
+    durations: dict[float, float] = {}
     for m in _WANTED_RE.finditer(page):
-        name, text_value = _strip_total(m.group(1)), m.group(2)
+        name, labels, text_value = _strip_total(m.group(1)), m.group(2), m.group(3)
         seen.add(name)
         try:
             value = float(text_value)
         except ValueError:
             raise ScrapeError(f"not the Prometheus text format: {name} has the value {_short(text_value, 40)!r}"
                               ) from None
-        if math.isfinite(value):
+        if name == "te_request_duration_bucket":
+            le = _LE_RE.search(labels or "")
+            try:
+                bound = float(le.group(1)) if le else math.nan
+            except ValueError:
+                bound = math.nan
+            if not math.isnan(bound) and math.isfinite(value):
+                durations[bound] = durations.get(bound, 0.0) + value
+        elif math.isfinite(value):
             values[_FIELDS[name]] += value
     if not seen and _NAMES_RE.search(text) is not None:
         names = {_strip_total(n) for n in _NAMES_RE.findall(text)}
@@ -149,7 +163,7 @@ def parse_tei_metrics(text: str) -> RawSample:
         if witnesses:
             raise ScrapeError(f"te_queue_size is missing although {' and '.join(witnesses)} show the pod has "
                               "queued inputs")
-    return RawSample(**values)
+    return RawSample(**values, duration_buckets=tuple(sorted(durations.items())))
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -210,8 +224,14 @@ class PodHistory:
         for name in _COUNTERS:
             series = [getattr(s, name) for _, s in self.samples]
             rates[name] = counter_increase(series) / span
+        bounds = [le for le, _ in last.duration_buckets]
+        duration_rates = None
+        if bounds:
+            per_sample = [dict(s.duration_buckets) for _, s in self.samples]
+            duration_rates = tuple((le, counter_increase([d.get(le, 0.0) for d in per_sample]) / span)
+                                   for le in bounds)
         return PodMetrics(
-            observed_at=t_last, queue_size=queue,
+            observed_at=t_last, queue_size=queue, duration_bucket_rates=duration_rates,
             batch_tokens_rate=rates["batch_tokens_sum"], batch_count_rate=rates["batch_count"],
             zero_batch_rate=rates["zero_batches"], overloaded_rate=rates["overloaded"],
             request_rate=rates["requests"], success_rate=rates["successes"],
