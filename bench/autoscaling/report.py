@@ -177,8 +177,9 @@ def goals(out: Outcome, test_traces: list[Trace], profile, plan: Plan) -> tuple[
     fu = [r.first_up_s for r in out.test if op and r.family == op and r.trace == "step"
           and r.knob == out.tuned[op][0] and r.first_up_s is not None]
     rows.append(("First scale-up <= 5 s after the pods' metrics show a step (e2e test on the real control plane)",
-                 f"not measured by this benchmark (tests/e2e); in the simulator the first scale-up came "
-                 f"{rng(fu, lambda x: f'{x:.0f} s')} after the test step (load rising, not metrics)" if fu else
+                 f"not measured by this benchmark (tests/e2e); in the simulator the first scale-up after the test "
+                 f"step's load rise came at {rng(fu, lambda x: 'none (it already had the replicas)' if math.isinf(x) else f'+{x:.0f} s')}"
+                 if fu else
                  "not measured by this benchmark (tests/e2e)", "see e2e"))
     if op:
         k = out.tuned[op][0]
@@ -208,9 +209,12 @@ def goals(out: Outcome, test_traces: list[Trace], profile, plan: Plan) -> tuple[
         rows.append(("Never more GPU-hours than static-at-peak", "; ".join(cmp) +
                      (f" (more on {', '.join(worse)})" if worse else ""), _v(not worse and bool(cmp))))
         facts["static_worse"] = worse
+    dedicated = out.cpu_seconds / 2
     rows.append((f"`make bench-autoscaling` <= {RUNTIME_BUDGET_S / 60:.0f} min on 2 cores",
-                 f"{out.elapsed:.0f} s wall on 2 shared cores, {out.cpu_seconds:.0f} CPU-s (= "
-                 f"{out.cpu_seconds / 2:.0f} s on 2 dedicated cores at best)", _v(out.elapsed <= RUNTIME_BUDGET_S)))
+                 f"{out.elapsed:.0f} s wall on 2 cores shared with other work; {out.cpu_seconds:.0f} CPU-seconds, i.e. "
+                 f"{dedicated:.0f} s on 2 dedicated cores if both stay busy",
+                 "met" if out.elapsed <= RUNTIME_BUDGET_S else
+                 ("met in CPU time, **NOT met** in wall time here" if dedicated <= RUNTIME_BUDGET_S else _v(False))))
     facts["runtime"] = out.elapsed
     return rows, facts
 
