@@ -63,6 +63,9 @@ class Point:
     simulator: Side
     http_s: float = 0.0
     """Median HTTP round trip of a request whose batch costs nothing, added to the simulator's latencies."""
+    per_request: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """10th, 50th and 90th percentile of (emulator - simulator) latency of the same request: a few ms when both
+    formed the same batches, a batch time or more when they did not."""
 
     def errors(self, with_http: bool = True) -> dict[str, float]:
         """Relative difference of the simulator (plus the HTTP round trip) from the emulator, per measure."""
@@ -116,8 +119,8 @@ def http_round_trip(profile: Profile, seconds: float = 4.0, rate: float = 5.0, s
 
 def measure_point(profile: Profile, load: float, seconds: float, seed: int = 0, http_s: float = 0.0) -> Point:
     rate = load * capacity(profile)
-    records = asyncio.run(_emulate(profile, rate, seconds, seed))
-    sent = np.array(sorted(r[0] for r in records))
+    records = sorted(asyncio.run(_emulate(profile, rate, seconds, seed)))
+    sent = np.array([r[0] for r in records])
     ok = [r for r in records if r[2] == "200" and r[1] is not None]
     if len(ok) < len(records):
         raise RuntimeError(f"load {load:.0%}: the emulator answered {len(ok)} of {len(records)} requests with 200")
@@ -135,12 +138,15 @@ def measure_point(profile: Profile, load: float, seconds: float, seed: int = 0, 
     lat_sim = (res.done - res.t)[good]
     simulator = Side(int(good.sum()) / span, _nearest_rank(lat_sim, 0.5), _nearest_rank(lat_sim, 0.99),
                      int(good.sum()))
-    return Point(load, rate, emulator, simulator, http_s)
+    diff = np.array([r[1] for r in records]) - (res.done - res.t)
+    per_request = tuple(float(x) for x in np.percentile(diff, [10, 50, 90]))
+    return Point(load, rate, emulator, simulator, http_s, per_request)
 
 
 def table(points: list[Point]) -> list[tuple[str, ...]]:
     rows = [("load", "req/s", "requests", "throughput emu / sim", "p50 ms emu / sim", "p99 ms emu / sim",
-             "HTTP ms", "error thr", "error p50", "error p99", "p50, p99 without HTTP")]
+             "HTTP ms", "error thr", "error p50", "error p99", "p50, p99 without HTTP",
+             "emu - sim per request ms (p10, p50, p90)")]
     for p in points:
         e, raw = p.errors(), p.errors(with_http=False)
         rows.append((f"{p.load:.0%}", f"{p.rate:.1f}", str(p.emulator.answered),
@@ -148,7 +154,8 @@ def table(points: list[Point]) -> list[tuple[str, ...]]:
                      f"{p.emulator.p50 * 1000:.1f} / {p.simulator.p50 * 1000:.1f}",
                      f"{p.emulator.p99 * 1000:.1f} / {p.simulator.p99 * 1000:.1f}", f"{p.http_s * 1000:.1f}",
                      f"{e['throughput']:+.1%}", f"{e['p50']:+.1%}", f"{e['p99']:+.1%}",
-                     f"{raw['p50']:+.1%}, {raw['p99']:+.1%}"))
+                     f"{raw['p50']:+.1%}, {raw['p99']:+.1%}",
+                     ", ".join(f"{x * 1000:.1f}" for x in p.per_request)))
     return rows
 
 
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_report:
         md = "\n".join(["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
                        + ["| " + " | ".join(r) + " |" for r in rows[1:]])
-        md += (f"\n\nProfile `{PROFILE}`, {INPUTS_PER_REQUEST} inputs x {input_tokens()} tokens per request, capacity "
+        md += (f"\n\nProfile `{PROFILE}`, {INPUTS_PER_REQUEST} x {input_tokens()}-token input(s) per request, capacity "
                f"{capacity(profile):.1f} requests/s, {args.seconds:.0f} s per load. Reproduce: "
                f"`python -m bench.autoscaling.calibrate --seconds {args.seconds:g} --seed {args.seed}`.")
         text = REPORT.read_text()

@@ -42,8 +42,9 @@ PENDING, LOADING, READY, DRAINING, GONE = range(5)
 # ---- profile parameters: prof[...] ----
 (P_OVERHEAD, P_SPT, P_SPT_SQ, P_MAX_BATCH_TOKENS, P_MAX_BATCH_REQUESTS, P_MAX_CONCURRENT, P_MAX_CLIENT_BATCH,
  P_MAX_INPUT) = range(8)
-# ---- bulk parameters: bp[...] ----
-B_START, B_STOP, B_INPUTS, B_TMIN, B_TMAX, B_BACKOFF0, B_BACKOFF_MAX, B_SEED = range(8)
+# ---- bulk worker parameters: wp[worker, ...] (a worker's group's settings, and its index within the group) ----
+B_START, B_STOP, B_INPUTS, B_TMIN, B_TMAX, B_BACKOFF0, B_BACKOFF_MAX, B_SEED, B_LOCAL = range(9)
+N_BP = 9
 # ---- routing parameters: rp[...] ----
 R_MODE, R_CONN_LIFE, R_SEED, R_CONN_BASE = range(4)
 ROUTE_RANDOM, ROUTE_KEEPALIVE = 0, 1
@@ -127,7 +128,7 @@ def series_rows(pods, ps, pf, pc, h_size, h_tok, h_dur, counter_columns, out):
 
 
 @njit(cache=True)
-def run(t_stop, stop_on_gone, st, prof, rp, bp,
+def run(t_stop, stop_on_gone, st, prof, rp, wp,
         ps, pf, pc, q_tok, q_req, mask, h_size, h_tok, h_dur,
         ready, n_ready, active,
         a_t, a_off, a_tok, a_conn, a_u, a_done, a_status, a_pod, a_left, a_qsum, a_isum,
@@ -138,7 +139,6 @@ def run(t_stop, stop_on_gone, st, prof, rp, bp,
     arrays are full: grow them and call again) or POD_GONE (a draining pod finished; st[S_GONE_POD] says which)."""
     n_arr = a_t.shape[0]
     n_workers = w_next.shape[0]
-    n_inputs_bulk = int(bp[B_INPUTS])
     capacity = b_t.shape[0]
     overhead = prof[P_OVERHEAD]
     spt = prof[P_SPT]
@@ -152,8 +152,6 @@ def run(t_stop, stop_on_gone, st, prof, rp, bp,
     route_seed = int(rp[R_SEED])
     conn_life = rp[R_CONN_LIFE]
     conn_base = int(rp[R_CONN_BASE])
-    bulk_seed = int(bp[B_SEED])
-    bulk_stop = bp[B_STOP]
     log_room = blog.shape[0]
     ai = st[S_NEXT_ARRIVAL]
     while True:
@@ -213,7 +211,7 @@ def run(t_stop, stop_on_gone, st, prof, rp, bp,
                         w = b_worker[k]
                         w_seq[w] += 1
                         w_retry[w] = 0
-                        w_next[w] = now if now < bulk_stop else np.inf
+                        w_next[w] = now if now < wp[w, B_STOP] else np.inf
                 if n_done > 0:  # the request is answered
                     ps[p, INFLIGHT] -= 1
                     if n_done == 1:
@@ -237,9 +235,14 @@ def run(t_stop, stop_on_gone, st, prof, rp, bp,
                     break
                 now = tw
                 w = ww
-                if now >= bulk_stop:
+                if now >= wp[w, B_STOP]:
                     w_next[w] = np.inf
                     continue
+                # draws keyed by (group seed, worker in group, request number, retry): never by event order
+                bulk_seed = int(wp[w, B_SEED])
+                local = int(wp[w, B_LOCAL])
+                draw = w_seq[w] * 1024 + min(w_retry[w], 1023)
+                n_inputs_bulk = int(wp[w, B_INPUTS])
                 k = st[S_N_ATTEMPTS]
                 if k >= capacity:
                     st[S_NEXT_ARRIVAL] = ai
@@ -249,16 +252,17 @@ def run(t_stop, stop_on_gone, st, prof, rp, bp,
                 b_worker[k] = w
                 b_seq[k] = w_seq[w]
                 b_inputs[k] = n_inputs_bulk
-                span = int(bp[B_TMAX] - bp[B_TMIN]) + 1
+                span = int(wp[w, B_TMAX] - wp[w, B_TMIN]) + 1
                 b_ntok[k] = 0
                 for j in range(n_inputs_bulk):
-                    b_tok[j] = min(max_input, int(bp[B_TMIN]) + int(uniform(bulk_seed, 1, w, w_seq[w] * 4096 + j) * span))
+                    b_tok[j] = min(max_input, int(wp[w, B_TMIN])
+                                   + int(uniform(bulk_seed, 1, local, w_seq[w] * 4096 + j) * span))
                     b_ntok[k] += b_tok[j]
                 n = n_inputs_bulk
                 req_id = -(k + 1)
                 conn = conn_base + w
-                u = uniform(bulk_seed, 2, w, k)
-                key = k
+                u = uniform(bulk_seed, 2, local, draw)
+                key = (1 << 40) + local * (1 << 24) + draw
                 tokens_src = b_tok
                 first_token = 0
             else:
@@ -328,8 +332,8 @@ def run(t_stop, stop_on_gone, st, prof, rp, bp,
                 else:
                     b_status[k] = status
                     b_done[k] = now
-                    delay = min(bp[B_BACKOFF_MAX], bp[B_BACKOFF0] * 2.0 ** min(w_retry[w], 60))
-                    w_next[w] = now + delay * (0.5 + 0.5 * uniform(bulk_seed, 3, w, k))
+                    delay = min(wp[w, B_BACKOFF_MAX], wp[w, B_BACKOFF0] * 2.0 ** min(w_retry[w], 60))
+                    w_next[w] = now + delay * (0.5 + 0.5 * uniform(bulk_seed, 3, local, draw))
                     w_retry[w] += 1
         if p < 0:
             continue

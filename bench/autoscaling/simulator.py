@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -195,6 +195,8 @@ class SimResults:
     served_tokens: dict[int, float]
     pods: list[PodRecord]
     end: float
+    bulk_group: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    """Per bulk attempt, the index of its BulkClients group (bulk_worker numbers workers across all groups)."""
 
     @property
     def latency(self) -> np.ndarray:
@@ -439,7 +441,8 @@ LoadTime = float | tuple[float, float] | Callable[[int, np.random.Generator, boo
 
 
 class Simulator:
-    """A Deployment of TEI pods behind a Service, fed open-loop arrivals and closed-loop bulk clients.
+    """A Deployment of TEI pods behind a Service, fed open-loop arrivals and closed-loop bulk clients (one
+    BulkClients group, or several: e.g. one per stretch of a trace with its own worker count).
 
     replicas0: pods Ready at t=0 (beyond `quota`, the rest are Pending). quota: GPUs the nodes hold (None: no
     limit). routing: "random" (kube-proxy picks a Ready pod per request) or "keepalive" (a connection stays on the
@@ -450,7 +453,8 @@ class Simulator:
     """
 
     def __init__(self, profile: Profile, *, replicas0: int, quota: int | None = None, seed: int = 0,
-                 routing: Routing = "random", arrivals: OpenArrivals, bulk: BulkClients | None = None,
+                 routing: Routing = "random", arrivals: OpenArrivals,
+                 bulk: BulkClients | Sequence[BulkClients] | None = None,
                  load_time: LoadTime = None, warm_cache: bool = True, connection_lifetime_s: float = 60.0,
                  scrape_interval_s: float = 15.0, scrape_phase_s: float = 0.0, prometheus_retention_s: float = 900.0,
                  metrics_outage: tuple[float, float] | None = None, batch_log: int = 0) -> None:
@@ -464,15 +468,20 @@ class Simulator:
             raise SimulatorError(f"arrivals: expected OpenArrivals, got {type(arrivals).__name__}")
         if connection_lifetime_s <= 0:
             raise SimulatorError(f"connection_lifetime_s: must be > 0, got {connection_lifetime_s}")
-        bulk = bulk or BulkClients(0, 0.0, 0.0)
-        if bulk.workers and bulk.inputs_per_request > profile.max_client_batch_size:
-            raise SimulatorError(f"bulk.inputs_per_request: {bulk.inputs_per_request} is more than the profile's "
-                                 f"max_client_batch_size ({profile.max_client_batch_size}); TEI would refuse every one")
-        if bulk.workers and bulk.tokens_max > profile.max_batch_tokens:
-            raise SimulatorError(f"bulk.tokens_max: {bulk.tokens_max} exceeds max_batch_tokens "
-                                 f"({profile.max_batch_tokens})")
+        groups = [] if bulk is None else [bulk] if isinstance(bulk, BulkClients) else list(bulk)
+        for g, group in enumerate(groups):
+            name = "bulk" if isinstance(bulk, BulkClients) else f"bulk[{g}]"
+            if not isinstance(group, BulkClients):
+                raise SimulatorError(f"{name}: expected BulkClients, got {type(group).__name__}")
+            if group.workers and group.inputs_per_request > profile.max_client_batch_size:
+                raise SimulatorError(f"{name}.inputs_per_request: {group.inputs_per_request} is more than the "
+                                     f"profile's max_client_batch_size ({profile.max_client_batch_size}); TEI would "
+                                     "refuse every one")
+            if group.workers and group.tokens_max > profile.max_batch_tokens:
+                raise SimulatorError(f"{name}.tokens_max: {group.tokens_max} exceeds max_batch_tokens "
+                                     f"({profile.max_batch_tokens})")
         self.profile, self.quota, self.seed, self.routing = profile, quota, seed, routing
-        self.arrivals, self.bulk = arrivals, bulk
+        self.arrivals, self.bulk_groups = arrivals, tuple(groups)
         self.now = 0.0
         self.desired = replicas0
         self._rng = np.random.default_rng([seed, 0x5EED])
@@ -503,20 +512,22 @@ class Simulator:
         self._a_qsum = np.zeros(n)
         self._a_isum = np.zeros(n)
         n_conn = int(a.conn.max()) + 1 if n and a.conn.max() >= 0 else 0
-        self._conn_pod = np.full(n_conn + bulk.workers, -1, np.int64)
-        self._conn_expire = np.zeros(n_conn + bulk.workers)
+        n_workers = sum(g.workers for g in groups)
+        self._conn_pod = np.full(n_conn + n_workers, -1, np.int64)
+        self._conn_expire = np.zeros(n_conn + n_workers)
         self._rp = np.array([K.ROUTE_KEEPALIVE if routing == "keepalive" else K.ROUTE_RANDOM, connection_lifetime_s,
                              seed, n_conn], dtype=np.float64)
 
-        # bulk clients
-        b = bulk
-        self._bp = np.array([b.start_s, b.stop_s, b.inputs_per_request, b.tokens_min, b.tokens_max,
-                             b.backoff_initial_s, b.backoff_max_s, b.seed], dtype=np.float64)
-        self._w_next = np.full(b.workers, float(b.start_s) if b.stop_s > b.start_s else np.inf, dtype=np.float64)
-        self._w_seq = np.zeros(b.workers, np.int64)
-        self._w_retry = np.zeros(b.workers, np.int64)
-        self._b_tok = np.zeros(b.inputs_per_request, np.int64)
-        self._alloc_attempts(max(1024, 4 * b.workers))
+        # bulk clients: one row of parameters per worker (its group's settings and its index in the group)
+        rows = [[g.start_s, g.stop_s, g.inputs_per_request, g.tokens_min, g.tokens_max, g.backoff_initial_s,
+                 g.backoff_max_s, g.seed, local] for g in groups for local in range(g.workers)]
+        self._wp = np.array(rows, dtype=np.float64).reshape(len(rows), K.N_BP)
+        self._worker_group = np.array([i for i, g in enumerate(groups) for _ in range(g.workers)], dtype=np.int32)
+        self._w_next = np.where(self._wp[:, K.B_STOP] > self._wp[:, K.B_START], self._wp[:, K.B_START], np.inf)
+        self._w_seq = np.zeros(n_workers, np.int64)
+        self._w_retry = np.zeros(n_workers, np.int64)
+        self._b_tok = np.zeros(max([g.inputs_per_request for g in groups], default=1), np.int64)
+        self._alloc_attempts(max(1024, 4 * n_workers))
 
         # pods
         self._st = np.zeros(K.N_ST, np.int64)
@@ -700,7 +711,7 @@ class Simulator:
     def _run_kernel(self, t_stop: float, stop_on_gone: bool) -> float:
         while True:
             reached, code = K.run(
-                t_stop, stop_on_gone, self._st, self._prof, self._rp, self._bp,
+                t_stop, stop_on_gone, self._st, self._prof, self._rp, self._wp,
                 self._ps, self._pf, self._pc, self._q_tok, self._q_req, self._mask, self._h_size, self._h_tok,
                 self._h_dur, self._ready, len(self._ready), self._active,
                 self.arrivals.t, self.arrivals.input_offsets, self._a_tok, self.arrivals.conn, self._a_u,
@@ -802,7 +813,26 @@ class Simulator:
                           a.inputs_per_request(), tokens, self._b_t[:nb].copy(), self._b_done[:nb].copy(),
                           self._b_status[:nb].copy(), self._b_worker[:nb].copy(), self._b_seq[:nb].copy(),
                           self._b_inputs[:nb].copy(), b_tokens, self.gpu_seconds(), served,
-                          [PodRecord(**vars(r)) for r in self._pods], self.now)
+                          [PodRecord(**vars(r)) for r in self._pods], self.now,
+                          self._worker_group[self._b_worker[:nb]] if nb else np.zeros(0, np.int32))
+
+
+def report_section(link: str = "simulator.md") -> str:
+    """The "How the simulator works" section of the benchmark report (markdown), linking the full page
+    (docs/benchmarks/simulator.md; `link` relative to the report)."""
+    return f"""## How the simulator works
+
+Every request, batch and pod is an event in simulated time ([{link}]({link})). Each replica runs TEI's router as the
+TEI emulator does (one shared model, `tei_operator/emulator/batching.py`): a FIFO of inputs, batches up to
+max_batch_tokens formed while the previous batch runs (one parking slot), batch time = overhead + a x tokens +
+b x sum(length^2) from the model/GPU profile, one concurrency permit per input (429 beyond
+max_concurrent_requests), and TEI's metrics with their semantics (te_queue_size reset at each batch, empty batches
+counted). Pods go Pending (no GPU in the quota), Loading (billed; cold or warm load time from the profile),
+Ready, Draining (answering what they admitted). Requests are routed to a random Ready pod, or stay on a kept-alive
+connection's pod. Policies see only pods, their /metrics pages, in-flight counts and a Prometheus that scrapes every
+15 s. The model is checked batch by batch against its reference and, end to end, against the emulator driven by the
+load generator (within a few percent at 30-85% load; the page has the table).
+"""
 
 
 def _fmt(value: float) -> str:

@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         ("simulated time", f"{seconds:.0f} s"),
         ("requests (open loop)", f"{arrivals.n:,}"),
         ("inputs", f"{len(arrivals.input_tokens):,}"),
+        ("mean tokens per request", f"{arrivals.tokens_per_request().mean():.0f}"),
         ("batches formed", f"{batches:,}"),
         ("simulator CPU time, one core (median)", f"{sim_s:.2f} s (runs: {', '.join(f'{x:.2f}' for x in sim_times)})"),
         ("simulator wall time (median; shared machine)", f"{statistics.median(wall_times):.2f} s"),

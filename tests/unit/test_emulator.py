@@ -385,9 +385,37 @@ def test_config_reads_tei_env_vars_and_flags_win() -> None:
     assert parse_config(["--batch-overhead-ms", "5"], {}).batch_overhead_seconds == pytest.approx(0.005)
 
 
+def test_profile_sets_the_modelled_gpu_and_other_settings_still_win() -> None:
+    config = parse_config(["--profile", "bge-reranker-v2-m3-a100", "--max-batch-tokens", "8192"],
+                          {"MAX_CONCURRENT_REQUESTS": "64"})
+    assert config.model_id == "BAAI/bge-reranker-v2-m3" and config.kind == "reranker"
+    assert config.tokens_per_second == pytest.approx(1 / 3.95e-6) and config.batch_overhead_seconds == 0.015
+    assert config.seconds_per_token_sq == 7.7e-10 and config.max_client_batch_size == 128
+    assert config.max_batch_tokens == 8192 and config.max_concurrent_requests == 64  # a flag, a TEI env var
+    assert parse_config([], {"EMULATOR_PROFILE": "cpu-small"}).max_batch_tokens == 2048
+
+
+async def test_square_term_of_the_profile_slows_long_inputs() -> None:
+    # 4 inputs of 507 tokens (390 words): 0.015 + 2028 x 2.5e-4 = 0.522 s without cpu-small's square term, plus
+    # 4 x 507^2 x 5e-7 = 0.514 s with it.
+    from tei_operator.emulator.batching import load_profile
+
+    profile = load_profile("cpu-small")
+    long_input = " ".join(f"w{i}" for i in range(390))
+    for sq, low, high in ((profile.seconds_per_token_sq, 1.0, 1.35), (0.0, 0.5, 0.8)):
+        config = EmulatorConfig.from_profile(profile, port=0, dimensions=8, seconds_per_token_sq=sq)
+        async with EmulatorServer(config) as server, client() as session:
+            await timed_embed(session, server, ["warm"])
+            took = await timed_embed(session, server, [long_input] * 4)
+            assert low <= took <= high, (sq, took)
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "named"),
     [
+        (["--profile", "tpu-dream"], {}, "--profile.*no such profile"),
+        ([], {"EMULATOR_PROFILE": "/nonexistent/p.yaml"}, "EMULATOR_PROFILE"),
+        (["--seconds-per-token-sq", "-1"], {}, "--seconds-per-token-sq"),
         ([], {"MAX_BATCH_TOKENS": "lots"}, "MAX_BATCH_TOKENS"),
         (["--max-batch-tokens", "100"], {}, "--max-batch-tokens"),
         (["--kind", "classifier"], {}, "--kind"),

@@ -274,3 +274,20 @@ def test_a_gpu_that_held_the_model_loads_it_warm():
     same.set_desired(1, 10.0)
     same.set_desired(3, 20.0)
     assert sorted(r.load_s for r in same.results().pods if r.scheduled_at == 20.0) == loads  # seeded draws
+
+
+def test_several_bulk_groups_run_in_their_own_windows():
+    # A day's ingestion as two stretches with different worker counts: each group's workers send only inside its
+    # window, with its own request size.
+    early = BulkClients(workers=2, start_s=0.0, stop_s=10.0, inputs_per_request=4, seed=1)
+    late = BulkClients(workers=5, start_s=20.0, stop_s=30.0, inputs_per_request=8, seed=2)
+    none = OpenArrivals.uniform_sizes(np.zeros(0), 1, 1)
+    sim = Simulator(FAST, replicas0=2, arrivals=none, bulk=[early, late])
+    sim.advance_to(40.0)
+    r = sim.results()
+    g0, g1 = r.bulk_group == 0, r.bulk_group == 1
+    assert set(r.bulk_worker[g0]) == {0, 1} and set(r.bulk_worker[g1]) == {2, 3, 4, 5, 6}
+    assert r.bulk_t[g0].max() < 10.0 and 20.0 <= r.bulk_t[g1].min() and r.bulk_t[g1].max() < 30.0
+    assert set(r.bulk_inputs[g0]) == {4} and set(r.bulk_inputs[g1]) == {8}
+    with pytest.raises(SimulatorError, match=r"bulk\[1\]\.inputs_per_request"):
+        Simulator(FAST, replicas0=1, arrivals=none, bulk=[early, BulkClients(1, 0, 1, inputs_per_request=99)])
