@@ -338,7 +338,7 @@ def test_urls():
 def test_queries_are_one_per_signal_whatever_the_number_of_services():
     few = build_queries("namespace", "pod", 60, ["a"])
     many = build_queries("namespace", "pod", 60, [f"ns{i}" for i in range(50)])
-    assert len(few) == len(many) == 10  # 9 signals (signals.SIGNAL_SERIES) and the freshness query
+    assert len(few) == len(many) == 11  # 9 signals (signals.SIGNAL_SERIES), the latency histogram, freshness
     assert 'namespace=~"a"' in few["queue"] and "[60s]" in few["tokens"]
     assert 'err="overloaded"' in few["overloaded"]
     custom = build_queries("kubernetes_namespace", "kubernetes_pod_name", 30)
@@ -434,6 +434,12 @@ async def test_prometheus_source_against_a_real_prometheus(prometheus_binary):
             m = result.pods["uid-0"]
             assert m.request_rate and m.request_rate > 0
             assert m.batch_tokens_rate and m.batch_tokens_rate > 0
+            # The latency histogram per bucket bound, ascending, +Inf last, cumulative; and the batch time.
+            les = [le for le, _ in m.duration_bucket_rates]
+            assert les == sorted(les) and les[-1] == float("inf") and len(les) > 10
+            counts = [c for _, c in m.duration_bucket_rates]
+            assert counts == sorted(counts) and counts[-1] > 0
+            assert m.inference_count_rate and m.inference_seconds_rate and m.inference_seconds_rate > 0
             assert abs(time.time() - m.observed_at) < 5
             assert "uid-1" not in result.pods and "not scraped" in result.pod_errors["uid-1"]
             # Never served a request: no te_* series at all, and that is an idle pod.

@@ -36,8 +36,10 @@ from . import MetricsSource, PodMetrics, ServiceTarget, SourceResult
 #: pod_label", `{sel}` a label matcher list (may be empty). The signal queries come from `signals.SIGNAL_SERIES`.
 FRESHNESS_QUERY = "max by ({by}) (timestamp(up{{{sel}}})) and max by ({by}) (up{{{sel}}} == 1)"
 
-#: Query names of one tick: one per signal, then the freshness query.
-QUERY_NAMES: tuple[str, ...] = (*SIGNAL_SERIES, "fresh")
+#: The end-to-end latency histogram per pod and bucket bound, for latencyTargetMs (`{by}`, `{sel}`, `{w}` as above).
+DURATIONS_QUERY = "sum by ({by}, le) (rate(te_request_duration_bucket{{{sel}}}[{w}]))"
+#: Query names of one tick: one per signal, the latency histogram, then the freshness query.
+QUERY_NAMES: tuple[str, ...] = (*SIGNAL_SERIES, "durations", "fresh")
 
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -70,6 +72,7 @@ def build_queries(namespace_label: str, pod_label: str, window_seconds: float,
     sel = namespace_matcher(namespace_label, namespaces)
     by, window = f"{namespace_label}, {pod_label}", promql_duration(window_seconds)
     queries = {name: f"sum by ({by}) ({signal_promql(name, sel, window)})" for name in SIGNAL_SERIES}
+    queries["durations"] = DURATIONS_QUERY.format(by=by, sel=sel, w=window)
     queries["fresh"] = FRESHNESS_QUERY.format(by=by, sel=sel)
     return queries
 
@@ -90,6 +93,23 @@ def parse_vector(result: Any, namespace_label: str, pod_label: str) -> dict[tupl
         if ns and pod and math.isfinite(value):
             out[(ns, pod)] = value
     return out
+
+
+def parse_buckets(result: Any, namespace_label: str, pod_label: str) -> dict[tuple[str, str], tuple]:
+    """The durations answer as {(ns, pod): ((le, rate), ...)} with le ascending (+Inf last)."""
+    out: dict[tuple[str, str], dict[float, float]] = {}
+    if not isinstance(result, list):
+        raise ValueError(f"expected an instant vector (a list), got {type(result).__name__}")
+    for item in result:
+        metric = item.get("metric") or {}
+        ns, pod = metric.get(namespace_label), metric.get(pod_label)
+        try:
+            le, value = float(metric["le"]), float(item["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if ns and pod and not math.isnan(le) and math.isfinite(value):
+            out.setdefault((ns, pod), {})[le] = value
+    return {key: tuple(sorted(b.items())) for key, b in out.items()}
 
 
 def queue_series_lost(key: tuple[str, str], vectors: Mapping[str, Mapping[tuple[str, str], float]]) -> str | None:
@@ -153,6 +173,7 @@ class PrometheusSource(MetricsSource):
         names = list(queries)
         answers = await asyncio.gather(*(self._query(queries[n]) for n in names), return_exceptions=True)
         vectors: dict[str, dict[tuple[str, str], float]] = {}
+        durations: dict[tuple[str, str], tuple] = {}
         for name, answer in zip(names, answers):
             if isinstance(answer, BaseException):
                 detail = f"{type(answer).__name__}: {answer}" if str(answer) else type(answer).__name__
@@ -160,7 +181,10 @@ class PrometheusSource(MetricsSource):
                     detail = f"no answer within {self.timeout:g}s"
                 return SourceResult(pods={}, error=f"Prometheus query {name} at {self.url} failed: {detail}"[:500])
             try:
-                vectors[name] = parse_vector(answer, self.namespace_label, self.pod_label)
+                if name == "durations":
+                    durations = parse_buckets(answer, self.namespace_label, self.pod_label)
+                else:
+                    vectors[name] = parse_vector(answer, self.namespace_label, self.pod_label)
             except ValueError as exc:
                 return SourceResult(pods={}, error=f"Prometheus query {name} at {self.url}: {exc}")
         pods: dict[str, PodMetrics] = {}
@@ -190,5 +214,6 @@ class PrometheusSource(MetricsSource):
                     success_rate=vectors["successes"].get(key),
                     inference_seconds_rate=vectors["batch_seconds"].get(key),
                     inference_count_rate=vectors["batch_seconds_count"].get(key),
+                    duration_bucket_rates=durations.get(key),
                 )
         return SourceResult(pods=pods, pod_errors=errors)
