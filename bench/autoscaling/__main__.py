@@ -54,12 +54,15 @@ def main(argv: list[str] | None = None, outcome: list | None = None) -> int:
     ap.add_argument("--long", action="store_true", help="also the 24 h diurnal: every policy on 5 seeds, and mixed vs "
                     "split pools on it (tei-operator's live path reads every pod's page every 2 s: slow)")
     ap.add_argument("--test-seeds", type=int, help="seeds per test trace (default 5)")
+    ap.add_argument("--long-seeds", type=int, help="with --long: seeds of the 24 h diurnal (default 5)")
     ap.add_argument("--out", default=str(REPORT), help="report path (default docs/benchmarks/autoscaling.md)")
     ap.add_argument("--no-report", action="store_true", help="print the summary only")
     ap.add_argument("--jobs", type=int, default=default_jobs(), help="parallel processes (default 2)")
     args = ap.parse_args(argv)
     if args.test_seeds is not None and args.test_seeds < 1:
         ap.error("--test-seeds: must be >= 1")
+    if args.long_seeds is not None and (args.long_seeds < 1 or not args.long):
+        ap.error("--long-seeds: must be >= 1, and needs --long")
     if args.jobs < 1:
         ap.error("--jobs: must be >= 1")
     try:
@@ -77,6 +80,8 @@ def main(argv: list[str] | None = None, outcome: list | None = None) -> int:
     if args.test_seeds:
         seeds = tuple(range(1, args.test_seeds + 1))
         plan.test_seeds = plan.curve_seeds = seeds
+    if args.long_seeds:
+        plan.long_seeds = tuple(range(1, args.long_seeds + 1))
     t0 = time.time()
     out = execute(train, test, plan, args.jobs, log=lambda m: print(m, flush=True))
     if outcome is not None:

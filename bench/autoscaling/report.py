@@ -324,7 +324,7 @@ def pools_table(out: Outcome) -> tuple[str, dict]:
 
 # ---- plots ---------------------------------------------------------------------------------------------------------
 
-def plot_curves(out: Outcome, traces: list[Trace], img_dir: Path) -> Path:
+def plot_curves(out: Outcome, traces: list[Trace], img_dir: Path, stem: str = "autoscaling") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,13 +352,13 @@ def plot_curves(out: Outcome, traces: list[Trace], img_dir: Path) -> Path:
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     img_dir.mkdir(parents=True, exist_ok=True)
-    path = img_dir / "autoscaling-curves.png"
+    path = img_dir / f"{stem}-curves.png"
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
 
 
-def plot_timelines(out: Outcome, traces: list[Trace], img_dir: Path) -> Path:
+def plot_timelines(out: Outcome, traces: list[Trace], img_dir: Path, stem: str = "autoscaling") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -380,7 +380,7 @@ def plot_timelines(out: Outcome, traces: list[Trace], img_dir: Path) -> Path:
             ax.axvspan(a / 60, b / 60, color="grey", alpha=0.2)
     axes.flat[0].legend(ncol=4, fontsize=7)
     fig.tight_layout()
-    path = img_dir / "autoscaling-timelines.png"
+    path = img_dir / f"{stem}-timelines.png"
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
@@ -395,8 +395,8 @@ def write(path: Path, out: Outcome, train: list[Trace], test: list[Trace], profi
     ran = {r.trace for r in out.test}
     short = [t for t in test if t.name not in plan.long_traces and t.name in ran]
     online = [t for t in test if t.name in ran]
-    curves = plot_curves(out, short, img_dir)
-    tls = plot_timelines(out, online, img_dir)
+    curves = plot_curves(out, short, img_dir, path.stem)
+    tls = plot_timelines(out, online, img_dir, path.stem)
     ptable, pfacts = pools_table(out)
     cap = replica_capacity(ONLINE.profile(profile), ONLINE)
     met = [g for g, _, v in rows if v == "met"]
