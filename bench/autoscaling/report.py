@@ -392,6 +392,9 @@ def write(path: Path, out: Outcome, train: list[Trace], test: list[Trace], profi
           sim_section: str) -> None:
     img_dir = path.parent / "img"
     rows, facts = goals(out, test, profile, plan)
+    if command.strip() != "python -m bench.autoscaling":  # the runtime goal is about the default run; say which ran
+        rows = [(f"`{command}` (the goal is for `make bench-autoscaling`) <= 5 min on 2 cores"
+                 if g.startswith("`make bench-autoscaling`") else g, m, v) for g, m, v in rows]
     ran = {r.trace for r in out.test}
     short = [t for t in test if t.name not in plan.long_traces and t.name in ran]
     online = [t for t in test if t.name in ran]
