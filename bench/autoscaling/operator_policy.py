@@ -188,8 +188,8 @@ class OperatorPolicy:
             self.signals.append((now, "fast", signals))
         decision, state = decide_fast(signals, self.state, self.spec, self.max_batch_tokens, now,
                                       self.settings.max_pending_replicas)
+        self.state = state  # a hold changes at most the learned peak
         if decision.action != "ScaleUp":
             return None
-        self.state = state
         self.decisions.append((now, decision))
         return decision.desired_replicas

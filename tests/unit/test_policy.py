@@ -467,14 +467,18 @@ def test_latency_target_learns_the_utilisation_from_the_latency_requests_got():
     assert st.latency_utilization == pytest.approx(0.56) and "10.0% of requests took longer" in d.reason
     _, st2 = decide(signals(15, 0.9), st, sp, MBT, now=15)
     assert st2.latency_utilization == pytest.approx(0.56)
-    d, st3 = decide(signals(60, 0.9), st2, sp, MBT, now=60)
-    assert st3.latency_utilization == pytest.approx(0.448)
-    # ...and sizes the fleet: 4 x 6,000 / (10,000 x 0.448) = 5.4 -> 6 replicas.
+    # A minute later as many are late: lowering the target did not help (slow batches, not a short fleet): hold.
+    d, blocked = decide(signals(60, 0.9), st2, sp, MBT, now=60)
+    assert blocked.latency_utilization == pytest.approx(0.56) and "did not help" in d.reason
+    # Fewer late (7%, at most 0.8x the 10%): it helped, so it goes on: 0.56 x 0.85 = 0.476.
+    d, st3 = decide(signals(60, 0.93), st2, sp, MBT, now=60)
+    assert st3.latency_utilization == pytest.approx(0.476)
+    # ...and sizes the fleet: 4 x 6,000 / (10,000 x 0.476) = 5.04 -> 6 replicas.
     d, _ = decide(signals(75, 0.95), st3, sp, MBT, now=75)
     assert d.desired_replicas == 6
     # Almost nothing late while that target sizes the fleet: it creeps back up by 0.01 a tick.
     _, st4 = decide(signals(90, 1.0, per_ready=4_400.0), st3, sp, MBT, now=90)
-    assert st4.latency_utilization == pytest.approx(0.458)
+    assert st4.latency_utilization == pytest.approx(0.486)
     # Not while replicas load or under 429s (the fleet is short then, not its target wrong), nor without a target.
     _, st5 = decide(replace(signals(120, 0.5), starting_replicas=1), st3, sp, MBT, now=120)
     assert st5.latency_utilization == st3.latency_utilization
@@ -542,3 +546,29 @@ def test_fast_path_learns_the_peak_from_a_backlog_that_the_main_tick_would_not()
                success_rate=1100.0)
     d, _ = decide(calm, replace(st, first_tick_at=-10_000), spec(), MBT, now=15)
     assert d.desired_replicas == 2 and "demand" in d.reason
+
+
+def test_latency_misses_add_replicas_only_while_that_helps():
+    # No learned peak: late requests add a replica a minute, but only while the late share falls (or the load
+    # grows): late because each batch is slow, more replicas would change nothing, up to maxReplicas.
+    def signals(t: float, current: int, within: float, rate: float = 100.0) -> Signals:
+        buckets = ((0.1, rate * within), (float("inf"), rate))
+        return sig(current, queue=0.0, t=t, request_rate=rate, request_duration_buckets=buckets)
+
+    sp = spec(latencyTargetMs=100)
+    d, st = decide(signals(0, 2, 0.9), watched(), sp, MBT, now=0)
+    assert d.desired_replicas == 3 and "1 more" in d.reason  # ceil(2 x 2 x 0.1)
+    d, st = decide(signals(60, 3, 0.94), st, sp, MBT, now=60)  # 6% late: helped
+    assert d.desired_replicas == 4
+    d, st = decide(signals(120, 4, 0.95), st, sp, MBT, now=120)  # 5% late: not 0.8x of 6%
+    assert d.desired_replicas == 4 and "did not help" in d.reason
+    d, _ = decide(signals(180, 4, 0.95, rate=130.0), st, sp, MBT, now=180)  # the load grew 30%: try again
+    assert d.desired_replicas == 5
+
+
+def test_fast_path_keeps_the_peak_it_learns_while_it_holds():
+    # Replicas loading (the queue does not count for scale-up then): a hold, but the backlog still teaches the peak.
+    s = sig(3, ready=1, starting_replicas=2, queue=40.0, batch_tokens_rate_sum=30_000.0, batch_rate_count=300.0,
+            request_rate=900.0, success_rate=800.0)
+    d, st = decide_fast(s, watched(), spec(), MBT, now=0)
+    assert d.action == "Hold" and st.peak_tokens_per_replica == 30_000.0

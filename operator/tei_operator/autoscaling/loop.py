@@ -432,9 +432,9 @@ class Autoscaler:
                 if capacity is not None:
                     signals = dataclasses.replace(signals, schedulable_capacity=capacity.schedulable)
                     decision, state = decide_fast(signals, memory.state, spec, mbt, now, pending)
+        memory.state = state  # a hold changes at most the learned peak
         if decision.action != "ScaleUp":
             return TickOutcome(view.label, decision=decision)
-        memory.state = state
         await self.writer.set_replicas(resource.namespace, resource.name, decision.desired_replicas)
         memory.last_scale_time = now
         logger.info("Scaled Deployment %s/%s up from %d to %d: %s", resource.namespace, resource.name, current,

@@ -91,6 +91,13 @@ LATENCY_DECREASE = 0.85
 LATENCY_INCREASE = 0.01
 LATENCY_ADJUST_SECONDS = 60.0
 LATENCY_MIN_REQUESTS_PER_SECOND = 1.0
+# A latency move (a replica added, or the target lowered, for late requests) is repeated only when the last one
+# helped (late share down to LATENCY_HELPED of what it was), the request rate grew by LATENCY_RATE_GROWTH, or
+# LATENCY_RETRY_SECONDS passed: requests late because each batch is slow (a large model, long inputs) are not made
+# faster by more replicas, and adding them each minute ran a pool to maxReplicas.
+LATENCY_HELPED = 0.8
+LATENCY_RATE_GROWTH = 1.2
+LATENCY_RETRY_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,8 @@ class PolicyState:
     """The utilisation target learned from the latency requests got (latencyTargetMs); None until adjusted."""
     latency_adjusted_at: float | None = None
     """When latency_utilization last moved down."""
+    latency_move: tuple[float, float, float] | None = None
+    """(time, late share, requests/s) at the last latency move (a replica added or the target lowered)."""
     low_since: float | None = None
     """Since when the Ready replicas alone have been below 1 - tolerance of target with no 429s (None: they are
     not): cancelling loading replicas waits CANCEL_CONFIRM_SECONDS of it."""
@@ -405,6 +414,16 @@ def _recommend(
     return _Reading(rec, why, q_per, fill, tpr, ratio, peak, up_ratio, down_ratio, overloaded, d_now_ratio, util)
 
 
+def _latency_move_allowed(state: PolicyState, missed: float, s: Signals, now: float) -> bool:
+    """Whether another latency move may follow the last one (see LATENCY_HELPED)."""
+    last = state.latency_move
+    if last is None:
+        return True
+    t, was, rate = last
+    grew = s.request_rate is not None and rate > 0 and s.request_rate >= LATENCY_RATE_GROWTH * rate
+    return missed <= LATENCY_HELPED * was or grew or now - t >= LATENCY_RETRY_SECONDS - _EPS
+
+
 def _latency_misses(s: Signals, spec: AutoscalingSpec) -> float | None:
     """Share of the window's completed requests that took longer than latencyTargetMs; None when unknown (no
     target, no histogram, fewer than LATENCY_MIN_REQUESTS_PER_SECOND)."""
@@ -433,6 +452,10 @@ def _latency_feedback(s: Signals, spec: AutoscalingSpec, state: PolicyState, rea
     if reading.demand_ratio is None:
         return learned, adjusted  # no learned peak: the target sizes nothing yet (`_latency_misses` acts then)
     if missed > LATENCY_MISS_HIGH and (adjusted is None or now - adjusted >= LATENCY_ADJUST_SECONDS - _EPS):
+        if not _latency_move_allowed(state, missed, s, now):
+            notes.append(f"{100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} ms, but lowering "
+                         "the utilization target did not help: not a capacity problem")
+            return learned, now
         new = max(lo, current * min(LATENCY_DECREASE, max(0.5, 1.0 - 2.0 * missed)))
         notes.append(f"{100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} ms: utilization "
                      f"target {current:.2f} -> {new:.2f}")
@@ -539,6 +562,7 @@ def decide(
     history = state.demand_history
     demand = None if problem or s.ready_replicas <= 0 else s.demand_tokens_rate()
     reading: _Reading | None = None
+    latency_move = state.latency_move
     # The demand's recent history (healthy ticks only), long enough for PERIOD_CYCLES of the longest cycle.
     horizon = PERIOD_CYCLES * longest_cycle + 1
     if demand is not None and math.isfinite(demand):
@@ -584,9 +608,14 @@ def decide(
                     and (last_up is None or now - last_up >= LATENCY_ADJUST_SECONDS - _EPS)):
                 more = max(1, math.ceil(s.ready_replicas * 2 * missed))
                 if s.ready_replicas + more > rec:
-                    rec = s.ready_replicas + more
-                    reason += (f"; {100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} ms "
-                               f"(no learned peak yet): {more} more")
+                    if _latency_move_allowed(state, missed, s, now):
+                        rec = s.ready_replicas + more
+                        latency_move = (now, missed, s.request_rate or 0.0)
+                        reason += (f"; {100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} "
+                                   f"ms (no learned peak yet): {more} more")
+                    else:
+                        reason += (f"; {100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} "
+                                   "ms, but the last replicas added for it did not help: not a capacity problem")
 
 
     # Stabilization windows (HPA semantics): up takes the window's lowest, down the window's highest. A load that
@@ -642,6 +671,9 @@ def decide(
         target, limited, events = _limit(target, current, s, state, spec, now, max_pending, notes, limited, floor)
 
     latency_utilization, adjusted_at = _latency_feedback(s, spec, state, reading, now, notes)
+    if latency_utilization is not None and (state.latency_utilization is None
+                                            or latency_utilization < state.latency_utilization - _EPS):
+        latency_move = (now, _latency_misses(s, spec) or 0.0, s.request_rate or 0.0)
 
     if notes:
         reason = reason + "; " + "; ".join(notes)
@@ -650,6 +682,7 @@ def decide(
         state,
         latency_utilization=latency_utilization,
         latency_adjusted_at=adjusted_at,
+        latency_move=latency_move,
         recommendations=recs,
         scale_events=events + (((now, current, target),) if target != current else ()),
         consecutive_failures=failures,
