@@ -1,128 +1,106 @@
-"""`python -m bench.autoscaling`: compare tei-operator's scaling policy with HPA, KEDA, static fleets and an oracle.
+"""`python -m bench.autoscaling`: does tei-operator's autoscaler serve users better than what a competent platform
+team would deploy (HPA, KEDA, Knative's KPA, static fleets), at equal SLO attainment?
 
-    python -m bench.autoscaling                      # every trace in bench/traces, 3 seeds, writes the report
-    python -m bench.autoscaling --quick              # step + spike traces, 1 seed, no report (< 60 s)
-    python -m bench.autoscaling --trace prod.csv --service my-embedding.yaml --tokens-per-second 55000 \\
-        --gpu-price 2.01 --slo-ms 150 --out /tmp/report.md     # replay your own load with your own spec
+    python -m bench.autoscaling                 # train sweeps, test set, pools; writes docs/benchmarks/autoscaling.md
+    python -m bench.autoscaling --long          # and the 24 h diurnal (5 seeds) and mixed vs split on it
+    python -m bench.autoscaling --quick         # a small compressed subset, no report (well under 60 s)
+    python -m bench.autoscaling --trace prod.csv --out /tmp/report.md   # your own load as the test set
+
+Policies are tuned on bench/traces/train/ only and reported on bench/traces/test/ (or on --trace files).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
-from .report import plot, table, write_markdown
-from .run import POLICIES, BenchSettings, Result, run_one
-from .traces import Trace, TraceError, generate_arrivals, load_trace
+from .experiment import BASELINES, Plan, default_jobs, execute, families
+from .traces import TraceError, load_trace
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACES = ROOT / "bench" / "traces"
-QUICK_TRACES = ("step", "spike")
+REPORT = ROOT / "docs" / "benchmarks" / "autoscaling.md"
+QUICK_TRAIN = ("step",)
+QUICK_TEST = ("step", "ingest")
+QUICK_TIME_FACTOR = 0.25
+SIMULATOR_SECTION = """## How the simulator works
+
+A per-batch discrete-event simulation of TEI's router on every replica (the batching model the TEI emulator
+shares), with pod lifecycle, routing and a simulated Prometheus: see [simulator.md](simulator.md)."""
 
 
-def _series(r: Result) -> dict:
-    """Downsampled plot data: replicas over time and p95 latency per 30 s bin (failed requests = +inf)."""
-    tl = r.timeline
-    t, lat = tl["arrivals"], tl["latency"]
-    bins = np.arange(0, (t.max() if len(t) else 0) + 30, 30.0)
-    idx = np.digitize(t, bins) - 1
-    order = np.argsort(idx, kind="stable")
-    splits = np.searchsorted(idx[order], np.arange(len(bins)))
-    groups = np.split(lat[order], splits[1:])
-    p95 = np.array([np.percentile(g, 95) if len(g) else np.nan for g in groups])
-    return {"t": tl["t"], "replicas": tl["replicas"], "bins": bins, "p95": p95}
+def summary(out, train, test) -> str:
+    from .report import at_tuned, med, pct
+
+    lines = [f"{'policy':<12} {'knob':>8}  " + "  ".join(f"{t.name:>18}" for t in test)]
+    for f, (k, _) in out.tuned.items():
+        cells = []
+        for t in test:
+            rs = at_tuned(out.test, t.name, f, k)
+            cells.append(f"{pct(med([r.query_attainment for r in rs])):>8} {med([r.gpu_hours for r in rs]):6.2f} GPUh"
+                         if rs else f"{'-':>18}")
+        lines.append(f"{f:<12} {k if k is not None else '-':>8}  " + "  ".join(cells))
+    return "\n".join(lines)
 
 
-def run_task(trace: Trace, seed: int, policies: tuple[str, ...], settings: BenchSettings, keep_series: bool):
-    """All policies on one trace and seed, on the same arrivals."""
-    mean_tokens = settings.mix.mean_tokens()
-    arrivals = generate_arrivals(trace, seed, settings.mix)
-    out, series = [], {}
-    for name in policies:
-        r = run_one(name, trace, seed, settings, arrivals, mean_tokens)
-        if keep_series:
-            series[name] = _series(r)
-        r.timeline = {}
-        out.append(r)
-    return out, series
-
-
-def run_all(traces: list[Trace], seeds: list[int], policies: tuple[str, ...], settings: BenchSettings,
-            jobs: int = 1) -> tuple[list[Result], dict[str, dict]]:
-    """Every (trace, seed) in parallel processes; plot series kept for the first seed."""
-    tasks = [(tr, sd, policies, settings, sd == seeds[0]) for tr in traces for sd in seeds]
-    results: list[Result] = []
-    series: dict[str, dict] = {}
-    if jobs <= 1:
-        outs = [run_task(*t) for t in tasks]
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            outs = list(pool.map(run_task, *zip(*tasks)))
-    for (tr, *_), (rs, ser) in zip(tasks, outs):
-        results += rs
-        if ser:
-            series[tr.name] = ser
-    return results, series
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, outcome: list | None = None) -> int:
+    """Run the benchmark; `outcome`, when given, receives the Outcome (for tests)."""
     ap = argparse.ArgumentParser(prog="python -m bench.autoscaling", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--trace", action="append", help="trace CSV (repeatable); default: every file in bench/traces")
-    ap.add_argument("--service", help="an EmbeddingService/RerankerService manifest: its spec.autoscaling and "
-                    "spec.engine are used (default: the operator's defaults, maxReplicas 12)")
-    ap.add_argument("--tokens-per-second", type=float, help="one replica's throughput (default 60000: BGE-M3, A100)")
-    ap.add_argument("--gpu-price", type=float, help="price of one GPU per hour in $ (default 1.04)")
-    ap.add_argument("--slo-ms", type=float, help="latency target in ms (default 100)")
-    ap.add_argument("--seeds", type=int, default=3, help="seeds per trace (default 3)")
-    ap.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated subset of {','.join(POLICIES)}")
-    ap.add_argument("--quick", action="store_true", help="step and spike traces, 1 seed, no report: under 60 s")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "autoscaling.md"), help="report path")
-    ap.add_argument("--no-report", action="store_true", help="print the table only")
-    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (default 2)")
+    ap.add_argument("--trace", action="append", help="a trace CSV to test on (repeatable); default: bench/traces/test")
+    ap.add_argument("--quick", action="store_true", help="a small compressed subset, 1 seed, no report (< 60 s)")
+    ap.add_argument("--long", action="store_true", help="also the 24 h diurnal: every policy on 5 seeds, and mixed vs "
+                    "split pools on it (tei-operator's live path reads every pod's page every 2 s: slow)")
+    ap.add_argument("--test-seeds", type=int, help="seeds per test trace (default 5)")
+    ap.add_argument("--long-seeds", type=int, help="with --long: seeds of the 24 h diurnal (default 5)")
+    ap.add_argument("--out", default=str(REPORT), help="report path (default docs/benchmarks/autoscaling.md)")
+    ap.add_argument("--no-report", action="store_true", help="print the summary only")
+    ap.add_argument("--jobs", type=int, default=default_jobs(), help="parallel processes (default 2)")
     args = ap.parse_args(argv)
-
-    policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
-    bad = [p for p in policies if p not in POLICIES]
-    if bad:
-        ap.error(f"--policies: unknown {bad}; choose from {', '.join(POLICIES)}")
-    if args.seeds < 1:
-        ap.error("--seeds: must be >= 1")
-    overrides = {"tokens_per_second": args.tokens_per_second, "gpu_price_per_hour": args.gpu_price,
-                 "slo_seconds": args.slo_ms / 1000 if args.slo_ms else None}
+    if args.test_seeds is not None and args.test_seeds < 1:
+        ap.error("--test-seeds: must be >= 1")
+    if args.long_seeds is not None and (args.long_seeds < 1 or not args.long):
+        ap.error("--long-seeds: must be >= 1, and needs --long")
+    if args.jobs < 1:
+        ap.error("--jobs: must be >= 1")
     try:
-        if args.service:
-            settings = BenchSettings.from_yaml(args.service, **overrides)
-        else:
-            base = BenchSettings.default()
-            settings = BenchSettings.from_yaml_dict(base, overrides)
-        paths = [Path(p) for p in args.trace] if args.trace else sorted(TRACES.glob("*.csv"))
-        if args.quick and not args.trace:
-            paths = [TRACES / f"{n}.csv" for n in QUICK_TRACES]
-        traces = [load_trace(p) for p in paths]
-    except (TraceError, ValueError, OSError) as e:
+        train = [load_trace(p) for p in sorted((TRACES / "train").glob("*.csv"))]
+        test_paths = [Path(p) for p in args.trace] if args.trace else sorted((TRACES / "test").glob("*.csv"))
+        test = [load_trace(p) for p in test_paths]
+    except TraceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    seeds = [0] if args.quick else list(range(args.seeds))
+    plan = Plan.quick_plan() if args.quick else Plan.long_plan() if args.long else Plan()
+    if args.quick:
+        train = [t.scaled(QUICK_TIME_FACTOR) for t in train if t.name in QUICK_TRAIN]
+        if not args.trace:
+            test = [t.scaled(QUICK_TIME_FACTOR) for t in test if t.name in QUICK_TEST]
+    if args.test_seeds:
+        seeds = tuple(range(1, args.test_seeds + 1))
+        plan.test_seeds = plan.curve_seeds = seeds
+    if args.long_seeds:
+        plan.long_seeds = tuple(range(1, args.long_seeds + 1))
     t0 = time.time()
-    results, series = run_all(traces, seeds, policies, settings, args.jobs)
-    elapsed = time.time() - t0
-    print(table(results, markdown=False))
-    print(f"\n{len(results)} runs in {elapsed:.0f} s")
-    if not (args.quick or args.no_report):
-        out = Path(args.out)
-        images = [plot(name, s, out.parent / "img", settings.slo_seconds) for name, s in series.items()]
-        cmd = "python -m bench.autoscaling " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_markdown(out, results, settings, images, len(seeds), cmd.strip(), elapsed)
-        print(f"wrote {out}")
+    out = execute(train, test, plan, args.jobs, log=lambda m: print(m, flush=True))
+    if outcome is not None:
+        outcome.append(out)
+    print(summary(out, train, test))
+    print(f"\n{len(out.train) + len(out.test) + len(out.pools)} runs in {time.time() - t0:.0f} s, "
+          f"{out.cpu_seconds:.0f} CPU-s (policies: {', '.join(families())})")
+    if args.quick or args.no_report:
+        return 0
+    from .report import write
+    from .run import load_bench_profile
+
+    cmd = "python -m bench.autoscaling " + " ".join(argv if argv is not None else sys.argv[1:])
+    write(Path(args.out), out, train, test, load_bench_profile(), plan, cmd.strip(), SIMULATOR_SECTION)
+    print(f"wrote {args.out}")
     return 0
 
+
+__all__ = ["main", "BASELINES"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,4 +1,9 @@
-"""Run one policy on one trace and seed, and measure what users choose an autoscaler on: SLO misses and GPU cost."""
+"""Run one policy over one trace in the simulator and measure it per class.
+
+A *pool* is one Deployment of one model: the classes it serves, its TEI limits (maxBatchTokens) and its
+min/max replicas. The recommended deployment splits online queries from documents and bulk ingestion
+(`ONLINE` + `INGEST`); `MIXED` serves everything from one pool (see docs/pools.md).
+"""
 
 from __future__ import annotations
 
@@ -7,221 +12,249 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from tei_operator.api.autoscaling import AutoscalingSpec
+from .classes import BULK, CLASSES, DOCUMENT, OPEN_CLASSES, QUERY, RERANK
+from .policies import Oracle, Policy, Static
+from .traces import Trace
+from .workload import Workload, offered_tokens_per_second, select
 
-from tei_operator.emulator.batching import Profile, load_profile
+PROFILE_PATH = Path(__file__).resolve().parent / "profiles" / "qwen3-embedding-8b-a100.yaml"
+TIMELINE_EVERY = 10.0
 
-from .policies import HpaPolicy, KedaPolicy, OraclePolicy, Policy, StaticPolicy
-from .simulator import OpenArrivals, Simulator
-from .traces import Arrivals, RequestMix, Trace
 
-TIMELINE_STEP = 5.0
-SCRAPE_INTERVAL = 15.0
-POLICIES = ("operator", "hpa", "keda", "static-peak", "static-mean", "oracle")
+def load_bench_profile():
+    from tei_operator.emulator.batching import load_profile
+
+    return load_profile(PROFILE_PATH)
 
 
 @dataclass(frozen=True)
-class BenchSettings:
-    """The service being benchmarked: its autoscaling spec, its engine, and the price of its GPUs."""
+class Pool:
+    """One Deployment: the classes it serves and its engine limits."""
 
-    autoscaling: AutoscalingSpec
-    engine: Profile = field(default_factory=lambda: load_profile("bge-m3-a100"))
-    gpu_price_per_hour: float = 1.04
-    slo_seconds: float = 0.1
-    mix: RequestMix = RequestMix()
-    static_utilization: float = 0.7
+    name: str
+    classes: frozenset
+    bulk: bool
+    max_batch_tokens: int
+    min_replicas: int = 1
+    max_replicas: int = 12
+    routing: str = "random"
 
-    @classmethod
-    def default(cls) -> "BenchSettings":
-        return cls(AutoscalingSpec(enabled=True, min_replicas=1, max_replicas=12))
+    def profile(self, base):
+        # With --auto-truncate (TEI's default since 1.9) a --max-batch-tokens below the model's maximum input length
+        # is accepted and inputs are truncated to it: TEI takes min(max_input_length, max_batch_tokens).
+        return base.with_limits(max_batch_tokens=self.max_batch_tokens,
+                                max_input_length=min(base.max_input_length, self.max_batch_tokens))
 
-    @classmethod
-    def from_yaml_dict(cls, base: "BenchSettings", overrides: dict) -> "BenchSettings":
-        """`base` with the command line's overrides (None values ignored)."""
-        from dataclasses import replace
+    def describe(self) -> str:
+        cl = ", ".join(CLASSES[c].name for c in sorted(self.classes)) + (", bulk" if self.bulk else "")
+        return (f"{self.name}: serves {cl}; maxBatchTokens {self.max_batch_tokens}; replicas "
+                f"{self.min_replicas}-{self.max_replicas}; routing {self.routing}")
 
-        kw = {k: overrides[k] for k in ("gpu_price_per_hour", "slo_seconds") if overrides.get(k)}
-        if overrides.get("tokens_per_second"):
-            kw["engine"] = replace(base.engine, seconds_per_token=1.0 / float(overrides["tokens_per_second"]))
-        return replace(base, **kw)
 
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides) -> "BenchSettings":
-        """Read a service manifest (or its spec) and take spec.autoscaling and spec.engine from it.
+ONLINE = Pool("online", frozenset({QUERY}), False, max_batch_tokens=512, min_replicas=1, max_replicas=10)
+INGEST = Pool("ingest", frozenset({DOCUMENT}), True, max_batch_tokens=16384, min_replicas=1, max_replicas=12)
+MIXED = Pool("mixed", frozenset({QUERY, DOCUMENT}), True, max_batch_tokens=16384, min_replicas=1, max_replicas=20)
 
-        Fields the manifest does not set keep the operator's defaults; `overrides` (tokens_per_second,
-        gpu_price_per_hour, slo_seconds) come from the command line.
-        """
-        doc = yaml.safe_load(Path(path).read_text()) or {}
-        spec = doc.get("spec", doc)
-        if not isinstance(spec, dict):
-            raise ValueError(f"{path}: spec: expected a mapping, got {type(spec).__name__}")
-        auto = dict(spec.get("autoscaling") or {})
-        auto.setdefault("enabled", True)
-        auto.setdefault("maxReplicas", 12)
-        try:
-            autoscaling = AutoscalingSpec.model_validate(auto)
-        except Exception as e:  # pydantic's message names the fields
-            raise ValueError(f"{path}: spec.autoscaling: {e}") from None
-        eng = spec.get("engine") or {}
-        engine_kw = {}
-        if "maxBatchTokens" in eng:
-            engine_kw["max_batch_tokens"] = int(eng["maxBatchTokens"])
-        if "maxConcurrentRequests" in eng:
-            engine_kw["max_concurrent_requests"] = int(eng["maxConcurrentRequests"])
-        if overrides.get("tokens_per_second"):
-            engine_kw["seconds_per_token"] = 1.0 / float(overrides["tokens_per_second"])
-        kw = {k: overrides[k] for k in ("gpu_price_per_hour", "slo_seconds") if overrides.get(k)}
-        return cls(autoscaling, load_profile("bge-m3-a100").with_limits(**engine_kw), **kw)
+
+def replica_capacity(profile, pool: Pool) -> float:
+    """Tokens/s one replica of the pool serves: for a pool that serves queries, the most it serves while a query
+    still meets its SLO (batches no longer than ~45% of the SLO: one running, one forming); otherwise the
+    profile's full-batch throughput for the pool's inputs."""
+    profile = pool.profile(profile)
+    if QUERY in pool.classes and not pool.bulk and pool.classes <= {QUERY}:
+        q = CLASSES[QUERY]
+        tpi = q.mean_tokens_per_input()
+        k = 1
+        while profile.batch_seconds((k + 1) * tpi, (k + 1) * tpi * tpi) <= 0.45 * q.slo_seconds and \
+                (k + 1) * tpi <= pool.max_batch_tokens:
+            k += 1
+        return k * tpi / profile.batch_seconds(k * tpi, k * tpi * tpi)
+    tpi = _mean_tokens_per_input(pool)
+    return profile.peak_tokens_per_second(int(tpi))
+
+
+def _mean_tokens_per_input(pool: Pool) -> float:
+    ts = [CLASSES[c].mean_tokens_per_input() for c in pool.classes if c != QUERY] or \
+         [CLASSES[c].mean_tokens_per_input() for c in pool.classes]
+    if pool.bulk:
+        ts.append(CLASSES[BULK].mean_tokens_per_input())
+    return float(np.mean(ts))
+
+
+def physical_limit_tokens_per_s(profile, pool: Pool) -> float:
+    """Every GPU busy with full batches of the pool's inputs: the physical limit of cost per token."""
+    profile = pool.profile(profile)
+    return profile.peak_tokens_per_second(int(_mean_tokens_per_input(pool)))
+
+
+def demand_replicas(trace: Trace, profile, pool: Pool):
+    """t -> replicas the pool's offered load needs at 100% (open-loop tokens/s over a replica's capacity, plus
+    half a replica per bulk worker: two requests in flight keep a replica's batches full)."""
+    cap = replica_capacity(profile, pool)
+    classes = [c for c in OPEN_CLASSES if c in pool.classes]
+
+    def need(t):
+        tok = sum(trace.rate_at(t, c) * CLASSES[c].mean_tokens() for c in classes)
+        out = np.asarray(tok, dtype=float) / cap
+        if pool.bulk:
+            i = np.clip(np.searchsorted(trace.times, t, side="right") - 1, 0, len(trace.times) - 2)
+            out = out + trace.bulk_workers[i] / 2.0
+        return out
+
+    return need
+
+
+@dataclass
+class ClassResult:
+    requests: int
+    attainment: float
+    """Share of requests answered (200) within the class's SLO; for bulk: share of attempts not refused."""
+    p50: float
+    p99: float
+    failed: int
+    tokens: float
 
 
 @dataclass
 class Result:
-    """What one (policy, trace, seed) run measured."""
+    """What one (policy, knob, trace, seed, pool) run measured."""
 
     policy: str
+    family: str
+    knob: float | None
     trace: str
+    split: str
     seed: int
-    requests: int
-    slo_attainment: float
-    p50: float
-    p95: float
-    p99: float
-    n_429: int
-    n_unavailable: int
+    pool: str
+    classes: dict[int, ClassResult]
     gpu_hours: float
-    served_tokens: float
     cost_per_mtok: float
     cost_ratio: float
     actions: int
     reversals: int
-    first_scale_up_s: float | None
+    outage_scale_downs: int
+    first_up_s: float | None
+    bulk_tokens: float = 0.0
+    bulk_done_s: float | None = None
     timeline: dict = field(default_factory=dict, repr=False)
-    ready_at_step: int | None = None
-    """Ready replicas when the trace's load step arrives: the capacity that absorbs it while new replicas load."""
+
+    @property
+    def query_attainment(self) -> float:
+        c = self.classes.get(QUERY)
+        return c.attainment if c else math.nan
 
 
-def initial_replicas(trace: Trace, settings: BenchSettings, mean_tokens: float) -> int:
-    """Replicas a tuned fleet would run at the trace's starting rate (every dynamic policy starts from this)."""
-    need = trace.rates[0] * mean_tokens / (peak_throughput(settings.engine) * settings.static_utilization)
-    a = settings.autoscaling
-    return max(a.min_replicas, min(a.max_replicas or 1, math.ceil(need)))
+def initial_replicas(trace: Trace, profile, pool: Pool, utilization: float = 0.7) -> int:
+    """What a tuned fleet runs at the trace's starting load (every dynamic policy starts there)."""
+    need = float(demand_replicas(trace, profile, pool)(0.0)) / utilization
+    return max(pool.min_replicas, min(pool.max_replicas, math.ceil(need - 1e-9)))
 
 
-def peak_throughput(profile: Profile) -> float:
-    """A replica's tokens/s at full batches of the mix's typical 200-token inputs."""
-    return profile.peak_tokens_per_second(200)
+def tick_times(policy: Policy, duration: float) -> np.ndarray:
+    """Times at which the driver calls the policy: every multiple of each of its intervals, plus its phase."""
+    ts = [np.zeros(1)] if isinstance(policy, Static) else []
+    for iv in (policy.interval,) + tuple(policy.intervals):
+        if iv < duration:
+            ts.append(np.arange(policy.phase, duration, iv))
+    return np.unique(np.round(np.concatenate(ts), 6)) if ts else np.zeros(0)
 
 
-def to_open_arrivals(arrivals: Arrivals) -> OpenArrivals:
-    """The old per-request mix as the simulator's per-input arrivals: a request's tokens split evenly over its
-    inputs; one-input requests are class 0 (query), the others class 1 (document)."""
-    inputs = np.asarray(arrivals.inputs, dtype=np.int64)
-    per_input = np.maximum(1, np.ceil(np.asarray(arrivals.tokens) / inputs)).astype(np.int64)
-    offsets = np.concatenate(([0], np.cumsum(inputs)))
-    cls = np.where(inputs == 1, 0, 1).astype(np.int8)
-    return OpenArrivals(arrivals.t, cls, offsets, np.repeat(per_input, inputs), np.full(len(inputs), -1))
+def simulate(policy: Policy, trace: Trace, workload: Workload, pool: Pool, base_profile, seed: int,
+             split: str = "", family: str | None = None, keep_timeline: bool = False) -> Result:
+    """Run the policy over the trace on the simulator and measure it."""
+    from .simulator import Simulator
 
-
-def make_policy(name: str, trace: Trace, settings: BenchSettings, mean_tokens: float) -> Policy:
-    a, e = settings.autoscaling, settings.engine
-    hi = a.max_replicas or 1
-
-    def static_for(rate: float) -> int:
-        return max(1, math.ceil(rate * mean_tokens / (peak_throughput(e) * settings.static_utilization)))
-
-    if name == "operator":
-        from .operator_policy import OperatorPolicy as LiveOperatorPolicy
-
-        return LiveOperatorPolicy(a, e.max_batch_tokens)
-    if name == "hpa":
-        return HpaPolicy(a.target_queue_size, a.min_replicas, hi)
-    if name == "keda":
-        return KedaPolicy(a.target_queue_size, a.min_replicas, hi)
-    if name == "static-peak":
-        # the peak of the 1-minute average rate
-        grid = np.arange(0, trace.duration, 1.0)
-        r = trace.rate_at(grid)
-        k = min(60, len(r))
-        peak = float(np.convolve(r, np.ones(k) / k, mode="valid").max())
-        return StaticPolicy(static_for(peak), name)
-    if name == "static-mean":
-        grid = np.arange(0, trace.duration, 1.0)
-        return StaticPolicy(static_for(float(trace.rate_at(grid).mean())), name)
-    if name == "oracle":
-        return OraclePolicy(trace, e, mean_tokens, a.min_replicas, hi, settings.static_utilization)
-    raise ValueError(f"policy: unknown {name!r}; choose from {', '.join(POLICIES)}")
-
-
-def simulate(policy: Policy, trace: Trace, arrivals: Arrivals, seed: int, settings: BenchSettings,
-             mean_tokens: float) -> Result:
-    """Run one policy over the trace in simulated time and measure it."""
-    start = policy.replicas if isinstance(policy, StaticPolicy) else initial_replicas(trace, settings, mean_tokens)
-    sim = Simulator(settings.engine, replicas0=start, quota=trace.gpu_quota, seed=seed, routing="random",
-                    arrivals=to_open_arrivals(arrivals), scrape_interval_s=SCRAPE_INTERVAL,
-                    metrics_outage=trace.metrics_outage)
-    every = (policy.interval,) + tuple(getattr(policy, "intervals", ()))
-    ticks = np.unique(np.round(np.concatenate([np.arange(policy.phase, trace.duration, iv) for iv in every
-                                               if iv < trace.duration] or [np.array([0.0])]), 6))
-    samples = np.arange(0.0, trace.duration, TIMELINE_STEP)
-    tl_t, tl_rep, tl_ready = [], [], []
-    for now, kind in sorted([(float(t), 1) for t in samples] + [(float(t), 0) for t in ticks]):
-        sim.advance_to(now)
-        if kind == 0:
-            want = policy.tick(now, sim.view)
-            if want is not None and want != sim.desired:
-                policy.actions.append((now, sim.desired, want))
-                sim.set_desired(want, now)
+    profile = pool.profile(base_profile)
+    arrivals = select(workload.arrivals, set(pool.classes))
+    bulk = workload.bulk if pool.bulk else []
+    if len(bulk) > 1:
+        raise ValueError(f"{trace.name}: bulk_workers: the simulator runs one bulk group; this trace has {len(bulk)} "
+                         "runs of rows with different worker counts")
+    start = policy.replicas if isinstance(policy, Static) else initial_replicas(trace, base_profile, pool)
+    sim = Simulator(profile, replicas0=start, quota=trace.gpu_quota, seed=seed, routing=pool.routing,
+                    arrivals=arrivals, bulk=bulk[0] if bulk else None, metrics_outage=trace.metrics_outage)
+    view = sim.view
+    actions: list[tuple[float, int, int]] = []
+    tl_t, tl_des, tl_ready = [], [], []
+    ticks = tick_times(policy, trace.duration)
+    samples = np.round(np.arange(0.0, trace.duration, TIMELINE_EVERY), 6) if keep_timeline else np.zeros(0)
+    times = np.concatenate([ticks, samples])
+    is_tick = np.concatenate([np.ones(len(ticks), bool), np.zeros(len(samples), bool)])
+    order = np.lexsort((~is_tick, times))  # at equal times: the policy first, then the sample
+    for t, tick in zip(times[order].tolist(), is_tick[order].tolist()):
+        sim.advance_to(t)
+        if tick:
+            want = policy.tick(t, view)
+            if want is not None and want != view.desired:
+                actions.append((t, view.desired, int(want)))
+                sim.set_desired(int(want), t)
         else:
-            tl_t.append(now)
-            tl_rep.append(sim.desired)
-            tl_ready.append(sum(1 for p in sim.view.pods() if p.phase == "Ready"))
+            tl_t.append(t)
+            tl_des.append(view.desired)
+            tl_ready.append(sum(1 for p in view.pods() if p.phase == "Ready"))
     sim.advance_to(trace.duration)
-    return measure(policy, trace, arrivals, seed, settings, sim,
-                   {"t": np.array(tl_t), "replicas": np.array(tl_rep), "ready": np.array(tl_ready)})
+    out = sim.results()
+    timeline = {"t": np.array(tl_t), "desired": np.array(tl_des), "ready": np.array(tl_ready)}
+    return measure(policy, trace, arrivals, pool, profile, out, actions, seed, split, family or policy.name,
+                   timeline if keep_timeline else {})
 
 
-def measure(policy: Policy, trace: Trace, arrivals: Arrivals, seed: int, settings: BenchSettings, sim: Simulator,
-            timeline: dict) -> Result:
-    res = sim.results()
-    # unanswered by the end of the trace counts as a miss, like a refusal
-    lat = np.where(res.status == 200, res.done - res.t, np.inf)
-    served_tokens = float(sum(res.served_tokens.values()))
-    n_429 = int(np.sum(res.status == 429))
-    n_unavailable = int(np.sum(res.status == 503))
-    n = len(lat)
-    slo = float(np.mean(lat <= settings.slo_seconds)) if n else 1.0
-    p50, p95, p99 = (float(x) for x in np.percentile(lat, [50, 95, 99], method="nearest")) if n else (0.0, 0.0, 0.0)
-    gpu_h = res.gpu_seconds / 3600.0
-    mtok = served_tokens / 1e6
-    cost = gpu_h * settings.gpu_price_per_hour / mtok if mtok else math.inf
-    limit = settings.gpu_price_per_hour / (peak_throughput(settings.engine) * 3600 / 1e6)
-    dirs = [1 if b > a else -1 for _, a, b in policy.actions]
+def measure(policy: Policy, trace: Trace, arrivals, pool: Pool, profile, out, actions, seed: int, split: str,
+            family: str, timeline: dict) -> Result:
+    """Per-class SLO attainment and latency, GPU-hours, cost per token against the physical limit, and the
+    policy's behaviour (actions, direction reversals, scale-downs during the metrics outage, first scale-up)."""
+    start, done, status, cls = (np.asarray(x) for x in (out.t, out.done, out.status, out.cls))
+    lat = np.where(status == 200, done - start, np.inf)
+    req_tokens = np.asarray(out.tokens, dtype=float)
+    classes: dict[int, ClassResult] = {}
+    for c in sorted(set(pool.classes)):
+        m = cls == c
+        n = int(m.sum())
+        if not n:
+            continue
+        lc = lat[m]
+        slo = CLASSES[c].slo_seconds
+        p50, p99 = (float(x) for x in np.quantile(lc, [0.5, 0.99], method="higher"))
+        classes[c] = ClassResult(n, float(np.mean(lc <= slo)), p50, p99, int(np.sum(status[m] != 200)),
+                                 float(req_tokens[m][status[m] == 200].sum()))
+    bulk_tokens, bulk_done_s = 0.0, None
+    if pool.bulk and len(out.bulk_done):
+        bt = np.asarray(out.bulk_done)
+        btok = np.asarray(out.bulk_tokens, dtype=float)
+        bst = np.asarray(out.bulk_status)
+        ok = bst == 200
+        bulk_tokens = float(btok[ok].sum())
+        order = np.argsort(bt[ok])
+        cum = np.cumsum(btok[ok][order])
+        if trace.bulk_job_tokens and len(cum) and cum[-1] >= trace.bulk_job_tokens:
+            bulk_done_s = float(bt[ok][order][np.searchsorted(cum, trace.bulk_job_tokens)])
+        n_att = len(bst)
+        classes[BULK] = ClassResult(n_att, float(ok.mean()) if n_att else 1.0, math.nan, math.nan,
+                                    int((~ok).sum()), bulk_tokens)
+    gpu_h = float(out.gpu_seconds) / 3600.0
+    served = sum(c.tokens for c in classes.values())
+    price = profile.price_per_hour
+    cost = gpu_h * price / (served / 1e6) if served else math.inf
+    limit = price / (physical_limit_tokens_per_s(profile, pool) * 3600 / 1e6)
+    dirs = [1 if b > a else -1 for _, a, b in actions]
     reversals = sum(1 for x, y in zip(dirs, dirs[1:]) if x != y)
+    outage_downs = 0
+    if trace.metrics_outage:
+        a, b = trace.metrics_outage
+        outage_downs = sum(1 for t, x, y in actions if a <= t < b and y < x)
     first_up = None
-    if trace.step_at is not None and not isinstance(policy, StaticPolicy):
-        since = trace.step_at - getattr(policy, "horizon", 0.0)  # the oracle may act before the step
-        ups = [t for t, a, b in policy.actions if b > a and t >= since]
+    if trace.step_at is not None and not isinstance(policy, Static):
+        since = trace.step_at - (policy.horizon if isinstance(policy, Oracle) else 0.0)
+        ups = [t for t, x, y in actions if y > x and t >= since]
         first_up = ups[0] - trace.step_at if ups else math.inf
-    ready_at_step = None
-    if trace.step_at is not None and len(timeline["t"]):
-        # the last sample at or before the step (the timeline is sampled every 5 s)
-        k = max(0, int(np.searchsorted(timeline["t"], trace.step_at, side="right")) - 1)
-        ready_at_step = int(timeline["ready"][k])
-    timeline = dict(timeline, arrivals=arrivals.t, latency=lat)
-    return Result(policy.name, trace.name, seed, n, slo, p50, p95, p99, n_429, n_unavailable, gpu_h,
-                  served_tokens, cost, cost / limit, len(policy.actions), reversals, first_up, timeline,
-                  ready_at_step)
+    return Result(policy.name, family, policy.knob_value, trace.name, split, seed, pool.name, classes, gpu_h, cost,
+                  cost / limit, len(actions), reversals, outage_downs, first_up, bulk_tokens, bulk_done_s, timeline)
 
 
-def run_one(policy_name: str, trace: Trace, seed: int, settings: BenchSettings, arrivals: Arrivals | None = None,
-            mean_tokens: float | None = None) -> Result:
-    """Convenience: build the policy and run it (arrivals generated from the seed when not given)."""
-    from .traces import generate_arrivals
+def offered(trace: Trace, t) -> np.ndarray:
+    return offered_tokens_per_second(trace, t)
 
-    mean_tokens = mean_tokens or settings.mix.mean_tokens()
-    arrivals = arrivals if arrivals is not None else generate_arrivals(trace, seed, settings.mix)
-    return simulate(make_policy(policy_name, trace, settings, mean_tokens), trace, arrivals, seed, settings,
-                    mean_tokens)
+
+__all__ = ["Pool", "ONLINE", "INGEST", "MIXED", "Result", "ClassResult", "simulate", "replica_capacity",
+           "demand_replicas", "initial_replicas", "physical_limit_tokens_per_s", "load_bench_profile", "RERANK"]

@@ -1,33 +1,45 @@
-"""Load traces (request rate over time) and turn them into seeded request arrivals with realistic sizes.
+"""Load traces: per-class request rates over a real time axis, and the scenario around them (faults, quota).
 
 Trace file format (CSV, see bench/traces/README.md):
 
     # name: step
-    # description: 1x for 10 min, 5x for 30 min, back to 1x
+    # description: queries 400/s for 10 min, 1,600/s for 20 min, back to 400/s
     # step_at: 600              optional: time of the load step (for "time to first scale-up")
-    # metrics_outage: 900-1200  optional: Prometheus returns no series in this interval
+    # step_seconds: 60          optional: how long the step/spike lasts (a spike shorter than a model load is
+    #                           reported separately: nothing reactive can serve it)
+    # metrics_outage: 900-1500  optional: Prometheus has no data and pods' pages cannot be read in [START, END)
     # gpu_quota: 5              optional: most replicas the GPU nodes can hold
-    time_s,requests_per_second[,cv][,inputs_scale][,tokens_scale]
-    0,60
-    600,300
-    2400,60
-    3000,60
+    # bulk_job_tokens: 4e9      optional: size of the bulk job; its completion time is reported
+    # bulk_deadline_s: 28800    optional: when the bulk job must be done
+    time_s,query_rps[,document_rps][,rerank_rps][,bulk_workers][,cv]
+    0,400
+    600,1600
+    1800,400
+    2400,400
 
-The rate is piecewise constant: a row's rate holds until the next row's time; the last row only marks the end.
-`cv` is the coefficient of variation of inter-arrival times (1 = Poisson, 2-4 = bursty; default 1).
-`inputs_scale` / `tokens_scale` multiply the median inputs per request and tokens per input (default 1).
+A row's rates hold until the next row's time (piecewise constant); the last row only marks the end. Columns:
+`query_rps`, `document_rps`, `rerank_rps`: open-loop arrivals per second of classes 0, 1, 3 (default 0);
+`bulk_workers`: closed-loop bulk workers active in the row (default 0); `cv`: coefficient of variation of the
+inter-arrival times (1 = Poisson, 2-4 = bursty; default 1). `requests_per_second` (the old format) is read as
+`query_rps`.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-COLUMNS = ("time_s", "requests_per_second", "cv", "inputs_scale", "tokens_scale")
+from .classes import DOCUMENT, QUERY, RERANK
+
+RATE_COLUMNS = ("query_rps", "document_rps", "rerank_rps")
+COLUMNS = ("time_s",) + RATE_COLUMNS + ("bulk_workers", "cv")
+LEGACY = {"requests_per_second": "query_rps"}
+CLASS_OF_COLUMN = {"query_rps": QUERY, "document_rps": DOCUMENT, "rerank_rps": RERANK}
+META_FLOAT = ("step_at", "step_seconds", "bulk_job_tokens", "bulk_deadline_s")
 
 
 class TraceError(ValueError):
@@ -36,36 +48,68 @@ class TraceError(ValueError):
 
 @dataclass(frozen=True)
 class Trace:
-    """A request-rate profile and the scenario around it (faults, quota)."""
+    """Per-class request rates over time and the scenario around them."""
 
     name: str
     times: np.ndarray
-    rates: np.ndarray
+    rates: dict[int, np.ndarray]
+    """class id -> requests/s per row (open-loop classes only)."""
+    bulk_workers: np.ndarray
     cv: np.ndarray
-    inputs_scale: np.ndarray
-    tokens_scale: np.ndarray
     description: str = ""
     step_at: float | None = None
+    step_seconds: float | None = None
     metrics_outage: tuple[float, float] | None = None
     gpu_quota: int | None = None
+    bulk_job_tokens: float | None = None
+    bulk_deadline_s: float | None = None
     meta: dict = field(default_factory=dict)
 
     @property
     def duration(self) -> float:
         return float(self.times[-1])
 
-    def rate_at(self, t: np.ndarray | float) -> np.ndarray:
-        """Requests/s at time(s) t (piecewise constant)."""
-        i = np.clip(np.searchsorted(self.times, t, side="right") - 1, 0, len(self.rates) - 1)
-        return self.rates[i]
+    def rate_at(self, t: np.ndarray | float, cls: int | None = None) -> np.ndarray:
+        """Requests/s of one class (or of all open-loop classes) at time(s) t."""
+        i = np.clip(np.searchsorted(self.times, t, side="right") - 1, 0, len(self.times) - 2)
+        if cls is not None:
+            return self.rates.get(cls, np.zeros(len(self.times)))[i]
+        return sum(r[i] for r in self.rates.values())
+
+    def classes(self) -> list[int]:
+        """Open-loop classes with any traffic."""
+        return sorted(c for c, r in self.rates.items() if r[:-1].max() > 0)
+
+    def has_bulk(self) -> bool:
+        return bool(self.bulk_workers[:-1].max() > 0)
 
     def scaled(self, time_factor: float) -> "Trace":
-        """The same trace with its time axis compressed (for the quick mode)."""
+        """The same trace with its time axis compressed (quick mode only; reports never use it)."""
         f = time_factor
-        return Trace(self.name, self.times * f, self.rates, self.cv, self.inputs_scale, self.tokens_scale,
-                     self.description, None if self.step_at is None else self.step_at * f,
-                     None if self.metrics_outage is None else (self.metrics_outage[0] * f, self.metrics_outage[1] * f),
-                     self.gpu_quota, self.meta)
+        s = lambda x: None if x is None else x * f  # noqa: E731
+        out = None if self.metrics_outage is None else (self.metrics_outage[0] * f, self.metrics_outage[1] * f)
+        return replace(self, times=self.times * f, step_at=s(self.step_at), step_seconds=s(self.step_seconds),
+                       metrics_outage=out, bulk_deadline_s=s(self.bulk_deadline_s))
+
+    def only(self, classes: set[int], bulk: bool) -> "Trace":
+        """The same trace restricted to some classes (one pool of a split deployment)."""
+        zero = np.zeros(len(self.times))
+        return replace(self, rates={c: (r if c in classes else zero) for c, r in self.rates.items()},
+                       bulk_workers=self.bulk_workers if bulk else zero)
+
+
+def _num(path: Path, where: str, key: str, raw: str | None, default: float | None, positive: bool = False) -> float:
+    if raw in (None, ""):
+        if default is None:
+            raise TraceError(f"{path}: {where}: {key} is required")
+        return default
+    try:
+        v = float(raw)
+    except ValueError:
+        raise TraceError(f"{path}: {where}: {key}={raw!r} is not a number") from None
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise TraceError(f"{path}: {where}: {key}={raw!r} must be a finite number {'> 0' if positive else '>= 0'}")
+    return v
 
 
 def load_trace(path: str | Path) -> Trace:
@@ -73,7 +117,11 @@ def load_trace(path: str | Path) -> Trace:
     path = Path(path)
     meta: dict[str, str] = {}
     rows: list[str] = []
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise TraceError(f"{path}: cannot read: {e.strerror}") from None
+    for line in text.splitlines():
         if line.startswith("#"):
             key, sep, value = line[1:].partition(":")
             if sep:
@@ -81,27 +129,26 @@ def load_trace(path: str | Path) -> Trace:
         elif line.strip():
             rows.append(line)
     if not rows:
-        raise TraceError(f"{path}: no data rows (expected a header {','.join(COLUMNS[:2])} and rows)")
+        raise TraceError(f"{path}: no data rows (expected a header time_s,query_rps,... and rows)")
     reader = csv.DictReader(rows)
-    header = reader.fieldnames or []
-    missing = [c for c in COLUMNS[:2] if c not in header]
+    header = [LEGACY.get(h.strip(), h.strip()) for h in reader.fieldnames or []]
+    reader.fieldnames = header
     unknown = [c for c in header if c not in COLUMNS]
-    if missing or unknown:
-        raise TraceError(f"{path}: header must have {COLUMNS[:2]} and optionally {COLUMNS[2:]}; "
-                         f"missing {missing}, unknown {unknown}")
+    if "time_s" not in header or unknown or not any(c in header for c in RATE_COLUMNS + ("bulk_workers",)):
+        raise TraceError(f"{path}: header must have time_s and at least one of {RATE_COLUMNS + ('bulk_workers',)}"
+                         f" (optional: cv); unknown columns: {unknown}")
     cols: dict[str, list[float]] = {c: [] for c in COLUMNS}
-    defaults = {"cv": 1.0, "inputs_scale": 1.0, "tokens_scale": 1.0}
-    for n, row in enumerate(reader, start=2):
+    for n, row in enumerate(reader, start=1):
+        where = f"data row {n}"
         for c in COLUMNS:
-            raw = row.get(c)
-            try:
-                v = float(raw) if raw not in (None, "") else defaults[c]
-            except (KeyError, ValueError):
-                raise TraceError(f"{path}: data row {n - 1}: {c}={raw!r} is not a number") from None
-            if not math.isfinite(v) or v < 0 or (c in defaults and v <= 0):
-                raise TraceError(f"{path}: data row {n - 1}: {c}={raw!r} must be a finite number "
-                                 f"{'> 0' if c in defaults else '>= 0'}")
-            cols[c].append(v)
+            if c == "cv":
+                cols[c].append(_num(path, where, c, row.get(c), 1.0, positive=True))
+            elif c == "time_s":
+                cols[c].append(_num(path, where, c, row.get(c), None))
+            else:
+                cols[c].append(_num(path, where, c, row.get(c), 0.0))
+        if cols["bulk_workers"][-1] != int(cols["bulk_workers"][-1]):
+            raise TraceError(f"{path}: {where}: bulk_workers={row.get('bulk_workers')!r} must be a whole number")
     times = np.array(cols["time_s"])
     if len(times) < 2 or np.any(np.diff(times) <= 0) or times[0] != 0:
         raise TraceError(f"{path}: time_s must start at 0 and increase strictly, with at least 2 rows")
@@ -112,97 +159,30 @@ def load_trace(path: str | Path) -> Trace:
         except ValueError:
             raise TraceError(
                 f"{path}: metrics_outage must be START-END in seconds, got {meta['metrics_outage']!r}") from None
+        if not 0 <= a < b:
+            raise TraceError(f"{path}: metrics_outage: START must be >= 0 and below END, got {meta['metrics_outage']!r}")
         outage = (a, b)
-    try:
-        step_at = float(meta["step_at"]) if "step_at" in meta else None
-        quota = int(meta["gpu_quota"]) if "gpu_quota" in meta else None
-    except ValueError as e:
-        raise TraceError(f"{path}: step_at must be seconds and gpu_quota an integer: {e}") from None
-    return Trace(meta.get("name", path.stem), times, np.array(cols["requests_per_second"]), np.array(cols["cv"]),
-                 np.array(cols["inputs_scale"]), np.array(cols["tokens_scale"]), meta.get("description", ""),
-                 step_at, outage, quota, meta)
+    floats = {k: _num(path, "header", k, meta[k], None) for k in META_FLOAT if k in meta}
+    quota = None
+    if "gpu_quota" in meta:
+        try:
+            quota = int(meta["gpu_quota"])
+        except ValueError:
+            raise TraceError(f"{path}: gpu_quota must be a whole number of replicas, got {meta['gpu_quota']!r}") from None
+        if quota < 1:
+            raise TraceError(f"{path}: gpu_quota must be >= 1, got {quota}")
+    rates = {CLASS_OF_COLUMN[c]: np.array(cols[c]) for c in RATE_COLUMNS}
+    return Trace(meta.get("name", path.stem), times, rates, np.array(cols["bulk_workers"]), np.array(cols["cv"]),
+                 meta.get("description", ""), floats.get("step_at"), floats.get("step_seconds"), outage, quota,
+                 floats.get("bulk_job_tokens"), floats.get("bulk_deadline_s"), meta)
 
 
-def write_trace(path: Path, name: str, description: str, rows: list[tuple], extra: dict | None = None,
-                columns: tuple[str, ...] = COLUMNS[:2]) -> None:
-    """Write a trace in the documented format (used by make_traces.py)."""
+def write_trace(path: Path, name: str, description: str, rows: list[dict], extra: dict | None = None) -> None:
+    """Write a trace in the documented format (used by make_traces.py); rows are dicts of column -> value."""
+    used = [c for c in COLUMNS if any(c in r for r in rows)]
     lines = [f"# name: {name}", f"# description: {description}"]
     lines += [f"# {k}: {v}" for k, v in (extra or {}).items()]
-    lines.append(",".join(columns))
-    lines += [",".join(f"{x:g}" for x in r) for r in rows]
+    lines.append(",".join(used))
+    lines += [",".join(f"{r.get(c, 0 if c != 'cv' else 1):g}" for c in used) for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
-
-
-@dataclass(frozen=True)
-class RequestMix:
-    """Request sizes: a share of single short queries, the rest batches of document chunks.
-
-    Defaults describe a retrieval service: half the requests embed one search query (~24 tokens), half embed a
-    batch of document chunks (median 8 inputs, at most 32 = TEI's max client batch size, ~200 tokens each, long tail
-    clipped at 8192, BGE-M3's context).
-    """
-
-    query_share: float = 0.5
-    query_tokens_median: float = 24
-    doc_inputs_median: float = 8
-    doc_tokens_median: float = 200
-    max_inputs: int = 32
-    max_tokens_per_input: int = 8192
-
-    def mean_tokens(self) -> float:
-        """Mean tokens per request, estimated by sampling (used to size static fleets and the oracle)."""
-        rng = np.random.default_rng(12345)
-        _, tok = self.sample(rng, 200_000, np.ones(1), np.ones(1), np.zeros(200_000, dtype=int))
-        return float(tok.mean())
-
-    def sample(self, rng: np.random.Generator, n: int, inputs_scale: np.ndarray, tokens_scale: np.ndarray,
-               seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and tokens of n requests; `seg` gives each request's trace row (for the size scales)."""
-        is_query = rng.random(n) < self.query_share
-        inputs = np.clip(np.round(rng.lognormal(math.log(self.doc_inputs_median), 0.7, n) * inputs_scale[seg]),
-                         1, self.max_inputs).astype(np.int64)
-        inputs[is_query] = 1
-        total = int(inputs.sum())
-        per_input = rng.lognormal(math.log(self.doc_tokens_median), 0.8, total)
-        per_input = np.clip(per_input, 8, self.max_tokens_per_input)
-        starts = np.concatenate(([0], np.cumsum(inputs)[:-1]))
-        tokens = np.add.reduceat(per_input, starts)
-        q_tok = np.clip(rng.lognormal(math.log(self.query_tokens_median), 0.6, n), 4, 512)
-        tokens = np.where(is_query, q_tok, tokens) * tokens_scale[seg]
-        return inputs, np.ceil(tokens)
-
-
-@dataclass(frozen=True)
-class Arrivals:
-    """All requests of one trace and seed, sorted by arrival time; shared by every policy."""
-
-    t: np.ndarray
-    inputs: np.ndarray
-    tokens: np.ndarray
-    route: np.ndarray
-    """A uniform number per request: the Service's random pick among the ready endpoints (same for every policy)."""
-    jitter: np.ndarray
-    """A uniform number per request: where in the running batch it arrives (residual batch time)."""
-
-
-def generate_arrivals(trace: Trace, seed: int, mix: RequestMix) -> Arrivals:
-    """Seeded arrivals: a renewal process per trace row with gamma inter-arrivals of the row's CV."""
-    rng = np.random.default_rng(seed)
-    chunks = []
-    segs = []
-    for i in range(len(trace.rates) - 1):
-        t0, t1, lam, cv = trace.times[i], trace.times[i + 1], trace.rates[i], trace.cv[i]
-        if lam <= 0:
-            continue
-        shape = 1.0 / (cv * cv)
-        n = int(lam * (t1 - t0) * 1.1 + 10 * math.sqrt(lam * (t1 - t0)) * cv + 50)
-        start = t0 + rng.random() * 1.0 / lam  # random phase
-        gaps = rng.gamma(shape, 1.0 / (lam * shape), n)
-        ts = start + np.cumsum(gaps)
-        ts = ts[ts < t1]
-        chunks.append(ts)
-        segs.append(np.full(len(ts), i))
-    t = np.concatenate(chunks) if chunks else np.zeros(0)
-    seg = np.concatenate(segs) if segs else np.zeros(0, dtype=int)
-    inputs, tokens = mix.sample(rng, len(t), trace.inputs_scale, trace.tokens_scale, seg)
-    return Arrivals(t, inputs, tokens, rng.random(len(t)), rng.random(len(t)))

@@ -48,14 +48,14 @@ def test_example_parses_renders_and_is_commented(name):
     text = (EXAMPLES / name).read_text()
     assert text.startswith("#"), "each example opens with a comment saying what it runs"
     docs = load_all(name)
-    for doc in docs[1:]:  # a multi-service example: each one renders
-        assert doc["kind"] in KINDS
-        render_children(ServiceResource.from_body(doc), Settings())
+    for doc in docs:  # a file may hold several services (the split-pool example holds two)
+        assert doc["apiVersion"] == "tei-operator.io/v1alpha1" and doc["kind"] in KINDS
+        resource = ServiceResource.from_body(doc)
+        children = render_children(resource, Settings())
+        assert [c["kind"] for c in children.all()][:2] == ["Deployment", "Service"]
+    if len(docs) > 1:
+        return
     doc = docs[0]
-    assert doc["apiVersion"] == "tei-operator.io/v1alpha1" and doc["kind"] in KINDS
-    resource = ServiceResource.from_body(doc)
-    children = render_children(resource, Settings())
-    assert [c["kind"] for c in children.all()][:2] == ["Deployment", "Service"]
     kind, model, gpu_type = EXPECTED.get(name, (doc["kind"], None, None))
     assert resource.kind == kind
     if model:
@@ -105,3 +105,17 @@ def test_two_stage_example_holds_an_embedder_and_a_reranker():
     kinds = [ServiceResource.from_body(d).kind for d in load_all("two-stage-retrieval.yaml")]
     assert kinds == ["EmbeddingService", "RerankerService"]
     assert "retrieval_client.py" in (EXAMPLES / "two-stage-retrieval.yaml").read_text()
+
+
+def test_split_pool_example_is_one_model_in_two_pools():
+    online, ingest = (ServiceResource.from_body(d) for d in load_all("embedding-split-pools.yaml"))
+    assert online.spec.model.id == ingest.spec.model.id == "Qwen/Qwen3-Embedding-8B"
+    assert online.spec.model.pooling == ingest.spec.model.pooling
+    # queries get small batches, documents and bulk large ones: what the benchmark's split deployment runs
+    from bench.autoscaling.run import INGEST, ONLINE
+
+    assert online.spec.engine.max_batch_tokens == ONLINE.max_batch_tokens < ingest.spec.engine.max_batch_tokens
+    assert ingest.spec.engine.max_batch_tokens == INGEST.max_batch_tokens
+    assert (online.spec.autoscaling.max_replicas, ingest.spec.autoscaling.max_replicas) == \
+        (ONLINE.max_replicas, INGEST.max_replicas)
+    assert online.name != ingest.name
