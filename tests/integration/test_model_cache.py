@@ -69,7 +69,8 @@ def test_cache_is_filled_once_then_pods_mount_it_read_only(operator, kube, names
     assert len(pods) == 1  # the download pod is not one of the service's pods
     volume = next(v for v in pods[0]["spec"]["volumes"] if v["name"] == "data")
     assert volume["persistentVolumeClaim"] == {"claimName": "cached-model-cache", "readOnly": True}
-    mount = next(m for m in tei_container(pods[0])["volumeMounts"] if m["name"] == "data")
+    tei = next(c for c in pods[0]["spec"]["containers"] if c["name"] == "tei")
+    mount = next(m for m in tei["volumeMounts"] if m["name"] == "data")
     assert mount["readOnly"] is True
     events = kube.events(namespace, "cached")
     assert any(e["reason"] == "ModelCacheFilled" and ready["jobName"] in e["message"] for e in events)
