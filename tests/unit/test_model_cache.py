@@ -371,3 +371,12 @@ def test_build_status_writes_status_cache_and_the_summary_says_why():
                          cache=CachePlan())
     assert changed_status(status, after)["cache"] is None
     assert "CacheReady" not in {c["type"] for c in after["conditions"]}
+
+
+def test_a_claim_deleted_by_hand_is_recreated_and_refilled():
+    res = resource()
+    name = job_name(res)
+    p = plan(res, pvc=None, jobs=[job(name, complete=True)], current={"phase": "Ready", "revision": SHA})
+    assert p.create_pvc == render_cache_pvc(res)
+    assert p.delete_jobs == (name,) and p.create_job is None  # created again once the old one is gone
+    assert p.hold is True and p.status["phase"] == "Pending"

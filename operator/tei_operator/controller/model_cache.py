@@ -149,6 +149,16 @@ def plan_cache(resource: ServiceResource, settings: Settings, *, pvc: Mapping[st
     desired_pvc = render_cache_pvc(resource)
     ours = next((j for j in jobs if j["metadata"]["name"] == name), None)
     stale = tuple(j["metadata"]["name"] for j in jobs if j["metadata"]["name"] != name)
+    if pvc is None and ours is not None:
+        # The claim is gone (deleted by hand) and is created again, empty: the Job's fill went with it. Delete the
+        # Job; once it is gone, the next reconcile creates it again for the new claim.
+        return CachePlan(create_pvc=desired_pvc, delete_jobs=stale + (name,), hold=True,
+                         status={"phase": "Pending", "revision": revision, "claimName": claim, "jobName": name,
+                                 "message": f"PersistentVolumeClaim {claim} was gone: it is created again and Job "
+                                 f"{name} will fill it with {model.id}@{_short(revision)}"},
+                         condition={"type": CACHE_READY, "status": "False", "reason": REASON_CACHE_PENDING,
+                                    "message": f"PersistentVolumeClaim {claim} was gone and is created again",
+                                    "observedGeneration": generation})
     remembered = (current or {}).get("phase") == "Ready" and (current or {}).get("revision") == revision
     phase = job_phase(ours)
     create_job = None
