@@ -245,8 +245,8 @@ async def sync_model_cache(reconciler: Any, owner: Mapping[str, Any], resource: 
             await reconciler._apply_child(owner, resource, manifest, outcome, drift=drift)
     for name in plan.delete_jobs:
         if await kube.delete(JOB, name, namespace, propagation="Background"):
-            await reconciler.recorder.record(owner, "Deleted", f"Deleted Job {name}, the download of a revision "
-                                             "the spec no longer asks for")
+            await reconciler.recorder.record(owner, "Deleted", f"Deleted Job {name}: its download is no longer "
+                                             "wanted (another revision, or a claim created again)")
     if plan.delete_pvc and await kube.delete(PVC, plan.delete_pvc, namespace):
         await reconciler.recorder.record(owner, "Deleted", f"Deleted PersistentVolumeClaim {plan.delete_pvc}: "
                                          "spec.cache.managed is no longer set")
