@@ -75,6 +75,15 @@ def test_cache_is_filled_once_then_pods_mount_it_read_only(operator, kube, names
     events = kube.events(namespace, "cached")
     assert any(e["reason"] == "ModelCacheFilled" and ready["jobName"] in e["message"] for e in events)
 
+    # A new revision: a new Job fills the same claim, then the Deployment moves to it; the old Job is deleted.
+    kube.apply(managed("cached", namespace, storage, revision=SHA2))
+    second = wait_for(lambda: (c := cache_status(kube, namespace, "cached")).get("revision") == SHA2
+                      and c.get("phase") == "Ready" and c, 90, what="status.cache Ready for the new revision")
+    assert second["jobName"] != ready["jobName"] and second["claimName"] == ready["claimName"]
+    wait_for(lambda: {e["name"]: e.get("value") for e in tei_container(kube.get("deployment", "cached", namespace))[
+        "env"]}["MODEL_ID"].endswith(SHA2), 60, what="the Deployment on the new revision's snapshot")
+    wait_for(lambda: kube.get("job", ready["jobName"], namespace) is None, 60, what="the old revision's Job deleted")
+
 
 def test_failed_download_is_reported_and_keeps_what_serves(operator, kube, namespace, storage):
     kube.apply(managed("keep", namespace, storage))
