@@ -202,8 +202,8 @@ class ModelInfoReader:
             if not isinstance(info, Mapping):
                 raise ValueError(f"/info answered {type(info).__name__}, not a JSON object")
             sha, model_id = info.get("model_sha"), info.get("model_id")
-            # A pod on the managed cache loads its snapshot directory: report (and compare) the hub id.
-            model_id = hub_id_from_snapshot(str(model_id)) or model_id if model_id else model_id
+            if model_id:  # a pod on the managed cache loads its snapshot directory: report (and compare) the hub id
+                model_id = hub_id_from_snapshot(str(model_id)) or model_id
             self._known[uid] = PodInfo(name, str(model_id) if model_id else None, str(sha) if sha else None)
             self._failures.pop(uid, None)
             while len(self._known) > self.cache_size:
