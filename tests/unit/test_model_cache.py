@@ -380,3 +380,27 @@ def test_a_claim_deleted_by_hand_is_recreated_and_refilled():
     assert p.create_pvc == render_cache_pvc(res)
     assert p.delete_jobs == (name,) and p.create_job is None  # created again once the old one is gone
     assert p.hold is True and p.status["phase"] == "Pending"
+
+
+async def test_model_info_reports_the_hub_id_of_a_pod_on_the_managed_cache():
+    """A pod on the managed cache reports its snapshot directory as /info's model_id (TEI reports the MODEL_ID it
+    loaded); status.model compares hub ids, so it is read back as the hub id, not a second model."""
+    import asyncio
+
+    from tei_operator.controller.model_info import ModelInfoReader
+    from tei_operator.emulator.config import EmulatorConfig
+    from tei_operator.emulator.server import EmulatorServer
+
+    config = EmulatorConfig(port=0, dimensions=8, model_id=snapshot_path("BAAI/bge-m3", SHA), revision=SHA)
+    async with EmulatorServer(config) as server:
+        reader = ModelInfoReader(None, scrape_via="podip", timeout=2)
+        done = asyncio.Event()
+        reader.notify = lambda key: done.set()
+        pod = {"metadata": {"name": "p", "uid": "uid-p", "namespace": "ns"},
+               "spec": {"containers": [{"name": "tei", "ports": [{"name": "http", "containerPort": server.port}]}]},
+               "status": {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}}
+        reader.report("svc", "ns", [pod])
+        await asyncio.wait_for(done.wait(), 5)
+        (info,) = reader.report("svc", "ns", [pod])
+        assert (info.model_id, info.sha) == ("BAAI/bge-m3", SHA)
+        await reader.close()
