@@ -404,3 +404,16 @@ async def test_model_info_reports_the_hub_id_of_a_pod_on_the_managed_cache():
         (info,) = reader.report("svc", "ns", [pod])
         assert (info.model_id, info.sha) == ("BAAI/bge-m3", SHA)
         await reader.close()
+
+
+def test_cli_render_prints_the_claim_and_job_first(tmp_path, capsys):
+    import yaml
+
+    from tei_operator import cli
+
+    manifest = tmp_path / "svc.yaml"
+    manifest.write_text(yaml.safe_dump({"apiVersion": "tei-operator.io/v1alpha1", "kind": "EmbeddingService",
+                                        "metadata": {"name": "bge-m3", "namespace": "search"}, "spec": spec()}))
+    assert cli.main(["render", "-f", str(manifest)]) == 0
+    kinds = [d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out)]
+    assert kinds[:3] == ["PersistentVolumeClaim", "Job", "Deployment"]
