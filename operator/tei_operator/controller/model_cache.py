@@ -226,9 +226,11 @@ async def sync_model_cache(reconciler: Any, owner: Mapping[str, Any], resource: 
     if resource.spec.cache.managed is None and not owned:
         pvc = None  # never delete a claim the operator did not create
     selector = f"app.kubernetes.io/component={CACHE_COMPONENT},{SERVICE_LABEL}={resource.name}"
+    # A Job on its way out (deleted with its claim, or a stale revision's) counts as gone.
     jobs = [j for j in await kube.list(JOB, namespace, label_selector=selector)
-            if any(r.get("uid") == uid and r.get("controller")
-                   for r in (j.get("metadata") or {}).get("ownerReferences") or [])]
+            if not (j.get("metadata") or {}).get("deletionTimestamp")
+            and any(r.get("uid") == uid and r.get("controller")
+                    for r in (j.get("metadata") or {}).get("ownerReferences") or [])]
     generation = int((owner.get("metadata") or {}).get("generation") or 0)
     plan = plan_cache(resource, reconciler.settings, pvc=pvc, jobs=jobs, current=current, generation=generation)
     if plan.phase == "Failed":
