@@ -125,7 +125,8 @@ def table(runs: list[Run]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.autoscaling.cache_effect", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.autoscaling.cache_effect",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--trace", default="step", help="a trace of bench/traces/test (default step)")
     parser.add_argument("--family", default="operator", help="autoscaling policy family (default operator)")
     parser.add_argument("--knob", type=float, default=100.0, help="the family's knob (operator: latency target ms)")
