@@ -128,6 +128,7 @@ def render_files(filenames: Sequence[str], namespace: str, out: TextIO, err: Tex
         return EXIT_INVALID
     from .api.unsupported import refusal_message
     from .render import render_children
+    from .render.cache import render_cache_pvc, render_download_job
 
     manifests: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -157,6 +158,8 @@ def render_files(filenames: Sequence[str], namespace: str, out: TextIO, err: Tex
             refusal = refusal_message(resource.spec.model.id, (doc.get("metadata") or {}).get("annotations"))
             if refusal is not None:  # valid, but the operator will not roll it out (docs/troubleshooting.md)
                 print(f"{label}: warning: {kind}/{name or '?'}: UnsupportedModel: {refusal}", file=err)
+            if resource.spec.cache.managed is not None:  # the claim and its download Job come first (model-cache.md)
+                manifests += [render_cache_pvc(resource), render_download_job(resource, settings)]
             manifests += render_children(resource, settings).all()
     if problems:
         for line in problems:

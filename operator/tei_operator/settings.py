@@ -167,6 +167,22 @@ class Settings(BaseSettings):
         "for the token rate in status.cost, when the service's GPU type has a price.",
     )
 
+    cache_download_image: str = Field(
+        "python:3.12-slim", min_length=1,
+        description="Image of the managed model cache's download Job (spec.cache.managed). It runs `hf download`: "
+        "an image with the huggingface_hub CLI (`hf`) uses it as is; any other image with Python and pip (the "
+        "default) installs huggingface_hub into /tmp first. Pin a digest or a mirror in an air-gapped cluster.",
+    )
+    cache_job_backoff_limit: int = Field(
+        3, ge=0, le=20,
+        description="Retries of a failed model download (the download Job's backoffLimit) before status.cache says "
+        "Failed.",
+    )
+    cache_job_deadline_seconds: int = Field(
+        7200, ge=60, le=86400,
+        description="Longest a model download may take (the download Job's activeDeadlineSeconds).",
+    )
+
     @field_validator("gpu_prices", mode="before")
     @classmethod
     def _prices(cls, value: object) -> object:

@@ -156,6 +156,10 @@ PLANS: dict[tuple[str, str], Plan] = {
     # docs/autoscaling-metrics.md
     ("docs/autoscaling-metrics.md", "kubectl get embsvc bge-m3 -o jsonpath='{.status.autoscaling}'"):
         Plan(skip=CLUSTER),
+    # docs/model-cache.md
+    ("docs/model-cache.md", ".venv/bin/python -m bench.autoscaling.cache_effect"):
+        Plan(skip="minutes of simulation per command; tests/unit/test_bench_cache_effect.py runs the script in quick "
+             "mode"),
     # docs/emulator.md
     # docs/emulator.md: servers, run by test_the_emulator_commands_serve_and_the_load_generator_drives_them
     ("docs/emulator.md", "python -m tei_operator.emulator --port 8080 --model-id BAAI/bge-m3             # "

@@ -154,7 +154,10 @@ def test_default_is_cluster_wide_rbac():
                    ("", "services", "patch"), ("policy", "poddisruptionbudgets", "create"),
                    ("", "pods/proxy", "get"), ("", "events", "create"), ("events.k8s.io", "events", "create"),
                    ("", "nodes", "list"), ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
-                   ("", "namespaces", "watch")]:
+                   ("", "namespaces", "watch"),
+                   # the managed model cache (spec.cache.managed): its claim and download Jobs
+                   ("", "persistentvolumeclaims", "create"), ("batch", "jobs", "create"), ("batch", "jobs", "watch"),
+                   ("batch", "jobs", "delete")]:
         assert needed in rules, needed
     assert not {r for r in rules if r[1] == "secrets" or "*" in r}
     assert ("tei-operator.io", "embeddingservices", "delete") not in rules
@@ -184,6 +187,8 @@ def test_settings_values_become_environment():
     assert env["TEI_OPERATOR_AUTOSCALER_TICK_SECONDS"] == "10"
     assert env["TEI_OPERATOR_LOG_FORMAT"] == "plain"
     assert env["TEI_OPERATOR_MAX_PENDING_REPLICAS"] == "2"
+    assert env["TEI_OPERATOR_CACHE_DOWNLOAD_IMAGE"] == "python:3.12-slim"
+    assert env["TEI_OPERATOR_CACHE_JOB_BACKOFF_LIMIT"] == "3"
     assert "TEI_OPERATOR_PROMETHEUS_URL" not in env_of(one(render(), "Deployment"))
 
 

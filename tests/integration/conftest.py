@@ -261,7 +261,9 @@ def operator(cluster, crds, kubeconfig):
     process = OperatorProcess(kubeconfig, workdir, {"TEI_OPERATOR_RESYNC_SECONDS": "600",
                                                     "TEI_OPERATOR_SCRAPE_VIA": scrape_via,
                                                     "TEI_OPERATOR_EXTRA_FIELD_MANAGERS": "reloader,mesh-injector-*",
-                                                    "TEI_OPERATOR_COST_SAMPLE_SECONDS": "5"})
+                                                    "TEI_OPERATOR_COST_SAMPLE_SECONDS": "5",
+                                                    # test_model_cache.py: a failed download fails its Job at once
+                                                    "TEI_OPERATOR_CACHE_JOB_BACKOFF_LIMIT": "0"})
     process.start()
     try:
         yield process

@@ -80,7 +80,7 @@ def test_wire_form_round_trips():
          "spec.engine.env[0].name: API_KEY is set by the operator"),
         ({"model": MODEL, "engine": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}},
          "spec.engine.env[1].name: duplicate variable A"),
-        ({"model": MODEL, "cache": {}}, "spec.cache.emptyDir: set exactly one of emptyDir or persistentVolumeClaim"),
+        ({"model": MODEL, "cache": {}}, "spec.cache.emptyDir: set exactly one of emptyDir, persistentVolumeClaim or managed"),
         ({"model": MODEL, "cache": {"emptyDir": {}, "persistentVolumeClaim": {"claimName": "c"}}},
          "spec.cache.emptyDir: set exactly one"),
         ({"model": MODEL, "cache": {"emptyDir": {"sizeLimit": "lots"}}}, "spec.cache.emptyDir.sizeLimit: must be a quantity"),

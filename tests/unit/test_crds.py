@@ -219,7 +219,7 @@ def test_cel_rules_are_where_they_belong():
                 for path, node in walk(root_schema(kind)) if "x-kubernetes-validations" in node}
 
     embedding = rules("EmbeddingService")
-    assert set(embedding) == {"", ".spec.model", ".spec.gpu", ".spec.engine.extraArgs", ".spec.engine.env",
+    assert set(embedding) == {"", ".spec", ".spec.model", ".spec.gpu", ".spec.engine.extraArgs", ".spec.engine.env",
                               ".spec.engine.env[]", ".spec.tolerations[]", ".spec.podLabels", ".spec.podAnnotations",
                               ".spec.cache", ".spec.rollout", ".spec.autoscaling", ".spec.networkPolicy.clients[]",
                               ".spec.networkPolicy.prometheus[]"}

@@ -99,6 +99,13 @@ Least privilege: no Secrets (pods reference them; the operator never reads them)
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# The managed model cache (spec.cache.managed): its PersistentVolumeClaim and the download Job that fills it.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # TEI pods: readiness and crash loops for status; pods/proxy for the built-in /metrics scrape through the API server.
 - apiGroups: [""]
   resources: ["pods"]

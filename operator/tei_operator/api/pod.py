@@ -11,6 +11,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from .base import ApiModel, FieldError
+from .cache import ManagedCache
 from .types import AnnotationValue, DnsSubdomain, FreeForm, IntOrPercent, LabelValue, Quantity
 
 
@@ -141,22 +142,28 @@ class PvcCache(ApiModel):
 
 
 class CacheSpec(ApiModel):
-    """Where /data, TEI's model cache, lives: exactly one of emptyDir or persistentVolumeClaim."""
+    """Where /data, TEI's model cache, lives: exactly one of emptyDir, persistentVolumeClaim or managed."""
 
     CEL_RULES: ClassVar[list[dict[str, str]]] = [
         {
-            "rule": "has(self.emptyDir) != has(self.persistentVolumeClaim)",
-            "message": "set exactly one of emptyDir or persistentVolumeClaim",
+            "rule": "(has(self.emptyDir) ? 1 : 0) + (has(self.persistentVolumeClaim) ? 1 : 0) + "
+            "(has(self.managed) ? 1 : 0) == 1",
+            "message": "set exactly one of emptyDir, persistentVolumeClaim or managed",
         },
     ]
 
     empty_dir: EmptyDirCache | None = Field(None, description="A per-pod emptyDir (the default).")
     persistent_volume_claim: PvcCache | None = Field(None, description="An existing PersistentVolumeClaim.")
+    managed: ManagedCache | None = Field(
+        None, description="A PersistentVolumeClaim the operator creates and fills once per pinned revision with a "
+        "download Job; pods mount it read-only and start without downloading (docs/model-cache.md). Needs "
+        "spec.model.revision pinned to a commit sha.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "CacheSpec":
-        if (self.empty_dir is None) == (self.persistent_volume_claim is None):
-            raise FieldError("emptyDir", "set exactly one of emptyDir or persistentVolumeClaim")
+        if sum(x is not None for x in (self.empty_dir, self.persistent_volume_claim, self.managed)) != 1:
+            raise FieldError("emptyDir", "set exactly one of emptyDir, persistentVolumeClaim or managed")
         return self
 
 

@@ -6,12 +6,13 @@ prompts); everything else is one shape, so the controller and the autoscaler tre
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field, model_validator
 
 from .autoscaling import AutoscalingSpec
 from .base import ApiModel, FieldError
+from .cache import MANAGED_CACHE_CEL_RULES, check_managed_cache
 from .engine import EngineSpec, RerankerEngineSpec
 from .gpu_spec import GpuSpec
 from .model import EmbeddingModelSpec, ModelSpec
@@ -32,6 +33,8 @@ LabelKey = Annotated[str, Field(max_length=317)]
 
 class ServiceSpec(ApiModel):
     """What to serve, on which hardware, and how to scale it."""
+
+    CEL_RULES: ClassVar[list[dict[str, str]]] = MANAGED_CACHE_CEL_RULES
 
     model: ModelSpec = Field(..., description="The model TEI serves.")
     gpu: GpuSpec = Field(default_factory=GpuSpec, description="GPUs per replica and their type.")
@@ -136,6 +139,8 @@ class ServiceSpec(ApiModel):
             if key.startswith(RESERVED_ANNOTATION_PREFIX):
                 raise FieldError(f"podAnnotations.{key}", f"the {RESERVED_ANNOTATION_PREFIX} prefix is the "
                                  "operator's own")
+        if self.cache.managed is not None:
+            check_managed_cache(self.model.id, self.model.revision)
         return self
 
 

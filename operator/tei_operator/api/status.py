@@ -10,14 +10,15 @@ from pydantic import Field
 
 from .autoscaling import AutoscalingStatus
 from .base import SchemaHint, StatusModel
+from .cache import CacheStatus
 from .cost import CostStatus
 from .served_model import ServedModel
 
 # Ready/Available/Progressing/Degraded for people and kubectl wait; Reconciling/Stalled (abnormal-true) for kstatus
 # (Flux, kpt, Config Sync) and Argo CD's health check; ScalingLimited from the autoscaler; ModelMismatch
-# (abnormal-true) when Ready pods serve different model commits.
+# (abnormal-true) when Ready pods serve different model commits; CacheReady with spec.cache.managed.
 CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded", "Reconciling", "Stalled", "ScalingLimited",
-                   "ModelMismatch")
+                   "ModelMismatch", "CacheReady")
 
 # What the STATUS column says while a serving service is held back by the autoscaler's limits (ScalingLimited=True):
 # the load is above target and more replicas are wanted than maxReplicas or the free GPUs allow, or the metrics
@@ -75,7 +76,8 @@ class Condition(StatusModel):
         "replicas ready: the service serves), Progressing, Degraded, Reconciling, Stalled, ScalingLimited or "
         "ModelMismatch. Reconciling=True (on its way) and Stalled=True (stuck until something changes) are what "
         "kstatus-based tools (Flux, kpt, Config Sync) read; they follow Available, so a scale-up is not an outage. "
-        "ModelMismatch=True: Ready pods serve different model commits.",
+        "ModelMismatch=True: Ready pods serve different model commits. CacheReady (with spec.cache.managed): the "
+        "managed model cache holds spec.model.revision.",
     )
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     reason: str | None = Field(
@@ -103,7 +105,7 @@ class ServiceStatus(StatusModel):
         default_factory=list, max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
         description="Current state: Ready, Available, Progressing, Degraded, Reconciling, Stalled, ScalingLimited, "
-        "ModelMismatch.",
+        "ModelMismatch, CacheReady.",
     )
     summary: str | None = Field(
         None, max_length=64,
@@ -117,5 +119,8 @@ class ServiceStatus(StatusModel):
     cost: CostStatus | None = Field(
         None, description="The fleet's $/hour and $ per 1M tokens at the measured token rate (when the GPU type has "
         "a price in the operator's settings).",
+    )
+    cache: CacheStatus | None = Field(
+        None, description="The managed model cache (spec.cache.managed): its phase, revision, claim and download Job.",
     )
     autoscaling: AutoscalingStatus | None = Field(None, description="What the autoscaler last saw and decided.")

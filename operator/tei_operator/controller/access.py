@@ -17,7 +17,8 @@ logger = logging.getLogger("tei_operator.controller")
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 # (API group, resource) the controller lists and watches in each namespace (controller/handlers.py).
 WATCHED = (("tei-operator.io", "embeddingservices"), ("tei-operator.io", "rerankerservices"),
-           ("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets"), ("", "pods"))
+           ("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets"), ("", "pods"),
+           ("batch", "jobs"))  # the managed model cache's download Jobs (controller/model_cache.py)
 VERBS = ("list", "watch")
 
 

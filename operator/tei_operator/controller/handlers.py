@@ -91,3 +91,5 @@ def register(registry: kopf.OperatorRegistry, kinds: Mapping[str, k.ResourceType
     kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=CHILD_LABELS, id="watch-networkpolicies",
                   registry=registry)(child_event)
     kopf.on.event("v1", "pods", labels=CHILD_LABELS, id="watch-pods", registry=registry)(pod_event)
+    # The managed model cache's download Jobs (model_cache.py): their completion is the cache's readiness.
+    kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, id="watch-jobs", registry=registry)(child_event)

@@ -30,6 +30,7 @@ from typing import Any
 from .. import kube as k
 from ..api.served_model import MAX_REPORTED_PODS
 from ..autoscaling.sources.scrape import pod_ip_url, proxy_path, resolve_scrape_via
+from ..render.cache import hub_id_from_snapshot
 
 logger = logging.getLogger("tei_operator.controller")
 
@@ -201,6 +202,8 @@ class ModelInfoReader:
             if not isinstance(info, Mapping):
                 raise ValueError(f"/info answered {type(info).__name__}, not a JSON object")
             sha, model_id = info.get("model_sha"), info.get("model_id")
+            if model_id:  # a pod on the managed cache loads its snapshot directory: report (and compare) the hub id
+                model_id = hub_id_from_snapshot(str(model_id)) or model_id
             self._known[uid] = PodInfo(name, str(model_id) if model_id else None, str(sha) if sha else None)
             self._failures.pop(uid, None)
             while len(self._known) > self.cache_size:

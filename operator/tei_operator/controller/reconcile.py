@@ -33,6 +33,7 @@ from ..settings import Settings
 from . import status as st
 from .events import Change, EventRecorder, describe_apply, describe_removal
 from .cost import TokenRateMeter, cost_status
+from .model_cache import sync_model_cache
 from .model_info import ModelInfoReader, served_model_report
 from .ownership import ForeignField, foreign_template_fields, removal_patch, still_present
 
@@ -216,10 +217,16 @@ class Reconciler:
             return outcome
 
         deployment_manifest = children.deployment
+        # spec.cache.managed: the claim and download Job; the Deployment waits (`hold`) until the cache is filled.
+        cache = await sync_model_cache(self, owner, resource, outcome, apply=apply)
         if apply:
             drift = current.get("observedGeneration") == generation
             deployment: dict | None = None
             for manifest in children.all():
+                if manifest is deployment_manifest and cache.hold:
+                    deployment = await self.kube.get_or_none(k.DEPLOYMENT, manifest["metadata"]["name"],
+                                                             key.namespace)
+                    continue
                 after = await self._apply_child(owner, resource, manifest, outcome, drift=drift)
                 if manifest is deployment_manifest:
                     deployment = after
@@ -233,8 +240,9 @@ class Reconciler:
 
         selector = selector_string(resource)
         pods = await self.kube.list(k.POD, key.namespace, label_selector=selector)
-        endpoint, image = endpoint_url(resource), _tei_image(deployment_manifest) or _tei_image(deployment)
-        template_hash = (((deployment_manifest.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
+        applied = deployment if cache.hold else deployment_manifest  # held: the live Deployment is what runs
+        endpoint, image = endpoint_url(resource), _tei_image(applied) or _tei_image(deployment)
+        template_hash = ((((applied or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
             "annotations", {}).get(CONFIG_HASH_ANNOTATION)
         protected = resource.spec.engine.api_key_secret_ref is not None  # TEI guards /info with the key
         served_model = served_model_report(
@@ -244,7 +252,7 @@ class Reconciler:
         await self.write_status(owner, outcome, lambda latest: st.build_status(
             generation=generation, deployment=deployment, pods=pods, current=latest, now=st.now_rfc3339(),
             selector=selector, endpoint=endpoint, image=image, template_hash=template_hash,
-            min_available=resource.spec.min_available, served_model=served_model, cost=cost))
+            min_available=resource.spec.min_available, served_model=served_model, cost=cost, cache=cache))
         return outcome
 
     def _cost(self, key: OwnerKey, resource: Any, deployment: Mapping[str, Any] | None,

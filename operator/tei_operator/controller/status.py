@@ -42,7 +42,8 @@ DEGRADED = "Degraded"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 MODEL_MISMATCH = "ModelMismatch"  # built in model_info.py from what the pods' /info report
-OWNED_CONDITION_TYPES = (READY, AVAILABLE, PROGRESSING, DEGRADED, RECONCILING, STALLED, MODEL_MISMATCH)
+CACHE_READY = "CacheReady"  # built in model_cache.py (spec.cache.managed)
+OWNED_CONDITION_TYPES = (READY, AVAILABLE, PROGRESSING, DEGRADED, RECONCILING, STALLED, MODEL_MISMATCH, CACHE_READY)
 
 # Reasons (PascalCase, API conventions); docs/troubleshooting.md has one section per reason.
 REASON_INVALID_SPEC = "InvalidSpec"
@@ -71,7 +72,7 @@ WAITING_REASONS = frozenset({REASON_UNSCHEDULABLE, REASON_CONTAINER_CONFIG})
 
 # Status keys this controller writes; everything else under status belongs to someone else.
 OWNED_STATUS_KEYS = ("observedGeneration", "replicas", "readyReplicas", "selector", "endpoint", "image", "conditions",
-                     "summary", "model", "cost")
+                     "summary", "model", "cost", "cache")
 
 #: `build_status(cost=KEEP)`: leave status.cost as it is (a refused spec observed nothing to price).
 KEEP = object()
@@ -459,19 +460,23 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
                  endpoint: str | None = None, image: str | None = None, invalid_spec: str | None = None,
                  template_hash: str | None = None, min_available: int = 1, unsupported_model: str | None = None,
                  served_model: tuple[dict[str, Any], dict[str, Any]] | None = None,
-                 cost: dict[str, Any] | None | object = KEEP) -> dict[str, Any]:
+                 cost: dict[str, Any] | None | object = KEEP, cache: Any = None) -> dict[str, Any]:
     """The status keys this controller owns, ready to compare with `changed_status` and merge-patch.
 
     replicas/readyReplicas come from the Deployment's status (the scale subresource reads status.replicas);
     `summary` (the STATUS column) from every condition, the autoscaler's ScalingLimited and ModelMismatch included.
     `served_model` is `status.model` and the ModelMismatch condition (model_info.served_model_report); `cost` is
-    `status.cost` (cost.cost_status; None removes a cost that no longer applies, KEEP leaves it alone)."""
+    `status.cost` (cost.cost_status; None removes a cost that no longer applies, KEEP leaves it alone); `cache` is
+    the managed cache's plan (model_cache.CachePlan: status.cache, CacheReady, and the conditions while the
+    Deployment waits for it), None leaving status.cache alone."""
     dep_status = (deployment or {}).get("status") or {}
     desired = desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec,
                                  template_hash=template_hash, min_available=min_available,
                                  unsupported_model=unsupported_model)
     if served_model is not None:
         desired.append(served_model[1])
+    if cache is not None:
+        desired = cache.adjust(desired)
     conditions = merge_conditions((current or {}).get("conditions"), desired, now)
     status: dict[str, Any] = {
         "observedGeneration": generation,
@@ -490,6 +495,8 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
         status["model"] = served_model[0]
     if cost is not KEEP:
         status["cost"] = cost
+    if cache is not None:
+        status["cache"] = cache.status
     return status
 
 

@@ -13,6 +13,7 @@ The emulator listens on 127.0.0.1 unless `--host`/`--hostname`/`EMULATOR_HOST` s
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -45,6 +46,10 @@ class EmulatorConfig:
     batch_overhead_seconds: float = 0.002
     seconds_per_token_sq: float = 0.0
     load_seconds: float = 0.0
+    download_seconds: float = 0.0
+    cache_dir: str | None = None
+    warm_cache: bool | None = None
+    hub_offline: bool = False
     max_batch_tokens: int = 16_384
     max_batch_requests: int | None = None
     max_concurrent_requests: int = 512
@@ -86,6 +91,7 @@ class EmulatorConfig:
             if value <= 0:
                 problems.append(f"{flag}: must be greater than 0, got {value}")
         for flag, value in (("--batch-overhead-ms", self.batch_overhead_seconds), ("--load-seconds", self.load_seconds),
+                            ("--download-seconds", self.download_seconds),
                             ("--seconds-per-token-sq", self.seconds_per_token_sq)):
             if value < 0:
                 problems.append(f"{flag}: must be 0 or more, got {value}")
@@ -102,6 +108,30 @@ class EmulatorConfig:
         if problems:
             raise EmulatorConfigError("; ".join(problems))
 
+    def cache_is_warm(self) -> bool:
+        """Whether the model's files are already local, so a start only loads them (no download).
+
+        In this order: --warm-cache / EMULATOR_WARM_CACHE when set; a MODEL_ID that is an existing directory (TEI
+        loads a local model without the Hub); HF_HUB_OFFLINE=1 (the pod was told the files are there, as the
+        operator's managed cache does: spec.cache.managed); the revision's snapshot (or, without a revision, any
+        snapshot) under the hub cache dir (HUGGINGFACE_HUB_CACHE)."""
+        if self.warm_cache is not None:
+            return self.warm_cache
+        if self.model_id.startswith("/") and os.path.isdir(self.model_id):
+            return True
+        if self.hub_offline:
+            return True
+        if self.cache_dir:
+            snapshots = os.path.join(self.cache_dir, "models--" + self.model_id.replace("/", "--"), "snapshots")
+            if self.revision:
+                return os.path.isdir(os.path.join(snapshots, self.revision))
+            return os.path.isdir(snapshots) and bool(os.listdir(snapshots))
+        return False
+
+    def startup_seconds(self) -> float:
+        """Modelled time from start to the port opening: download (on a cold cache) plus load."""
+        return self.load_seconds + (0.0 if self.cache_is_warm() else self.download_seconds)
+
     @property
     def model_name(self) -> str:
         """The name reported as `model` in OpenAI-style responses."""
@@ -113,6 +143,7 @@ class EmulatorConfig:
             f"model_id={self.model_id} kind={self.kind} tokens_per_second={self.tokens_per_second:g} "
             f"batch_overhead_ms={self.batch_overhead_seconds * 1000:g} "
             f"seconds_per_token_sq={self.seconds_per_token_sq:g} load_seconds={self.load_seconds:g} "
+            f"download_seconds={self.download_seconds:g} warm_cache={self.cache_is_warm()} "
             f"max_batch_tokens={self.max_batch_tokens} max_batch_requests={self.max_batch_requests} "
             f"max_concurrent_requests={self.max_concurrent_requests} "
             f"max_client_batch_size={self.max_client_batch_size} max_input_length={self.max_input_length} "
@@ -185,7 +216,16 @@ _OPTIONS: tuple[_Option, ...] = (
             "a model/GPU profile (shipped name such as bge-m3-a100, or a YAML path): its batch cost and TEI limits "
             "become the defaults; other flags override them"),
     _Option(("--load-seconds",), "EMULATOR_LOAD_SECONDS", float, "load_seconds",
-            "modelled model-loading time; the port is bound only after it"),
+            "modelled model-loading time (from local files); the port is bound only after it"),
+    _Option(("--download-seconds",), "EMULATOR_DOWNLOAD_SECONDS", float, "download_seconds",
+            "modelled download time, added before the load on a cold cache (see --warm-cache)"),
+    _Option(("--warm-cache",), "EMULATOR_WARM_CACHE", parse_bool, "warm_cache",
+            "true: the model's files are local (no download); false: always download. Default: warm when MODEL_ID "
+            "is a directory, HF_HUB_OFFLINE=1, or the revision's snapshot is in the hub cache dir"),
+    _Option(("--huggingface-hub-cache",), "HUGGINGFACE_HUB_CACHE", str, "cache_dir",
+            "hub cache directory looked in for the model's snapshot (a warm cache)"),
+    _Option(("--hf-hub-offline",), "HF_HUB_OFFLINE", parse_bool, "hub_offline",
+            "the model's files are local and the Hub is not contacted: a warm start"),
     _Option(("--max-batch-tokens",), "MAX_BATCH_TOKENS", int, "max_batch_tokens", "tokens per batch at most"),
     _Option(("--max-batch-requests",), "MAX_BATCH_REQUESTS", _positive_or_none, "max_batch_requests",
             "inputs per batch at most (default: no limit)"),
@@ -210,7 +250,6 @@ _IGNORED_TEI_FLAGS: dict[str, str] = {
     "--tokenization-workers": "TOKENIZATION_WORKERS",
     "--hf-token": "HF_TOKEN",
     "--hf-api-token": "HF_API_TOKEN",
-    "--huggingface-hub-cache": "HUGGINGFACE_HUB_CACHE",
     "--uds-path": "UDS_PATH",
     "--otlp-endpoint": "OTLP_ENDPOINT",
     "--otlp-service-name": "OTLP_SERVICE_NAME",

@@ -740,9 +740,11 @@ class EmulatorServer:
     async def start(self) -> None:
         """Model the loading time (not listening), then start the engine and bind the port."""
         c = self.config
-        if c.load_seconds > 0:
-            log.info("Loading model %s (emulated: %g s before the port opens)", c.model_id, c.load_seconds)
-            await asyncio.sleep(c.load_seconds)
+        seconds = c.startup_seconds()  # download (cold cache only) + load
+        if seconds > 0:
+            how = "from the local cache" if c.cache_is_warm() else f"after a {c.download_seconds:g} s download"
+            log.info("Loading model %s %s (emulated: %g s before the port opens)", c.model_id, how, seconds)
+            await asyncio.sleep(seconds)
         self.engine.start()
         runner = web.AppRunner(build_app(self.api), handle_signals=False, access_log=None,
                                shutdown_timeout=c.shutdown_timeout, handler_cancellation=True)

@@ -14,6 +14,7 @@ from ..api.model import EmbeddingModelSpec, SecretKeyRef
 from ..api.resource import ServiceResource
 from ..api.spec import ServiceSpec
 from ..settings import Settings
+from .cache import use_managed_cache
 from .gpu import gpu_limits, merge_affinity, merge_tolerations
 from .image import image_for
 from .labels import common_labels, selector_labels
@@ -202,5 +203,7 @@ def pod_template(resource: ServiceResource, settings: Settings) -> dict[str, Any
     spec = resource.spec
     labels = {**spec.pod_labels, **common_labels(resource)}
     annotations = {**PROMETHEUS_ANNOTATIONS, **spec.pod_annotations}
-    return {"metadata": {"labels": labels, "annotations": annotations},
-            "spec": pod_spec(spec, settings, selector_labels(resource))}
+    pod = pod_spec(spec, settings, selector_labels(resource))
+    if spec.cache.managed is not None:
+        use_managed_cache(pod, resource, CONTAINER_NAME)
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod}
