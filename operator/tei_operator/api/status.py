@@ -11,6 +11,7 @@ from pydantic import Field
 from .autoscaling import AutoscalingStatus
 from .base import SchemaHint, StatusModel
 from .cost import CostStatus
+from .rollout import RolloutStatus
 from .served_model import ServedModel
 
 # Ready/Available/Progressing/Degraded for people and kubectl wait; Reconciling/Stalled (abnormal-true) for kstatus
@@ -119,3 +120,7 @@ class ServiceStatus(StatusModel):
         "a price in the operator's settings).",
     )
     autoscaling: AutoscalingStatus | None = Field(None, description="What the autoscaler last saw and decided.")
+    rollout: RolloutStatus | None = Field(
+        None, description="Which Deployment serves, and during a blue/green model change the candidate and the "
+        "draining ones (docs/model-changes.md).",
+    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import datetime
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,13 +29,17 @@ from ..api.unsupported import refusal_message
 from ..kube import KubeClient
 from ..render import endpoint_url, render_children
 from ..render.children import CONFIG_HASH_ANNOTATION
-from ..render.labels import SERVICE_LABEL, selector_string
+from ..render.labels import SERVICE_LABEL, selector_labels
+from ..render.rollout import INSTANCE_LABEL, describe_model, model_identity, retarget, serving_selector
+from ..render.rollout import selector_string as rollout_selector_string
 from ..settings import Settings
 from . import status as st
 from .events import Change, EventRecorder, describe_apply, describe_removal
 from .cost import TokenRateMeter, cost_status
 from .model_info import ModelInfoReader, served_model_report
 from .ownership import ForeignField, foreign_template_fields, removal_patch, still_present
+from . import rollout_steps
+from .rollout import adjust_conditions, plan_rollout, rollout_status, switch_ready
 
 logger = logging.getLogger("tei_operator.controller")
 
@@ -121,6 +126,10 @@ def _tei_image(deployment: Mapping[str, Any] | None) -> str | None:
     return containers[0].get("image") if containers else None
 
 
+def _instance(pod: Mapping[str, Any]) -> str | None:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL)
+
+
 def _ref(manifest: Mapping[str, Any]) -> tuple[str, str]:
     meta = manifest.get("metadata") or {}
     return manifest.get("kind", "?"), meta.get("name", "?")
@@ -149,6 +158,8 @@ class Reconciler:
         self.token_meter = TokenRateMeter(kube, scrape_via=settings.scrape_via,
                                           timeout=float(settings.scrape_timeout_seconds),
                                           interval=float(settings.cost_sample_seconds))
+        # The reconcile that deletes a drained Deployment (blue/green model changes); the runner sets its `notify`.
+        self.rollout_timers = rollout_steps.RequeueTimers()
         self._locks: dict[OwnerKey, asyncio.Lock] = {}
         # Children this process has seen, by owner uid: a missing one was deleted by someone (-> "Recreated").
         self._seen: set[tuple[str, str, str]] = set()
@@ -215,14 +226,46 @@ class Reconciler:
                 unsupported_model=refusal, min_available=resource.spec.min_available), keep_counts=True)
             return outcome
 
+        # Blue/green model changes (controller/rollout.py): which Deployment the spec renders to, which one the
+        # Service selects, and which ones go.
+        deployments, live_service = await rollout_steps.observe(self.kube, owner, key.name, key.namespace,
+                                                                f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
+        now = datetime.datetime.now(datetime.timezone.utc)
+        plan = plan_rollout(service_name=key.name, mode=resource.spec.rollout.model_change,
+                            identity=model_identity(resource.spec), drain_seconds=resource.spec.rollout.drain_seconds,
+                            deployments=deployments, service=live_service, now=now)
+        by_name = {d["metadata"]["name"]: d for d in deployments}
+        children = retarget(children, key.name, deployment=plan.target, active=plan.active, identity=plan.identity)
         deployment_manifest = children.deployment
+        serving, waiting = plan.active, ""
+        apply = apply or plan.switching or bool(plan.delete)
         if apply:
             drift = current.get("observedGeneration") == generation
-            deployment: dict | None = None
-            for manifest in children.all():
-                after = await self._apply_child(owner, resource, manifest, outcome, drift=drift)
-                if manifest is deployment_manifest:
-                    deployment = after
+            deployment: dict | None = await self._apply_child(owner, resource, deployment_manifest, outcome,
+                                                              drift=drift)
+            if plan.unretire:
+                await rollout_steps.set_retired(self.kube, plan.target, key.namespace, None, self.field_manager)
+            if plan.switching:
+                autoscaled = self._autoscaled(resource)
+                if autoscaled and deployment is not None:
+                    deployment = await rollout_steps.match_replicas(self.kube, deployment, plan.candidate_replicas,
+                                                                    self.autoscaler_field_manager)
+                ready, waiting = switch_ready(deployment, plan.candidate_replicas if autoscaled else None)
+                if ready:
+                    serving = plan.target
+                    children = retarget(children, key.name, deployment=plan.target, active=serving,
+                                        identity=plan.identity)
+            for manifest in children.all()[1:]:
+                await self._apply_child(owner, resource, manifest, outcome, drift=drift)
+            if serving != plan.active:
+                if plan.active in by_name:
+                    await rollout_steps.set_retired(self.kube, plan.active, key.namespace, now, self.field_manager)
+                switched = Change("Switched", f"Switched Service {key.name} to Deployment {plan.target} (model "
+                                  f"{describe_model(plan.identity)})")
+                outcome.changes.append(switched)
+                await self.recorder.change(owner, switched)
+            outcome.changes += await rollout_steps.delete(self.kube, self.recorder, owner, key.namespace,
+                                                          plan.delete, by_name)
             if children.pdb is None:
                 await self._prune(owner, k.PDB, outcome)
             if children.network_policy is None:
@@ -230,21 +273,42 @@ class Reconciler:
         else:
             deployment = await self.kube.get_or_none(k.DEPLOYMENT, deployment_manifest["metadata"]["name"],
                                                      key.namespace)
+        requeue = plan.requeue_after(now)
+        if serving != plan.active:
+            requeue = min(requeue or float("inf"), float(resource.spec.rollout.drain_seconds))
+        self.rollout_timers.schedule(key, requeue)
 
-        selector = selector_string(resource)
-        pods = await self.kube.list(k.POD, key.namespace, label_selector=selector)
+        serving_labels = serving_selector(key.name, selector_labels(resource), serving)
+        selector = rollout_selector_string(serving_labels)
+        all_pods = await self.kube.list(k.POD, key.namespace, label_selector=rollout_selector_string(
+            {k_: v for k_, v in serving_labels.items() if k_ != INSTANCE_LABEL}))
+        target_pods = [p for p in all_pods if _instance(p) == plan.target]
+        pods = [p for p in all_pods if _instance(p) == serving]
+        serving_deployment = deployment if serving == plan.target else by_name.get(serving)
+        served_identity = plan.identity if serving == plan.target else plan.active_identity
         endpoint, image = endpoint_url(resource), _tei_image(deployment_manifest) or _tei_image(deployment)
         template_hash = (((deployment_manifest.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
             "annotations", {}).get(CONFIG_HASH_ANNOTATION)
         protected = resource.spec.engine.api_key_secret_ref is not None  # TEI guards /info with the key
         served_model = served_model_report(
-            model_id=resource.spec.model.id, revision=resource.spec.model.revision, generation=generation,
-            pods=self.model_reader.report(key, key.namespace, pods, read=not protected), protected=protected)
-        cost = self._cost(key, resource, deployment, pods)
+            model_id=served_identity.get("id", resource.spec.model.id), revision=served_identity.get("revision"),
+            generation=generation, pods=self.model_reader.report(key, key.namespace, pods, read=not protected),
+            protected=protected)
+        cost = self._cost(key, resource, serving_deployment, pods)
+        rollout = rollout_status(plan, mode=resource.spec.rollout.model_change, active=serving,
+                                 deployments={**by_name, **({plan.target: deployment} if deployment else {})},
+                                 waiting=waiting or None)
+        adjust = None
+        if serving != plan.target:
+            def adjust(conditions: list[dict]) -> list[dict]:
+                return adjust_conditions(conditions, plan=plan, active_deployment=serving_deployment,
+                                         min_available=resource.spec.min_available, generation=generation,
+                                         waiting=waiting or "waiting for its replicas")
         await self.write_status(owner, outcome, lambda latest: st.build_status(
-            generation=generation, deployment=deployment, pods=pods, current=latest, now=st.now_rfc3339(),
+            generation=generation, deployment=deployment, pods=target_pods, current=latest, now=st.now_rfc3339(),
             selector=selector, endpoint=endpoint, image=image, template_hash=template_hash,
-            min_available=resource.spec.min_available, served_model=served_model, cost=cost))
+            min_available=resource.spec.min_available, served_model=served_model, cost=cost, rollout=rollout,
+            adjust=adjust, counts_from=serving_deployment))
         return outcome
 
     def _cost(self, key: OwnerKey, resource: Any, deployment: Mapping[str, Any] | None,

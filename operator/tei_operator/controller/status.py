@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..api.status import status_summary
@@ -71,7 +71,7 @@ WAITING_REASONS = frozenset({REASON_UNSCHEDULABLE, REASON_CONTAINER_CONFIG})
 
 # Status keys this controller writes; everything else under status belongs to someone else.
 OWNED_STATUS_KEYS = ("observedGeneration", "replicas", "readyReplicas", "selector", "endpoint", "image", "conditions",
-                     "summary", "model", "cost")
+                     "summary", "model", "cost", "rollout")
 
 #: `build_status(cost=KEEP)`: leave status.cost as it is (a refused spec observed nothing to price).
 KEEP = object()
@@ -459,17 +459,24 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
                  endpoint: str | None = None, image: str | None = None, invalid_spec: str | None = None,
                  template_hash: str | None = None, min_available: int = 1, unsupported_model: str | None = None,
                  served_model: tuple[dict[str, Any], dict[str, Any]] | None = None,
-                 cost: dict[str, Any] | None | object = KEEP) -> dict[str, Any]:
+                 cost: dict[str, Any] | None | object = KEEP, rollout: dict[str, Any] | None | object = KEEP,
+                 adjust: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+                 counts_from: Mapping[str, Any] | None | object = KEEP) -> dict[str, Any]:
     """The status keys this controller owns, ready to compare with `changed_status` and merge-patch.
 
     replicas/readyReplicas come from the Deployment's status (the scale subresource reads status.replicas);
     `summary` (the STATUS column) from every condition, the autoscaler's ScalingLimited and ModelMismatch included.
     `served_model` is `status.model` and the ModelMismatch condition (model_info.served_model_report); `cost` is
-    `status.cost` (cost.cost_status; None removes a cost that no longer applies, KEEP leaves it alone)."""
-    dep_status = (deployment or {}).get("status") or {}
+    `status.cost` (cost.cost_status; None removes a cost that no longer applies, KEEP leaves it alone).
+    During a blue/green model change (controller/rollout.py) `deployment` and `pods` are the candidate's,
+    `adjust` rewrites the conditions before they are merged, `counts_from` is the Deployment the Service selects
+    (replicas, readyReplicas) and `rollout` is status.rollout."""
+    dep_status = ((deployment if counts_from is KEEP else counts_from) or {}).get("status") or {}
     desired = desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec,
                                  template_hash=template_hash, min_available=min_available,
                                  unsupported_model=unsupported_model)
+    if adjust is not None:
+        desired = adjust(desired)
     if served_model is not None:
         desired.append(served_model[1])
     conditions = merge_conditions((current or {}).get("conditions"), desired, now)
@@ -490,6 +497,8 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
         status["model"] = served_model[0]
     if cost is not KEEP:
         status["cost"] = cost
+    if rollout is not KEEP:
+        status["rollout"] = rollout
     return status
 
 

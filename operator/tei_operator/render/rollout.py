@@ -1,0 +1,130 @@
+"""Blue/green model changes, the render side: which model a Deployment serves, what its name is, and the children
+retargeted at one Deployment (pure functions, no API calls).
+
+A service's Deployments are told apart by `app.kubernetes.io/instance`, which is the Deployment's name: the one
+named like the service (every Deployment before blue/green existed, and a new service's first) carries
+`instance: <service>`, exactly the selector it was created with, so an upgraded operator takes it over without
+changing its pod template (no restart). A Deployment for a new model is named `<service>-<model hash>` and its pods
+carry `instance: <service>-<model hash>` and `tei-operator.io/model-hash`. The Service (and the PDB) select the
+active Deployment's instance; the NetworkPolicy selects every pod of the service. A Deployment's selector is
+immutable, a Service's and a PDB's are not: only those two move at a switch.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..api.model import EmbeddingModelSpec
+from ..api.spec import ServiceSpec
+from .children import Children
+from .labels import SERVICE_LABEL
+from .pod import CONTAINER_NAME
+from .stamp import operator_version, stamp
+
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+MODEL_HASH_LABEL = "tei-operator.io/model-hash"
+# "id@revision" of the model a Deployment serves (for people and events; the hash label is what code compares).
+MODEL_ANNOTATION = "tei-operator.io/model"
+# Set on a Deployment when the Service switched away from it (RFC 3339): it is deleted drainSeconds later.
+RETIRED_AT_ANNOTATION = "tei-operator.io/retired-at"
+MODEL_HASH_CHARS = 8
+NAME_MAX = 63  # the name is also the instance label's value
+
+# What the served embeddings depend on, as (identity key, TEI env variable). Everything else (batching, image,
+# resources) changes how fast vectors come, not which: such changes roll in place whatever modelChange says.
+IDENTITY_ENV = (("id", "MODEL_ID"), ("revision", "REVISION"), ("dtype", "DTYPE"), ("pooling", "POOLING"),
+                ("defaultPromptName", "DEFAULT_PROMPT_NAME"), ("defaultPrompt", "DEFAULT_PROMPT"))
+
+
+def model_identity(spec: ServiceSpec) -> dict[str, str]:
+    """What the spec's embeddings depend on (unset fields left out)."""
+    model = spec.model
+    values: dict[str, Any] = {"id": model.id, "revision": model.revision, "dtype": model.dtype}
+    if isinstance(model, EmbeddingModelSpec):
+        values.update(pooling=model.pooling, defaultPromptName=model.default_prompt_name,
+                      defaultPrompt=model.default_prompt)
+    return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def _tei_env(deployment: Mapping[str, Any]) -> dict[str, str]:
+    pod = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {})
+    containers = pod.get("containers") or []
+    container = next((c for c in containers if c.get("name") == CONTAINER_NAME), containers[0] if containers else {})
+    return {e["name"]: str(e["value"]) for e in container.get("env") or [] if "name" in e and "value" in e}
+
+
+def deployment_identity(deployment: Mapping[str, Any]) -> dict[str, str]:
+    """What a live Deployment's embeddings depend on, read from its TEI container's environment (so a Deployment
+    rendered before blue/green existed has one too)."""
+    env = _tei_env(deployment)
+    return {key: env[var] for key, var in IDENTITY_ENV if var in env}
+
+
+def model_hash(identity: Mapping[str, str]) -> str:
+    """A short stable hash of a model identity."""
+    canonical = json.dumps(dict(identity), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:MODEL_HASH_CHARS]
+
+
+def describe_model(identity: Mapping[str, str]) -> str:
+    """`id@revision` (or the id alone when unpinned), plus the other identity fields that are set."""
+    text = identity.get("id", "?") + (f"@{identity['revision']}" if identity.get("revision") else "")
+    extra = [f"{k}={v}" for k, v in identity.items() if k not in ("id", "revision")]
+    return f"{text} ({', '.join(extra)})" if extra else text
+
+
+def deployment_name(service_name: str, identity: Mapping[str, str]) -> str:
+    """`<service>-<model hash>`; a service name too long for that is cut, and the suffix then hashes the full
+    service name too, so two long names sharing a prefix still get different Deployments."""
+    digest = model_hash(identity)
+    if len(service_name) + 1 + MODEL_HASH_CHARS <= NAME_MAX:
+        return f"{service_name}-{digest}"
+    digest = hashlib.sha256(f"{service_name}\0{digest}".encode()).hexdigest()[:MODEL_HASH_CHARS]
+    return f"{service_name[:NAME_MAX - 1 - MODEL_HASH_CHARS].rstrip('-')}-{digest}"
+
+
+def serving_selector(service_name: str, selector: Mapping[str, str], active: str) -> dict[str, str]:
+    """The Service's (and PDB's) selector: the service's selector labels with the active Deployment's instance."""
+    out = dict(selector)
+    out[INSTANCE_LABEL] = active
+    out[SERVICE_LABEL] = service_name
+    return out
+
+
+def selector_string(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def retarget(children: Children, service_name: str, *, deployment: str, active: str,
+             identity: Mapping[str, str]) -> Children:
+    """The children with the Deployment named `deployment` (serving `identity`) and the Service and PDB selecting
+    `active`. For the Deployment named like the service the manifest is returned as rendered (no restart of a
+    Deployment created before blue/green existed); any other gets its own instance label and the model hash."""
+    out = copy.deepcopy(children)
+    dep = out.deployment
+    if deployment != service_name:
+        meta, spec = dep["metadata"], dep["spec"]
+        template_labels = spec["template"]["metadata"]["labels"]
+        meta["name"] = deployment
+        for labels in (meta["labels"], spec["selector"]["matchLabels"], template_labels):
+            labels[INSTANCE_LABEL] = deployment
+        digest = model_hash(identity)
+        meta["labels"][MODEL_HASH_LABEL] = template_labels[MODEL_HASH_LABEL] = digest
+        meta.setdefault("annotations", {})[MODEL_ANNOTATION] = describe_model(identity)
+        for constraint in spec["template"]["spec"].get("topologySpreadConstraints") or []:
+            match = (constraint.get("labelSelector") or {}).get("matchLabels") or {}
+            if match.get(INSTANCE_LABEL) == service_name and match.get(SERVICE_LABEL) == service_name:
+                match[INSTANCE_LABEL] = deployment
+        stamp(dep, operator_version())  # the stamp hashes the manifest as applied
+    out.service["spec"]["selector"] = serving_selector(service_name, out.service["spec"]["selector"], active)
+    if out.pdb is not None:
+        out.pdb["spec"]["selector"]["matchLabels"] = serving_selector(
+            service_name, out.pdb["spec"]["selector"]["matchLabels"], active)
+    if out.network_policy is not None:
+        # Every pod of the service (the candidate's too: the operator scrapes it, clients reach it after the switch).
+        out.network_policy["spec"]["podSelector"]["matchLabels"].pop(INSTANCE_LABEL, None)
+    return out
