@@ -296,19 +296,32 @@ def test_rollout_status_in_each_phase():
     p = plan(new, [active, candidate], live_service("bge-m3"))
     switching = rollout_status(p, mode="BlueGreen", active="bge-m3", deployments=by_name, waiting="1 of 2 ready")
     assert switching["phase"] == SWITCHING
+    # Every key present (None: not applicable), so a merge patch removes what no longer applies.
     assert switching["active"] == {"deployment": "bge-m3", "model": f"BAAI/bge-m3@{OLD_SHA}",
                                    "modelHash": model_hash(model_identity(old.spec)), "replicas": 2,
-                                   "readyReplicas": 2}
+                                   "readyReplicas": 2, "startedTime": None, "waitingFor": None,
+                                   "deleteAfter": None}
     assert switching["candidate"]["deployment"] == name and switching["candidate"]["readyReplicas"] == 1
     assert switching["candidate"]["startedTime"] == "2026-11-30T13:50:00Z"
     assert switching["candidate"]["waitingFor"] == "1 of 2 ready"
     # Switched in this reconcile: the old one is listed as draining at once.
     switched = rollout_status(p, mode="BlueGreen", active=name, deployments=by_name, waiting=None)
     assert switched["phase"] == DRAINING and switched["active"]["deployment"] == name
-    assert [d["deployment"] for d in switched["draining"]] == ["bge-m3"] and "candidate" not in switched
+    assert [d["deployment"] for d in switched["draining"]] == ["bge-m3"] and switched["candidate"] is None
     stable = rollout_status(plan(old, [active], live_service("bge-m3")), mode="BlueGreen", active="bge-m3",
                             deployments={"bge-m3": active}, waiting=None)
-    assert stable == {"modelChange": "BlueGreen", "phase": STABLE, "active": switching["active"]}
+    assert stable == {"modelChange": "BlueGreen", "phase": STABLE, "active": switching["active"],
+                      "candidate": None, "draining": None}
+
+
+def test_a_key_set_to_none_equals_its_absence_when_comparing_status():
+    stored = {"rollout": {"phase": "Stable", "active": {"deployment": "a"}}}
+    assert st.changed_status(stored, {"rollout": {"phase": "Stable", "active": {"deployment": "a",
+                                                                                "waitingFor": None},
+                                                  "candidate": None}}) == {}
+    desired = {"rollout": {"phase": "Stable", "active": {"deployment": "a"}, "candidate": None}}
+    switching = {"rollout": {"phase": "Switching", "active": {"deployment": "a"}, "candidate": {"deployment": "b"}}}
+    assert st.changed_status(switching, desired) == desired  # the patch removes the candidate
 
 
 def test_conditions_during_a_switch_follow_the_candidate_but_available_the_active():

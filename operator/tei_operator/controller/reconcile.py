@@ -256,7 +256,8 @@ class Reconciler:
                     children = retarget(children, key.name, deployment=plan.target, active=serving,
                                         identity=plan.identity)
             for manifest in children.all()[1:]:
-                await self._apply_child(owner, resource, manifest, outcome, drift=drift)
+                # A switch moves the Service's and PDB's selectors: our change, not a hand edit undone.
+                await self._apply_child(owner, resource, manifest, outcome, drift=drift and serving == plan.active)
             if serving != plan.active:
                 if plan.active in by_name:
                     await rollout_steps.set_retired(self.kube, plan.active, key.namespace, now, self.field_manager)

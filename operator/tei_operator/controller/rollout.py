@@ -161,35 +161,30 @@ def switch_ready(candidate: Mapping[str, Any] | None, wanted_replicas: int | Non
 def rollout_status(plan: RolloutPlan, *, mode: str, active: str, deployments: Mapping[str, Mapping[str, Any]],
                    waiting: str | None) -> dict[str, Any]:
     """status.rollout: the phase, the serving Deployment and its model, the candidate and the draining ones.
-    `active` is the Deployment the Service selects after this reconcile (the target once it switched)."""
-    def entry(name: str) -> dict[str, Any]:
+    `active` is the Deployment the Service selects after this reconcile (the target once it switched).
+
+    Every key is present, None when it does not apply: status is merge-patched, and a nested key left out would
+    stay as last written (a candidate after its switch)."""
+    def entry(name: str, **extra: Any) -> dict[str, Any]:
         dep = deployments.get(name) or {}
         identity = deployment_identity(dep) if dep else plan.identity
-        out: dict[str, Any] = {"deployment": name, "model": describe_model(identity), "modelHash": model_hash(identity)}
         dep_status = dep.get("status") or {}
-        out["replicas"] = int(dep_status.get("replicas") or 0)
-        out["readyReplicas"] = int(dep_status.get("readyReplicas") or 0)
-        return out
+        return {"deployment": name, "model": describe_model(identity), "modelHash": model_hash(identity),
+                "replicas": int(dep_status.get("replicas") or 0),
+                "readyReplicas": int(dep_status.get("readyReplicas") or 0),
+                "startedTime": None, "waitingFor": None, "deleteAfter": None, **extra}
 
-    status: dict[str, Any] = {"modelChange": mode, "active": entry(active)}
-    candidate = plan.target if plan.target != active else None
-    if candidate is not None:
-        status["phase"] = SWITCHING
-        status["candidate"] = entry(candidate)
-        created = ((deployments.get(candidate) or {}).get("metadata") or {}).get("creationTimestamp")
-        if created:
-            status["candidate"]["startedTime"] = created
-        if waiting:
-            status["candidate"]["waitingFor"] = waiting
-    draining = [{**entry(name), "deleteAfter": format_time(when)} for name, when in plan.draining]
+    candidate = None
+    if plan.target != active:
+        created = ((deployments.get(plan.target) or {}).get("metadata") or {}).get("creationTimestamp")
+        candidate = entry(plan.target, startedTime=created, waitingFor=waiting or None)
+    draining = [entry(name, deleteAfter=format_time(when)) for name, when in plan.draining]
     if active != plan.active and plan.active in deployments:
         # Switched in this reconcile: the previous active drains from now on (the plan did not know yet).
-        draining.append({**entry(plan.active), "deleteAfter": ""})
-    if draining:
-        status["draining"] = draining
-        status.setdefault("phase", DRAINING)
-    status.setdefault("phase", STABLE)
-    return status
+        draining.append(entry(plan.active))
+    phase = SWITCHING if candidate is not None else DRAINING if draining else STABLE
+    return {"modelChange": mode, "phase": phase, "active": entry(active), "candidate": candidate,
+            "draining": draining or None}
 
 
 def adjust_conditions(conditions: list[dict[str, Any]], *, plan: RolloutPlan, active_deployment: Mapping[str, Any] | None,

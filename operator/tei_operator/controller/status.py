@@ -436,10 +436,20 @@ def merge_conditions(current: Sequence[Mapping[str, Any]] | None, desired: Seque
     return out
 
 
+def _without_nulls(value: Any) -> Any:
+    """A value as stored after a merge patch: keys set to None (removed by the patch) left out, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def changed_status(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys of `desired` whose value differs from `current` (an empty dict means: write nothing)."""
+    """The keys of `desired` whose value differs from `current` (an empty dict means: write nothing). A nested
+    key set to None in `desired` removes it (merge patch) and equals its absence."""
     current = current or {}
-    return {k: v for k, v in desired.items() if current.get(k) != v}
+    return {k: v for k, v in desired.items() if _without_nulls(current.get(k)) != _without_nulls(v)}
 
 
 def transitions(current: Sequence[Mapping[str, Any]] | None, merged: Sequence[Mapping[str, Any]]
