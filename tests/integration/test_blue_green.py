@@ -181,18 +181,30 @@ def test_a_candidate_that_never_gets_ready_leaves_the_old_model_serving_until_re
     assert abandoned[0]["message"].startswith(f"Deleted Deployment {candidate} (model {MODEL}@{NEW_SHA})")
 
 
-def test_in_place_rolls_the_one_deployment(operator, kube, namespace):
+@pytest.mark.slow
+def test_in_place_rolls_the_one_deployment_and_mixes_commits_behind_the_service(
+        operator, kube, cluster, namespace, pod_network, tmp_path):
+    """The opt-out does what it says, and the sampler of the switch test does see two commits when they mix."""
+    requires_private_pod_network(pod_network)
     name = "bg-inplace"
-    kube.apply(service(name, namespace, OLD_SHA, podAnnotations={}, rollout={"modelChange": "InPlace"}))
-    kube.wait_condition("embsvc", name, namespace, "Ready", timeout=60)
-    kube.apply(service(name, namespace, NEW_SHA, podAnnotations={}, rollout={"modelChange": "InPlace"}))
-
-    def revision():
-        dep = kube.get("deployment", name, namespace)
-        env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-        return env["REVISION"]
-
-    wait_for(lambda: revision() == NEW_SHA, 30, what="the Deployment's REVISION to change in place")
-    kube.wait_condition("embsvc", name, namespace, "Ready", timeout=60)
+    in_place = {"modelChange": "InPlace"}
+    with EmulatedPods(str(cluster.kubeconfig), f"tei-operator.io/service={name}", load_seconds=2.0,
+                      log_dir=tmp_path):
+        kube.apply(service(name, namespace, OLD_SHA, rollout=in_place))
+        kube.wait_condition("embsvc", name, namespace, "Ready", timeout=90)
+        sampler = Sampler(cluster, namespace, name)
+        wait_for(lambda: len(sampler.ready_addresses()) == 2, 30, what="two Ready endpoints")
+        sampler.start()
+        try:
+            kube.apply(service(name, namespace, NEW_SHA, rollout=in_place))
+            wait_for(lambda: sampler.snapshots and sampler.snapshots[-1][2] == {NEW_SHA}
+                     and len(sampler.snapshots[-1][1]) == 2, 120, what="both endpoints to serve the new commit")
+        finally:
+            sampler.stop.set()
+            sampler.join(10)
+    assert any(s[2] == {OLD_SHA, NEW_SHA} for s in sampler.snapshots), "no snapshot with both commits"
     assert deployment_names(kube, namespace) == {name}
+    env = {e["name"]: e.get("value") for e in
+           kube.get("deployment", name, namespace)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REVISION"] == NEW_SHA
     assert rollout_status(kube, namespace, name)["modelChange"] == "InPlace"

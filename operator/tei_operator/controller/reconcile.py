@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import kube as k
 from ..api import GROUP, KINDS, VERSION, ServiceResource
+from ..api.rollout import active_deployment
 from ..api.unsupported import refusal_message
 from ..kube import KubeClient
 from ..render import endpoint_url, render_children
@@ -206,7 +207,7 @@ class Reconciler:
         except ValueError as exc:  # InvalidSpecError is a ValueError naming the field
             outcome.invalid_spec = message = str(exc)
             # The last good spec's pods may still serve: Available says so.
-            live = await self.kube.get_or_none(k.DEPLOYMENT, key.name, key.namespace)
+            live = await self.kube.get_or_none(k.DEPLOYMENT, active_deployment(key.name, current), key.namespace)
             raw_min = (owner.get("spec") or {}).get("minAvailable")
             min_available = raw_min if isinstance(raw_min, int) and not isinstance(raw_min, bool) else 1
             await self.write_status(owner, outcome, lambda latest: st.build_status(
@@ -220,7 +221,7 @@ class Reconciler:
             # of an earlier, supported model keep serving it), as for an invalid spec.
             outcome.unsupported_model = refusal
             # The earlier model's pods may still serve: Available says so.
-            live = await self.kube.get_or_none(k.DEPLOYMENT, key.name, key.namespace)
+            live = await self.kube.get_or_none(k.DEPLOYMENT, active_deployment(key.name, current), key.namespace)
             await self.write_status(owner, outcome, lambda latest: st.build_status(
                 generation=generation, deployment=live, pods=[], current=latest, now=st.now_rfc3339(),
                 unsupported_model=refusal, min_available=resource.spec.min_available), keep_counts=True)
