@@ -173,12 +173,18 @@ def test_a_candidate_gets_its_own_name_instance_and_model_hash():
     assert switched.deployment == dep
 
 
-def test_the_network_policy_admits_to_every_pod_of_the_service():
+def test_the_network_policy_admits_to_every_pod_of_the_service_once_it_has_two_deployments():
     res = resource(networkPolicy={"enabled": True})
-    children = retarget(render_children(res, SETTINGS), "bge-m3", deployment="bge-m3", active="bge-m3",
-                        identity=model_identity(res.spec))
-    assert children.network_policy["spec"]["podSelector"]["matchLabels"] == {
-        "app.kubernetes.io/name": "text-embeddings-inference", "tei-operator.io/service": "bge-m3"}
+    rendered = render_children(res, SETTINGS)
+    # Only the Deployment named like the service: as rendered (an upgrade does not touch it).
+    same = retarget(rendered, "bge-m3", deployment="bge-m3", active="bge-m3", identity=model_identity(res.spec))
+    assert same.network_policy == rendered.network_policy
+    for deployment, active in (("bge-m3-1a2b3c4d", "bge-m3"), ("bge-m3-1a2b3c4d", "bge-m3-1a2b3c4d"),
+                               ("bge-m3", "bge-m3-1a2b3c4d")):
+        children = retarget(rendered, "bge-m3", deployment=deployment, active=active,
+                            identity=model_identity(res.spec))
+        assert children.network_policy["spec"]["podSelector"]["matchLabels"] == {
+            "app.kubernetes.io/name": "text-embeddings-inference", "tei-operator.io/service": "bge-m3"}
 
 
 # -- the state machine ----------------------------------------------------------------------------------------------

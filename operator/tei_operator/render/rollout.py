@@ -6,7 +6,7 @@ named like the service (every Deployment before blue/green existed, and a new se
 `instance: <service>`, exactly the selector it was created with, so an upgraded operator takes it over without
 changing its pod template (no restart). A Deployment for a new model is named `<service>-<model hash>` and its pods
 carry `instance: <service>-<model hash>` and `tei-operator.io/model-hash`. The Service (and the PDB) select the
-active Deployment's instance; the NetworkPolicy selects every pod of the service. A Deployment's selector is
+active Deployment's instance; the NetworkPolicy selects every pod of the service once it has another Deployment. A Deployment's selector is
 immutable, a Service's and a PDB's are not: only those two move at a switch.
 """
 
@@ -124,7 +124,9 @@ def retarget(children: Children, service_name: str, *, deployment: str, active: 
     if out.pdb is not None:
         out.pdb["spec"]["selector"]["matchLabels"] = serving_selector(
             service_name, out.pdb["spec"]["selector"]["matchLabels"], active)
-    if out.network_policy is not None:
-        # Every pod of the service (the candidate's too: the operator scrapes it, clients reach it after the switch).
+    if out.network_policy is not None and (deployment != service_name or active != service_name):
+        # Every pod of the service once it has more than the Deployment named like it (the candidate's too: the
+        # operator reads its /info, clients reach it after the switch). Left as rendered otherwise, so an upgrade
+        # does not touch the NetworkPolicy either.
         out.network_policy["spec"]["podSelector"]["matchLabels"].pop(INSTANCE_LABEL, None)
     return out
