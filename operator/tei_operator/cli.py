@@ -127,7 +127,7 @@ def render_files(filenames: Sequence[str], namespace: str, out: TextIO, err: Tex
         print(f"tei-operator render: {exc}", file=err)
         return EXIT_INVALID
     from .api.unsupported import refusal_message
-    from .render import render_children
+    from .render.rollout import render_as_stored
 
     manifests: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -157,7 +157,7 @@ def render_files(filenames: Sequence[str], namespace: str, out: TextIO, err: Tex
             refusal = refusal_message(resource.spec.model.id, (doc.get("metadata") or {}).get("annotations"))
             if refusal is not None:  # valid, but the operator will not roll it out (docs/troubleshooting.md)
                 print(f"{label}: warning: {kind}/{name or '?'}: UnsupportedModel: {refusal}", file=err)
-            manifests += render_children(resource, settings).all()
+            manifests += render_as_stored(resource, settings, doc.get("status")).all()
     if problems:
         for line in problems:
             print(line, file=err)

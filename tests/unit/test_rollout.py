@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 
 import pytest
 
@@ -120,6 +121,20 @@ def test_reranker_identity_has_no_embedding_fields():
                                                                     "dtype": "float32"}
 
 
+def test_a_hand_edit_of_the_env_is_not_a_model_change():
+    """The identity is the one the Deployment was rendered for (its annotation), not whatever its env says now; a
+    Deployment without the annotation (rendered before blue/green existed) is read from its env."""
+    res = resource()
+    dep = live_deployment(res)
+    env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    next(e for e in env if e["name"] == "MODEL_ID")["value"] = "someone/else"
+    assert deployment_identity(dep) == model_identity(res.spec)
+    p = plan(res, [dep], live_service("bge-m3"))
+    assert (p.target, p.switching) == ("bge-m3", False)  # re-applied in place: the edit is reverted
+    del dep["metadata"]["annotations"][MODEL_ANNOTATION]
+    assert deployment_identity(dep)["id"] == "someone/else"
+
+
 def test_describe_model():
     assert describe_model({"id": "BAAI/bge-m3", "revision": "abc123"}) == "BAAI/bge-m3@abc123"
     assert describe_model({"id": "BAAI/bge-m3"}) == "BAAI/bge-m3"
@@ -142,7 +157,12 @@ def test_the_deployment_named_like_the_service_renders_exactly_as_before():
     res = resource()
     before = render_children(res, SETTINGS)
     after = retarget(before, "bge-m3", deployment="bge-m3", active="bge-m3", identity=model_identity(res.spec))
-    assert after.deployment == before.deployment
+    assert after.deployment["spec"] == before.deployment["spec"]  # pod template and selector: no restart
+    assert after.deployment["metadata"]["labels"] == before.deployment["metadata"]["labels"]
+    assert after.deployment["metadata"]["name"] == "bge-m3"
+    # Only the metadata gains the identity it was rendered for (and the stamp hashes that).
+    annotations = after.deployment["metadata"]["annotations"]
+    assert json.loads(annotations[MODEL_ANNOTATION]) == {"id": "BAAI/bge-m3", "revision": OLD_SHA}
     assert after.service == before.service
     assert after.pdb == before.pdb
 
@@ -161,7 +181,7 @@ def test_a_candidate_gets_its_own_name_instance_and_model_hash():
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert labels[INSTANCE_LABEL] == name and labels[MODEL_HASH_LABEL] == model_hash(identity)
     assert labels["tei-operator.io/service"] == "bge-m3"  # the pods still belong to the service
-    assert dep["metadata"]["annotations"][MODEL_ANNOTATION] == f"BAAI/bge-m3@{NEW_SHA}"
+    assert json.loads(dep["metadata"]["annotations"][MODEL_ANNOTATION]) == identity
     (spread,) = dep["spec"]["template"]["spec"]["topologySpreadConstraints"]
     assert spread["labelSelector"]["matchLabels"][INSTANCE_LABEL] == name
     # The Service and PDB still select the active one until the switch.
@@ -364,3 +384,17 @@ def test_a_crash_looping_candidate_stalls_the_service_while_the_old_model_serves
     assert (by_type["Reconciling"]["status"], by_type["Reconciling"]["reason"]) == ("False", st.REASON_CRASH_LOOP)
     assert by_type["Degraded"]["status"] == "True"
     assert by_type["Available"]["status"] == "True"  # the old model still serves
+
+
+def test_render_as_stored_uses_the_deployments_the_status_names():
+    from tei_operator.render.rollout import render_as_stored
+    res = resource({"id": "BAAI/bge-m3", "revision": NEW_SHA})
+    name = deployment_name("bge-m3", model_identity(res.spec))
+    fresh = render_as_stored(res, SETTINGS, None)
+    assert fresh.deployment["metadata"]["name"] == "bge-m3"
+    switching = render_as_stored(res, SETTINGS, {"rollout": {"active": {"deployment": "bge-m3"},
+                                                             "candidate": {"deployment": name}}})
+    assert switching.deployment["metadata"]["name"] == name
+    assert switching.service["spec"]["selector"][INSTANCE_LABEL] == "bge-m3"
+    done = render_as_stored(res, SETTINGS, {"rollout": {"active": {"deployment": name}, "candidate": None}})
+    assert done.deployment["metadata"]["name"] == name and done.service["spec"]["selector"][INSTANCE_LABEL] == name

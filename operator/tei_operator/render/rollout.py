@@ -19,15 +19,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api.model import EmbeddingModelSpec
+from ..api.resource import ServiceResource
+from ..api.rollout import active_deployment
 from ..api.spec import ServiceSpec
-from .children import Children
+from ..settings import Settings
+from .children import Children, render_children
 from .labels import SERVICE_LABEL
 from .pod import CONTAINER_NAME
 from .stamp import operator_version, stamp
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MODEL_HASH_LABEL = "tei-operator.io/model-hash"
-# "id@revision" of the model a Deployment serves (for people and events; the hash label is what code compares).
+# The model identity a Deployment was rendered for (JSON), in its metadata (not the pod template: no restart). It is
+# what the operator compares, so a hand edit of the TEI env is reverted as drift, not taken for a model change.
 MODEL_ANNOTATION = "tei-operator.io/model"
 # Set on a Deployment when the Service switched away from it (RFC 3339): it is deleted drainSeconds later.
 RETIRED_AT_ANNOTATION = "tei-operator.io/retired-at"
@@ -58,10 +62,22 @@ def _tei_env(deployment: Mapping[str, Any]) -> dict[str, str]:
 
 
 def deployment_identity(deployment: Mapping[str, Any]) -> dict[str, str]:
-    """What a live Deployment's embeddings depend on, read from its TEI container's environment (so a Deployment
-    rendered before blue/green existed has one too)."""
+    """The model identity a live Deployment was rendered for (its tei-operator.io/model annotation), or, for one
+    rendered before blue/green existed, read from its TEI container's environment."""
+    recorded = ((deployment.get("metadata") or {}).get("annotations") or {}).get(MODEL_ANNOTATION)
+    if recorded:
+        try:
+            value = json.loads(recorded)
+        except ValueError:
+            value = None
+        if isinstance(value, dict) and value.get("id"):
+            return {str(k): str(v) for k, v in value.items()}
     env = _tei_env(deployment)
     return {key: env[var] for key, var in IDENTITY_ENV if var in env}
+
+
+def identity_annotation(identity: Mapping[str, str]) -> str:
+    return json.dumps(dict(identity), sort_keys=True, separators=(",", ":"))
 
 
 def model_hash(identity: Mapping[str, str]) -> str:
@@ -102,10 +118,12 @@ def selector_string(labels: Mapping[str, str]) -> str:
 def retarget(children: Children, service_name: str, *, deployment: str, active: str,
              identity: Mapping[str, str]) -> Children:
     """The children with the Deployment named `deployment` (serving `identity`) and the Service and PDB selecting
-    `active`. For the Deployment named like the service the manifest is returned as rendered (no restart of a
-    Deployment created before blue/green existed); any other gets its own instance label and the model hash."""
+    `active`. Every Deployment records its model identity in its metadata. The one named like the service keeps the
+    pod template and selector as rendered (no restart of a Deployment created before blue/green existed); any other
+    gets its own instance label and the model hash."""
     out = copy.deepcopy(children)
     dep = out.deployment
+    dep["metadata"].setdefault("annotations", {})[MODEL_ANNOTATION] = identity_annotation(identity)
     if deployment != service_name:
         meta, spec = dep["metadata"], dep["spec"]
         template_labels = spec["template"]["metadata"]["labels"]
@@ -114,12 +132,11 @@ def retarget(children: Children, service_name: str, *, deployment: str, active: 
             labels[INSTANCE_LABEL] = deployment
         digest = model_hash(identity)
         meta["labels"][MODEL_HASH_LABEL] = template_labels[MODEL_HASH_LABEL] = digest
-        meta.setdefault("annotations", {})[MODEL_ANNOTATION] = describe_model(identity)
         for constraint in spec["template"]["spec"].get("topologySpreadConstraints") or []:
             match = (constraint.get("labelSelector") or {}).get("matchLabels") or {}
             if match.get(INSTANCE_LABEL) == service_name and match.get(SERVICE_LABEL) == service_name:
                 match[INSTANCE_LABEL] = deployment
-        stamp(dep, operator_version())  # the stamp hashes the manifest as applied
+    stamp(dep, operator_version())  # the stamp hashes the manifest as applied
     out.service["spec"]["selector"] = serving_selector(service_name, out.service["spec"]["selector"], active)
     if out.pdb is not None:
         out.pdb["spec"]["selector"]["matchLabels"] = serving_selector(
@@ -130,3 +147,14 @@ def retarget(children: Children, service_name: str, *, deployment: str, active: 
         # does not touch the NetworkPolicy either.
         out.network_policy["spec"]["podSelector"]["matchLabels"].pop(INSTANCE_LABEL, None)
     return out
+
+
+def render_as_stored(resource: ServiceResource, settings: Settings, status: Mapping[str, Any] | None) -> Children:
+    """The children as the operator applies them for a service as stored (`tei-operator render` of `kubectl get -o
+    yaml`): the Deployment the spec renders to is the candidate during a switch, else the serving one
+    (status.rollout), and the Service selects the serving one."""
+    rollout = (status or {}).get("rollout") or {}
+    active = active_deployment(resource.name, status)
+    target = (rollout.get("candidate") or {}).get("deployment") or active
+    return retarget(render_children(resource, settings), resource.name, deployment=target, active=active,
+                    identity=model_identity(resource.spec))
