@@ -301,6 +301,21 @@ def test_the_service_selector_names_the_active_deployment():
     assert p.active == "bge-m3"
 
 
+def test_a_deleted_service_does_not_lose_the_serving_deployment():
+    """After a switch the Service is deleted: the Deployment that served stays the active one (it is not taken for
+    an abandoned candidate), and the draining one keeps draining."""
+    old = resource()
+    new = resource({"id": "BAAI/bge-m3", "revision": NEW_SHA})
+    name = deployment_name("bge-m3", model_identity(new.spec))
+    deployments = [live_deployment(old, retired="2026-11-30T13:59:30Z"), live_deployment(new, name)]
+    p = plan(new, deployments, None)
+    assert (p.active, p.target, p.switching, p.delete) == (name, name, False, ())
+    assert [n for n, _ in p.draining] == ["bge-m3"]
+    # With none switched away from, the one with the most Ready replicas.
+    p = plan(new, [live_deployment(old, ready=0), live_deployment(new, name, ready=2)], None)
+    assert (p.active, p.switching) == (name, False)
+
+
 def test_switch_ready_needs_every_replica_ready_and_the_active_count():
     new = resource({"id": "BAAI/bge-m3", "revision": NEW_SHA})
     assert switch_ready(None, 2)[0] is False

@@ -2,7 +2,8 @@
 
 Nothing is remembered between reconciles except what the cluster holds:
 - the *active* Deployment is the one the Service selects (its `app.kubernetes.io/instance`); with no Service yet, the
-  Deployment named like the service (created before blue/green existed, or a new service's first);
+  Deployment named like the service (created before blue/green existed, or a new service's first), or the one
+  serving when the Service was deleted;
 - which model a Deployment serves is read from its TEI container's environment (render/rollout.py);
 - a Deployment the Service switched away from carries `tei-operator.io/retired-at`; it drains until that time plus
   spec.rollout.drainSeconds and is then deleted.
@@ -86,13 +87,17 @@ class RolloutPlan:
 
 def active_name(service_name: str, service: Mapping[str, Any] | None, deployments: Mapping[str, Mapping[str, Any]]
                 ) -> str | None:
-    """The Deployment the Service selects, when it exists; else the one named like the service, when it exists."""
+    """The Deployment the Service selects, when it exists. Without one (the Service deleted, or selecting a
+    Deployment that is gone): the one not switched away from with the most Ready replicas, the one named like the
+    service first among equals; else None (nothing exists yet)."""
     selected = (((service or {}).get("spec") or {}).get("selector") or {}).get(INSTANCE_LABEL)
     if selected in deployments:
         return str(selected)
-    if service_name in deployments:
-        return service_name
-    return None
+    serving = [n for n, d in deployments.items() if RETIRED_AT_ANNOTATION not in _annotations(d)] or list(deployments)
+    if not serving:
+        return None
+    return max(serving, key=lambda n: (int((deployments[n].get("status") or {}).get("readyReplicas") or 0),
+                                       n == service_name, n))
 
 
 def plan_rollout(*, service_name: str, mode: str, identity: Mapping[str, str], drain_seconds: int,
