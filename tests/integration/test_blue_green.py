@@ -208,3 +208,30 @@ def test_in_place_rolls_the_one_deployment_and_mixes_commits_behind_the_service(
            kube.get("deployment", name, namespace)["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["REVISION"] == NEW_SHA
     assert rollout_status(kube, namespace, name)["modelChange"] == "InPlace"
+
+
+def test_the_candidate_follows_the_active_replica_count_under_the_autoscaler(operator, kube, namespace):
+    name = "bg-scaled"
+    autoscaling = {"enabled": True, "minReplicas": 1, "maxReplicas": 4}
+    kube.apply(service(name, namespace, OLD_SHA, podAnnotations={}, autoscaling=autoscaling))
+    kube.wait_condition("embsvc", name, namespace, "Ready", timeout=60)
+    # The replica count the autoscaler would have set (it owns spec.replicas; the operator never resets it).
+    kube.kubectl("scale", "deployment", name, "-n", namespace, "--replicas=2")
+    # The new revision's pods never get Ready (external readiness, no emulator): the switch waits.
+    kube.apply(service(name, namespace, NEW_SHA, autoscaling=autoscaling))
+    candidate = wait_for(lambda: rollout_status(kube, namespace, name).get("candidate"), 30,
+                         what="status.rollout.candidate")["deployment"]
+
+    def replicas(deployment):
+        return (kube.get("deployment", deployment, namespace) or {}).get("spec", {}).get("replicas")
+
+    wait_for(lambda: replicas(candidate) == 2, 30, what="the candidate to have the active's 2 replicas")
+    owners = {f["manager"] for f in kube.get("deployment", candidate, namespace)["metadata"]["managedFields"]
+              if "f:replicas" in (f.get("fieldsV1") or {}).get("f:spec", {})}
+    assert owners == {"tei-operator-autoscaler"}, owners
+    kube.kubectl("scale", "deployment", name, "-n", namespace, "--replicas=3")
+    wait_for(lambda: replicas(candidate) == 3, 30, what="the candidate to follow the active to 3 replicas")
+    assert replicas(name) == 3 and rollout_status(kube, namespace, name)["phase"] == "Switching"
+    assert kube.get("service", name, namespace)["spec"]["selector"][INSTANCE] == name
+    kube.apply(service(name, namespace, OLD_SHA, podAnnotations={}, autoscaling=autoscaling))
+    wait_for(lambda: deployment_names(kube, namespace) == {name}, 60, what=f"{candidate} to be deleted")

@@ -413,3 +413,27 @@ def test_render_as_stored_uses_the_deployments_the_status_names():
     assert switching.service["spec"]["selector"][INSTANCE_LABEL] == "bge-m3"
     done = render_as_stored(res, SETTINGS, {"rollout": {"active": {"deployment": name}, "candidate": None}})
     assert done.deployment["metadata"]["name"] == name and done.service["spec"]["selector"][INSTANCE_LABEL] == name
+
+
+def test_the_autoscaler_sees_the_active_deployment_and_its_pods_only():
+    """autoscaling/loop.py picks each service's Deployment from status.rollout.active: during a switch it scales the
+    serving Deployment and counts its pods, not the candidate's."""
+    from tei_operator.autoscaling.loop import Autoscaler
+
+    old = resource()
+    new = resource({"id": "BAAI/bge-m3", "revision": NEW_SHA})
+    name = deployment_name("bge-m3", model_identity(new.spec))
+    active, candidate = live_deployment(old, replicas=3), live_deployment(new, name, replicas=3, ready=0)
+
+    def pod(dep):
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        return {"metadata": {"name": f"{dep['metadata']['name']}-x", "namespace": "search", "labels": labels}}
+
+    body = {"metadata": {"name": "bge-m3", "namespace": "search", "uid": "uid-1"},
+            "status": {"rollout": {"active": {"deployment": "bge-m3"}, "candidate": {"deployment": name}}}}
+    deployments = {("search", "bge-m3"): active, ("search", name): candidate}
+    (view,) = Autoscaler._views([(None, body, new)], deployments, [pod(active), pod(candidate)])
+    assert view.deployment is active and [p["metadata"]["name"] for p in view.pods] == ["bge-m3-x"]
+    body["status"]["rollout"] = {"active": {"deployment": name}}  # switched
+    (view,) = Autoscaler._views([(None, body, new)], deployments, [pod(active), pod(candidate)])
+    assert view.deployment is candidate and [p["metadata"]["name"] for p in view.pods] == [f"{name}-x"]
