@@ -437,3 +437,27 @@ def test_the_autoscaler_sees_the_active_deployment_and_its_pods_only():
     body["status"]["rollout"] = {"active": {"deployment": name}}  # switched
     (view,) = Autoscaler._views([(None, body, new)], deployments, [pod(active), pod(candidate)])
     assert view.deployment is candidate and [p["metadata"]["name"] for p in view.pods] == [f"{name}-x"]
+
+
+def test_serving_view_splits_pods_and_deployments_between_the_two_sides():
+    from tei_operator.controller.rollout import serving_view
+
+    old = resource()
+    new = resource({"id": "BAAI/bge-m3", "revision": NEW_SHA})
+    name = deployment_name("bge-m3", model_identity(new.spec))
+    active, candidate = live_deployment(old), live_deployment(new, name, ready=1)
+    pods = [{"metadata": {"name": f"{d['metadata']['name']}-p",
+                          "labels": dict(d["spec"]["template"]["metadata"]["labels"])}} for d in (active, candidate)]
+    p = plan(new, [active, candidate], live_service("bge-m3"))
+    view = serving_view(p, mode="BlueGreen", serving="bge-m3", deployment=candidate,
+                        deployments={"bge-m3": active, name: candidate}, pods=pods, waiting="1 of 2",
+                        min_available=1, generation=4)
+    assert view.serving_deployment is active and view.served_identity["revision"] == OLD_SHA
+    assert [x["metadata"]["name"] for x in view.serving_pods] == ["bge-m3-p"]
+    assert [x["metadata"]["name"] for x in view.target_pods] == [f"{name}-p"]
+    assert view.status["phase"] == SWITCHING and view.adjust is not None
+    done = serving_view(p, mode="BlueGreen", serving=name, deployment=candidate,
+                        deployments={"bge-m3": active, name: candidate}, pods=pods, waiting="",
+                        min_available=1, generation=4)
+    assert done.serving_deployment is candidate and done.served_identity["revision"] == NEW_SHA
+    assert done.serving_pods == done.target_pods and done.adjust is None and done.status["phase"] == DRAINING

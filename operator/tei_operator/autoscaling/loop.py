@@ -545,7 +545,8 @@ class Autoscaler:
         METRICS.autoscaler_decision(decision.action, decision.limited_by)
         outcome = TickOutcome(view.label, decision=decision)
         if decision.desired_replicas != current:
-            await self.writer.set_replicas(resource.namespace, deployment["metadata"]["name"], decision.desired_replicas)
+            await self.writer.set_replicas(resource.namespace, deployment["metadata"]["name"],
+                                           decision.desired_replicas)
             memory.last_scale_time = now
             outcome = dataclasses.replace(outcome, scaled_from=current, scaled_to=decision.desired_replicas)
             direction = "up" if decision.desired_replicas > current else "down"

@@ -31,7 +31,7 @@ from ..kube import KubeClient
 from ..render import endpoint_url, render_children
 from ..render.children import CONFIG_HASH_ANNOTATION
 from ..render.labels import SERVICE_LABEL, selector_labels
-from ..render.rollout import INSTANCE_LABEL, describe_model, model_identity, retarget, serving_selector
+from ..render.rollout import INSTANCE_LABEL, model_identity, retarget, serving_selector
 from ..render.rollout import selector_string as rollout_selector_string
 from ..settings import Settings
 from . import status as st
@@ -40,7 +40,7 @@ from .cost import TokenRateMeter, cost_status
 from .model_info import ModelInfoReader, served_model_report
 from .ownership import ForeignField, foreign_template_fields, removal_patch, still_present
 from . import rollout_steps
-from .rollout import adjust_conditions, plan_rollout, rollout_status, switch_ready
+from .rollout import plan_rollout, serving_view, switch_ready
 
 logger = logging.getLogger("tei_operator.controller")
 
@@ -125,10 +125,6 @@ def _tei_image(deployment: Mapping[str, Any] | None) -> str | None:
         if container.get("name") == "tei":
             return container.get("image")
     return containers[0].get("image") if containers else None
-
-
-def _instance(pod: Mapping[str, Any]) -> str | None:
-    return ((pod.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL)
 
 
 def _ref(manifest: Mapping[str, Any]) -> tuple[str, str]:
@@ -260,12 +256,9 @@ class Reconciler:
                 # A switch moves the Service's and PDB's selectors: our change, not a hand edit undone.
                 await self._apply_child(owner, resource, manifest, outcome, drift=drift and serving == plan.active)
             if serving != plan.active:
-                if plan.active in by_name:
-                    await rollout_steps.set_retired(self.kube, plan.active, key.namespace, now, self.field_manager)
-                switched = Change("Switched", f"Switched Service {key.name} to Deployment {plan.target} (model "
-                                  f"{describe_model(plan.identity)})")
-                outcome.changes.append(switched)
-                await self.recorder.change(owner, switched)
+                outcome.changes.append(await rollout_steps.switched(
+                    self.kube, self.recorder, owner, plan, retire=plan.active in by_name, now=now,
+                    field_manager=self.field_manager))
             outcome.changes += await rollout_steps.delete(self.kube, self.recorder, owner, key.namespace,
                                                           plan.delete, by_name)
             if children.pdb is None:
@@ -284,10 +277,10 @@ class Reconciler:
         selector = rollout_selector_string(serving_labels)
         all_pods = await self.kube.list(k.POD, key.namespace, label_selector=rollout_selector_string(
             {k_: v for k_, v in serving_labels.items() if k_ != INSTANCE_LABEL}))
-        target_pods = [p for p in all_pods if _instance(p) == plan.target]
-        pods = [p for p in all_pods if _instance(p) == serving]
-        serving_deployment = deployment if serving == plan.target else by_name.get(serving)
-        served_identity = plan.identity if serving == plan.target else plan.active_identity
+        view = serving_view(plan, mode=resource.spec.rollout.model_change, serving=serving, deployment=deployment,
+                            deployments=by_name, pods=all_pods, waiting=waiting,
+                            min_available=resource.spec.min_available, generation=generation)
+        pods, served_identity = view.serving_pods, view.served_identity
         endpoint, image = endpoint_url(resource), _tei_image(deployment_manifest) or _tei_image(deployment)
         template_hash = (((deployment_manifest.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
             "annotations", {}).get(CONFIG_HASH_ANNOTATION)
@@ -296,21 +289,12 @@ class Reconciler:
             model_id=served_identity.get("id", resource.spec.model.id), revision=served_identity.get("revision"),
             generation=generation, pods=self.model_reader.report(key, key.namespace, pods, read=not protected),
             protected=protected)
-        cost = self._cost(key, resource, serving_deployment, pods)
-        rollout = rollout_status(plan, mode=resource.spec.rollout.model_change, active=serving,
-                                 deployments={**by_name, **({plan.target: deployment} if deployment else {})},
-                                 waiting=waiting or None)
-        adjust = None
-        if serving != plan.target:
-            def adjust(conditions: list[dict]) -> list[dict]:
-                return adjust_conditions(conditions, plan=plan, active_deployment=serving_deployment,
-                                         min_available=resource.spec.min_available, generation=generation,
-                                         waiting=waiting or "waiting for its replicas")
+        cost = self._cost(key, resource, view.serving_deployment, pods)
         await self.write_status(owner, outcome, lambda latest: st.build_status(
-            generation=generation, deployment=deployment, pods=target_pods, current=latest, now=st.now_rfc3339(),
-            selector=selector, endpoint=endpoint, image=image, template_hash=template_hash,
-            min_available=resource.spec.min_available, served_model=served_model, cost=cost, rollout=rollout,
-            adjust=adjust, counts_from=serving_deployment))
+            generation=generation, deployment=deployment, pods=view.target_pods, current=latest,
+            now=st.now_rfc3339(), selector=selector, endpoint=endpoint, image=image, template_hash=template_hash,
+            min_available=resource.spec.min_available, served_model=served_model, cost=cost, rollout=view.status,
+            adjust=view.adjust, counts_from=view.serving_deployment))
         return outcome
 
     def _cost(self, key: OwnerKey, resource: Any, deployment: Mapping[str, Any] | None,

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..api.rollout import BLUE_GREEN
@@ -192,8 +193,8 @@ def rollout_status(plan: RolloutPlan, *, mode: str, active: str, deployments: Ma
             "draining": draining or None}
 
 
-def adjust_conditions(conditions: list[dict[str, Any]], *, plan: RolloutPlan, active_deployment: Mapping[str, Any] | None,
-                      min_available: int, generation: int, waiting: str) -> list[dict[str, Any]]:
+def adjust_conditions(conditions: list[dict[str, Any]], *, plan: RolloutPlan,
+                      active_deployment: Mapping[str, Any] | None, min_available: int, generation: int, waiting: str) -> list[dict[str, Any]]:
     """The conditions while a candidate comes up (computed from the candidate, which is what the spec asks for):
     Available follows the active Deployment, which still serves; Ready and Progressing say a model change is on its
     way unless the candidate has a problem of its own (a crash loop: Ready keeps that reason, Degraded and Stalled
@@ -220,3 +221,43 @@ def adjust_conditions(conditions: list[dict[str, Any]], *, plan: RolloutPlan, ac
         cond["observedGeneration"] = generation
         out.append(cond)
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingView:
+    """What the status is built from after this reconcile's writes."""
+
+    serving_deployment: Mapping[str, Any] | None  # the Deployment the Service selects: replicas, Available, cost
+    serving_pods: list[Mapping[str, Any]]         # its pods: status.model reads their /info
+    target_pods: list[Mapping[str, Any]]          # the pods of the Deployment the spec renders to: the conditions
+    served_identity: dict[str, str]               # the model the Service serves (status.model)
+    status: dict[str, Any]                        # status.rollout
+    adjust: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None  # the conditions while switching
+
+
+def _instance(pod: Mapping[str, Any]) -> str | None:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL)
+
+
+def serving_view(plan: RolloutPlan, *, mode: str, serving: str, deployment: Mapping[str, Any] | None,
+                 deployments: Mapping[str, Mapping[str, Any]], pods: Sequence[Mapping[str, Any]], waiting: str,
+                 min_available: int, generation: int) -> ServingView:
+    """Split the service's pods and Deployments into the serving and the target side. `serving` is what the
+    Service selects after this reconcile, `deployment` the target as applied (or read), `pods` every pod of the
+    service."""
+    switching = serving != plan.target
+    serving_deployment = deployments.get(serving) if switching else deployment
+    adjust = None
+    if switching:
+        adjust = functools.partial(adjust_conditions, plan=plan, active_deployment=serving_deployment,
+                                   min_available=min_available, generation=generation,
+                                   waiting=waiting or "waiting for its replicas")
+    return ServingView(
+        serving_deployment=serving_deployment,
+        serving_pods=[p for p in pods if _instance(p) == serving],
+        target_pods=[p for p in pods if _instance(p) == plan.target],
+        served_identity=plan.active_identity if switching else plan.identity,
+        status=rollout_status(plan, mode=mode, active=serving,
+                              deployments={**deployments, **({plan.target: deployment} if deployment else {})},
+                              waiting=waiting or None),
+        adjust=adjust)

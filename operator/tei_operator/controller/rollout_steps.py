@@ -16,9 +16,9 @@ from typing import Any
 
 from .. import kube as k
 from ..kube import KubeClient
-from ..render.rollout import RETIRED_AT_ANNOTATION
+from ..render.rollout import RETIRED_AT_ANNOTATION, describe_model
 from .events import Change, EventRecorder
-from .rollout import Deletion, format_time
+from .rollout import Deletion, RolloutPlan, format_time
 
 logger = logging.getLogger("tei_operator.controller")
 
@@ -50,6 +50,19 @@ async def set_retired(kube: KubeClient, name: str, namespace: str, when: datetim
     value = None if when is None else format_time(when)
     await kube.patch(k.DEPLOYMENT, name, namespace, {"metadata": {"annotations": {RETIRED_AT_ANNOTATION: value}}},
                      content_type=k.MERGE_PATCH, field_manager=field_manager)
+
+
+async def switched(kube: KubeClient, recorder: EventRecorder, owner: Mapping[str, Any], plan: RolloutPlan, *,
+                   retire: bool, now: datetime.datetime, field_manager: str) -> Change:
+    """After the Service switched to the plan's target: mark the Deployment it left (it drains from now on) and
+    say so in an Event."""
+    meta = owner.get("metadata") or {}
+    if retire:
+        await set_retired(kube, plan.active, meta.get("namespace", ""), now, field_manager)
+    change = Change("Switched", f"Switched Service {meta.get('name')} to Deployment {plan.target} (model "
+                    f"{describe_model(plan.identity)})")
+    await recorder.change(owner, change)
+    return change
 
 
 async def delete(kube: KubeClient, recorder: EventRecorder, owner: Mapping[str, Any], namespace: str,

@@ -6,8 +6,8 @@ named like the service (every Deployment before blue/green existed, and a new se
 `instance: <service>`, exactly the selector it was created with, so an upgraded operator takes it over without
 changing its pod template (no restart). A Deployment for a new model is named `<service>-<model hash>` and its pods
 carry `instance: <service>-<model hash>` and `tei-operator.io/model-hash`. The Service (and the PDB) select the
-active Deployment's instance; the NetworkPolicy selects every pod of the service once it has another Deployment. A Deployment's selector is
-immutable, a Service's and a PDB's are not: only those two move at a switch.
+active Deployment's instance; the NetworkPolicy selects every pod of the service once it has another Deployment.
+A Deployment's selector is immutable, a Service's and a PDB's are not: only those two move at a switch.
 """
 
 from __future__ import annotations
