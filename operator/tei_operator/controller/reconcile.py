@@ -252,13 +252,15 @@ class Reconciler:
                     serving = plan.target
                     children = retarget(children, key.name, deployment=plan.target, active=serving,
                                         identity=plan.identity)
+                    if plan.active in by_name:
+                        # Marked before the Service moves: a restart in between never takes it for an abandoned
+                        # candidate (deleted at once); its drain starts a moment early instead.
+                        await rollout_steps.set_retired(self.kube, plan.active, key.namespace, now, self.field_manager)
             for manifest in children.all()[1:]:
                 # A switch moves the Service's and PDB's selectors: our change, not a hand edit undone.
                 await self._apply_child(owner, resource, manifest, outcome, drift=drift and serving == plan.active)
             if serving != plan.active:
-                outcome.changes.append(await rollout_steps.switched(
-                    self.kube, self.recorder, owner, plan, retire=plan.active in by_name, now=now,
-                    field_manager=self.field_manager))
+                outcome.changes.append(await rollout_steps.switched(self.recorder, owner, plan))
             outcome.changes += await rollout_steps.delete(self.kube, self.recorder, owner, key.namespace,
                                                           plan.delete, by_name)
             if children.pdb is None:

@@ -25,11 +25,12 @@ logger = logging.getLogger("tei_operator.controller")
 
 async def observe(kube: KubeClient, owner: Mapping[str, Any], service_name: str, namespace: str,
                   label_selector: str) -> tuple[list[dict], dict | None]:
-    """The service's own Deployments (controller ownerReference to it) and its live Service."""
+    """The service's own Deployments (controller ownerReference to it, not being deleted) and its live Service."""
     uid = (owner.get("metadata") or {}).get("uid")
     deployments = [d for d in await kube.list(k.DEPLOYMENT, namespace, label_selector=label_selector)
-                   if any(r.get("uid") == uid and r.get("controller")
-                          for r in (d.get("metadata") or {}).get("ownerReferences") or [])]
+                   if not (d.get("metadata") or {}).get("deletionTimestamp")  # already on its way out
+                   and any(r.get("uid") == uid and r.get("controller")
+                           for r in (d.get("metadata") or {}).get("ownerReferences") or [])]
     return deployments, await kube.get_or_none(k.SERVICE, service_name, namespace)
 
 
@@ -52,13 +53,9 @@ async def set_retired(kube: KubeClient, name: str, namespace: str, when: datetim
                      content_type=k.MERGE_PATCH, field_manager=field_manager)
 
 
-async def switched(kube: KubeClient, recorder: EventRecorder, owner: Mapping[str, Any], plan: RolloutPlan, *,
-                   retire: bool, now: datetime.datetime, field_manager: str) -> Change:
-    """After the Service switched to the plan's target: mark the Deployment it left (it drains from now on) and
-    say so in an Event."""
+async def switched(recorder: EventRecorder, owner: Mapping[str, Any], plan: RolloutPlan) -> Change:
+    """The Event of a switch: the Service now selects the plan's target."""
     meta = owner.get("metadata") or {}
-    if retire:
-        await set_retired(kube, plan.active, meta.get("namespace", ""), now, field_manager)
     change = Change("Switched", f"Switched Service {meta.get('name')} to Deployment {plan.target} (model "
                     f"{describe_model(plan.identity)})")
     await recorder.change(owner, change)
