@@ -168,8 +168,8 @@ def test_a_candidate_that_never_gets_ready_leaves_the_old_model_serving_until_re
     assert kube.condition("embsvc", name, namespace, "Progressing")["reason"] == "ModelChangeInProgress"
     assert rollout_status(kube, namespace, name)["phase"] == "Switching"
     assert kube.get("service", name, namespace)["spec"]["selector"][INSTANCE] == name
-    # The old Deployment was left as it was: same pod template generation, still serving.
-    assert kube.get("deployment", name, namespace)["metadata"]["generation"] == old["metadata"]["generation"]
+    # The old Deployment was left as it was, still serving.
+    assert kube.get("deployment", name, namespace)["spec"] == old["spec"]
 
     # Reverting the spec deletes the half-made Deployment.
     kube.apply(service(name, namespace, OLD_SHA, podAnnotations={}))
@@ -235,3 +235,43 @@ def test_the_candidate_follows_the_active_replica_count_under_the_autoscaler(ope
     assert kube.get("service", name, namespace)["spec"]["selector"][INSTANCE] == name
     kube.apply(service(name, namespace, OLD_SHA, podAnnotations={}, autoscaling=autoscaling))
     wait_for(lambda: deployment_names(kube, namespace) == {name}, 60, what=f"{candidate} to be deleted")
+
+
+def pod_uids(kube, namespace: str, name: str) -> set[str]:
+    return {p["metadata"]["uid"] for p in kube.list("pods", namespace, f"tei-operator.io/service={name}")}
+
+
+def test_an_upgrade_takes_over_the_deployment_and_a_restart_during_the_drain_still_deletes_it(
+        operator, kube, namespace):
+    name = "bg-upgrade"
+    kube.apply(service(name, namespace, OLD_SHA, podAnnotations={}, rollout={"drainSeconds": 8}))
+    kube.wait_condition("embsvc", name, namespace, "Ready", timeout=60)
+    # The state an earlier operator version left: no model annotation on the Deployment, no status.rollout.
+    operator.stop()
+    try:
+        kube.kubectl("annotate", "deployment", name, "-n", namespace, "tei-operator.io/model-")
+        kube.kubectl("patch", f"embsvc/{name}", "-n", namespace, "--subresource=status", "--type=merge",
+                     "-p", '{"status": {"rollout": null}}')
+        before = kube.get("deployment", name, namespace)
+        uids = pod_uids(kube, namespace, name)
+        assert "tei-operator.io/model" not in before["metadata"]["annotations"]
+        assert not (kube.get("embsvc", name, namespace)["status"].get("rollout"))
+    finally:
+        operator.start()
+    kube.reconciled("embsvc", name, namespace)
+    rollout = wait_for(lambda: rollout_status(kube, namespace, name), 30, what="status.rollout")
+    assert (rollout["phase"], rollout["active"]["deployment"]) == ("Stable", name)
+    after = kube.get("deployment", name, namespace)
+    # The spec, pod template included, is untouched (the generation moves: a Deployment's annotations count).
+    assert after["spec"] == before["spec"]
+    assert pod_uids(kube, namespace, name) == uids  # no pod restarted
+    assert json.loads(after["metadata"]["annotations"]["tei-operator.io/model"]) == {"id": MODEL, "revision": OLD_SHA}
+
+    # A model change; the operator restarts while the old Deployment drains: it is still deleted once drained.
+    kube.apply(service(name, namespace, NEW_SHA, podAnnotations={}, rollout={"drainSeconds": 8}))
+    wait_for(lambda: (rollout_status(kube, namespace, name).get("draining") or [None])[0], 60,
+             what="the old Deployment to drain")
+    operator.restart()
+    wait_for(lambda: name not in deployment_names(kube, namespace), 60, interval=0.5,
+             what="the old Deployment to be deleted after the restart")
+    assert [e for e in kube.events(namespace, name) if e["reason"] == "Drained"]
