@@ -225,8 +225,9 @@ class Reconciler:
 
         # Blue/green model changes (controller/rollout.py): which Deployment the spec renders to, which one the
         # Service selects, and which ones go.
-        deployments, live_service = await rollout_steps.observe(self.kube, owner, key.name, key.namespace,
-                                                                f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
+        deployments, live_service = await rollout_steps.observe(
+            self.kube, owner, key.name, key.namespace,
+            f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{SERVICE_LABEL}={key.name}")
         now = datetime.datetime.now(datetime.timezone.utc)
         plan = plan_rollout(service_name=key.name, mode=resource.spec.rollout.model_change,
                             identity=model_identity(resource.spec), drain_seconds=resource.spec.rollout.drain_seconds,
