@@ -127,8 +127,8 @@ def render_files(filenames: Sequence[str], namespace: str, out: TextIO, err: Tex
         print(f"tei-operator render: {exc}", file=err)
         return EXIT_INVALID
     from .api.unsupported import refusal_message
-    from .render import render_children
     from .render.cache import render_cache_pvc, render_download_job
+    from .render.rollout import render_as_stored
 
     manifests: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -160,7 +160,7 @@ def render_files(filenames: Sequence[str], namespace: str, out: TextIO, err: Tex
                 print(f"{label}: warning: {kind}/{name or '?'}: UnsupportedModel: {refusal}", file=err)
             if resource.spec.cache.managed is not None:  # the claim and its download Job come first (model-cache.md)
                 manifests += [render_cache_pvc(resource), render_download_job(resource, settings)]
-            manifests += render_children(resource, settings).all()
+            manifests += render_as_stored(resource, settings, doc.get("status")).all()
     if problems:
         for line in problems:
             print(line, file=err)

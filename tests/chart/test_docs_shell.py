@@ -295,7 +295,7 @@ def test_helm_command_values_are_accepted_by_the_chart(block, index, command):
 
 
 def test_the_crds_fit_client_side_apply_as_docs_gitops_says():
-    # docs/gitops.md: "each CRD is about 40 KB of JSON, well under the 256 KiB limit of an object's annotations".
+    # docs/gitops.md: "each CRD is about 50 KB of JSON, well under the 256 KiB limit of an object's annotations".
     import json
 
     import yaml
@@ -303,8 +303,8 @@ def test_the_crds_fit_client_side_apply_as_docs_gitops_says():
     sizes = {f.name: len(json.dumps(yaml.safe_load(f.read_text()), separators=(",", ":")))
              for f in sorted((REPO / "crds").glob("*.yaml"))}
     assert len(sizes) == 2
-    assert all(35_000 <= size <= 45_000 for size in sizes.values()), sizes
-    assert "about 40 KB" in (REPO / "docs" / "gitops.md").read_text()
+    assert all(45_000 <= size <= 55_000 for size in sizes.values()), sizes
+    assert "about 50 KB" in (REPO / "docs" / "gitops.md").read_text()
     assert "too large" not in (REPO / "docs" / "gitops.md").read_text()
 
 

@@ -17,7 +17,8 @@ from .engine import EngineSpec, RerankerEngineSpec
 from .gpu_spec import GpuSpec
 from .model import EmbeddingModelSpec, ModelSpec
 from .network import NetworkPolicySpec, default_network_policy
-from .pod import Affinity, CacheSpec, ResourcesSpec, RolloutSpec, ServiceExposure, Toleration, default_cache
+from .pod import Affinity, CacheSpec, ResourcesSpec, ServiceExposure, Toleration, default_cache
+from .rollout import RolloutSpec
 from .types import DnsSubdomain, FreeForm, LabelValue, AnnotationValue
 
 # Labels the operator puts on every pod (render/labels.py); the selector depends on some of them.
@@ -119,7 +120,8 @@ class ServiceSpec(ApiModel):
         description="Rolling update strategy of the pods. Default maxSurge 1 / maxUnavailable 0: serving capacity "
         "never drops, since a new TEI pod needs minutes to download and load its model; the price is one spare GPU "
         "while each new pod starts (without one the new pod waits Pending and the old ones keep serving). On a "
-        "pool with no spare GPU set maxSurge 0 / maxUnavailable 1: one replica less during the rollout.",
+        "pool with no spare GPU set maxSurge 0 / maxUnavailable 1: one replica less during the rollout. A change "
+        "of the model goes blue/green by default (modelChange, docs/model-changes.md).",
     )
     autoscaling: AutoscalingSpec = Field(
         default_factory=AutoscalingSpec, description="The built-in autoscaler, driven by TEI's queue and batch metrics.",

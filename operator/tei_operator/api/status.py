@@ -12,6 +12,7 @@ from .autoscaling import AutoscalingStatus
 from .base import SchemaHint, StatusModel
 from .cache import CacheStatus
 from .cost import CostStatus
+from .rollout import RolloutStatus
 from .served_model import ServedModel
 
 # Ready/Available/Progressing/Degraded for people and kubectl wait; Reconciling/Stalled (abnormal-true) for kstatus
@@ -124,3 +125,7 @@ class ServiceStatus(StatusModel):
         None, description="The managed model cache (spec.cache.managed): its phase, revision, claim and download Job.",
     )
     autoscaling: AutoscalingStatus | None = Field(None, description="What the autoscaler last saw and decided.")
+    rollout: RolloutStatus | None = Field(
+        None, description="Which Deployment serves, and during a blue/green model change the candidate and the "
+        "draining ones (docs/model-changes.md).",
+    )

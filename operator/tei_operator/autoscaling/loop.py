@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..api import GROUP, KINDS, VERSION, ServiceResource
+from ..api.rollout import active_deployment
 from ..kube import DEPLOYMENT, NODE, POD, KubeApiError, KubeClient, ResourceType
 from ..metrics import METRICS
 from .capacity import ClusterUsage, schedulable_replicas
@@ -377,7 +378,8 @@ class Autoscaler:
                deployments: Mapping[tuple[Any, Any], dict], our_pods: Sequence[dict]) -> list[ServiceView]:
         views: list[ServiceView] = []
         for rtype, body, resource in services:
-            deployment = deployments.get((resource.namespace, resource.name))
+            # The Deployment the Service selects (blue/green model changes: the active one, not the candidate).
+            deployment = deployments.get((resource.namespace, active_deployment(resource.name, body.get("status"))))
             selector = (((deployment or {}).get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
             pods = [p for p in our_pods if (p.get("metadata") or {}).get("namespace") == resource.namespace
                     and matches_selector((p.get("metadata") or {}).get("labels") or {}, selector)]
@@ -450,7 +452,7 @@ class Autoscaler:
         memory.state = state  # a hold changes at most the learned peak
         if decision.action != "ScaleUp":
             return TickOutcome(view.label, decision=decision)
-        await self.writer.set_replicas(resource.namespace, resource.name, decision.desired_replicas)
+        await self.writer.set_replicas(resource.namespace, deployment["metadata"]["name"], decision.desired_replicas)
         memory.last_scale_time = now
         logger.info("Scaled Deployment %s/%s up from %d to %d: %s", resource.namespace, resource.name, current,
                     decision.desired_replicas, decision.reason)
@@ -543,7 +545,8 @@ class Autoscaler:
         METRICS.autoscaler_decision(decision.action, decision.limited_by)
         outcome = TickOutcome(view.label, decision=decision)
         if decision.desired_replicas != current:
-            await self.writer.set_replicas(resource.namespace, resource.name, decision.desired_replicas)
+            await self.writer.set_replicas(resource.namespace, deployment["metadata"]["name"],
+                                           decision.desired_replicas)
             memory.last_scale_time = now
             outcome = dataclasses.replace(outcome, scaled_from=current, scaled_to=decision.desired_replicas)
             direction = "up" if decision.desired_replicas > current else "down"

@@ -18,17 +18,21 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import datetime
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import kube as k
 from ..api import GROUP, KINDS, VERSION, ServiceResource
+from ..api.rollout import active_deployment
 from ..api.unsupported import refusal_message
 from ..kube import KubeClient
 from ..render import endpoint_url, render_children
 from ..render.children import CONFIG_HASH_ANNOTATION
-from ..render.labels import SERVICE_LABEL, selector_string
+from ..render.labels import SERVICE_LABEL, selector_labels
+from ..render.rollout import INSTANCE_LABEL, model_identity, retarget, serving_selector
+from ..render.rollout import selector_string as rollout_selector_string
 from ..settings import Settings
 from . import status as st
 from .events import Change, EventRecorder, describe_apply, describe_removal
@@ -36,6 +40,8 @@ from .cost import TokenRateMeter, cost_status
 from .model_cache import sync_model_cache
 from .model_info import ModelInfoReader, served_model_report
 from .ownership import ForeignField, foreign_template_fields, removal_patch, still_present
+from . import rollout_steps
+from .rollout import plan_rollout, serving_view, switch_ready
 
 logger = logging.getLogger("tei_operator.controller")
 
@@ -150,6 +156,8 @@ class Reconciler:
         self.token_meter = TokenRateMeter(kube, scrape_via=settings.scrape_via,
                                           timeout=float(settings.scrape_timeout_seconds),
                                           interval=float(settings.cost_sample_seconds))
+        # The reconcile that deletes a drained Deployment (blue/green model changes); the runner sets its `notify`.
+        self.rollout_timers = rollout_steps.RequeueTimers()
         self._locks: dict[OwnerKey, asyncio.Lock] = {}
         # Children this process has seen, by owner uid: a missing one was deleted by someone (-> "Recreated").
         self._seen: set[tuple[str, str, str]] = set()
@@ -196,7 +204,7 @@ class Reconciler:
         except ValueError as exc:  # InvalidSpecError is a ValueError naming the field
             outcome.invalid_spec = message = str(exc)
             # The last good spec's pods may still serve: Available says so.
-            live = await self.kube.get_or_none(k.DEPLOYMENT, key.name, key.namespace)
+            live = await self.kube.get_or_none(k.DEPLOYMENT, active_deployment(key.name, current), key.namespace)
             raw_min = (owner.get("spec") or {}).get("minAvailable")
             min_available = raw_min if isinstance(raw_min, int) and not isinstance(raw_min, bool) else 1
             await self.write_status(owner, outcome, lambda latest: st.build_status(
@@ -210,26 +218,60 @@ class Reconciler:
             # of an earlier, supported model keep serving it), as for an invalid spec.
             outcome.unsupported_model = refusal
             # The earlier model's pods may still serve: Available says so.
-            live = await self.kube.get_or_none(k.DEPLOYMENT, key.name, key.namespace)
+            live = await self.kube.get_or_none(k.DEPLOYMENT, active_deployment(key.name, current), key.namespace)
             await self.write_status(owner, outcome, lambda latest: st.build_status(
                 generation=generation, deployment=live, pods=[], current=latest, now=st.now_rfc3339(),
                 unsupported_model=refusal, min_available=resource.spec.min_available), keep_counts=True)
             return outcome
 
+        # Blue/green model changes (controller/rollout.py): which Deployment the spec renders to, which one the
+        # Service selects, and which ones go.
+        deployments, live_service = await rollout_steps.observe(
+            self.kube, owner, key.name, key.namespace,
+            f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{SERVICE_LABEL}={key.name}")
+        now = datetime.datetime.now(datetime.timezone.utc)
+        plan = plan_rollout(service_name=key.name, mode=resource.spec.rollout.model_change,
+                            identity=model_identity(resource.spec), drain_seconds=resource.spec.rollout.drain_seconds,
+                            deployments=deployments, service=live_service, now=now)
+        by_name = {d["metadata"]["name"]: d for d in deployments}
+        children = retarget(children, key.name, deployment=plan.target, active=plan.active, identity=plan.identity)
         deployment_manifest = children.deployment
-        # spec.cache.managed: the claim and download Job; the Deployment waits (`hold`) until the cache is filled.
+        serving, waiting = plan.active, ""
+        apply = apply or plan.switching or bool(plan.delete)
+        # spec.cache.managed: the claim and download Job; the Deployment the spec renders to (the serving one, or a
+        # blue/green candidate) waits (`hold`) until the cache is filled.
         cache = await sync_model_cache(self, owner, resource, outcome, apply=apply)
         if apply:
             drift = current.get("observedGeneration") == generation
-            deployment: dict | None = None
-            for manifest in children.all():
-                if manifest is deployment_manifest and cache.hold:
-                    deployment = await self.kube.get_or_none(k.DEPLOYMENT, manifest["metadata"]["name"],
-                                                             key.namespace)
-                    continue
-                after = await self._apply_child(owner, resource, manifest, outcome, drift=drift)
-                if manifest is deployment_manifest:
-                    deployment = after
+            deployment: dict | None
+            if cache.hold:
+                deployment = await self.kube.get_or_none(k.DEPLOYMENT, deployment_manifest["metadata"]["name"],
+                                                         key.namespace)
+            else:
+                deployment = await self._apply_child(owner, resource, deployment_manifest, outcome, drift=drift)
+            if plan.unretire:
+                await rollout_steps.set_retired(self.kube, plan.target, key.namespace, None, self.field_manager)
+            if plan.switching:
+                autoscaled = self._autoscaled(resource)
+                if autoscaled and deployment is not None and not cache.hold:
+                    deployment = await rollout_steps.match_replicas(self.kube, deployment, plan.candidate_replicas,
+                                                                    self.autoscaler_field_manager)
+                ready, waiting = switch_ready(deployment, plan.candidate_replicas if autoscaled else None)
+                if ready:
+                    serving = plan.target
+                    children = retarget(children, key.name, deployment=plan.target, active=serving,
+                                        identity=plan.identity)
+                    if plan.active in by_name:
+                        # Marked before the Service moves: a restart in between never takes it for an abandoned
+                        # candidate (deleted at once); its drain starts a moment early instead.
+                        await rollout_steps.set_retired(self.kube, plan.active, key.namespace, now, self.field_manager)
+            for manifest in children.all()[1:]:
+                # A switch moves the Service's and PDB's selectors: our change, not a hand edit undone.
+                await self._apply_child(owner, resource, manifest, outcome, drift=drift and serving == plan.active)
+            if serving != plan.active:
+                outcome.changes.append(await rollout_steps.switched(self.recorder, owner, plan))
+            outcome.changes += await rollout_steps.delete(self.kube, self.recorder, owner, key.namespace,
+                                                          plan.delete, by_name)
             if children.pdb is None:
                 await self._prune(owner, k.PDB, outcome)
             if children.network_policy is None:
@@ -237,22 +279,34 @@ class Reconciler:
         else:
             deployment = await self.kube.get_or_none(k.DEPLOYMENT, deployment_manifest["metadata"]["name"],
                                                      key.namespace)
+        requeue = plan.requeue_after(now)
+        if serving != plan.active:
+            requeue = min(requeue or float("inf"), float(resource.spec.rollout.drain_seconds))
+        self.rollout_timers.schedule(key, requeue)
 
-        selector = selector_string(resource)
-        pods = await self.kube.list(k.POD, key.namespace, label_selector=selector)
+        serving_labels = serving_selector(key.name, selector_labels(resource), serving)
+        selector = rollout_selector_string(serving_labels)
+        all_pods = await self.kube.list(k.POD, key.namespace, label_selector=rollout_selector_string(
+            {k_: v for k_, v in serving_labels.items() if k_ != INSTANCE_LABEL}))
+        view = serving_view(plan, mode=resource.spec.rollout.model_change, serving=serving, deployment=deployment,
+                            deployments=by_name, pods=all_pods, waiting=waiting,
+                            min_available=resource.spec.min_available, generation=generation)
+        pods, served_identity = view.serving_pods, view.served_identity
         applied = deployment if cache.hold else deployment_manifest  # held: the live Deployment is what runs
         endpoint, image = endpoint_url(resource), _tei_image(applied) or _tei_image(deployment)
         template_hash = ((((applied or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
             "annotations", {}).get(CONFIG_HASH_ANNOTATION)
         protected = resource.spec.engine.api_key_secret_ref is not None  # TEI guards /info with the key
         served_model = served_model_report(
-            model_id=resource.spec.model.id, revision=resource.spec.model.revision, generation=generation,
-            pods=self.model_reader.report(key, key.namespace, pods, read=not protected), protected=protected)
-        cost = self._cost(key, resource, deployment, pods)
+            model_id=served_identity.get("id", resource.spec.model.id), revision=served_identity.get("revision"),
+            generation=generation, pods=self.model_reader.report(key, key.namespace, pods, read=not protected),
+            protected=protected)
+        cost = self._cost(key, resource, view.serving_deployment, pods)
         await self.write_status(owner, outcome, lambda latest: st.build_status(
-            generation=generation, deployment=deployment, pods=pods, current=latest, now=st.now_rfc3339(),
-            selector=selector, endpoint=endpoint, image=image, template_hash=template_hash,
-            min_available=resource.spec.min_available, served_model=served_model, cost=cost, cache=cache))
+            generation=generation, deployment=deployment, pods=view.target_pods, current=latest,
+            now=st.now_rfc3339(), selector=selector, endpoint=endpoint, image=image, template_hash=template_hash,
+            min_available=resource.spec.min_available, served_model=served_model, cost=cost, rollout=view.status,
+            adjust=view.adjust, counts_from=view.serving_deployment, cache=cache))
         return outcome
 
     def _cost(self, key: OwnerKey, resource: Any, deployment: Mapping[str, Any] | None,

@@ -114,6 +114,7 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
     # A pod's /info read in the background finished: refresh that service's status (status.model).
     reconciler.model_reader.notify = lambda key: queue.request(key, apply=False)
     reconciler.token_meter.notify = lambda key: queue.request(key, apply=False)  # a token-rate round is done or due
+    reconciler.rollout_timers.notify = lambda key: queue.request(key, apply=True)  # a drained Deployment is due
     memo = ControllerMemo(reconciler=reconciler, queue=queue)
     registry = kopf.OperatorRegistry()
     register(registry, owner_types())
@@ -144,6 +145,7 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
         # leadership term, like the queue (a new term's Reconciler starts its own).
         await reconciler.model_reader.close()
         await reconciler.token_meter.close()
+        reconciler.rollout_timers.close()
         METRICS.autoscaler_stopped()
         METRICS.watch_queue(None)
         # Stopped by a signal, kopf would wait 5 s at exit for its own task waiting on `stop`: end that wait.

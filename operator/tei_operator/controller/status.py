@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..api.status import status_summary
@@ -72,7 +72,7 @@ WAITING_REASONS = frozenset({REASON_UNSCHEDULABLE, REASON_CONTAINER_CONFIG})
 
 # Status keys this controller writes; everything else under status belongs to someone else.
 OWNED_STATUS_KEYS = ("observedGeneration", "replicas", "readyReplicas", "selector", "endpoint", "image", "conditions",
-                     "summary", "model", "cost", "cache")
+                     "summary", "model", "cost", "cache", "rollout")
 
 #: `build_status(cost=KEEP)`: leave status.cost as it is (a refused spec observed nothing to price).
 KEEP = object()
@@ -437,10 +437,20 @@ def merge_conditions(current: Sequence[Mapping[str, Any]] | None, desired: Seque
     return out
 
 
+def _without_nulls(value: Any) -> Any:
+    """A value as stored after a merge patch: keys set to None (removed by the patch) left out, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def changed_status(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys of `desired` whose value differs from `current` (an empty dict means: write nothing)."""
+    """The keys of `desired` whose value differs from `current` (an empty dict means: write nothing). A nested
+    key set to None in `desired` removes it (merge patch) and equals its absence."""
     current = current or {}
-    return {k: v for k, v in desired.items() if current.get(k) != v}
+    return {k: v for k, v in desired.items() if _without_nulls(current.get(k)) != _without_nulls(v)}
 
 
 def transitions(current: Sequence[Mapping[str, Any]] | None, merged: Sequence[Mapping[str, Any]]
@@ -460,7 +470,10 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
                  endpoint: str | None = None, image: str | None = None, invalid_spec: str | None = None,
                  template_hash: str | None = None, min_available: int = 1, unsupported_model: str | None = None,
                  served_model: tuple[dict[str, Any], dict[str, Any]] | None = None,
-                 cost: dict[str, Any] | None | object = KEEP, cache: Any = None) -> dict[str, Any]:
+                 cost: dict[str, Any] | None | object = KEEP, cache: Any = None,
+                 rollout: dict[str, Any] | None | object = KEEP,
+                 adjust: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+                 counts_from: Mapping[str, Any] | None | object = KEEP) -> dict[str, Any]:
     """The status keys this controller owns, ready to compare with `changed_status` and merge-patch.
 
     replicas/readyReplicas come from the Deployment's status (the scale subresource reads status.replicas);
@@ -468,11 +481,16 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
     `served_model` is `status.model` and the ModelMismatch condition (model_info.served_model_report); `cost` is
     `status.cost` (cost.cost_status; None removes a cost that no longer applies, KEEP leaves it alone); `cache` is
     the managed cache's plan (model_cache.CachePlan: status.cache, CacheReady, and the conditions while the
-    Deployment waits for it), None leaving status.cache alone."""
-    dep_status = (deployment or {}).get("status") or {}
+    Deployment waits for it), None leaving status.cache alone.
+    During a blue/green model change (controller/rollout.py) `deployment` and `pods` are the candidate's,
+    `adjust` rewrites the conditions before they are merged, `counts_from` is the Deployment the Service selects
+    (replicas, readyReplicas) and `rollout` is status.rollout."""
+    dep_status = ((deployment if counts_from is KEEP else counts_from) or {}).get("status") or {}
     desired = desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec,
                                  template_hash=template_hash, min_available=min_available,
                                  unsupported_model=unsupported_model)
+    if adjust is not None:
+        desired = adjust(desired)
     if served_model is not None:
         desired.append(served_model[1])
     if cache is not None:
@@ -497,6 +515,8 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
         status["cost"] = cost
     if cache is not None:
         status["cache"] = cache.status
+    if rollout is not KEEP:
+        status["rollout"] = rollout
     return status
 
 
