@@ -75,13 +75,19 @@ def test_cache_is_filled_once_then_pods_mount_it_read_only(operator, kube, names
     events = kube.events(namespace, "cached")
     assert any(e["reason"] == "ModelCacheFilled" and ready["jobName"] in e["message"] for e in events)
 
-    # A new revision: a new Job fills the same claim, then the Deployment moves to it; the old Job is deleted.
+    # A new revision: a new Job fills the same claim, then the model moves to it (blue/green, the default: a new
+    # Deployment the Service switches to, docs/model-changes.md); the old Job is deleted.
     kube.apply(managed("cached", namespace, storage, revision=SHA2))
     second = wait_for(lambda: (c := cache_status(kube, namespace, "cached")).get("revision") == SHA2
                       and c.get("phase") == "Ready" and c, 90, what="status.cache Ready for the new revision")
     assert second["jobName"] != ready["jobName"] and second["claimName"] == ready["claimName"]
-    wait_for(lambda: {e["name"]: e.get("value") for e in tei_container(kube.get("deployment", "cached", namespace))[
-        "env"]}["MODEL_ID"].endswith(SHA2), 60, what="the Deployment on the new revision's snapshot")
+
+    def serving_model_id():
+        status = kube.get("embsvc", "cached", namespace)["status"]
+        serving = kube.get("deployment", status["rollout"]["active"]["deployment"], namespace)
+        return {e["name"]: e.get("value") for e in tei_container(serving)["env"]}["MODEL_ID"]
+
+    wait_for(lambda: serving_model_id().endswith(SHA2), 60, what="the serving Deployment on the new snapshot")
     wait_for(lambda: kube.get("job", ready["jobName"], namespace) is None, 60, what="the old revision's Job deleted")
 
 
