@@ -491,7 +491,8 @@ class Autoscaler:
         nodes and pods it holds (every pod the operator watches), no request."""
         if self.cache is not None:
             pods = [p for p in self.cache.list_now(POD) if not is_terminated(p)]
-            return ClusterUsage.from_lists(self.cache.list_now(NODE), pods), pods
+            nodes = self.cache.list_now(NODE) if self.cache.nodes_watched else []
+            return (ClusterUsage.from_lists(nodes, pods) if nodes else None), pods
         try:
             nodes = await self.kube.list(NODE)
             pods = await self.kube.list(POD, None, field_selector="status.phase!=Succeeded,status.phase!=Failed")

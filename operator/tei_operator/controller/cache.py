@@ -113,6 +113,7 @@ class ObjectStore:
     def __init__(self) -> None:
         self._objects: dict[TypeKey, dict[ObjKey, dict[str, Any]]] = {}
         self.events = 0  # watch events observed (tests and logs)
+        self.nodes_watched = False  # False: the operator may not watch nodes, GPU capacity is unknown
 
     # -- feeding ------------------------------------------------------------------------------------------------
     def observe(self, event_type: str | None, obj: Mapping[str, Any]) -> bool:

@@ -94,8 +94,8 @@ async def node_event(event: Mapping[str, Any], body: kopf.Body, memo: Controller
     memo.store.observe(event.get("type"), _raw(event, body))
 
 
-def register(registry: kopf.OperatorRegistry, kinds: Mapping[str, k.ResourceType]) -> None:
-    """Register every handler of the controller into `registry`."""
+def register(registry: kopf.OperatorRegistry, kinds: Mapping[str, k.ResourceType], *, nodes: bool = True) -> None:
+    """Register every handler of the controller into `registry` (`nodes`: watch nodes too)."""
     for rtype in kinds.values():
         selector = {"group": rtype.group, "version": rtype.version, "plural": rtype.plural}
         kopf.on.event(**selector, id="observe-service", registry=registry)(service_event)
@@ -106,4 +106,5 @@ def register(registry: kopf.OperatorRegistry, kinds: Mapping[str, k.ResourceType
         kopf.on.event(rtype.api_version, rtype.plural, labels=CHILD_LABELS, id=f"watch-{rtype.plural}",
                       registry=registry)(child_event)
     kopf.on.event("v1", "pods", id="watch-pods", registry=registry)(pod_event)
-    kopf.on.event("v1", "nodes", id="watch-nodes", registry=registry)(node_event)
+    if nodes:
+        kopf.on.event("v1", "nodes", id="watch-nodes", registry=registry)(node_event)

@@ -22,10 +22,10 @@ import kopf
 
 from ..render.stamp import operator_version
 from ..autoscaling.loop import start_autoscaler
-from ..kube import POD, KubeApiError, KubeClient, ResourceType
+from ..kube import NODE, POD, KubeApiError, KubeClient, ResourceType
 from ..metrics import METRICS
 from ..settings import Settings
-from .access import readable_namespaces
+from .access import may_watch_nodes, readable_namespaces
 from .endpoints import EndpointError, Endpoints
 from .errors import classify
 from .handlers import ControllerMemo, register
@@ -107,26 +107,40 @@ async def resync_forever(store: ObjectStore, queue: ReconcileQueue, kinds: Mappi
             logger.warning("Failed the periodic resync: %s", classify(exc).message)
 
 
+def watched_types(kinds: Mapping[str, ResourceType]) -> list[ResourceType]:
+    """Every namespaced kind the store holds: the services, their children, pods."""
+    return [*kinds.values(), *CHILD_TYPES, POD]
+
+
+async def refresh_store(kube: KubeClient, store: ObjectStore, types: list[ResourceType], namespaces: list[str],
+                        *, nodes: bool) -> list[dict]:
+    """LIST every watched kind (per namespace; nodes once) into the store, dropping what is gone. Returns what
+    changed. A kind that cannot be listed is logged and left as it is."""
+    changed: list[dict] = []
+    jobs = [(rtype, ns) for rtype in types for ns in namespaces or [None]] + ([(NODE, None)] if nodes else [])
+    for rtype, namespace in jobs:
+        try:
+            changed.extend(store.replace(rtype, namespace, await kube.list(rtype, namespace)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the watches and the next audit fill it in
+            logger.warning("Failed to list %s into the cache: %s", rtype.plural, classify(exc).message)
+    return changed
+
+
 async def audit_forever(kube: KubeClient, store: ObjectStore, queue: ReconcileQueue,
-                        kinds: Mapping[str, ResourceType], namespaces: list[str], interval: float) -> None:
+                        kinds: Mapping[str, ResourceType], namespaces: list[str], interval: float, *,
+                        nodes: bool) -> None:
     """Every `interval` seconds, LIST each watched kind and replace the store's copy (drops objects whose deletion
-    no watch reported); the services whose children or pods differed are queued."""
+    no watch reported); the services whose objects differed are queued."""
     while True:
         await asyncio.sleep(interval)
-        for rtype in (*kinds.values(), *CHILD_TYPES, POD):
-            for namespace in namespaces or [None]:
-                try:
-                    changed = store.replace(rtype, namespace, await kube.list(rtype, namespace))
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - the next audit tries again
-                    logger.warning("Failed to audit the cached %s: %s", rtype.plural, classify(exc).message)
-                    continue
-                for obj in changed:
-                    owner = (controller_owner(obj, kinds) or owner_of_pod(obj, kinds) if rtype not in kinds.values()
-                             else OwnerKey(rtype.kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]))
-                    if owner is not None:
-                        queue.request(owner, apply=True)
+        for obj in await refresh_store(kube, store, watched_types(kinds), namespaces, nodes=nodes):
+            meta = obj.get("metadata") or {}
+            owner = (OwnerKey(str(obj.get("kind")), meta.get("namespace", ""), meta.get("name", ""))
+                     if obj.get("kind") in kinds else controller_owner(obj, kinds) or owner_of_pod(obj, kinds))
+            if owner is not None:
+                queue.request(owner, apply=True)
 
 
 class MeasuredReconciler(Reconciler):
@@ -164,7 +178,8 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
     reconciler.token_meter.notify = lambda key: queue.request(key, apply=False)  # a token-rate round is done or due
     memo = ControllerMemo(reconciler=reconciler, queue=queue, store=store)
     registry = kopf.OperatorRegistry()
-    register(registry, owner_types())
+    nodes = await may_watch_nodes(kube)
+    register(registry, owner_types(), nodes=nodes)
 
     @kopf.on.login(id="login", registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -175,9 +190,13 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
 
     @kopf.on.startup(id="start-resync", registry=registry)
     async def _start(**_: Any) -> None:
+        # One LIST per kind before anything reads the store (the watches then keep it current): the autoscaler's
+        # first tick must not take a store still filling for an empty cluster.
+        await refresh_store(kube, store, watched_types(reconciler.kinds), namespaces, nodes=nodes)
+        store.nodes_watched = nodes
         tasks.append(asyncio.create_task(resync_forever(store, queue, reconciler.kinds, interval), name="resync"))
         tasks.append(asyncio.create_task(audit_forever(kube, store, queue, reconciler.kinds, namespaces,
-                                                       AUDIT_SECONDS), name="cache-audit"))
+                                                       AUDIT_SECONDS, nodes=nodes), name="cache-audit"))
         # One loop for every autoscaled service; it reads services, pods and nodes from the store and queues a
         # service after writing its replicas or status.
         tasks.append(start_autoscaler(reconciler.kube, settings, cache=store,
