@@ -41,17 +41,22 @@ def after_resyncs(operator: OperatorProcess, count: int) -> float:
 
 
 @pytest.fixture
-def scoped_operator(cluster, crds, kubeconfig, namespace):
-    """An operator of its own for `namespace` only, resyncing every few seconds."""
+def scoped_operator(operator, kubeconfig, namespace):
+    """An operator of its own for `namespace` only, resyncing every few seconds. The session's operator (all
+    namespaces) is stopped meanwhile: two operators writing one service's status would not be idle."""
     workdir = Path(tempfile.mkdtemp(prefix="tei-operator-idle-"))
     process = OperatorProcess(kubeconfig, workdir, {
         "TEI_OPERATOR_NAMESPACES": namespace, "TEI_OPERATOR_LEADER_ELECTION": "false",
         "TEI_OPERATOR_RESYNC_SECONDS": str(RESYNC_SECONDS), "TEI_OPERATOR_SCRAPE_VIA": "podip"})
-    process.start()
+    operator.stop()
     try:
-        yield process
+        process.start()
+        try:
+            yield process
+        finally:
+            process.stop()
     finally:
-        process.stop()
+        operator.start()
 
 
 def test_resyncs_of_ready_services_send_no_request(scoped_operator, kube, namespace):
