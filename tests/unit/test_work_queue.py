@@ -139,3 +139,41 @@ def test_store_slims_foreign_pods_and_a_relist_drops_what_a_watch_missed():
     changed = store.replace(k.POD, "ns", [pod("theirs", 1, ours=False), pod("new", 3)])
     assert {c["metadata"]["name"] for c in changed} == {"ours", "new"}
     assert {p["metadata"]["name"] for p in store.list_now(k.POD)} == {"theirs", "new"}
+
+
+class Requests:
+    """The queue as the handlers see it: records what they request."""
+
+    def __init__(self) -> None:
+        self.requested: list[tuple[object, bool]] = []
+
+    def request(self, key, *, apply: bool = True) -> None:
+        self.requested.append((key, apply))
+
+
+async def test_handlers_feed_the_store_and_queue_the_owner():
+    from tei_operator.controller.handlers import ControllerMemo, child_event, pod_event
+    from tei_operator.controller.reconcile import OwnerKey, owner_types
+
+    class Reconciler:
+        kinds = owner_types()
+
+    memo = ControllerMemo(reconciler=Reconciler(), queue=Requests(), store=ObjectStore())
+    owner_ref = {"apiVersion": "tei-operator.io/v1alpha1", "kind": "EmbeddingService", "name": "e", "uid": "u",
+                 "controller": True}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": "e", "namespace": "ns", "resourceVersion": "1",
+                               "labels": {"app.kubernetes.io/managed-by": "tei-operator"},
+                               "ownerReferences": [owner_ref]}}
+    await child_event(event={"type": "ADDED", "object": deployment}, body=deployment, memo=memo)
+    assert memo.store.get_now(k.DEPLOYMENT, "e", "ns") == deployment
+    # A pod without the service label finds its service through its Deployment in the store, not an API call.
+    orphan = pod("e-5d9f-abcde", 3)
+    orphan["metadata"]["labels"]["pod-template-hash"] = "5d9f"
+    orphan["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "e-5d9f", "controller": True}]
+    await pod_event(event={"type": "ADDED", "object": orphan}, body=orphan, memo=memo)
+    foreign = pod("other", 4, ours=False)
+    await pod_event(event={"type": "ADDED", "object": foreign}, body=foreign, memo=memo)
+    key = OwnerKey("EmbeddingService", "ns", "e")
+    assert memo.queue.requested == [(key, True), (key, False)]
+    assert len(memo.store.list_now(k.POD)) == 2  # the foreign pod is stored too (GPU capacity), slimmed
