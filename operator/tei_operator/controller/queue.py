@@ -52,7 +52,6 @@ class ReconcileQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._closed = False
-        self.processed = 0  # reconciles run (success or failure)
 
     # -- requests ----------------------------------------------------------------------------------------------
     def request(self, key: K, *, apply: bool = True, delay: float | None = None) -> None:
@@ -129,7 +128,6 @@ class ReconcileQueue(Generic[K]):
                                    retry, kind.message)
                     self._pending[key] = self._pending.get(key, False) or apply
             finally:
-                self.processed += 1
                 self._processing.discard(key)
             if key in self._pending and not self._closed:
                 if retry is not None:
