@@ -116,11 +116,14 @@ NODE = ResourceType("", "v1", "nodes", "Node", namespaced=False)
 NAMESPACE = ResourceType("", "v1", "namespaces", "Namespace", namespaced=False)
 PDB = ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 NETWORK_POLICY = ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
+JOB = ResourceType("batch", "v1", "jobs", "Job")
+PVC = ResourceType("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
 CRD = ResourceType(
     "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False
 )
 
-_BUILTIN_TYPES = (DEPLOYMENT, REPLICASET, POD, SERVICE, EVENT, NODE, NAMESPACE, PDB, NETWORK_POLICY, CRD)
+_BUILTIN_TYPES = (DEPLOYMENT, REPLICASET, POD, SERVICE, EVENT, NODE, NAMESPACE, PDB, NETWORK_POLICY, JOB, PVC,
+                  CRD)
 
 
 def _error_from_response(status: int, reason: str, body: bytes | str | None, headers: Mapping[str, str] | None,

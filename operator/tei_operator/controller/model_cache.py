@@ -33,8 +33,7 @@ from ..settings import Settings
 
 logger = logging.getLogger("tei_operator.controller")
 
-JOB = k.ResourceType("batch", "v1", "jobs", "Job")
-PVC = k.ResourceType("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim")
+JOB, PVC = k.JOB, k.PVC
 
 CACHE_READY = "CacheReady"
 REASON_CACHE_PENDING = "CachePending"
@@ -216,18 +215,17 @@ async def sync_model_cache(reconciler: Any, owner: Mapping[str, Any], resource: 
     if resource.spec.cache.managed is None and not current:
         return CachePlan()
     kube: k.KubeClient = reconciler.kube
-    for rtype in (JOB, PVC):
-        kube.register(rtype)
+    reads = reconciler.cache  # the watch-fed store (controller/cache.py): no request while nothing changes
     namespace = resource.namespace
     uid = (owner.get("metadata") or {}).get("uid")
-    pvc = await kube.get_or_none(PVC, claim_name(resource), namespace)
+    pvc = await reads.get(PVC, claim_name(resource), namespace)
     owned = pvc is not None and any(r.get("uid") == uid and r.get("controller")
                                     for r in (pvc.get("metadata") or {}).get("ownerReferences") or [])
     if resource.spec.cache.managed is None and not owned:
         pvc = None  # never delete a claim the operator did not create
-    selector = f"app.kubernetes.io/component={CACHE_COMPONENT},{SERVICE_LABEL}={resource.name}"
+    labels = {"app.kubernetes.io/component": CACHE_COMPONENT, SERVICE_LABEL: resource.name}
     # A Job on its way out (deleted with its claim, or a stale revision's) counts as gone.
-    jobs = [j for j in await kube.list(JOB, namespace, label_selector=selector)
+    jobs = [j for j in await reads.list(JOB, namespace, labels=labels)
             if not (j.get("metadata") or {}).get("deletionTimestamp")
             and any(r.get("uid") == uid and r.get("controller")
                     for r in (j.get("metadata") or {}).get("ownerReferences") or [])]

@@ -23,15 +23,16 @@ from .rollout import Deletion, RolloutPlan, format_time
 logger = logging.getLogger("tei_operator.controller")
 
 
-async def observe(kube: KubeClient, owner: Mapping[str, Any], service_name: str, namespace: str,
-                  label_selector: str) -> tuple[list[dict], dict | None]:
-    """The service's own Deployments (controller ownerReference to it, not being deleted) and its live Service."""
+async def observe(reads: Any, owner: Mapping[str, Any], service_name: str, namespace: str,
+                  labels: Mapping[str, str]) -> tuple[list[dict], dict | None]:
+    """The service's own Deployments (controller ownerReference to it, not being deleted) and its live Service, from
+    `reads` (controller/cache.py: the watch-fed store, or the API server)."""
     uid = (owner.get("metadata") or {}).get("uid")
-    deployments = [d for d in await kube.list(k.DEPLOYMENT, namespace, label_selector=label_selector)
+    deployments = [d for d in await reads.list(k.DEPLOYMENT, namespace, labels=labels)
                    if not (d.get("metadata") or {}).get("deletionTimestamp")  # already on its way out
                    and any(r.get("uid") == uid and r.get("controller")
                            for r in (d.get("metadata") or {}).get("ownerReferences") or [])]
-    return deployments, await kube.get_or_none(k.SERVICE, service_name, namespace)
+    return deployments, await reads.get(k.SERVICE, service_name, namespace)
 
 
 async def match_replicas(kube: KubeClient, candidate: dict, replicas: int | None, field_manager: str) -> dict:
