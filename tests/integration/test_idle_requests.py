@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import OperatorProcess, service_manifest, wait_for
+from .test_model_cache import managed, storage  # noqa: F401 - `storage` is a fixture
 from .test_reconcile import deployment_settled
 
 pytestmark = pytest.mark.cluster
@@ -82,3 +83,37 @@ def test_resyncs_of_ready_services_send_no_request(scoped_operator, kube, namesp
     # The resyncs did reconcile every service (and found nothing to do).
     reconciles = operator.metric_sum("tei_operator_reconciles_total", result="success")
     assert reconciles >= SERVICES * 4
+
+
+def test_resyncs_after_a_model_switch_and_with_a_managed_cache_send_no_request(scoped_operator, kube, namespace,
+                                                                               storage):
+    # The children other features add are read from the store too: a managed cache's claim and download Job, and
+    # the Deployment a blue/green model change created (its predecessor drained and deleted).
+    operator = scoped_operator
+    kube.apply(managed("idle-cached", namespace, storage))
+    switched = {**CPU_SPEC, "model": {"id": "BAAI/bge-small-en-v1.5", "revision": "main"},
+                "rollout": {"drainSeconds": 0}}
+    kube.apply(service_manifest("EmbeddingService", "idle-switched", namespace, switched))
+    for name in ("idle-cached", "idle-switched"):
+        kube.wait_condition("embsvc", name, namespace, "Ready", timeout=120)
+    kube.apply(service_manifest("EmbeddingService", "idle-switched", namespace,
+                                {**switched, "model": {"id": "BAAI/bge-small-en-v1.5", "revision": "v2"}}))
+
+    def switched_and_drained():
+        status = kube.get("embsvc", "idle-switched", namespace).get("status") or {}
+        rollout = status.get("rollout") or {}
+        active = (rollout.get("active") or {}).get("deployment")
+        names = {d["metadata"]["name"] for d in kube.list("deployment", namespace)
+                 if d["metadata"]["name"].startswith("idle-switched")}
+        return (rollout.get("phase") == "Stable" and active != "idle-switched" and names == {active}
+                and deployment_settled(kube.get("deployment", active, namespace)))
+
+    wait_for(switched_and_drained, 120, what="the model switch of idle-switched to end with one Deployment")
+    assert kube.list("job", namespace) and kube.list("pvc", namespace), "the managed cache's children take part"
+
+    after_resyncs(operator, 1)
+    before = requests_by_verb(operator)
+    done = after_resyncs(operator, 3)
+    after = requests_by_verb(operator)
+    sent = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
+    assert sent == {}, f"the operator sent requests during {done:.0f} idle resyncs: {sent}"
