@@ -14,7 +14,7 @@ import numpy as np
 
 from .classes import BULK, CLASSES, DOCUMENT, QUERY
 from .experiment import COMPETENT, GOAL, Outcome, Plan, make_policy
-from .run import INGEST, MIXED, ONLINE, Result, physical_limit_tokens_per_s, replica_capacity
+from .run import INGEST, MIXED, ONLINE, START_UTILIZATION, Result, physical_limit_tokens_per_s, replica_capacity
 from .sweep import AtGoal, Point, gpu_hours_at, median_points
 from .traces import Trace
 
@@ -471,7 +471,10 @@ cheapest point swept already reaches it; "never": no point does (best point in b
 - Classes: """ + "; ".join(f"{c.name} ({c.inputs_min}-{c.inputs_max} inputs x {c.tokens_min}-{c.tokens_max} tokens, "
                            + (f"p99 <= {c.slo_seconds * 1000:.0f} ms" if c.slo_seconds else "goodput and cost") + ")"
                            for c in CLASSES.values()) + """. A 429, a 503 or a 424 is a miss.
-- Policies start from the replicas the trace's first load needs at 70%; static fleets from their own count.
+- Every dynamic policy starts from the replicas the trace's load over its first model load (the slowest cold load)
+  needs at """ + f"{START_UTILIZATION:.0%}" + """ of a replica's capacity (the oracle's tuned fraction: a count that meets the SLO, as if
+  the fleet had run on that load before, so that pods loading at the start do not decide the verdict; the same rule
+  for every dynamic policy); static fleets run their own count.
 
 ### Traces
 
