@@ -413,8 +413,9 @@ def write(path: Path, out: Outcome, train: list[Trace], test: list[Trace], profi
 
             spec = operator_spec(ONLINE, k).model_dump(by_alias=True, exclude_defaults=True, mode="json")
             configs.append("**operator**: tei-operator's built-in autoscaler (the live code path: pages -> scrape "
-                           "history -> aggregate -> build_signals -> decide / decide_fast); latencyTargetMs is the "
-                           "queries' SLO, not swept; every other field and the operator's settings at their defaults"
+                           "history -> aggregate -> build_signals -> decide / decide_fast); knob: latencyTargetMs, "
+                           "swept at and below the queries' 100 ms SLO (a tighter target buys headroom for load "
+                           "steps); every other field and the operator's settings at their defaults"
                            f"\n\n```yaml\n{yaml.safe_dump({'autoscaling': spec}, sort_keys=False).strip()}\n```")
         elif f != "oracle":
             pol = make_policy(f, k, ONLINE, short[0], profile)
