@@ -634,7 +634,7 @@ def decide(
             # (following it is a scale-up, then a scale-down: a reversal and a model load). A step beyond the fast
             # path's threshold, or requests late, scale up at once.
             rec = current
-            reason += (f"; held: under {_fmt(spec.fast_scale_up.threshold)}x the latency capacity and "
+            reason += (f"; held: under {spec.fast_scale_up.threshold:.2f}x the latency capacity and "
                        f"{100 * slo:.2f}% late over the last {LATENCY_SLO_SECONDS:.0f}s")
         if missed is not None and missed >= LATENCY_MISS_LOW and rec < current:
             # a pool whose requests miss the latency target is not over-provisioned: scaling down needs it
