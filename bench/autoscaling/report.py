@@ -240,7 +240,7 @@ def reach_table(out: Outcome, traces: list[Trace], profile) -> str:
         rel = og / sp.gpu_hours if sp.gpu_hours else math.inf
         notes = []
         if sp.attainment < GOAL:
-            notes.append(f"no fleet reaches {GOAL:.0%} here (static at {int(sp.knob)} replicas: "
+            notes.append(f"no static fleet swept reaches {GOAL:.0%} here (the largest, {int(sp.knob)} replicas: "
                          f"{pct(sp.attainment)}): the queries goal is out of reach for any policy")
         if rel >= GPU_RATIO_GOAL or oa < GOAL:
             notes.append(f"even the oracle needs {rel:.2f}x static-at-peak's GPU-hours"
