@@ -88,9 +88,8 @@ def around(values: list[float], knob: float | None, n: int = 3) -> list[float]:
 OPERATOR_LATENCY_TARGETS_MS = (70.0, 80.0, 100.0)
 """The operator's knob on a pool of online queries: spec.autoscaling.latencyTargetMs (the fleet is sized by the
 tokens/s per replica at which the share of requests over the target stayed within 1%): the queries' SLO, and two
-tighter ones that buy headroom for load steps (85 ms is avoided: it sits on TEI's duration bucket bound 85.3 ms, where
-the share late is read from the whole bucket below it). Three values only: the live path reads every pod's page every
-2 s, ~10x a baseline's run."""
+tighter ones that buy headroom for load steps. Three values only: the live path reads every pod's page every 2 s,
+~10x a baseline's run."""
 
 
 def operator_knobs() -> list[float]:

@@ -447,17 +447,19 @@ def late_signals(t: float, late: float, current: int = 4, per_ready: float = 3_0
 
 
 def test_share_within_reads_the_target_inside_its_bucket():
-    # TEI's buckets around 100 ms: 85.3 and 128 ms. 10% took longer than 85.3 ms, 0.1% longer than 128 ms.
-    s = sig(1, request_duration_buckets=((0.0853, 90.0), (0.128, 99.9), (float("inf"), 100.0)))
+    # TEI's buckets around 100 ms: 74.8 and 112.2 ms. 10% took longer than 74.8 ms, 0.1% longer than 112.2 ms.
+    lo, hi = 0.07482, 0.11223
+    s = sig(1, request_duration_buckets=((lo, 90.0), (hi, 99.9), (float("inf"), 100.0)))
     late = 1 - s.share_within(0.1)[0]
-    # Geometric between the bounds: 0.1 x (0.001 / 0.1) ** ((100 - 85.3) / (128 - 85.3)) = 2.05% late, not the 10%
-    # of the bound below (a 100 ms SLO checked as 85 ms) nor the 6.6% of spreading the bucket evenly.
-    assert late == pytest.approx(0.1 * 0.01 ** ((0.1 - 0.0853) / (0.128 - 0.0853)), rel=1e-6)
-    assert 1 - s.share_within(0.0853)[0] == pytest.approx(0.1)  # on a bound: exact
+    # Geometric between the bounds: 0.1 x (0.001 / 0.1) ** ((100 - 74.8) / (112.2 - 74.8)) = 0.45% late, not the
+    # 10% of the bound below (a 100 ms SLO checked as 75 ms) nor the 3.3% of spreading the bucket evenly.
+    assert late == pytest.approx(0.1 * 0.01 ** ((0.1 - lo) / (hi - lo)), rel=1e-6)
+    assert 0.004 < late < 0.005
+    assert 1 - s.share_within(lo)[0] == pytest.approx(0.1)  # on a bound: exact
     assert s.share_within(0.5) == (pytest.approx(0.999), 100.0)  # past the last finite bound: what it says
     # Nobody past the upper bound: the share is taken to fall 1000x across the bucket, not to zero at once.
-    s = sig(1, request_duration_buckets=((0.0853, 90.0), (0.128, 100.0), (float("inf"), 100.0)))
-    assert 1 - s.share_within(0.1)[0] == pytest.approx(0.1 * 0.001 ** ((0.1 - 0.0853) / (0.128 - 0.0853)), rel=1e-6)
+    s = sig(1, request_duration_buckets=((lo, 90.0), (hi, 100.0), (float("inf"), 100.0)))
+    assert 1 - s.share_within(0.1)[0] == pytest.approx(0.1 * 0.001 ** ((0.1 - lo) / (hi - lo)), rel=1e-6)
 
 
 def test_latency_target_out_of_reach_stands_down_and_says_so():

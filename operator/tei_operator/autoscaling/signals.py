@@ -169,9 +169,9 @@ class Signals:
         Read as the SLO is written, within the bucket that holds `seconds`: the share of requests slower than a
         bound falls from the bucket's lower bound to its upper one, and is taken to fall geometrically in between
         (log-linear: latency tails decay roughly exponentially); when no request passed the upper bound, it is taken
-        to fall by TAIL_FLOOR across the bucket. TEI's duration buckets grow by 1.5x (85 ms and 128 ms around
-        100 ms); rounding the bound down would check a 100 ms SLO as an 85 ms one (a 40 ms target as a 38 ms one),
-        and spreading the bucket evenly (histogram_quantile) counts a third of the requests at 85-100 ms as late.
+        to fall by TAIL_FLOOR across the bucket. TEI's duration buckets grow by 1.5x (74.8 ms and 112 ms around
+        100 ms); rounding the bound down would check a 100 ms SLO as a 75 ms one (a 40 ms target as a 33 ms one),
+        and spreading the bucket evenly (histogram_quantile) counts a third of the requests at 75-112 ms as late.
         """
         buckets = self.request_duration_buckets
         if not buckets:
