@@ -127,8 +127,27 @@ def test_report_is_generated_from_the_run(quick, tmp_path):
     assert f"{met} of {len(rows)} goals met, {missed} not met" in text
     # the equal-attainment table has a row per short test trace and a column per policy
     assert re.search(r"^\| step \| .+ \|$", text, re.M)
+    # what each trace allows: a row per short test trace, from the same run's static fleets and oracle
+    assert re.search(r"^\| step \| \d+\.\d\d \| .+ \| .+x \| .+ \|$", text.split("### Which goals a trace allows", 1)[1],
+                     re.M)
     for section in ("## GPU-hours at equal attainment", "### Policies, exactly as deployed", "useCachedMetrics: false",
                     "## One mixed pool or two", "## Train set: the tuning", "## How the simulator works"):
         assert section in text
     assert (tmp_path / "img" / "autoscaling-curves.png").stat().st_size > 1000
     assert (tmp_path / "img" / "autoscaling-timelines.png").stat().st_size > 1000
+
+
+def test_dynamic_policies_start_sized_for_the_first_model_load(tmp_path):
+    from bench.autoscaling.run import START_UTILIZATION, demand_replicas, initial_replicas
+
+    profile = load_bench_profile()
+    # 50 queries/s for 60 s, then 350: the fleet starts sized for the 350 that arrive before a pod could load.
+    tr = small_trace(tmp_path, [{"time_s": 0, "query_rps": 50}, {"time_s": 60, "query_rps": 350},
+                                {"time_s": 600, "query_rps": 350}])
+    need = float(demand_replicas(tr, profile, ONLINE)(100.0))
+    assert initial_replicas(tr, profile, ONLINE) == int(np.ceil(need / START_UTILIZATION)) > 1
+    # the same rise after the slowest cold load: sized for the first load only
+    late = small_trace(tmp_path, [{"time_s": 0, "query_rps": 50}, {"time_s": 400, "query_rps": 350},
+                                  {"time_s": 600, "query_rps": 350}])
+    first = float(demand_replicas(late, profile, ONLINE)(0.0))
+    assert initial_replicas(late, profile, ONLINE) == max(1, int(np.ceil(first / START_UTILIZATION)))

@@ -437,53 +437,108 @@ def test_periodic_hold_keeps_the_peak_where_the_scale_down_window_would_not():
     assert found == pytest.approx(period, abs=15) and none is None
 
 
-def test_latency_target_sets_the_utilisation_from_the_observed_batch_time():
-    # 20 ms batches at 50% load: overhead 10 ms; 2 batch times under 100 ms needs rho <= 1 - 2 x 10 / 100 = 0.8,
-    # above targetUtilization 0.7, which stays the target until the latency requests got says otherwise.
-    s = busy(4, 4, 5_000.0, t=0, mean_batch_seconds=0.020)
-    d, _ = decide(s, learned(), spec(latencyTargetMs=100), MBT, now=0)
-    assert "utilization target" not in d.reason and d.desired_replicas == 3  # 0.71x of 0.7
-    # A 30 ms target: rho <= 0.33 -> 4 x 5,000 / (10,000 x 0.333) = 6 replicas.
-    d, _ = decide(s, learned(), spec(latencyTargetMs=30), MBT, now=0)
-    assert d.desired_replicas == 6 and "utilization target 0.33 for 30 ms" in d.reason
-    # Without a batch time: targetUtilization.
-    d, _ = decide(busy(4, 4, 5_000.0, t=0), learned(), spec(latencyTargetMs=30), MBT, now=0)
-    assert d.desired_replicas == 3 and "utilization target" not in d.reason
+def late_signals(t: float, late: float, current: int = 4, per_ready: float = 3_000.0, rate: float = 100.0,
+                 **kw) -> Signals:
+    """A fleet of `current` Ready replicas at `per_ready` tokens/s each; `late` of its `rate` completed requests/s
+    took longer than 0.1 s (te_request_duration buckets; 0.1 s is a bound, so the share is read exactly)."""
+    buckets = ((0.05, rate * (1 - late) / 2), (0.1, rate * (1 - late)), (0.2, rate), (float("inf"), rate))
+    return sig(current, queue=0.0, t=t, batch_tokens_rate_sum=per_ready * current, batch_rate_count=10.0 * current,
+               request_rate=rate, success_rate=rate, request_duration_buckets=buckets, **kw)
 
 
-def test_latency_target_learns_the_utilisation_from_the_latency_requests_got():
-    def signals(t: float, within: float, current: int = 4, per_ready: float = 6_000.0) -> Signals:
-        # 100 requests/s completed; `within` of them within 0.1 s (te_request_duration buckets, summed)
-        buckets = ((0.05, 50.0 * within), (0.1, 100.0 * within), (0.2, 100.0), (float("inf"), 100.0))
-        return busy(current, current, per_ready, t=t, request_duration_buckets=buckets)
+def test_share_within_reads_the_target_inside_its_bucket():
+    # TEI's buckets around 100 ms: 74.8 and 112.2 ms. 10% took longer than 74.8 ms, 0.1% longer than 112.2 ms.
+    lo, hi = 0.07482, 0.11223
+    s = sig(1, request_duration_buckets=((lo, 90.0), (hi, 99.9), (float("inf"), 100.0)))
+    late = 1 - s.share_within(0.1)[0]
+    # Geometric between the bounds: 0.1 x (0.001 / 0.1) ** ((100 - 74.8) / (112.2 - 74.8)) = 0.45% late, not the
+    # 10% of the bound below (a 100 ms SLO checked as 75 ms) nor the 3.3% of spreading the bucket evenly.
+    assert late == pytest.approx(0.1 * 0.01 ** ((0.1 - lo) / (hi - lo)), rel=1e-6)
+    assert 0.004 < late < 0.005
+    assert 1 - s.share_within(lo)[0] == pytest.approx(0.1)  # on a bound: exact
+    assert s.share_within(0.5) == (pytest.approx(0.999), 100.0)  # past the last finite bound: what it says
+    # Nobody past the upper bound: the share is taken to fall 1000x across the bucket, not to zero at once.
+    s = sig(1, request_duration_buckets=((lo, 90.0), (hi, 100.0), (float("inf"), 100.0)))
+    assert 1 - s.share_within(0.1)[0] == pytest.approx(0.1 * 0.001 ** ((0.1 - lo) / (hi - lo)), rel=1e-6)
 
-    assert signals(0, 0.9).share_within(0.1) == (pytest.approx(0.9), 100.0)
-    assert signals(0, 0.9).share_within(0.15) == (pytest.approx(0.9), 100.0)  # rounded down to the 0.1 s bound
-    assert signals(0, 0.9).share_within(0.07) == (pytest.approx(0.45), 100.0)
-    assert signals(0, 0.9).share_within(0.01) == (0.0, 100.0)
-    sp = spec(latencyTargetMs=100)
-    # 10% over 100 ms: the target moves down by max(0.5, 1 - 2 x 0.1) = 0.8: 0.7 -> 0.56; once per minute.
-    d, st = decide(signals(0, 0.9), learned(), sp, MBT, now=0)
-    assert st.latency_utilization == pytest.approx(0.56) and "10.0% of requests took longer" in d.reason
-    _, st2 = decide(signals(15, 0.9), st, sp, MBT, now=15)
-    assert st2.latency_utilization == pytest.approx(0.56)
-    # A minute later as many are late: lowering the target did not help (slow batches, not a short fleet): hold.
-    d, blocked = decide(signals(60, 0.9), st2, sp, MBT, now=60)
-    assert blocked.latency_utilization == pytest.approx(0.56) and "did not help" in d.reason
-    # Fewer late (7%, at most 0.8x the 10%): it helped, so it goes on: 0.56 x 0.85 = 0.476.
-    d, st3 = decide(signals(60, 0.93), st2, sp, MBT, now=60)
-    assert st3.latency_utilization == pytest.approx(0.476)
-    # ...and sizes the fleet: 4 x 6,000 / (10,000 x 0.476) = 5.04 -> 6 replicas.
-    d, _ = decide(signals(75, 0.95), st3, sp, MBT, now=75)
+
+def test_latency_target_out_of_reach_stands_down_and_says_so():
+    # A lone query's batch takes 23 ms: a 40 ms target would need it to wait out the running batch and run its own
+    # in 40 ms. More replicas cannot do that: the policy sizes by targetUtilization instead and says why.
+    s = replace(late_signals(0, 0.5), mean_batch_seconds=0.023)
+    d, st = decide(s, watched(), spec(latencyTargetMs=40), MBT, now=0)
+    plain, _ = decide(s, watched(), spec(), MBT, now=0)
+    assert d.desired_replicas == plain.desired_replicas == 3  # the batch fill's scale-down, as without a target
+    assert "latencyTargetMs 40 is out of reach" in d.reason and "2 x 23 ms >= 40 ms" in d.reason
+    assert st.latency_capacity is None and st.min_batch_seconds == pytest.approx(0.023)
+    # The lowest batch time seen is remembered: a busier tick (40 ms batches) is still out of reach.
+    d, _ = decide(replace(late_signals(15, 0.5), mean_batch_seconds=0.040), st, spec(latencyTargetMs=40), MBT,
+                  now=15)
+    assert "out of reach" in d.reason
+    # 100 ms is within reach: half the requests late is a shortage, sized from the load they missed at.
+    d, st = decide(s, watched(), spec(latencyTargetMs=100), MBT, now=0)
+    assert "out of reach" not in d.reason and d.action == "ScaleUp" and st.latency_capacity == pytest.approx(1_500)
+
+
+def test_latency_capacity_is_learned_without_a_peak_and_moves_down_when_late():
+    sp = spec(latencyTargetMs=100, growthHeadroom=False)
+    # An online pool never saturates (no learned peak), yet on time at 3,000 tokens/s per replica: that is what a
+    # replica can do within the target, and the fleet holds.
+    d, st = decide(late_signals(0, 0.0), watched(), sp, MBT, now=0)
+    assert st.peak_tokens_per_replica is None and st.latency_capacity == pytest.approx(3_000)
+    assert d.action == "Hold" and "met latencyTargetMs 100" in d.reason
+    # Busier and still on time: the capacity rises with the evidence.
+    _, st = decide(late_signals(15, 0.004, per_ready=3_200), st, sp, MBT, now=15)
+    assert st.latency_capacity == pytest.approx(3_200)
+    # Load up to 4,000 per replica and 6% late (the last 300 s: 3%): the capacity moves below the load it missed at,
+    # 3,200 x 0.85 = 2,720, and the fleet is sized by it this very tick: ceil(4 x 4,000 / 2,720) = 6.
+    d, st = decide(late_signals(60, 0.06, per_ready=4_000), st, sp, MBT, now=60)
+    assert st.latency_capacity == pytest.approx(2_720)
+    assert d.desired_replicas == 6 and "latency capacity 3200 -> 2720" in d.reason
+    # A minute later as many are late, on the 6 replicas, and the load grew 30%: the move did not help, and load
+    # growth does not re-arm it (that is what ran pools to maxReplicas).
+    d, st2 = decide(late_signals(120, 0.06, current=6, per_ready=2_700, rate=130.0), st, sp, MBT, now=120)
+    assert st2.latency_capacity == pytest.approx(2_720) and "did not help" in d.reason
     assert d.desired_replicas == 6
-    # Almost nothing late while that target sizes the fleet: it creeps back up by 0.01 a tick.
-    _, st4 = decide(signals(90, 1.0, per_ready=4_400.0), st3, sp, MBT, now=90)
-    assert st4.latency_utilization == pytest.approx(0.486)
-    # Not while replicas load or under 429s (the fleet is short then, not its target wrong), nor without a target.
-    _, st5 = decide(replace(signals(120, 0.5), starting_replicas=1), st3, sp, MBT, now=120)
-    assert st5.latency_utilization == st3.latency_utilization
-    _, st6 = decide(signals(120, 0.5), learned(), spec(), MBT, now=120)
-    assert st6.latency_utilization is None
+    # Late at a load well below the capacity (the tail of a spike draining): not the fleet's size.
+    _, st3 = decide(late_signals(180, 0.5, current=6, per_ready=1_000), st, sp, MBT, now=180)
+    assert st3.latency_capacity == pytest.approx(2_720)
+    # Never while replicas load or under 429s, nor without a target.
+    _, st4 = decide(late_signals(180, 0.5, per_ready=4_000, starting_replicas=1), st, sp, MBT, now=180)
+    assert st4.latency_capacity == pytest.approx(2_720)
+    _, st5 = decide(late_signals(180, 0.5, per_ready=4_000, overloaded_rate=1.0), st, sp, MBT, now=180)
+    assert st5.latency_capacity == pytest.approx(2_720)
+    _, st6 = decide(late_signals(0, 0.5), watched(), spec(), MBT, now=0)
+    assert st6.latency_capacity is None
+
+
+def test_one_late_minute_on_a_fleet_on_time_over_five_is_a_burst():
+    sp = spec(latencyTargetMs=100, growthHeadroom=False)
+    st = watched()
+    for k in range(4):
+        _, st = decide(late_signals(15.0 * k, 0.0), st, sp, MBT, now=15.0 * k)
+    # 2% late this minute at 20% above the capacity, but 0.4% over the last 300 s: no move, no scale-up (a
+    # wandering load passes the busiest minute seen on time by that much).
+    d, st2 = decide(late_signals(60, 0.02, per_ready=3_600), st, sp, MBT, now=60)
+    assert st2.latency_capacity == pytest.approx(3_000)
+    assert (d.action, d.desired_replicas) == ("Hold", 4) and "held: under 1.50x the latency capacity" in d.reason
+    # A step beyond the fast path's threshold (as late this minute) scales up at once.
+    d, _ = decide(late_signals(60, 0.02, per_ready=6_000), st, sp, MBT, now=60)
+    assert d.desired_replicas == 8
+    # A calm minute with 0.5% late: no scale-down while that many miss the target.
+    d, _ = decide(late_signals(60, 0.005, per_ready=1_000), st, sp, MBT, now=60)
+    assert d.desired_replicas == 4 and "no scale-down: 0.5% of requests took longer than 100 ms" in d.reason
+
+
+def test_fast_path_uses_the_latency_capacity_only_while_requests_are_late():
+    sp = spec(latencyTargetMs=100)
+    st = replace(watched(), latency_capacity=2_000.0)
+    # 2x the capacity over the short window but on time: ten seconds of a bursty load, not a step.
+    d, _ = decide_fast(late_signals(0, 0.0, per_ready=4_000), st, sp, MBT, now=0)
+    assert d.action == "Hold"
+    # ...and late: a step. Up at once to ceil(4 x 2).
+    d, _ = decide_fast(late_signals(0, 0.05, per_ready=4_000), st, sp, MBT, now=0)
+    assert (d.action, d.desired_replicas) == ("ScaleUp", 8)
 
 
 def test_schedule_raises_the_floor_inside_its_window_only():
@@ -546,24 +601,6 @@ def test_fast_path_learns_the_peak_from_a_backlog_that_the_main_tick_would_not()
                success_rate=1100.0)
     d, _ = decide(calm, replace(st, first_tick_at=-10_000), spec(), MBT, now=15)
     assert d.desired_replicas == 2 and "demand" in d.reason
-
-
-def test_latency_misses_add_replicas_only_while_that_helps():
-    # No learned peak: late requests add a replica a minute, but only while the late share falls (or the load
-    # grows): late because each batch is slow, more replicas would change nothing, up to maxReplicas.
-    def signals(t: float, current: int, within: float, rate: float = 100.0) -> Signals:
-        buckets = ((0.1, rate * within), (float("inf"), rate))
-        return sig(current, queue=0.0, t=t, request_rate=rate, request_duration_buckets=buckets)
-
-    sp = spec(latencyTargetMs=100)
-    d, st = decide(signals(0, 2, 0.9), watched(), sp, MBT, now=0)
-    assert d.desired_replicas == 3 and "1 more" in d.reason  # ceil(2 x 2 x 0.1)
-    d, st = decide(signals(60, 3, 0.94), st, sp, MBT, now=60)  # 6% late: helped
-    assert d.desired_replicas == 4
-    d, st = decide(signals(120, 4, 0.95), st, sp, MBT, now=120)  # 5% late: not 0.8x of 6%
-    assert d.desired_replicas == 4 and "did not help" in d.reason
-    d, _ = decide(signals(180, 4, 0.95, rate=130.0), st, sp, MBT, now=180)  # the load grew 30%: try again
-    assert d.desired_replicas == 5
 
 
 def test_fast_path_keeps_the_peak_it_learns_while_it_holds():

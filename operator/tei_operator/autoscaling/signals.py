@@ -34,6 +34,10 @@ from dataclasses import dataclass
 #: Prometheus 3 and prometheus_client normalise the label to "1.0": match both.
 ZERO_BATCH_LE_MATCHER = 'le=~"1|1\\\\.0"'
 
+#: `Signals.share_within`: when no request of a window took longer than the upper bound of the duration bucket that
+#: holds a latency target, the share slower than a bound is taken to fall by this factor across that bucket.
+TAIL_FLOOR = 1e-3
+
 
 @dataclass(frozen=True)
 class SignalSeries:
@@ -159,14 +163,15 @@ class Signals:
         return tok
 
     def share_within(self, seconds: float) -> tuple[float, float] | None:
-        """(share of completed requests that certainly took at most `seconds`, completed requests per second) over
-        the window; None when unknown or nothing completed.
+        """(share of completed requests that took at most `seconds`, completed requests per second) over the
+        window; None when unknown or nothing completed.
 
-        Certainly: the bound is rounded down to TEI's bucket bound at or below it. TEI's duration buckets grow by
-        1.5x (74.8 ms and 112 ms around 100 ms) and requests bunch inside a bucket (a query pool's at 80-90 ms, or
-        at 100-110 ms), so spreading a bucket evenly, as histogram_quantile does, is wrong either way, and rounding
-        up would call a pool on time whose requests all take 110 ms. Rounded down, a latency target is met when this
-        says so, at the price of some headroom.
+        Read as the SLO is written, within the bucket that holds `seconds`: the share of requests slower than a
+        bound falls from the bucket's lower bound to its upper one, and is taken to fall geometrically in between
+        (log-linear: latency tails decay roughly exponentially); when no request passed the upper bound, it is taken
+        to fall by TAIL_FLOOR across the bucket. TEI's duration buckets grow by 1.5x (74.8 ms and 112 ms around
+        100 ms); rounding the bound down would check a 100 ms SLO as a 75 ms one (a 40 ms target as a 33 ms one),
+        and spreading the bucket evenly (histogram_quantile) counts a third of the requests at 75-112 ms as late.
         """
         buckets = self.request_duration_buckets
         if not buckets:
@@ -175,10 +180,19 @@ class Signals:
         if not math.isfinite(total) or total <= 0:
             return None
         within = 0.0
+        prev_le, prev_count = 0.0, 0.0
         for le, count in buckets:
             if le > seconds + 1e-12:
+                slower_lo = max(0.0, 1.0 - prev_count / total)
+                if math.isfinite(le) and le > prev_le and slower_lo > 0:
+                    slower_hi = max(1.0 - count / total, slower_lo * TAIL_FLOOR)
+                    frac = (seconds - prev_le) / (le - prev_le)
+                    within = total * (1.0 - slower_lo * (slower_hi / slower_lo) ** frac)
+                else:
+                    within = prev_count
                 break
             within = count
+            prev_le, prev_count = le, count
         return min(1.0, max(0.0, within / total)), total
 
     def capacity_replicas(self) -> int:
