@@ -31,6 +31,11 @@ AUTOSCALING_CEL_RULES = [
         "fieldPath": ".fastScaleUp.threshold",
     },
     {
+        "rule": "!has(self.objective) || self.objective != 'Throughput' || !has(self.latencyTargetMs)",
+        "message": "latencyTargetMs must be unset when objective is Throughput",
+        "fieldPath": ".latencyTargetMs",
+    },
+    {
         "rule": "!has(self.schedule) || !has(self.maxReplicas) || "
                 "self.schedule.all(w, w.minReplicas <= self.maxReplicas)",
         "message": "every schedule entry's minReplicas must be less than or equal to maxReplicas",
@@ -215,6 +220,14 @@ class AutoscalingSpec(ApiModel):
         description="Detect load that repeats with a cycle shorter than the model load time plus the scale-down "
         "window, and hold the replicas at the cycle's peak instead of following it down and up again.",
     )
+    objective: Literal["Latency", "Throughput"] = Field(
+        "Latency",
+        description="What the autoscaler optimises. Latency: replicas sized by queue, batch fill and throughput "
+        "targets (and latencyTargetMs when set), for pools that answer users. Throughput: for pools that serve only "
+        "bulk ingestion (closed-loop clients that retry 429s): replicas sized so each GPU stays busy (its queue "
+        "non-empty), scaled down within a minute when the backlog drains; no fast scale-up path. latencyTargetMs "
+        "must be unset with Throughput.",
+    )
     fast_scale_up: FastScaleUp = Field(default_factory=FastScaleUp, description="The fast scale-up path.")
     schedule: list[ScheduleWindow] = Field(
         default_factory=list, max_length=50,
@@ -231,6 +244,9 @@ class AutoscalingSpec(ApiModel):
             raise FieldError(
                 "minReplicas", f"must be less than or equal to maxReplicas ({self.min_replicas} > {self.max_replicas})"
             )
+        if self.objective == "Throughput" and self.latency_target_ms is not None:
+            raise FieldError("latencyTargetMs", "must be unset when objective is Throughput (a throughput pool has "
+                             "no latency target; use objective Latency)")
         if self.fast_scale_up.threshold < 1.0 + self.tolerance:
             raise FieldError("fastScaleUp.threshold", f"must be at least 1 + tolerance "
                              f"({self.fast_scale_up.threshold} < {1.0 + self.tolerance})")

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ..api.autoscaling import AutoscalingSpec
+from . import throughput
 from .signals import Signals
 
 Action = Literal["ScaleUp", "ScaleDown", "Hold"]
@@ -546,6 +547,8 @@ def decide(
     many pods beyond `signals.schedulable_capacity` may be left pending for a cluster autoscaler to act on.
     """
     _check(spec, max_batch_tokens, max_pending)
+    if spec.objective == "Throughput":  # bulk ingestion: sized for busy GPUs (autoscaling/throughput.py)
+        spec = throughput.effective_spec(spec)
     s = signals
     current = s.current_replicas
     first = state.first_tick_at if state.first_tick_at is not None else now
@@ -590,7 +593,8 @@ def decide(
             # (A periodic load is held at its cycle's peak instead: headroom on each rise would hold more.)
             headroom = _growth_headroom(state.demand_history, now, demand, load_for_sizing, spec.tolerance)
         reading = _recommend(s, spec, max_batch_tokens, current, peak, state.previous_demand, headroom,
-                             learned_utilization=state.latency_utilization)
+                             learned_utilization=state.latency_utilization) if spec.objective != "Throughput" else \
+            _Reading(**vars(throughput.recommend(s, spec, max_batch_tokens, current, peak)))
         rec, reason, q_per, fill, tpr, ratio, peak = (reading.rec, reading.reason, reading.q_per, reading.fill,
                                                       reading.tpr, reading.ratio, reading.peak)
         # A pool whose requests miss the latency target is not over-provisioned: no scale-down then. Before the
@@ -732,7 +736,8 @@ def decide_fast(
     s = signals
     current = s.current_replicas
     hold = Decision(desired_replicas=current, action="Hold", reason="Fast path: no scale-up needed", fast=True)
-    if not spec.fast_scale_up.enabled or _metrics_problem(s, spec, now) or s.ready_replicas <= 0:
+    if not spec.fast_scale_up.enabled or spec.objective == "Throughput" or _metrics_problem(s, spec, now) or \
+            s.ready_replicas <= 0:
         return hold, state
     reading = _recommend(s, spec, max_batch_tokens, current, state.peak_tokens_per_replica, backlog=True,
                          learned_utilization=state.latency_utilization)
