@@ -12,7 +12,7 @@ pool's billed GPU-seconds into:
 - useful: served tokens / the physical limit's tokens/s (what the cost would be at the limit);
 - partial batches: time the GPU ran batches, minus the useful part (batches below maxBatchTokens pay the
   per-batch overhead and serve fewer tokens per second);
-- idle: Ready, nothing running (its queue empty), split into the bulk job's window and the rest of the trace;
+- idle: Ready, nothing running (its queue empty);
 - loading: scheduled, model still loading (billed, serves nothing);
 - draining: terminating, finishing what it admitted.
 
@@ -27,8 +27,9 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from .workload import make_workload, select
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACES = ROOT / "bench" / "traces"
-PARTS = ("useful", "partial batches", "idle (bulk window)", "idle (rest)", "loading", "draining")
+PARTS = ("useful", "partial batches", "idle", "loading", "draining")
 
 
 @dataclass
@@ -48,20 +49,40 @@ class Breakdown:
     seed: int
     pool: str
     objective: str
-    gpu_seconds: dict[str, float]
-    tokens: float
+    parts: dict[str, dict[str, float]]
+    """window ("job": while the bulk workers run, "rest": the other hours) -> part (PARTS) -> GPU-seconds."""
+    tokens: dict[str, float]
+    """window -> tokens served (answered) in it."""
+    limit: float
+    """The physical limit's tokens/s per GPU."""
     bulk_tokens: float
-    cost_ratio: float
     bulk_done_s: float | None
     doc_attainment: float | None
     doc_p99: float | None
     wall_s: float
     replicas: dict[str, float]
-    """Time-weighted mean replicas by phase, in the bulk window and outside it."""
+    """Time-weighted mean replicas by phase and window."""
+    window: tuple[float, float]
+    result: Any = field(default=None, repr=False)
 
-    @property
-    def total(self) -> float:
-        return sum(self.gpu_seconds.values())
+    def total(self, window: str | None = None) -> float:
+        ws = [window] if window else list(self.parts)
+        return sum(v for w in ws for v in self.parts[w].values())
+
+    def ratio(self, window: str | None = None) -> float:
+        """Cost per token against the physical limit: GPU-seconds billed / (tokens / limit)."""
+        tok = self.tokens[window] if window else sum(self.tokens.values())
+        return self.total(window) / (tok / self.limit) if tok > 0 else math.inf
+
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("trace", "seed", "pool", "objective", "parts", "tokens", "limit",
+                                            "bulk_tokens", "bulk_done_s", "doc_attainment", "doc_p99", "wall_s",
+                                            "replicas", "window")}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Breakdown":
+        return cls(**d)
 
 
 def _sq_per_token(pool: Pool) -> float:
@@ -77,6 +98,7 @@ def _sq_per_token(pool: Pool) -> float:
 
 
 def bulk_window(trace: Trace) -> tuple[float, float]:
+    """[start, end) of the hours bulk workers run (the first to the last row with workers)."""
     w = trace.bulk_workers
     on = np.nonzero(w[:-1] > 0)[0]
     if not len(on):
@@ -84,8 +106,15 @@ def bulk_window(trace: Trace) -> tuple[float, float]:
     return float(trace.times[on[0]]), float(trace.times[on[-1] + 1])
 
 
-def run(trace: Trace, seed: int, pool: Pool, objective: str = "default", log_rows: int = 6_000_000) -> Breakdown:
-    """Run tei-operator's policy on one pool with the batch log on and split its GPU-seconds (module docstring)."""
+def _overlap(lo: float, hi: float, a: float, b: float) -> float:
+    return max(0.0, min(hi, b) - max(lo, a))
+
+
+def run(trace: Trace, seed: int, pool: Pool, objective: str = "default", log_rows: int = 8_000_000,
+        policy=None, workload=None) -> Breakdown:
+    """Run tei-operator's policy on one pool with the batch log on and split its GPU-seconds (module docstring).
+    `objective`: "default" deploys the benchmark's spec (run.operator_spec) as it is; Latency or Throughput sets
+    spec.autoscaling.objective."""
     from . import kernel as K
     from .experiment import make_policy
     from .simulator import Simulator
@@ -93,14 +122,15 @@ def run(trace: Trace, seed: int, pool: Pool, objective: str = "default", log_row
     t_wall = time.time()
     base = load_bench_profile()
     profile = pool.profile(base)
-    workload = make_workload(trace, seed)
+    workload = workload or make_workload(trace, seed)
     arrivals = select(workload.arrivals, set(pool.classes))
     bulk = workload.bulk if pool.bulk else []
-    policy = make_policy("operator", None, pool, trace, base)
-    if objective != "default":
-        from .bulk_pools import with_objective
+    if policy is None:
+        policy = make_policy("operator", None, pool, trace, base)
+        if objective != "default":
+            from .bulk_pools import with_objective
 
-        policy = with_objective(policy, objective)
+            policy = with_objective(policy, objective)
     sim = Simulator(profile, replicas0=initial_replicas(trace, base, pool), quota=trace.gpu_quota, seed=seed,
                     routing=pool.routing, arrivals=arrivals, bulk=bulk[0] if bulk else None,
                     metrics_outage=trace.metrics_outage, batch_log=log_rows)
@@ -109,14 +139,13 @@ def run(trace: Trace, seed: int, pool: Pool, objective: str = "default", log_row
     drain_start: dict[int, float] = {}
     a, b = bulk_window(trace)
     sample = 5.0
-    samples = np.arange(0.0, trace.duration, sample)
     ticks = tick_times(policy, trace.duration)
-    times = np.unique(np.concatenate([ticks, samples]))
+    times = np.unique(np.round(np.concatenate([ticks, np.arange(0.0, trace.duration, sample)]), 6))
     tickset = set(np.round(ticks, 6).tolist())
-    phase_time = {(ph, w): 0.0 for ph in ("Loading", "Ready", "Draining", "Pending") for w in ("bulk", "rest")}
+    phase_time: dict[tuple[str, str], float] = {}
     for t in times.tolist():
         sim.advance_to(t)
-        if round(t, 6) in tickset:
+        if t in tickset:
             want = policy.tick(t, view)
             if want is not None and want != view.desired:
                 actions.append((t, view.desired, int(want)))
@@ -124,75 +153,88 @@ def run(trace: Trace, seed: int, pool: Pool, objective: str = "default", log_row
         for rec in sim._pods:
             if rec.phase == K.DRAINING and rec.id not in drain_start:
                 drain_start[rec.id] = t
-        if abs(t / sample - round(t / sample)) < 1e-9:
-            w = "bulk" if a <= t < b else "rest"
+        if abs(t / sample - round(t / sample)) < 1e-6:
+            w = "job" if a <= t < b else "rest"
             for info in view.pods():
                 phase_time[(info.phase, w)] = phase_time.get((info.phase, w), 0.0) + sample
     sim.advance_to(trace.duration)
     out = sim.results()
-    res = measure(policy, trace, arrivals, pool, profile, out, actions, seed, "diag", "operator", {})
+    res = measure(policy, trace, arrivals, pool, profile, out, actions, seed, "pools", "operator", {})
     end = trace.duration
-    load = drain = 0.0
+    spans = {"loading": [], "draining": []}
     for r in out.pods:
         if r.scheduled_at is None:
             continue
         stop = min(r.gone_at if r.gone_at is not None else end, end)
         ready = r.ready_at if r.ready_at is not None else stop
-        load += max(0.0, min(ready, stop) - r.scheduled_at)
+        spans["loading"].append((r.scheduled_at, min(ready, stop)))
         if r.id in drain_start:
-            drain += max(0.0, stop - drain_start[r.id])
-    billed = float(out.gpu_seconds)
+            spans["draining"].append((drain_start[r.id], stop))
     blog = sim.batch_log()
     if len(blog) >= log_rows:
         raise RuntimeError(f"batch log full ({log_rows} rows): raise log_rows")
-    nonempty = blog[:, 3] > 0
     sq = _sq_per_token(pool)
     dur = profile.overhead_s + profile.seconds_per_token * blog[:, 3] + profile.seconds_per_token_sq * sq * blog[:, 3]
-    dur = np.where(nonempty, dur, 0.0)
-    in_bulk = (blog[:, 1] >= a) & (blog[:, 1] < b)
-    busy = float(dur.sum())
-    busy_bulk = float(dur[in_bulk].sum())
+    dur = np.where(blog[:, 3] > 0, dur, 0.0)
+    in_job = (blog[:, 1] >= a) & (blog[:, 1] < b)
     limit = physical_limit_tokens_per_s(base, pool)
-    tokens = float(sum(c.tokens for c in res.classes.values()))
-    useful = tokens / limit
-    ready_bulk = phase_time[("Ready", "bulk")]
-    ready_rest = phase_time[("Ready", "rest")]
-    parts = {
-        "useful": useful,
-        "partial batches": busy - useful,
-        "idle (bulk window)": max(0.0, ready_bulk - busy_bulk),
-        "idle (rest)": max(0.0, ready_rest - (busy - busy_bulk)),
-        "loading": load,
-        "draining": drain,
-    }
-    # the 5 s sampling of Ready time is approximate: put the rounding into the idle parts so the sum is the bill
-    diff = billed - sum(parts.values())
-    idle = parts["idle (bulk window)"] + parts["idle (rest)"]
+    # tokens answered in each window
+    ok = out.status == 200
+    done = np.where(ok, out.done, np.nan)
+    tok_open = np.asarray(out.tokens, dtype=float)
+    bok = out.bulk_status == 200
+    tokens = {}
+    for w in ("job", "rest"):
+        m_open = ok & (done >= a) & (done < b) if w == "job" else ok & ~((done >= a) & (done < b))
+        m_bulk = bok & (out.bulk_done >= a) & (out.bulk_done < b) if w == "job" else \
+            bok & ~((out.bulk_done >= a) & (out.bulk_done < b))
+        tokens[w] = float(tok_open[m_open].sum() + np.asarray(out.bulk_tokens, float)[m_bulk].sum())
+    parts: dict[str, dict[str, float]] = {}
+    length = {"job": b - a, "rest": end - (b - a)}
+    for w in ("job", "rest"):
+        busy = float(dur[in_job].sum() if w == "job" else dur[~in_job].sum())
+        useful = tokens[w] / limit
+        ov = {k: sum(_overlap(lo, hi, a, b) if w == "job" else (hi - lo) - _overlap(lo, hi, a, b)
+                     for lo, hi in v) for k, v in spans.items()}
+        ready = phase_time.get(("Ready", w), 0.0)
+        parts[w] = {"useful": useful, "partial batches": busy - useful, "idle": max(0.0, ready - busy),
+                    "loading": ov["loading"], "draining": ov["draining"]}
+    # Ready time is sampled every 5 s: put the rounding into the idle parts so the parts sum to the bill
+    billed = float(out.gpu_seconds)
+    diff = billed - sum(sum(p.values()) for p in parts.values())
+    idle = sum(p["idle"] for p in parts.values())
     if idle > 0:
-        for k in ("idle (bulk window)", "idle (rest)"):
-            parts[k] += diff * parts[k] / idle
+        for p in parts.values():
+            p["idle"] += diff * p["idle"] / idle
     doc = res.classes.get(1)
-    bw = max(b - a, 1e-9)
-    rw = max(trace.duration - bw, 1e-9)
-    reps = {f"{ph.lower()} ({w})": phase_time[(ph, w)] / (bw if w == "bulk" else rw)
-            for ph in ("Ready", "Loading", "Draining") for w in ("bulk", "rest")}
-    return Breakdown(trace.name, seed, pool.name, objective, parts, tokens, res.bulk_tokens, res.cost_ratio,
-                     res.bulk_done_s, doc.attainment if doc else None, doc.p99 if doc else None,
-                     time.time() - t_wall, reps)
+    reps = {f"{ph.lower()} ({w})": phase_time.get((ph, w), 0.0) / max(length[w], 1e-9)
+            for ph in ("Ready", "Loading", "Draining") for w in ("job", "rest")}
+    name = objective if objective != "default" else getattr(policy.spec, "objective", "Latency")
+    return Breakdown(trace.name, seed, pool.name, name, parts, tokens, limit, res.bulk_tokens, res.bulk_done_s,
+                     doc.attainment if doc else None, doc.p99 if doc else None, time.time() - t_wall, reps, (a, b),
+                     res)
 
 
 def table(rows: list[Breakdown]) -> str:
-    head = ("| trace | seed | objective | cost vs limit | GPU-h | " + " | ".join(PARTS) +
-            " | bulk tokens (M) | bulk job done | documents within 2 s | document p99 s |")
+    """GPU-hours by part and window, and the cost ratio over the job's hours, the rest and the whole trace."""
+    head = ("| trace | pool | objective | seed | hours | cost vs limit | GPU-h | " + " | ".join(PARTS) +
+            " | tokens (M) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        tot = r.total
-        cells = [f"{r.gpu_seconds[p] / 3600:.1f} ({100 * r.gpu_seconds[p] / tot:.0f}%)" for p in PARTS]
-        done = "not done" if r.bulk_done_s is None else f"{r.bulk_done_s / 60:.0f} min"
-        da = "-" if r.doc_attainment is None else f"{100 * r.doc_attainment:.2f}%"
-        dp = "-" if r.doc_p99 is None or not math.isfinite(r.doc_p99) else f"{r.doc_p99:.2f}"
-        lines.append(f"| {r.trace} | {r.seed} | {r.objective} | {r.cost_ratio:.2f}x | {tot / 3600:.2f} | "
-                     + " | ".join(cells) + f" | {r.bulk_tokens / 1e6:.0f} | {done} | {da} | {dp} |")
+        a, b = r.window
+        span = (f"{a / 3600:.0f}-{b / 3600:.0f} h" if b >= 7200 else f"{a / 60:.0f}-{b / 60:.0f} min")
+        for w, label in (("job", f"bulk job ({span})"),
+                         ("rest", "the other hours"), (None, "whole trace")):
+            tot = r.total(w)
+            if tot <= 0:
+                continue
+            vals = {p: (r.parts[w][p] if w else sum(r.parts[x][p] for x in r.parts)) for p in PARTS}
+            cells = [f"{vals[p] / 3600:.1f} ({100 * vals[p] / tot:.0f}%)" for p in PARTS]
+            tok = r.tokens[w] if w else sum(r.tokens.values())
+            ratio = r.ratio(w)
+            lines.append(f"| {r.trace} | {r.pool} | {r.objective} | {r.seed} | {label} | "
+                         f"{'-' if math.isinf(ratio) else f'{ratio:.2f}x'} | {tot / 3600:.2f} | "
+                         + " | ".join(cells) + f" | {tok / 1e6:.0f} |")
     return "\n".join(lines)
 
 
@@ -228,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         for s in range(1, args.seeds + 1):
             r = run(trace, s, pool, obj)
             rows.append(r)
-            print(f"{trace.name} seed {s} {obj}: {r.cost_ratio:.2f}x in {r.wall_s:.0f} s; mean replicas "
+            print(f"{trace.name} seed {s} {obj}: {r.ratio():.2f}x in {r.wall_s:.0f} s; bulk {r.bulk_tokens / 1e6:.0f}M "
+                  f"tokens, job done {'never' if r.bulk_done_s is None else f'{r.bulk_done_s / 60:.0f} min'}; "
+                  f"documents {r.doc_attainment}, p99 {r.doc_p99}; mean replicas "
                   + ", ".join(f"{k} {v:.2f}" for k, v in r.replicas.items()), flush=True)
     print(table(rows))
     return 0
