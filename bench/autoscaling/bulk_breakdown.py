@@ -63,6 +63,7 @@ class Breakdown:
     replicas: dict[str, float]
     """Time-weighted mean replicas by phase and window."""
     window: tuple[float, float]
+    duration: float = 0.0
     result: Any = field(default=None, repr=False)
 
     def total(self, window: str | None = None) -> float:
@@ -72,12 +73,14 @@ class Breakdown:
     def ratio(self, window: str | None = None) -> float:
         """Cost per token against the physical limit: GPU-seconds billed / (tokens / limit)."""
         tok = self.tokens[window] if window else sum(self.tokens.values())
+        if tok < 0.01 * sum(self.tokens.values()):
+            return math.inf  # (answers of requests in flight when the job stopped: no cost per token to speak of)
         return self.total(window) / (tok / self.limit) if tok > 0 else math.inf
 
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("trace", "seed", "pool", "objective", "parts", "tokens", "limit",
                                             "bulk_tokens", "bulk_done_s", "doc_attainment", "doc_p99", "wall_s",
-                                            "replicas", "window")}
+                                            "replicas", "window", "duration")}
         return d
 
     @classmethod
@@ -212,7 +215,7 @@ def run(trace: Trace, seed: int, pool: Pool, objective: str = "default", log_row
     name = objective if objective != "default" else getattr(policy.spec, "objective", "Latency")
     return Breakdown(trace.name, seed, pool.name, name, parts, tokens, limit, res.bulk_tokens, res.bulk_done_s,
                      doc.attainment if doc else None, doc.p99 if doc else None, time.time() - t_wall, reps, (a, b),
-                     res)
+                     trace.duration, res)
 
 
 def table(rows: list[Breakdown]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from pydantic import ValidationError
 
@@ -39,9 +41,9 @@ def test_busy_share_from_batches_and_batch_time():
 
 
 def test_idle_replicas_scale_down_to_what_keeps_them_busy():
-    # 12 replicas busy 50%: the same work keeps ceil(12 x 0.5 / 0.95) = 7 busy
+    # 12 replicas busy 50%: the same work keeps ceil(12 x 0.5 / target) busy
     d, _ = decide(sig(12, 0.5), watched(), spec(), MBT, now=0)
-    assert (d.action, d.desired_replicas) == ("ScaleDown", 7)
+    assert (d.action, d.desired_replicas) == ("ScaleDown", math.ceil(12 * 0.5 / throughput.BUSY_TARGET - 1e-9))
     assert "busy 50%" in d.reason
 
 
@@ -66,7 +68,7 @@ def test_arrivals_beyond_completions_count_as_work():
     s = sig(4, 1.0)
     s = Signals(**{**s.__dict__, "request_rate": s.success_rate * 2})  # open-loop arrivals twice the completions
     d, _ = decide(s, watched(), spec(), MBT, now=0)
-    assert d.desired_replicas == 9  # ceil(4 x 2 / 0.95)
+    assert d.desired_replicas == math.ceil(4 * 2 / throughput.BUSY_TARGET - 1e-9)
 
 
 def test_scale_down_is_prompt_by_default_and_the_users_window_wins():
@@ -77,7 +79,8 @@ def test_scale_down_is_prompt_by_default_and_the_users_window_wins():
     d, st = decide(sig(12, 0.2, t=30), st, spec(), MBT, now=30)
     assert d.action == "Hold"  # inside the 60 s window
     d, st = decide(sig(12, 0.2, t=75), st, spec(), MBT, now=75)
-    assert (d.action, d.desired_replicas) == ("ScaleDown", 3)  # all at once: ceil(12 x 0.2 / 0.95)
+    # all at once, no 1-pod / 25% step limit
+    assert (d.action, d.desired_replicas) == ("ScaleDown", math.ceil(12 * 0.2 / throughput.BUSY_TARGET - 1e-9))
     st = PolicyState(first_tick_at=0.0)
     sp = spec(scaleDown={"stabilizationWindowSeconds": 300})
     for t in (0, 30, 75):
@@ -111,3 +114,19 @@ def test_objective_validation_names_the_field():
         spec(objective="Cheap")
     assert spec(objective="Latency", latencyTargetMs=100).objective == "Latency"
     assert AutoscalingSpec.model_validate({"enabled": True, "maxReplicas": 2}).objective == "Latency"
+
+
+def test_bulk_pool_example_is_the_benchmarks_bulk_pool():
+    from pathlib import Path
+
+    import yaml
+
+    from bench.autoscaling.bulk_pools import BULK_POOL
+    from tei_operator.api import ServiceResource
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "embedding-bulk-pool.yaml"
+    (doc,) = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    svc = ServiceResource.from_body(doc)
+    assert svc.spec.autoscaling.objective == BULK_POOL.objective == "Throughput"
+    assert svc.spec.engine.max_batch_tokens == BULK_POOL.max_batch_tokens
+    assert svc.spec.autoscaling.max_replicas == BULK_POOL.max_replicas
