@@ -181,17 +181,12 @@ def run(trace: Trace, seed: int, pool: Pool, objective: str = "default", log_row
     dur = np.where(blog[:, 3] > 0, dur, 0.0)
     in_job = (blog[:, 1] >= a) & (blog[:, 1] < b)
     limit = physical_limit_tokens_per_s(base, pool)
-    # tokens answered in each window
-    ok = out.status == 200
-    done = np.where(ok, out.done, np.nan)
-    tok_open = np.asarray(out.tokens, dtype=float)
-    bok = out.bulk_status == 200
-    tokens = {}
-    for w in ("job", "rest"):
-        m_open = ok & (done >= a) & (done < b) if w == "job" else ok & ~((done >= a) & (done < b))
-        m_bulk = bok & (out.bulk_done >= a) & (out.bulk_done < b) if w == "job" else \
-            bok & ~((out.bulk_done >= a) & (out.bulk_done < b))
-        tokens[w] = float(tok_open[m_open].sum() + np.asarray(out.bulk_tokens, float)[m_bulk].sum())
+    # tokens served in each window: the answered tokens, split as the batches that ran them (by the time each batch
+    # was formed: a request answered just after the job's end ran inside it)
+    served = float(sum(c.tokens for c in res.classes.values()))
+    batched = {"job": float(blog[in_job, 3].sum()), "rest": float(blog[~in_job, 3].sum())}
+    all_batched = sum(batched.values()) or 1.0
+    tokens = {w: served * batched[w] / all_batched for w in batched}
     parts: dict[str, dict[str, float]] = {}
     length = {"job": b - a, "rest": end - (b - a)}
     for w in ("job", "rest"):
