@@ -156,7 +156,8 @@ def run_task(task: Task) -> list[Result]:
     out = []
     for pool in task.pools:
         for family, knob in task.runs:
-            if isinstance(pool, ObjectivePool):  # the bulk class's own pool, with its GPU-hour breakdown
+            if family == "operator" and (isinstance(pool, ObjectivePool) or pool is INGEST):
+                # the bulk class's pools, with their GPU-hour breakdown (bulk_pools.py)
                 out.append(simulate_breakdown(pool, task.trace, task.seed, workload))
                 continue
             pol = make_policy(family, knob, pool, task.trace, profile)
