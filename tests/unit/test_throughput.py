@@ -130,3 +130,20 @@ def test_bulk_pool_example_is_the_benchmarks_bulk_pool():
     assert svc.spec.autoscaling.objective == BULK_POOL.objective == "Throughput"
     assert svc.spec.engine.max_batch_tokens == BULK_POOL.max_batch_tokens
     assert svc.spec.autoscaling.max_replicas == BULK_POOL.max_replicas
+
+
+def test_cel_rule_refuses_a_latency_target_on_a_throughput_pool():
+    import celpy
+
+    from tei_operator.api.autoscaling import AUTOSCALING_CEL_RULES
+
+    (rule,) = [r for r in AUTOSCALING_CEL_RULES if "Throughput" in r["rule"]]
+    env = celpy.Environment()
+    program = env.program(env.compile(rule["rule"]))
+
+    def ok(doc):
+        return bool(program.evaluate({"self": celpy.json_to_cel(doc)}))
+
+    assert not ok({"objective": "Throughput", "latencyTargetMs": 100})
+    assert ok({"objective": "Throughput"}) and ok({"objective": "Latency", "latencyTargetMs": 100}) and ok({})
+    assert rule["fieldPath"] == ".latencyTargetMs"

@@ -31,15 +31,15 @@ AUTOSCALING_CEL_RULES = [
         "fieldPath": ".fastScaleUp.threshold",
     },
     {
-        "rule": "!has(self.objective) || self.objective != 'Throughput' || !has(self.latencyTargetMs)",
-        "message": "latencyTargetMs must be unset when objective is Throughput",
-        "fieldPath": ".latencyTargetMs",
-    },
-    {
         "rule": "!has(self.schedule) || !has(self.maxReplicas) || "
                 "self.schedule.all(w, w.minReplicas <= self.maxReplicas)",
         "message": "every schedule entry's minReplicas must be less than or equal to maxReplicas",
         "fieldPath": ".schedule",
+    },
+    {
+        "rule": "!has(self.objective) || self.objective != 'Throughput' || !has(self.latencyTargetMs)",
+        "message": "latencyTargetMs must be unset when objective is Throughput",
+        "fieldPath": ".latencyTargetMs",
     },
 ]
 
