@@ -156,7 +156,7 @@ def run_task(task: Task) -> list[Result]:
     out = []
     for pool in task.pools:
         for family, knob in task.runs:
-            if family == "operator" and (isinstance(pool, ObjectivePool) or pool is INGEST):
+            if family == "operator" and (isinstance(pool, ObjectivePool) or pool.name == INGEST.name):
                 # the bulk class's pools, with their GPU-hour breakdown (bulk_pools.py)
                 out.append(simulate_breakdown(pool, task.trace, task.seed, workload))
                 continue
