@@ -22,6 +22,7 @@ from .classes import CLASSES, QUERY
 from .policies import HpaQueue, HpaRate, Keda, Kpa, Oracle, Policy, Static
 from .run import (INGEST, MIXED, ONLINE, Pool, Result, demand_replicas, load_bench_profile, replica_capacity,
                   simulate)
+from .bulk_pools import ObjectivePool, extra_pools, simulate_breakdown
 from .traces import Trace
 from .workload import make_workload
 
@@ -102,6 +103,8 @@ def operator_spec(pool: Pool, knob: float | None):
     from tei_operator.api.autoscaling import AutoscalingSpec
 
     doc = {"enabled": True, "minReplicas": pool.min_replicas, "maxReplicas": pool.max_replicas}
+    if getattr(pool, "objective", "Latency") != "Latency":  # bulk_pools.ObjectivePool
+        doc["objective"] = pool.objective
     if QUERY in pool.classes:
         doc["latencyTargetMs"] = int(knob if knob is not None and not math.isnan(knob) else 100)
     return AutoscalingSpec.model_validate(doc)
@@ -154,6 +157,10 @@ def run_task(task: Task) -> list[Result]:
     out = []
     for pool in task.pools:
         for family, knob in task.runs:
+            if family == "operator" and (isinstance(pool, ObjectivePool) or pool.name == INGEST.name):
+                # the bulk class's pools, with their GPU-hour breakdown (bulk_pools.py)
+                out.append(simulate_breakdown(pool, task.trace, task.seed, workload))
+                continue
             pol = make_policy(family, knob, pool, task.trace, profile)
             r = simulate(pol, task.trace, workload, pool, profile, task.seed, task.split, family,
                          keep_timeline=task.keep_timeline)
@@ -271,7 +278,7 @@ def execute(train: list[Trace], test: list[Trace], plan: Plan, jobs: int, log=pr
             continue
         seeds = plan.pools_seeds[:1] if tr.name in plan.long_traces else plan.pools_seeds
         for s in seeds:
-            tasks.append(Task(tr, "pools", s, (ONLINE, INGEST, MIXED), ((pol, tuned[pol][0]),)))
+            tasks.append(Task(tr, "pools", s, (ONLINE, INGEST, MIXED) + extra_pools(pol), ((pol, tuned[pol][0]),)))
     res = run_tasks(tasks, jobs)
     test_res = [r for r in res if r.split == "test"]
     for r in list(test_res):

@@ -14,6 +14,7 @@ import numpy as np
 
 from .classes import BULK, CLASSES, DOCUMENT, QUERY
 from .experiment import COMPETENT, GOAL, Outcome, Plan, make_policy
+from .bulk_pools import goal_row, section as bulk_section
 from .run import INGEST, MIXED, ONLINE, START_UTILIZATION, Result, physical_limit_tokens_per_s, replica_capacity
 from .sweep import AtGoal, Point, gpu_hours_at, median_points
 from .traces import Trace
@@ -161,7 +162,10 @@ def goals(out: Outcome, test_traces: list[Trace], profile, plan: Plan) -> tuple[
         facts["gpu_ratio_met"], facts["gpu_ratios"] = met, ratios
     # 3. bulk cost on the diurnal
     diurnal = [r for r in out.pools if r.trace == "diurnal" and r.pool == INGEST.name]
-    if diurnal:
+    bulk_goal = goal_row(out, BULK_RATIO_GOAL)  # the bulk class in its own pool (bulk_pools.py)
+    if bulk_goal:
+        rows.append(bulk_goal)
+    elif diurnal:
         v = med([r.cost_ratio for r in diurnal])
         rows.append((f"Bulk class on the 24 h diurnal: cost per 1M tokens <= {BULK_RATIO_GOAL}x the physical limit",
                      f"{v:.2f}x (ingest pool of the split deployment, {diurnal[0].family}; "
@@ -541,6 +545,7 @@ cheapest point swept already reaches it; "never": no point does (best point in b
 
 {ptable}
 
+{bulk_section(out)}
 {sim_section}
 """
     path.parent.mkdir(parents=True, exist_ok=True)

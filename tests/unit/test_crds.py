@@ -230,7 +230,9 @@ def test_cel_rules_are_where_they_belong():
                                               "!has(self.tolerance) || self.fastScaleUp.threshold >= 1.0 + "
                                               "self.tolerance",
                                               "!has(self.schedule) || !has(self.maxReplicas) || "
-                                              "self.schedule.all(w, w.minReplicas <= self.maxReplicas)"]
+                                              "self.schedule.all(w, w.minReplicas <= self.maxReplicas)",
+                                              "!has(self.objective) || self.objective != 'Throughput' || "
+                                              "!has(self.latencyTargetMs)"]
     for rule_list in embedding.values():
         for rule in rule_list:
             CEL.compile(rule)  # syntax

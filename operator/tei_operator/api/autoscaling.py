@@ -36,6 +36,11 @@ AUTOSCALING_CEL_RULES = [
         "message": "every schedule entry's minReplicas must be less than or equal to maxReplicas",
         "fieldPath": ".schedule",
     },
+    {
+        "rule": "!has(self.objective) || self.objective != 'Throughput' || !has(self.latencyTargetMs)",
+        "message": "latencyTargetMs must be unset when objective is Throughput",
+        "fieldPath": ".latencyTargetMs",
+    },
 ]
 
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -217,6 +222,14 @@ class AutoscalingSpec(ApiModel):
         description="Detect load that repeats with a cycle shorter than the model load time plus the scale-down "
         "window, and hold the replicas at the cycle's peak instead of following it down and up again.",
     )
+    objective: Literal["Latency", "Throughput"] = Field(
+        "Latency",
+        description="What the autoscaler optimises. Latency: replicas sized by queue, batch fill and throughput "
+        "targets (and latencyTargetMs when set), for pools that answer users. Throughput: for pools that serve only "
+        "bulk ingestion (closed-loop clients that retry 429s): replicas sized so each GPU stays busy (its queue "
+        "non-empty), scaled down within a minute when the backlog drains; no fast scale-up path. latencyTargetMs "
+        "must be unset with Throughput.",
+    )
     fast_scale_up: FastScaleUp = Field(default_factory=FastScaleUp, description="The fast scale-up path.")
     schedule: list[ScheduleWindow] = Field(
         default_factory=list, max_length=50,
@@ -233,6 +246,9 @@ class AutoscalingSpec(ApiModel):
             raise FieldError(
                 "minReplicas", f"must be less than or equal to maxReplicas ({self.min_replicas} > {self.max_replicas})"
             )
+        if self.objective == "Throughput" and self.latency_target_ms is not None:
+            raise FieldError("latencyTargetMs", "must be unset when objective is Throughput (a throughput pool has "
+                             "no latency target; use objective Latency)")
         if self.fast_scale_up.threshold < 1.0 + self.tolerance:
             raise FieldError("fastScaleUp.threshold", f"must be at least 1 + tolerance "
                              f"({self.fast_scale_up.threshold} < {1.0 + self.tolerance})")

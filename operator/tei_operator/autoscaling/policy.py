@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ..api.autoscaling import AutoscalingSpec
+from . import throughput
 from .signals import Signals
 
 Action = Literal["ScaleUp", "ScaleDown", "Hold"]
@@ -563,6 +564,8 @@ def decide(
     many pods beyond `signals.schedulable_capacity` may be left pending for a cluster autoscaler to act on.
     """
     _check(spec, max_batch_tokens, max_pending)
+    if spec.objective == "Throughput":  # bulk ingestion: sized for busy GPUs (autoscaling/throughput.py)
+        spec = throughput.effective_spec(spec)
     s = signals
     current = s.current_replicas
     first = state.first_tick_at if state.first_tick_at is not None else now
@@ -622,7 +625,8 @@ def decide(
             latency_cap, latency_adjusted, latency_move = _latency_capacity(s, spec, state, missed, now, notes,
                                                                             latency_history)
         reading = _recommend(s, spec, max_batch_tokens, current, peak, state.previous_demand, headroom,
-                             latency_capacity=latency_cap if active else None)
+                             latency_capacity=latency_cap if active else None) if spec.objective != "Throughput" \
+            else _Reading(**vars(throughput.recommend(s, spec, max_batch_tokens, current, peak)))
         rec, reason, q_per, fill, tpr, ratio, peak = (reading.rec, reading.reason, reading.q_per, reading.fill,
                                                       reading.tpr, reading.ratio, reading.peak)
         slo = _slo_late_share(latency_history) if active else None
@@ -754,7 +758,8 @@ def decide_fast(
     s = signals
     current = s.current_replicas
     hold = Decision(desired_replicas=current, action="Hold", reason="Fast path: no scale-up needed", fast=True)
-    if not spec.fast_scale_up.enabled or _metrics_problem(s, spec, now) or s.ready_replicas <= 0:
+    if not spec.fast_scale_up.enabled or spec.objective == "Throughput" or _metrics_problem(s, spec, now) or \
+            s.ready_replicas <= 0:
         return hold, state
     # The latency capacity the main tick learned counts only while the short window's requests are late too: it is
     # a level at which a minute of bursty traffic is on time, and ten seconds of the same traffic pass 1.5x of it
