@@ -5,7 +5,8 @@ namespace (tests/cluster/netns.py), so a single socket bound to 0.0.0.0:PORT rec
 IP on that port. This server answers like an idle TEI there: `/health` 200, `/info` (one model for every pod), and
 `/metrics` with TEI's series at rest. A thousand pods then cost one process instead of a thousand emulators.
 
-`GET /_bench/counts` (from 127.0.0.1) returns the requests served by path and the pod addresses seen, as JSON.
+`GET /_bench/counts` returns the requests served by client and path (`prometheus /metrics`: Prometheus's scrapes, told
+by its User-Agent; `other /info`: everyone else, here the operator) and the pod addresses seen, as JSON.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def make_app() -> web.Application:
         path = request.path
         if path == "/_bench/counts":
             return web.json_response({"requests": dict(counts), "pods": len(seen)})
-        counts[path] += 1
+        client = "prometheus" if request.headers.get("User-Agent", "").startswith("Prometheus") else "other"
+        counts[f"{client} {path}"] += 1
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
         if sockname:
             seen.add(sockname[0])
