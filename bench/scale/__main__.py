@@ -47,7 +47,28 @@ def code_described() -> str:
         return "an unknown commit"
 
 
-def report(results: list[RunResult], command: str, timing: Timing, network: str, runtime: float) -> str:
+def load_runs(path: Path) -> tuple[list[RunResult], dict]:
+    """Runs saved by --json: (the runs, what else the file says: code, command)."""
+    data = json.loads(path.read_text())
+    return [RunResult.from_json(r) for r in data["runs"]], {k: v for k, v in data.items() if k != "runs"}
+
+
+def before_section(path: Path | None) -> str:
+    if path is None:
+        return ""
+    runs, info = load_runs(path)
+    return f"""
+## Before: the same benchmark on {info.get('code', 'an earlier commit')}
+
+For comparison, the runs saved in [{path.name}]({path.name}) by `{info.get('command', 'python -m bench.scale')}` on
+the operator at {info.get('code', 'an earlier commit')} (check it out and run that command to reproduce them):
+
+{table(runs)}
+"""
+
+
+def report(results: list[RunResult], command: str, timing: Timing, network: str, runtime: float,
+           before: Path | None = None) -> str:
     sizes = by_size(results)
     n_max = max(sizes)
     last = sizes[n_max][-1]
@@ -104,7 +125,7 @@ the noise of the subtraction):
 Idle, per service per minute:
 
 {breakdown(last, "idle", floor=0.001)}
-"""
+{before_section(before)}"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-report", action="store_true", help=f"print the table only, do not write {REPORT}")
     parser.add_argument("--json", metavar="FILE", help="also write every run's figures as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--before", metavar="FILE", type=Path,
+                        help="runs saved by --json from an earlier commit: the report shows their table too")
     args = parser.parse_args(argv)
     try:
         sizes = [10] if args.quick else sorted({int(x) for x in args.sizes.split(",") if x.strip()})
@@ -125,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sizes: expected numbers separated by commas, got {args.sizes!r}")
     if not sizes or min(sizes) < 2:
         parser.error("--sizes: each N must be at least 2 (half of the services are autoscaled)")
+    if args.before is not None and not args.before.exists():
+        parser.error(f"--before: {args.before} does not exist")
     if args.runs < 1 or (args.runs_largest is not None and args.runs_largest < 1):
         parser.error("--runs and --runs-largest must be at least 1")
     timing = QUICK if args.quick else Timing()
@@ -133,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"Work directory {workdir}; {network}")
     started = time.monotonic()
     results: list[RunResult] = []
+    command = "make bench-scale" if argv is None and sys.argv[1:] == [] else \
+        "python -m bench.scale " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         for n in sizes:
             runs = 1 if args.quick else (args.runs_largest if n == max(sizes) and args.runs_largest else args.runs)
@@ -141,14 +168,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(table(results), flush=True)
     finally:
         if args.json:
-            Path(args.json).write_text(json.dumps([r.to_json() for r in results], indent=1))
+            Path(args.json).write_text(json.dumps({"code": code_described(), "command": command.strip(),
+                                                   "runs": [r.to_json() for r in results]}, indent=1))
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     print(table(results))
     if not args.no_report:
-        command = "make bench-scale" if argv is None and sys.argv[1:] == [] else \
-            "python -m bench.scale " + " ".join(sys.argv[1:] if argv is None else argv)
-        REPORT.write_text(report(results, command.strip(), timing, network, time.monotonic() - started))
+        REPORT.write_text(report(results, command.strip(), timing, network, time.monotonic() - started,
+                                 args.before))
         print(f"wrote {REPORT.relative_to(ROOT)}")
     return 0
 

@@ -72,6 +72,13 @@ class RunResult:
             out[name] = {f"{v} {r}": x for (v, r), x in getattr(self, name).items()}
         return out
 
+    @classmethod
+    def from_json(cls, data: dict) -> "RunResult":
+        data = dict(data)
+        for name in ("create", "idle", "operator_client_idle"):
+            data[name] = {tuple(k.split(" ", 1)): v for k, v in (data.get(name) or {}).items()}
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

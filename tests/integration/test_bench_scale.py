@@ -25,7 +25,9 @@ def test_quick_scale_benchmark_measures_both_phases(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench.scale", "--quick", "--no-report", "--json", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, f"bench.scale --quick failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    runs = json.loads(out.read_text())
+    saved = json.loads(out.read_text())
+    assert saved["code"].startswith("commit ")
+    runs = saved["runs"]
     assert len(runs) == 1
     run = runs[0]
     assert run["n"] == 10 and run["children"] == 20

@@ -91,3 +91,19 @@ def test_goals_say_which_are_met_at_the_largest_size():
     assert "| 0 writes per service per idle minute | 2.500 | **no** |" in text
     assert "| RSS <= 200 MiB | 100 MiB | yes |" in text
     assert "n/a s" in text  # no tick measured is said, not hidden
+
+
+def test_runs_saved_as_json_load_back_for_the_before_table(tmp_path):
+    import json
+
+    from bench.scale.__main__ import before_section, load_runs
+
+    run = result(100, 20, 25, create={("APPLY", "deployments"): 3.5}, idle={("LIST", "pods"): 2.0})
+    path = tmp_path / "before.json"
+    path.write_text(json.dumps({"code": "commit abc1234", "command": "python -m bench.scale --sizes 100",
+                                "runs": [run.to_json()]}))
+    runs, info = load_runs(path)
+    assert runs == [run] and info["code"] == "commit abc1234"
+    section = before_section(path)
+    assert "## Before: the same benchmark on commit abc1234" in section
+    assert "| 100 | 1 | 20.0 | 25.0 | 1.25 |" in section
