@@ -67,6 +67,8 @@ class OperatorMetrics:
         self.reconcile_duration = Histogram(f"{PREFIX}_reconcile_duration_seconds", "Duration of one reconcile of a "
                                             "service, its API calls included.", ["kind"], registry=r,
                                             buckets=RECONCILE_BUCKETS)
+        self.resyncs = Counter(f"{PREFIX}_resyncs", "Periodic resyncs completed (every service reconciled once from "
+                               "the watch-fed cache).", registry=r)
         self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Services waiting in the reconcile queue (requested, "
                                  "not started yet).", registry=r)
         self.api_requests = Counter(f"{PREFIX}_api_requests", "Kubernetes API requests of the operator's client by "
@@ -114,6 +116,10 @@ class OperatorMetrics:
         """One reconcile of a `kind` service ended with `result` after `seconds`."""
         self.reconciles.labels(kind, result).inc()
         self.reconcile_duration.labels(kind).observe(max(0.0, seconds))
+
+    def resynced(self) -> None:
+        """A periodic resync ended: every service it queued was reconciled once."""
+        self.resyncs.inc()
 
     def api_request(self, method: str, path: str, code: int) -> None:
         """One Kubernetes API call answered `code` (0 when the API server could not be reached)."""

@@ -47,8 +47,8 @@ class Settings(BaseSettings):
         2, ge=0, le=60,
         description="Seconds between ticks of the fast scale-up path, which reads the Ready pods' /metrics directly "
         "(whatever the metrics source) and only ever scales up (spec.autoscaling.fastScaleUp). 0 turns it off for "
-        "every service. Each fast tick LISTs the services, their Deployments and pods (label-selected), and scrapes "
-        "the Ready pods of services with the fast path on.",
+        "every service. Each fast tick reads the services, their Deployments and pods from the operator's watch-fed "
+        "cache (no API request) and scrapes the Ready pods of services with the fast path on.",
     )
     autoscaler_fast_window_seconds: float = Field(
         10, gt=0, le=120,

@@ -37,7 +37,7 @@ from typing import Any
 from ..api import GROUP, KINDS, VERSION, ServiceResource
 from ..kube import DEPLOYMENT, NODE, POD, KubeApiError, KubeClient, ResourceType
 from ..metrics import METRICS
-from .capacity import ClusterUsage, schedulable_replicas
+from .capacity import ClusterUsage, is_terminated, schedulable_replicas
 from .policy import RATE_WINDOW_TICKS, Decision, PolicyState, decide, decide_fast
 from .signals import Signals
 from .sources import MetricsSource, PodTarget, ServiceMetrics, ServiceTarget, SourceResult, aggregate
@@ -225,8 +225,12 @@ class Autoscaler:
     from the settings on first use. `clock` gives epoch seconds (tests pass a fake one)."""
 
     def __init__(self, kube: KubeClient, settings: Any, *, sources: Mapping[str, MetricsSource] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, cache: Any = None,
+                 notify: Callable[[tuple[str, str, str]], None] | None = None) -> None:
         self.kube = kube
+        # The controller's watch-fed store (controller/cache.py): services, pods and nodes are read from it instead
+        # of LISTed each tick. None: LIST them (tests, tools).
+        self.cache = cache
         self.settings = settings
         self.clock = clock
         self.kinds = service_types()
@@ -234,7 +238,7 @@ class Autoscaler:
             kube.register(rtype)
         self.tick_seconds = float(settings.autoscaler_tick_seconds)
         self.window = rate_window_seconds(self.tick_seconds)
-        self.writer = StatusWriter(kube, settings.autoscaler_field_manager)
+        self.writer = StatusWriter(kube, settings.autoscaler_field_manager, cache=cache, notify=notify)
         self.sources: dict[str, MetricsSource] = dict(sources or {})
         self.memory: dict[str, _Memory] = {}
         self.ticks = 0
@@ -299,6 +303,11 @@ class Autoscaler:
         """The services of every watched namespace. A namespace the operator may not list (no Role there) is skipped
         with a warning naming it and the permission, so it does not stop autoscaling in the others."""
         out: list[dict] = []
+        if self.cache is not None:
+            wanted = dict(part.split("=", 1) for part in (label_selector or "").split(",") if part)
+            for namespace in self._namespaces():
+                out.extend(self.cache.list_now(rtype, namespace, wanted))
+            return out
         for namespace in self._namespaces():
             try:
                 out.extend(await self.kube.list(rtype, namespace, label_selector=label_selector))
@@ -450,7 +459,8 @@ class Autoscaler:
         memory.state = state  # a hold changes at most the learned peak
         if decision.action != "ScaleUp":
             return TickOutcome(view.label, decision=decision)
-        await self.writer.set_replicas(resource.namespace, resource.name, decision.desired_replicas)
+        await self.writer.set_replicas(resource.namespace, resource.name, decision.desired_replicas,
+                                       kind=resource.kind)
         memory.last_scale_time = now
         logger.info("Scaled Deployment %s/%s up from %d to %d: %s", resource.namespace, resource.name, current,
                     decision.desired_replicas, decision.reason)
@@ -477,7 +487,12 @@ class Autoscaler:
 
     async def _cluster_usage(self) -> tuple[ClusterUsage | None, list[dict] | None]:
         """One LIST of nodes and one of all pods (for what is allocated on each node). Without the right to list
-        pods cluster-wide, capacity is unknown (no limit is applied, and a warning says why)."""
+        pods cluster-wide, capacity is unknown (no limit is applied, and a warning says why). With the store: the
+        nodes and pods it holds (every pod the operator watches), no request."""
+        if self.cache is not None:
+            pods = [p for p in self.cache.list_now(POD) if not is_terminated(p)]
+            nodes = self.cache.list_now(NODE) if self.cache.nodes_watched else []
+            return (ClusterUsage.from_lists(nodes, pods) if nodes else None), pods
         try:
             nodes = await self.kube.list(NODE)
             pods = await self.kube.list(POD, None, field_selector="status.phase!=Succeeded,status.phase!=Failed")
@@ -543,7 +558,8 @@ class Autoscaler:
         METRICS.autoscaler_decision(decision.action, decision.limited_by)
         outcome = TickOutcome(view.label, decision=decision)
         if decision.desired_replicas != current:
-            await self.writer.set_replicas(resource.namespace, resource.name, decision.desired_replicas)
+            await self.writer.set_replicas(resource.namespace, resource.name, decision.desired_replicas,
+                                       kind=resource.kind)
             memory.last_scale_time = now
             outcome = dataclasses.replace(outcome, scaled_from=current, scaled_to=decision.desired_replicas)
             direction = "up" if decision.desired_replicas > current else "down"
@@ -625,7 +641,8 @@ class Autoscaler:
             await asyncio.sleep(max(0.0, period - elapsed) if math.isfinite(elapsed) else 0)
 
 
-def start_autoscaler(kube: KubeClient, settings: Any) -> asyncio.Task:
+def start_autoscaler(kube: KubeClient, settings: Any, *, cache: Any = None,
+                     notify: Callable[[tuple[str, str, str]], None] | None = None) -> asyncio.Task:
     """Start the loop as a task of the running event loop (call from kopf's startup handler; cancel the task at
-    cleanup: it closes its metrics sources on the way out)."""
-    return asyncio.create_task(Autoscaler(kube, settings).run(), name="autoscaler")
+    cleanup: it closes its metrics sources on the way out). `cache`, `notify`: see `Autoscaler`."""
+    return asyncio.create_task(Autoscaler(kube, settings, cache=cache, notify=notify).run(), name="autoscaler")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..api.status import status_summary
@@ -175,16 +175,30 @@ def status_patch(live_status: Mapping[str, Any] | None, autoscaling: Mapping[str
 
 
 class StatusWriter:
-    """Writes replicas, status and events for the autoscaler."""
+    """Writes replicas, status and events for the autoscaler.
 
-    def __init__(self, kube: KubeClient, field_manager: str) -> None:
+    `cache` (the controller's watch-fed store) gets what each write returns, so the next tick reads it; `notify`
+    gets (kind, namespace, name) of the service after each write (the controller queues a status refresh)."""
+
+    def __init__(self, kube: KubeClient, field_manager: str, *, cache: Any = None,
+                 notify: Callable[[tuple[str, str, str]], None] | None = None) -> None:
         self.kube = kube
         self.field_manager = field_manager
+        self.cache = cache
+        self.notify = notify
 
-    async def set_replicas(self, namespace: str, name: str, replicas: int) -> None:
+    def _written(self, obj: Mapping[str, Any] | None, service: tuple[str, str, str] | None) -> None:
+        if self.cache is not None and obj:
+            self.cache.put(obj)
+        if self.notify is not None and service is not None:
+            self.notify(service)
+
+    async def set_replicas(self, namespace: str, name: str, replicas: int, *, kind: str | None = None) -> None:
         """Server-side apply of the Deployment's spec.replicas under the autoscaler's own field manager (force:
-        it takes the field over from whoever held it)."""
-        await self.kube.set_replicas(DEPLOYMENT, name, namespace, replicas, field_manager=self.field_manager)
+        it takes the field over from whoever held it). `kind`: the service's kind, for `notify`."""
+        written = await self.kube.set_replicas(DEPLOYMENT, name, namespace, replicas,
+                                               field_manager=self.field_manager)
+        self._written(written, (kind, namespace, name) if kind else None)
 
     async def write_status(self, rtype: ResourceType, body: Mapping[str, Any],
                            autoscaling: Mapping[str, Any] | None, condition: Mapping[str, Any] | None, *,
@@ -204,8 +218,9 @@ class StatusWriter:
             if "conditions" in patch:
                 document["metadata"] = {"resourceVersion": (live.get("metadata") or {}).get("resourceVersion")}
             try:
-                await self.kube.patch(rtype, name, namespace, document, content_type=MERGE_PATCH,
-                                      subresource="status", field_manager=self.field_manager)
+                written = await self.kube.patch(rtype, name, namespace, document, content_type=MERGE_PATCH,
+                                                subresource="status", field_manager=self.field_manager)
+                self._written(written, (rtype.kind, namespace, name))
                 return patch
             except KubeApiError as exc:
                 if not exc.conflict or attempt == CONFLICT_RETRIES - 1:

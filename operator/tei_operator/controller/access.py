@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 
 from ..kube import KubeApiError, KubeClient
+from .cache import CHILD_TYPES
 
 logger = logging.getLogger("tei_operator.controller")
 
 SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 # (API group, resource) the controller lists and watches in each namespace (controller/handlers.py).
 WATCHED = (("tei-operator.io", "embeddingservices"), ("tei-operator.io", "rerankerservices"),
-           ("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets"), ("", "pods"))
+           *((rtype.group, rtype.plural) for rtype in CHILD_TYPES), ("", "pods"))
 VERBS = ("list", "watch")
 
 
@@ -37,6 +38,23 @@ async def missing_permissions(kube: KubeClient, namespace: str) -> list[str]:
             if not (review.get("status") or {}).get("allowed"):
                 missing.append(f"{verb} {_describe(group, resource)}")
     return missing
+
+
+async def may_watch_nodes(kube: KubeClient) -> bool:
+    """Whether the operator may list and watch nodes (the GPU capacity its autoscaler reads from the store). Without
+    it no node watch is started (a failing one would stop kopf) and capacity is unknown, as the log says."""
+    try:
+        for verb in VERBS:
+            review = await kube.request("POST", SSAR_PATH, body={
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {"verb": verb, "group": "", "resource": "nodes"}}})
+            if not (review.get("status") or {}).get("allowed"):
+                logger.warning("Not watching nodes: the operator may not %s them (its ClusterRole lacks it); GPU "
+                               "capacity is not enforced by the autoscaler", verb)
+                return False
+    except KubeApiError as exc:  # reviews refused or the server unreachable: let the watch find out
+        logger.warning("Could not check the operator's permission to watch nodes: %s", exc)
+    return True
 
 
 async def readable_namespaces(kube: KubeClient, namespaces: list[str]) -> list[str]:

@@ -22,13 +22,15 @@ from typing import Any
 from ..kube import KubeClient
 from ..render.children import CONFIG_HASH_ANNOTATION
 from ..render.stamp import STAMP_ANNOTATIONS, stamp_of
+from .applied import APPLIED_HASH_ANNOTATION
 from .ownership import ForeignField, describe_fields
 
 logger = logging.getLogger("tei_operator.controller")
 
 MAX_LISTED_FIELDS = 4
 # Bookkeeping annotations change along with every real change: listing them would only crowd out the real ones.
-_UNLISTED_SUFFIXES = tuple(f".annotations.{a}" for a in (*STAMP_ANNOTATIONS, CONFIG_HASH_ANNOTATION))
+_UNLISTED_SUFFIXES = tuple(f".annotations.{a}" for a in (*STAMP_ANNOTATIONS, CONFIG_HASH_ANNOTATION,
+                                                           APPLIED_HASH_ANNOTATION))
 
 REASON_DRIFT = "DriftReverted"
 REASON_UPGRADED = "OperatorUpgraded"
@@ -128,7 +130,8 @@ def join_parts(parts: list[str]) -> str:
 
 
 # Written by the control plane on the objects we apply; never part of what we changed.
-_SYSTEM_ANNOTATIONS = ("deployment.kubernetes.io/revision",)
+# Not a change of ours either: the applied hash (applied.py) alone changing is no news for anyone.
+_SYSTEM_ANNOTATIONS = ("deployment.kubernetes.io/revision", APPLIED_HASH_ANNOTATION)
 
 
 def _desired_state(obj: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -1,9 +1,15 @@
-"""The kopf handlers: thin, each one names its trigger and hands the work to the reconciler or the queue.
+"""The kopf handlers: thin. Each one feeds the watch-fed store (cache.py) and requests its service's key in the one
+work queue (queue.py); none reconciles by itself.
 
 Registered into an explicit `kopf.OperatorRegistry` by `register()` (nothing is registered at import). No handler
 needs a finalizer: there is no deletion handler, no daemon and no kopf timer (kopf timers force a finalizer);
 children go with their service through the garbage collector, and the periodic resync is a plain task
 (see runner.py).
+
+- create / update / resume of a service: queue a full reconcile and wait for it (so kopf records the spec as
+  handled only once it is, and a permanent failure is reported by kopf);
+- every event of a service, a child (cache.CHILD_TYPES), a pod and a node updates the store; a child's event queues
+  a full reconcile of its service (puts back hand edits, recreates a deleted child), a pod's a status refresh.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 import kopf
 
 from .. import kube as k
+from .cache import CHILD_TYPES, ObjectStore
 from .errors import kopf_errors
 from .queue import ReconcileQueue
 from .reconcile import (MANAGED_BY_LABEL, MANAGED_BY_VALUE, OwnerKey, Reconciler, controller_owner,
@@ -29,8 +36,7 @@ class ControllerMemo:
 
     reconciler: Reconciler
     queue: ReconcileQueue
-    # (namespace, Deployment name) -> its service: lets a pod event find its service without an API call.
-    deployments: dict[tuple[str, str], OwnerKey] = dataclasses.field(default_factory=dict)
+    store: ObjectStore = dataclasses.field(default_factory=ObjectStore)
 
 
 def _key(body: Mapping[str, Any]) -> OwnerKey:
@@ -38,56 +44,67 @@ def _key(body: Mapping[str, Any]) -> OwnerKey:
     return OwnerKey(str(body.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
 
 
+def _raw(event: Mapping[str, Any], body: Mapping[str, Any]) -> Mapping[str, Any]:
+    obj = event.get("object")
+    return obj if isinstance(obj, Mapping) else body
+
+
 async def reconcile_service(body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
-    """create / update / resume of a service: reconcile it now (kopf retries on TemporaryError)."""
+    """create / update / resume of a service: reconcile it through the queue and wait (kopf retries what raises)."""
+    memo.store.put(dict(body))
     with kopf_errors():
-        await memo.reconciler.reconcile(_key(body))
+        await memo.queue.request_and_wait(_key(body))
 
 
-async def deployment_event(event: Mapping[str, Any], body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
-    """A Deployment we manage changed or went away: re-apply (puts back hand edits, recreates a deleted one) and
-    refresh the status (rollout progress)."""
-    owner = controller_owner(body, memo.reconciler.kinds)
-    if owner is None:
-        return
-    meta = body.get("metadata") or {}
-    index_key = (str(meta.get("namespace")), str(meta.get("name")))
+async def service_event(event: Mapping[str, Any], body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
+    """Any event of a service: keep the store current (spec changes are queued by `reconcile_service`); a deleted
+    one is queued once more so the reconciler forgets it."""
+    memo.store.observe(event.get("type"), _raw(event, body))
     if event.get("type") == "DELETED":
-        memo.deployments.pop(index_key, None)
-    else:
-        memo.deployments[index_key] = owner
-    memo.queue.request(owner, apply=True)
+        memo.queue.request(_key(body), apply=False)
 
 
-async def child_event(body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
-    """A Service, PodDisruptionBudget or NetworkPolicy we manage changed or went away: re-apply its service."""
+async def child_event(event: Mapping[str, Any], body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
+    """A child we manage changed or went away: re-apply its service if needed (puts back hand edits, recreates a
+    deleted one; nothing is sent when the cached child is as rendered) and refresh the status."""
+    memo.store.observe(event.get("type"), _raw(event, body))
     owner = controller_owner(body, memo.reconciler.kinds)
     if owner is not None:
         memo.queue.request(owner, apply=True)
 
 
-async def pod_event(body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
-    """A pod of a service changed (scheduled, crashed, became Ready): refresh that service's status."""
+async def pod_event(event: Mapping[str, Any], body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
+    """A pod changed (scheduled, crashed, became Ready). Every pod is stored (GPU capacity counts them all); one of
+    a service refreshes that service's status."""
+    memo.store.observe(event.get("type"), _raw(event, body))
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE:
+        return
     owner = owner_of_pod(body, memo.reconciler.kinds)
-    if owner is None:  # a pod without our labels' service name: fall back to its Deployment
-        deployment = deployment_of_pod(body)
-        owner = memo.deployments.get((str((body.get("metadata") or {}).get("namespace")), deployment or ""))
+    if owner is None:  # a pod without our labels' service name: its Deployment (from the store) names the owner
+        namespace = str((body.get("metadata") or {}).get("namespace"))
+        deployment = memo.store.get_now(k.DEPLOYMENT, deployment_of_pod(body) or "", namespace)
+        owner = controller_owner(deployment, memo.reconciler.kinds) if deployment else None
     if owner is not None:
         memo.queue.request(owner, apply=False)
 
 
-def register(registry: kopf.OperatorRegistry, kinds: Mapping[str, k.ResourceType]) -> None:
-    """Register every handler of the controller into `registry`."""
+async def node_event(event: Mapping[str, Any], body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
+    """A node changed: the store's nodes are the autoscaler's GPU capacity."""
+    memo.store.observe(event.get("type"), _raw(event, body))
+
+
+def register(registry: kopf.OperatorRegistry, kinds: Mapping[str, k.ResourceType], *, nodes: bool = True) -> None:
+    """Register every handler of the controller into `registry` (`nodes`: watch nodes too)."""
     for rtype in kinds.values():
         selector = {"group": rtype.group, "version": rtype.version, "plural": rtype.plural}
+        kopf.on.event(**selector, id="observe-service", registry=registry)(service_event)
         kopf.on.create(**selector, id="reconcile-on-create", registry=registry)(reconcile_service)
         kopf.on.update(**selector, id="reconcile-on-update", registry=registry)(reconcile_service)
         kopf.on.resume(**selector, id="reconcile-on-resume", registry=registry)(reconcile_service)
-    kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS, id="watch-deployments",
-                  registry=registry)(deployment_event)
-    kopf.on.event("v1", "services", labels=CHILD_LABELS, id="watch-services", registry=registry)(child_event)
-    kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=CHILD_LABELS, id="watch-pdbs",
-                  registry=registry)(child_event)
-    kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=CHILD_LABELS, id="watch-networkpolicies",
-                  registry=registry)(child_event)
-    kopf.on.event("v1", "pods", labels=CHILD_LABELS, id="watch-pods", registry=registry)(pod_event)
+    for rtype in CHILD_TYPES:
+        kopf.on.event(rtype.api_version, rtype.plural, labels=CHILD_LABELS, id=f"watch-{rtype.plural}",
+                      registry=registry)(child_event)
+    kopf.on.event("v1", "pods", id="watch-pods", registry=registry)(pod_event)
+    if nodes:
+        kopf.on.event("v1", "nodes", id="watch-nodes", registry=registry)(node_event)

@@ -1,10 +1,11 @@
 """One idempotent reconcile of one service: render, server-side apply, prune, status.
 
 Every trigger (create, update, resume, a child's event, the periodic resync) ends up in `Reconciler.reconcile`
-with the service's key. It reads the service fresh, so the status it compares with is the one stored, and holds a
-per-service lock, so two triggers never interleave their writes. A reconcile that finds nothing to change writes
-nothing: server-side apply of identical content leaves the resourceVersion alone, and status is merge-patched only
-when a key we own differs.
+with the service's key (through the one work queue, queue.py). It reads the service, its children and its pods
+from the watch-fed store (cache.py; `LiveReads` asks the API server instead), and holds a per-service lock, so two
+triggers never interleave their writes. A reconcile that finds nothing to change sends nothing: a child is applied
+only when its rendered hash or one of our fields differs from the cached object (applied.py), and status is
+merge-patched only when a key we own differs.
 
 The Deployment's pod template converges to exactly the rendered one: server-side apply puts back the fields we set,
 and fields someone else added (an env variable, a toleration, a sidecar) are removed (ownership.py), unless a field
@@ -28,9 +29,11 @@ from ..api.unsupported import refusal_message
 from ..kube import KubeClient
 from ..render import endpoint_url, render_children
 from ..render.children import CONFIG_HASH_ANNOTATION
-from ..render.labels import SERVICE_LABEL, selector_string
+from ..render.labels import SERVICE_LABEL, selector_labels, selector_string
 from ..settings import Settings
 from . import status as st
+from .applied import apply_reason, with_applied_hash
+from .cache import CHILD_TYPES, LiveReads, Reads
 from .events import Change, EventRecorder, describe_apply, describe_removal
 from .cost import TokenRateMeter, cost_status
 from .model_info import ModelInfoReader, served_model_report
@@ -129,8 +132,11 @@ def _ref(manifest: Mapping[str, Any]) -> tuple[str, str]:
 class Reconciler:
     """Brings one service's children in line with its spec and reports how they are doing."""
 
-    def __init__(self, kube: KubeClient, settings: Settings, recorder: EventRecorder | None = None) -> None:
+    def __init__(self, kube: KubeClient, settings: Settings, recorder: EventRecorder | None = None,
+                 cache: Reads | None = None) -> None:
         self.kube = kube
+        # Where reads come from: the runner's watch-fed ObjectStore; the API server when none is given.
+        self.cache: Reads = cache if cache is not None else LiveReads(kube)
         self.settings = settings
         self.recorder = recorder or EventRecorder(kube)
         self.kinds = owner_types()
@@ -174,7 +180,7 @@ class Reconciler:
 
     async def _reconcile(self, key: OwnerKey, *, apply: bool) -> Outcome:
         owner_type = self.kinds[key.kind]
-        owner = await self.kube.get_or_none(owner_type, key.name, key.namespace)
+        owner = await self.cache.get(owner_type, key.name, key.namespace)
         if owner is None or (owner.get("metadata") or {}).get("deletionTimestamp"):
             # Gone or going: the garbage collector removes the children; nothing to do.
             return Outcome(key, found=False)
@@ -195,7 +201,7 @@ class Reconciler:
         except ValueError as exc:  # InvalidSpecError is a ValueError naming the field
             outcome.invalid_spec = message = str(exc)
             # The last good spec's pods may still serve: Available says so.
-            live = await self.kube.get_or_none(k.DEPLOYMENT, key.name, key.namespace)
+            live = await self.cache.get(k.DEPLOYMENT, key.name, key.namespace)
             raw_min = (owner.get("spec") or {}).get("minAvailable")
             min_available = raw_min if isinstance(raw_min, int) and not isinstance(raw_min, bool) else 1
             await self.write_status(owner, outcome, lambda latest: st.build_status(
@@ -209,7 +215,7 @@ class Reconciler:
             # of an earlier, supported model keep serving it), as for an invalid spec.
             outcome.unsupported_model = refusal
             # The earlier model's pods may still serve: Available says so.
-            live = await self.kube.get_or_none(k.DEPLOYMENT, key.name, key.namespace)
+            live = await self.cache.get(k.DEPLOYMENT, key.name, key.namespace)
             await self.write_status(owner, outcome, lambda latest: st.build_status(
                 generation=generation, deployment=live, pods=[], current=latest, now=st.now_rfc3339(),
                 unsupported_model=refusal, min_available=resource.spec.min_available), keep_counts=True)
@@ -223,16 +229,13 @@ class Reconciler:
                 after = await self._apply_child(owner, resource, manifest, outcome, drift=drift)
                 if manifest is deployment_manifest:
                     deployment = after
-            if children.pdb is None:
-                await self._prune(owner, k.PDB, outcome)
-            if children.network_policy is None:
-                await self._prune(owner, k.NETWORK_POLICY, outcome)
+            await self._prune(owner, children.all(), outcome)
         else:
-            deployment = await self.kube.get_or_none(k.DEPLOYMENT, deployment_manifest["metadata"]["name"],
-                                                     key.namespace)
+            deployment = await self.cache.get(k.DEPLOYMENT, deployment_manifest["metadata"]["name"],
+                                              key.namespace)
 
         selector = selector_string(resource)
-        pods = await self.kube.list(k.POD, key.namespace, label_selector=selector)
+        pods = await self.cache.list(k.POD, key.namespace, labels=selector_labels(resource))
         endpoint, image = endpoint_url(resource), _tei_image(deployment_manifest) or _tei_image(deployment)
         template_hash = (((deployment_manifest.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
             "annotations", {}).get(CONFIG_HASH_ANNOTATION)
@@ -266,12 +269,19 @@ class Reconciler:
         kind, name = _ref(manifest)
         namespace = manifest["metadata"].get("namespace") or outcome.key.namespace
         seen_key = ((owner.get("metadata") or {}).get("uid", ""), kind, name)
-        before = await self.kube.get_or_none(rtype, name, namespace)
+        manifest = with_applied_hash(manifest)
+        before = await self.cache.get(rtype, name, namespace)
         if rtype == k.DEPLOYMENT and self._autoscaled(resource):
             before = await self._hand_replicas_to_autoscaler(resource, manifest, before)
-        applied = await self.kube.apply(manifest, self.field_manager, force=True)
+        reason = apply_reason(manifest, before)
+        if reason is None:  # the cached object already is what an apply would make of it: send nothing
+            applied = before
+        else:
+            logger.debug("Applying %s %s/%s: %s", kind, namespace, name, reason)
+            applied = await self.kube.apply(manifest, self.field_manager, force=True)
+            self.cache.put(applied)
         change = describe_apply(kind, name, before, manifest, applied, seen_before=seen_key in self._seen,
-                                drift=drift)
+                                drift=drift) if reason is not None else None
         after, removed = applied, list[ForeignField]()
         if rtype == k.DEPLOYMENT:
             after, removed = await self._remove_foreign_fields(applied)
@@ -296,6 +306,7 @@ class Reconciler:
             try:
                 patched = await self.kube.patch(k.DEPLOYMENT, name, namespace, removal_patch(rv, fields),
                                                 content_type=k.JSON_PATCH, field_manager=self.field_manager)
+                self.cache.put(patched)
                 # A field defaulted back to the same value was not really removed (and stays the other
                 # manager's): leave it out of the event, so it is not reported again on every reconcile.
                 return patched, [f for f in fields if not still_present(patched, f)]
@@ -329,8 +340,8 @@ class Reconciler:
             first = copy.deepcopy(manifest)
             first.setdefault("spec", {})["replicas"] = min_replicas
             created = await self.kube.apply(first, self.field_manager, force=True)
-            await self.kube.set_replicas(k.DEPLOYMENT, name, namespace, min_replicas,
-                                         field_manager=self.autoscaler_field_manager)
+            self.cache.put(await self.kube.set_replicas(k.DEPLOYMENT, name, namespace, min_replicas,
+                                                        field_manager=self.autoscaler_field_manager))
             logger.info("Handed replicas of new Deployment %s/%s (%d) to the autoscaler", namespace, name,
                         min_replicas)
             # Report the creation as such: compare the next apply with "nothing existed".
@@ -340,19 +351,30 @@ class Reconciler:
         replicas = min_replicas if replicas is None else int(replicas)
         handed = await self.kube.set_replicas(k.DEPLOYMENT, name, namespace, replicas,
                                               field_manager=self.autoscaler_field_manager)
+        self.cache.put(handed)
         logger.info("Handed replicas of Deployment %s/%s (%d) to the autoscaler", namespace, name, replicas)
         return handed
 
-    async def _prune(self, owner: Mapping[str, Any], rtype: k.ResourceType, outcome: Outcome) -> None:
-        """Delete children of a kind the spec no longer asks for (e.g. the PDB after scaling down to 1)."""
+    async def _prune(self, owner: Mapping[str, Any], wanted: list[dict], outcome: Outcome) -> None:
+        """Delete children of a kind the spec no longer asks for (e.g. the PDB after scaling down to 1): the
+        objects this service controls of each child kind (cache.CHILD_TYPES) of which `wanted` has none."""
         uid = (owner.get("metadata") or {}).get("uid")
-        for obj in await self.kube.list(rtype, outcome.key.namespace,
-                                        label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"):
+        kinds = {m.get("kind") for m in wanted}
+        for rtype in CHILD_TYPES:
+            if rtype.kind not in kinds:
+                await self._prune_kind(owner, uid, rtype, outcome)
+
+    async def _prune_kind(self, owner: Mapping[str, Any], uid: str | None, rtype: k.ResourceType,
+                          outcome: Outcome) -> None:
+        for obj in await self.cache.list(rtype, outcome.key.namespace,
+                                         labels={MANAGED_BY_LABEL: MANAGED_BY_VALUE}):
             refs = (obj.get("metadata") or {}).get("ownerReferences") or []
             if not any(r.get("uid") == uid and r.get("controller") for r in refs):
                 continue
             name = obj["metadata"]["name"]
-            if await self.kube.delete(rtype, name, outcome.key.namespace, uid=obj["metadata"].get("uid")):
+            deleted = await self.kube.delete(rtype, name, outcome.key.namespace, uid=obj["metadata"].get("uid"))
+            self.cache.delete(obj)
+            if deleted:
                 change = Change("Deleted", f"Deleted {rtype.kind} {name}, which the spec no longer needs")
                 outcome.changes.append(change)
                 await self.recorder.change(owner, change)
@@ -379,9 +401,10 @@ class Reconciler:
                 return
             meta = owner.get("metadata") or {}
             try:
-                await self.kube.patch_status(rtype, meta["name"], meta["namespace"], patch,
-                                             field_manager=self.field_manager,
-                                             resource_version=meta.get("resourceVersion"))
+                written = await self.kube.patch_status(rtype, meta["name"], meta["namespace"], patch,
+                                                       field_manager=self.field_manager,
+                                                       resource_version=meta.get("resourceVersion"))
+                self.cache.put(written)
             except k.KubeApiError as exc:
                 if not exc.conflict or attempt == MAX_WRITE_ATTEMPTS:
                     raise

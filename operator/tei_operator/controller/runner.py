@@ -15,27 +15,30 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from ..render.stamp import operator_version
 from ..autoscaling.loop import start_autoscaler
-from ..kube import KubeApiError, KubeClient
+from ..kube import NODE, POD, KubeApiError, KubeClient, ResourceType
 from ..metrics import METRICS
 from ..settings import Settings
-from .access import readable_namespaces
+from .access import may_watch_nodes, readable_namespaces
 from .endpoints import EndpointError, Endpoints
 from .errors import classify
 from .handlers import ControllerMemo, register
 from .leader import LeaderElector, LeaseConfig, lease_client
 from .logs import configure_logging
+from .cache import CHILD_TYPES, ObjectStore
 from .queue import ReconcileQueue
-from .reconcile import OwnerKey, Outcome, Reconciler, owner_types
+from .reconcile import OwnerKey, Outcome, Reconciler, controller_owner, owner_of_pod, owner_types
 
 logger = logging.getLogger("tei_operator.controller")
 
 ANNOTATION_PREFIX = "tei-operator.io"
+RECONCILE_WORKERS = 8  # reconciles running at once (each mostly waits on the API server)
 
 
 def watched_namespaces(settings: Settings) -> list[str]:
@@ -62,24 +65,82 @@ def kopf_settings() -> kopf.OperatorSettings:
     return ks
 
 
-async def resync_forever(reconciler: Reconciler, queue: ReconcileQueue, namespaces: list[str],
-                         interval: float) -> None:
-    """The periodic safety net: every `interval` seconds, queue a reconcile of every service.
+# How often the store is checked against a fresh LIST of every watched kind (see cache.py: kopf does not report
+# objects deleted while a watch was being re-established). Rare: at 20 services per namespace this is 0.002 reads
+# per service and minute.
+AUDIT_SECONDS = 3600.0
 
-    Drift is normally caught at once by the child watches; this covers what a watch can miss (a dropped stream,
-    an edit of a field that emits no event we watch)."""
+
+def service_keys(store: ObjectStore, kinds: Mapping[str, ResourceType]) -> list[OwnerKey]:
+    """Every service the store holds."""
+    return [OwnerKey(kind, (obj.get("metadata") or {}).get("namespace", ""), (obj.get("metadata") or {}).get("name", ""))
+            for kind, rtype in kinds.items() for obj in store.list_now(rtype)]
+
+
+async def resync_once(store: ObjectStore, queue: ReconcileQueue, kinds: Mapping[str, ResourceType]) -> int:
+    """Queue a full reconcile of every service in the store and wait until each has run once. Sends nothing by
+    itself: a service whose children and status are as they should be costs no API request."""
+    keys = service_keys(store, kinds)
+    results = await asyncio.gather(*(queue.request_and_wait(key, apply=True) for key in keys),
+                                   return_exceptions=True)
+    for result in results:
+        if isinstance(result, asyncio.CancelledError):
+            raise result
+    return len(keys)
+
+
+async def resync_forever(store: ObjectStore, queue: ReconcileQueue, kinds: Mapping[str, ResourceType],
+                         interval: float) -> None:
+    """The periodic safety net: every `interval` seconds, a reconcile of every service (from the store: no LIST).
+
+    Drift is normally caught at once by the child watches; this covers what a watch can miss (an edit of a field
+    that emits no event we watch). `tei_operator_resyncs_total` counts the completed rounds."""
     while True:
         await asyncio.sleep(interval)
         try:
-            for kind, rtype in reconciler.kinds.items():
-                for namespace in namespaces or [None]:
-                    for item in await reconciler.kube.list(rtype, namespace):
-                        meta = item.get("metadata") or {}
-                        queue.request(OwnerKey(kind, meta.get("namespace", ""), meta.get("name", "")), apply=True)
+            count = await resync_once(store, queue, kinds)
+            METRICS.resynced()
+            logger.debug("Resynced %d services", count)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed resync is retried at the next interval
-            logger.warning("Failed to list services for the periodic resync: %s", classify(exc).message)
+            logger.warning("Failed the periodic resync: %s", classify(exc).message)
+
+
+def watched_types(kinds: Mapping[str, ResourceType]) -> list[ResourceType]:
+    """Every namespaced kind the store holds: the services, their children, pods."""
+    return [*kinds.values(), *CHILD_TYPES, POD]
+
+
+async def refresh_store(kube: KubeClient, store: ObjectStore, types: list[ResourceType], namespaces: list[str],
+                        *, nodes: bool) -> list[dict]:
+    """LIST every watched kind (per namespace; nodes once) into the store, dropping what is gone. Returns what
+    changed. A kind that cannot be listed is logged and left as it is."""
+    changed: list[dict] = []
+    jobs = [(rtype, ns) for rtype in types for ns in namespaces or [None]] + ([(NODE, None)] if nodes else [])
+    for rtype, namespace in jobs:
+        try:
+            changed.extend(store.replace(rtype, namespace, await kube.list(rtype, namespace)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the watches and the next audit fill it in
+            logger.warning("Failed to list %s into the cache: %s", rtype.plural, classify(exc).message)
+    return changed
+
+
+async def audit_forever(kube: KubeClient, store: ObjectStore, queue: ReconcileQueue,
+                        kinds: Mapping[str, ResourceType], namespaces: list[str], interval: float, *,
+                        nodes: bool) -> None:
+    """Every `interval` seconds, LIST each watched kind and replace the store's copy (drops objects whose deletion
+    no watch reported); the services whose objects differed are queued."""
+    while True:
+        await asyncio.sleep(interval)
+        for obj in await refresh_store(kube, store, watched_types(kinds), namespaces, nodes=nodes):
+            meta = obj.get("metadata") or {}
+            owner = (OwnerKey(str(obj.get("kind")), meta.get("namespace", ""), meta.get("name", ""))
+                     if obj.get("kind") in kinds else controller_owner(obj, kinds) or owner_of_pod(obj, kinds))
+            if owner is not None:
+                queue.request(owner, apply=True)
 
 
 class MeasuredReconciler(Reconciler):
@@ -103,20 +164,22 @@ class MeasuredReconciler(Reconciler):
 async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.Event,
                          ready: asyncio.Event | None = None) -> None:
     """Run kopf (handlers, queue, resync) and the autoscaler until `stop` is set or a signal stops kopf."""
-    reconciler = MeasuredReconciler(kube, settings)
+    store = ObjectStore()  # fed by kopf's watches (handlers.py); what reconciles and the autoscaler read
+    reconciler = MeasuredReconciler(kube, settings, cache=store)
     # Namespaces without a Role are left out (and logged): one of them would stop kopf for all of them.
     namespaces = await readable_namespaces(kube, watched_namespaces(settings))
 
     async def work(key: OwnerKey, apply: bool) -> None:
         await reconciler.reconcile(key, apply=apply)
 
-    queue: ReconcileQueue[OwnerKey] = ReconcileQueue(work)
+    queue: ReconcileQueue[OwnerKey] = ReconcileQueue(work, workers=RECONCILE_WORKERS)
     # A pod's /info read in the background finished: refresh that service's status (status.model).
     reconciler.model_reader.notify = lambda key: queue.request(key, apply=False)
     reconciler.token_meter.notify = lambda key: queue.request(key, apply=False)  # a token-rate round is done or due
-    memo = ControllerMemo(reconciler=reconciler, queue=queue)
+    memo = ControllerMemo(reconciler=reconciler, queue=queue, store=store)
     registry = kopf.OperatorRegistry()
-    register(registry, owner_types())
+    nodes = await may_watch_nodes(kube)
+    register(registry, owner_types(), nodes=nodes)
 
     @kopf.on.login(id="login", registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -127,8 +190,17 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
 
     @kopf.on.startup(id="start-resync", registry=registry)
     async def _start(**_: Any) -> None:
-        tasks.append(asyncio.create_task(resync_forever(reconciler, queue, namespaces, interval), name="resync"))
-        tasks.append(start_autoscaler(reconciler.kube, settings))  # one loop for every autoscaled service
+        # One LIST per kind before anything reads the store (the watches then keep it current): the autoscaler's
+        # first tick must not take a store still filling for an empty cluster.
+        await refresh_store(kube, store, watched_types(reconciler.kinds), namespaces, nodes=nodes)
+        store.nodes_watched = nodes
+        tasks.append(asyncio.create_task(resync_forever(store, queue, reconciler.kinds, interval), name="resync"))
+        tasks.append(asyncio.create_task(audit_forever(kube, store, queue, reconciler.kinds, namespaces,
+                                                       AUDIT_SECONDS, nodes=nodes), name="cache-audit"))
+        # One loop for every autoscaled service; it reads services, pods and nodes from the store and queues a
+        # service after writing its replicas or status.
+        tasks.append(start_autoscaler(reconciler.kube, settings, cache=store,
+                                      notify=lambda key: queue.request(OwnerKey(*key), apply=False)))
         METRICS.autoscaler_started()
         METRICS.watch_queue(lambda: queue.waiting)
         logger.info("Started tei-operator watching %s (resync every %.0f s)",

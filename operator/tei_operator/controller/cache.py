@@ -1,0 +1,215 @@
+"""What the controller and the autoscaler read instead of the API server: an in-memory store of the watched objects.
+
+kopf already holds one watch per watched kind and namespace (handlers.py); every event it delivers also goes into
+`ObjectStore.observe`, so a reconcile reads its service, the service's children and pods, and the autoscaler reads
+GPU nodes and pods, from memory. A reconcile that finds nothing to change sends no request at all.
+
+The store is write-through: what a write returns (an apply, a status patch) replaces the cached object at once, so
+the next reconcile does not see its own write as missing. A newer resourceVersion always wins, whichever arrives
+first (the write's response or the watch event).
+
+kopf re-lists a kind after a watch expires (410 Gone) and delivers every listed object again, but it does not
+report objects deleted while no watch was open. `replace()` drops those (the runner re-lists rarely, see
+runner.audit_forever); without it such a child would look present until the next delete of its service.
+
+`LiveReads` answers the same questions from the API server (one request each): for code paths that run without
+watches (tests, one-off tools).
+
+New child kinds are added in one place: `CHILD_TYPES` (their watches, their store and the prune of those the spec no
+longer needs follow from it).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from .. import kube as k
+
+# Every kind of child a service owns; each is watched (label app.kubernetes.io/managed-by=tei-operator), cached and
+# pruned when the spec no longer renders it. A new child kind: add its ResourceType here (and to kube's built-ins).
+CHILD_TYPES: tuple[k.ResourceType, ...] = (k.DEPLOYMENT, k.SERVICE, k.PDB, k.NETWORK_POLICY)
+# Pods not of our services are kept only with what GPU capacity needs (autoscaling/capacity.py).
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "tei-operator"
+
+TypeKey = tuple[str, str]  # (apiVersion, kind)
+ObjKey = tuple[str, str]   # (namespace, name)
+
+
+def type_key(rtype: k.ResourceType) -> TypeKey:
+    return (rtype.api_version, rtype.kind)
+
+
+def _rv(obj: Mapping[str, Any]) -> int | None:
+    raw = (obj.get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def labels_match(obj: Mapping[str, Any], labels: Mapping[str, str] | None) -> bool:
+    have = (obj.get("metadata") or {}).get("labels") or {}
+    return all(have.get(key) == value for key, value in (labels or {}).items())
+
+
+def _slim_resources(containers: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{"name": c.get("name"), "resources": c.get("resources") or {}} for c in containers or []]
+
+
+def slim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """A pod not of our services, reduced to what GPU capacity reads: where it runs, what it requests, whether it
+    ended or is going."""
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {key: meta[key] for key in ("name", "namespace", "uid", "resourceVersion", "labels",
+                                                "deletionTimestamp") if key in meta},
+        "spec": {"nodeName": spec.get("nodeName"), "containers": _slim_resources(spec.get("containers")),
+                 "initContainers": _slim_resources(spec.get("initContainers"))},
+        "status": {"phase": (pod.get("status") or {}).get("phase")},
+    }
+
+
+def slim_node(node: Mapping[str, Any]) -> dict[str, Any]:
+    """A node reduced to what GPU capacity reads: labels, taints, cordon, allocatable."""
+    meta, spec = node.get("metadata") or {}, node.get("spec") or {}
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {key: meta[key] for key in ("name", "uid", "resourceVersion", "labels") if key in meta},
+        "spec": {key: spec[key] for key in ("taints", "unschedulable") if key in spec},
+        "status": {"allocatable": ((node.get("status") or {}).get("allocatable") or {})},
+    }
+
+
+def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    kind = obj.get("kind")
+    if kind == "Node":
+        return slim_node(obj)
+    if kind == "Pod" and not labels_match(obj, {MANAGED_BY_LABEL: MANAGED_BY_VALUE}):
+        return slim_pod(obj)
+    return copy.deepcopy(dict(obj))
+
+
+class Reads(Protocol):
+    """What the reconciler and the autoscaler read: one object, or the objects of a kind with given labels."""
+
+    async def get(self, rtype: k.ResourceType, name: str, namespace: str | None) -> dict | None: ...
+
+    async def list(self, rtype: k.ResourceType, namespace: str | None = None,
+                   labels: Mapping[str, str] | None = None) -> list[dict]: ...
+
+    def put(self, obj: Mapping[str, Any] | None) -> object: ...
+
+    def delete(self, obj: Mapping[str, Any]) -> object: ...
+
+
+class ObjectStore:
+    """The watched objects by kind, namespace and name, fed by watch events (`observe`) and by write results
+    (`put`). Read-only for callers: what `get` and `list` return is the stored object itself."""
+
+    def __init__(self) -> None:
+        self._objects: dict[TypeKey, dict[ObjKey, dict[str, Any]]] = {}
+        self.events = 0  # watch events observed (tests and logs)
+        self.nodes_watched = False  # False: the operator may not watch nodes, GPU capacity is unknown
+
+    # -- feeding ------------------------------------------------------------------------------------------------
+    def observe(self, event_type: str | None, obj: Mapping[str, Any]) -> bool:
+        """One watch event (type ADDED, MODIFIED, DELETED, or None for kopf's listing). Returns whether the stored
+        object changed."""
+        self.events += 1
+        if event_type == "DELETED":
+            return self.delete(obj)
+        return self.put(obj)
+
+    def put(self, obj: Mapping[str, Any] | None) -> bool:
+        """Store `obj` unless the store holds a newer version of it. Returns whether it was stored."""
+        if not obj or not obj.get("kind"):
+            return False
+        meta = obj.get("metadata") or {}
+        bucket = self._objects.setdefault((str(obj.get("apiVersion")), str(obj["kind"])), {})
+        key = (str(meta.get("namespace") or ""), str(meta.get("name")))
+        held = bucket.get(key)
+        if held is not None:
+            new_rv, held_rv = _rv(obj), _rv(held)
+            if new_rv is not None and held_rv is not None and new_rv < held_rv:
+                return False
+            if new_rv is not None and new_rv == held_rv:
+                return False
+        bucket[key] = _slim(obj)
+        return True
+
+    def delete(self, obj: Mapping[str, Any]) -> bool:
+        meta = obj.get("metadata") or {}
+        bucket = self._objects.get((str(obj.get("apiVersion")), str(obj.get("kind"))), {})
+        return bucket.pop((str(meta.get("namespace") or ""), str(meta.get("name"))), None) is not None
+
+    def replace(self, rtype: k.ResourceType, namespace: str | None, items: Iterable[Mapping[str, Any]]
+                ) -> list[dict[str, Any]]:
+        """A fresh LIST of `rtype` in `namespace` (None: everywhere): store it, and drop what it no longer holds.
+        Returns the objects that changed or went away (their services may need a reconcile)."""
+        bucket = self._objects.setdefault(type_key(rtype), {})
+        listed: dict[ObjKey, Mapping[str, Any]] = {}
+        for item in items:
+            meta = item.get("metadata") or {}
+            listed[(str(meta.get("namespace") or ""), str(meta.get("name")))] = item
+        changed: list[dict[str, Any]] = []
+        for key in [key for key in bucket if namespace is None or key[0] == namespace]:
+            if key not in listed:
+                changed.append(bucket.pop(key))
+        for key, item in listed.items():
+            held = bucket.get(key)
+            if held is None or _rv(held) != _rv(item):
+                item = dict(item)
+                item.setdefault("apiVersion", rtype.api_version)
+                item.setdefault("kind", rtype.kind)
+                bucket[key] = _slim(item)
+                changed.append(bucket[key])
+        return changed
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    async def get(self, rtype: k.ResourceType, name: str, namespace: str | None) -> dict | None:
+        return self.get_now(rtype, name, namespace)
+
+    def get_now(self, rtype: k.ResourceType, name: str, namespace: str | None) -> dict | None:
+        return self._objects.get(type_key(rtype), {}).get((namespace or "", name))
+
+    async def list(self, rtype: k.ResourceType, namespace: str | None = None,
+                   labels: Mapping[str, str] | None = None) -> list[dict]:
+        return self.list_now(rtype, namespace, labels)
+
+    def list_now(self, rtype: k.ResourceType, namespace: str | None = None,
+                 labels: Mapping[str, str] | None = None) -> list[dict]:
+        """The stored objects of a kind, in one namespace or everywhere, whose labels include `labels`."""
+        return [obj for (ns, _), obj in self._objects.get(type_key(rtype), {}).items()
+                if (namespace is None or ns == namespace) and labels_match(obj, labels)]
+
+    def count(self, rtype: k.ResourceType) -> int:
+        return len(self._objects.get(type_key(rtype), {}))
+
+
+class LiveReads:
+    """The `Reads` of `ObjectStore`, answered by the API server (a GET or a LIST each); `put` does nothing."""
+
+    def __init__(self, kube: k.KubeClient) -> None:
+        self.kube = kube
+
+    async def get(self, rtype: k.ResourceType, name: str, namespace: str | None) -> dict | None:
+        obj = await self.kube.get_or_none(rtype, name, namespace)
+        if obj is not None:
+            obj.setdefault("apiVersion", rtype.api_version)
+            obj.setdefault("kind", rtype.kind)
+        return obj
+
+    async def list(self, rtype: k.ResourceType, namespace: str | None = None,
+                   labels: Mapping[str, str] | None = None) -> list[dict]:
+        selector = ",".join(f"{key}={value}" for key, value in sorted((labels or {}).items())) or None
+        return await self.kube.list(rtype, namespace, label_selector=selector)
+
+    def put(self, obj: Mapping[str, Any] | None) -> None:
+        return None
+
+    def delete(self, obj: Mapping[str, Any]) -> None:
+        return None
