@@ -112,14 +112,12 @@ class ObjectStore:
 
     def __init__(self) -> None:
         self._objects: dict[TypeKey, dict[ObjKey, dict[str, Any]]] = {}
-        self.events = 0  # watch events observed (tests and logs)
         self.nodes_watched = False  # False: the operator may not watch nodes, GPU capacity is unknown
 
     # -- feeding ------------------------------------------------------------------------------------------------
     def observe(self, event_type: str | None, obj: Mapping[str, Any]) -> bool:
         """One watch event (type ADDED, MODIFIED, DELETED, or None for kopf's listing). Returns whether the stored
         object changed."""
-        self.events += 1
         if event_type == "DELETED":
             return self.delete(obj)
         return self.put(obj)

@@ -9,8 +9,11 @@ The shape of controller-runtime's workqueue:
   same key up to `max_retry_delay`; a success resets it; a permanent error is logged and not retried;
 - a bounded number of workers (`workers`) take ready keys in the order they became ready.
 
-`request_and_wait(key)` also returns when a reconcile of the key that started after the request has ended (kopf's
-handlers wait for it, so kopf records a spec change as handled only once it is).
+`request_and_wait(key)` also returns when a reconcile of the key that started after the request has ended, and
+raises what it raised: kopf's handlers wait for it (kopf records a spec change as handled only once it is, and
+retries a failed one itself, which only requests the key again), and so does the resync. A waiter never waits for
+the retries: a key that keeps failing must not hold kopf's worker of that service (its next spec change would wait
+behind it) nor the resync of every other service.
 """
 
 from __future__ import annotations
@@ -49,7 +52,6 @@ class ReconcileQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._closed = False
-        self.processed = 0  # reconciles run (success or failure)
 
     # -- requests ----------------------------------------------------------------------------------------------
     def request(self, key: K, *, apply: bool = True, delay: float | None = None) -> None:
@@ -69,8 +71,8 @@ class ReconcileQueue(Generic[K]):
         self._timers[key] = asyncio.get_running_loop().call_later(wait, self._make_ready, key)
 
     async def request_and_wait(self, key: K, *, apply: bool = True) -> None:
-        """`request`, then wait until a reconcile of `key` that started after now has succeeded (raises what a
-        permanent failure raised; transient failures are retried first)."""
+        """`request`, then wait until a reconcile of `key` that started after now has ended; raises what it raised
+        (the queue retries a transient failure by itself all the same)."""
         future = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(future)
         self.request(key, apply=apply)
@@ -114,20 +116,18 @@ class ReconcileQueue(Generic[K]):
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is classified and logged
                 kind = classify(exc)
+                for future in waiters:
+                    if not future.done():
+                        future.set_exception(exc)
                 if kind.permanent:
                     logger.error("Failed to reconcile %s, not retrying: %s", key, kind.message)
-                    for future in waiters:
-                        if not future.done():
-                            future.set_exception(exc)
                 else:
                     failures = self._failures[key] = self._failures.get(key, 0) + 1
                     retry = self.retry_delay(kind.delay, failures)
                     logger.warning("Failed to reconcile %s (attempt %d), retrying in %.0f s: %s", key, failures,
                                    retry, kind.message)
                     self._pending[key] = self._pending.get(key, False) or apply
-                    self._waiters.setdefault(key, [])[:0] = waiters
             finally:
-                self.processed += 1
                 self._processing.discard(key)
             if key in self._pending and not self._closed:
                 if retry is not None:
