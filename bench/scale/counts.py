@@ -51,8 +51,10 @@ def minus(a: Mapping[Key, float], *others: Mapping[Key, float], scale: Iterable[
 
 def total(counts: Mapping[Key, float], verbs: frozenset[str], *, leases: bool = False,
           resources: frozenset[str] | None = None) -> float:
-    """The requests of `verbs` (Leases only if `leases`; only `resources` if given)."""
-    return sum(v for (verb, res), v in counts.items()
+    """The requests of `verbs` (Leases only if `leases`; only `resources` if given). Rows that came out negative
+    after a subtraction (the control plane sent fewer of them than in its reference window: noise) count as 0, so
+    they cannot hide the operator's requests of another kind."""
+    return sum(max(0.0, v) for (verb, res), v in counts.items()
                if verb in verbs and (leases or res != LEASES) and (resources is None or res in resources))
 
 

@@ -77,6 +77,9 @@ class RunResult:
         data = dict(data)
         for name in ("create", "idle", "operator_client_idle"):
             data[name] = {tuple(k.split(" ", 1)): v for k, v in (data.get(name) or {}).items()}
+        # The totals follow from the rows, by today's rule (counts.total), whichever version saved them.
+        data.update(create_writes=c.writes(data["create"]), create_reads=c.reads(data["create"]),
+                    idle_writes=c.writes(data["idle"]), idle_reads=c.reads(data["idle"]))
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
@@ -216,7 +219,9 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
         raw_cp = c.minus(c.delta(after, before), c.delta(api.sent, sent0))  # the control plane's part
         log(f"N={n}: raw baseline Ready in {raw_seconds:.1f} s")
 
-        # -- 2. the control plane's own idle traffic (no operator yet), to take out of the operator's figures
+        # -- 2. the control plane's own idle traffic (no operator yet), to take out of the operator's figures; after
+        # a settle, so that the raw phase's last Events (posted late by the controllers) do not count as idle noise
+        time.sleep(timing.settle_seconds)
         before, t0 = c.parse_request_totals(api.metrics()), time.monotonic()
         time.sleep(timing.noise_seconds)
         after = c.parse_request_totals(api.metrics())

@@ -38,8 +38,9 @@ def test_delta_and_minus_keep_negative_noise():
     after = {("LIST", "pods"): 10.0, ("APPLY", "services"): 1.0, ("POST", "events"): 2.0}
     d = c.delta(after, before)
     assert d == {("LIST", "pods"): 6.0, ("POST", "events"): 2.0}
-    assert c.minus(d, {("LIST", "pods"): 1.0}, {("POST", "events"): 0.5}, scale=[2, 10]) == {
-        ("LIST", "pods"): 4.0, ("POST", "events"): -3.0}
+    diff = c.minus(d, {("LIST", "pods"): 1.0}, {("POST", "events"): 0.5}, scale=[2, 10])
+    assert diff == {("LIST", "pods"): 4.0, ("POST", "events"): -3.0}
+    assert c.writes(diff) == 0 and c.reads(diff) == 4  # a negative row (noise) counts as 0 in the totals
 
 
 def test_plan_alternates_kinds_halves_autoscaled_over_20_namespaces():
@@ -103,7 +104,10 @@ def test_runs_saved_as_json_load_back_for_the_before_table(tmp_path):
     path.write_text(json.dumps({"code": "commit abc1234", "command": "python -m bench.scale --sizes 100",
                                 "runs": [run.to_json()]}))
     runs, info = load_runs(path)
-    assert runs == [run] and info["code"] == "commit abc1234"
+    assert info["code"] == "commit abc1234" and len(runs) == 1
+    assert runs[0].create == run.create and runs[0].idle == run.idle and runs[0].raw_seconds == 20
+    # The totals follow from the saved rows (2.0 and 0.01 in the file's fields are not trusted)
+    assert (runs[0].create_writes, runs[0].create_reads, runs[0].idle_writes, runs[0].idle_reads) == (3.5, 0, 0, 2.0)
     section = before_section(path)
     assert "## Before: the same benchmark on commit abc1234" in section
     assert "| 100 | 1 | 20.0 | 25.0 | 1.25 |" in section
