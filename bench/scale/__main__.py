@@ -108,8 +108,8 @@ each run on a fresh control plane. Network: {network}.
 What runs: N services over 20 namespaces, alternating EmbeddingService and RerankerService, half of each kind
 autoscaled (1..4 replicas, metrics from Prometheus), the other half at 1 replica; each asks for one simulated A100
 (kwok nodes of 100 GPUs and 110 pods). Pods are simulated by kwok; one process (bench/scale/fakepods.py) answers as an
-idle TEI at every pod IP (/health, /info, /metrics), and a real Prometheus finds the pods through the API server and
-scrapes them every {timing.scrape_interval:g} s. The operator is a real `tei-operator run` process outside the
+idle TEI at every pod IP (/health, /info, /metrics), and a real Prometheus scrapes them (file_sd targets the benchmark
+writes from one LIST once they are Ready: Debian's Prometheus has no Kubernetes discovery) every {timing.scrape_interval:g} s. The operator is a real `tei-operator run` process outside the
 cluster with its defaults except: resync every **{timing.resync_seconds:g} s** (`TEI_OPERATOR_RESYNC_SECONDS`, so an
 idle window of {timing.idle_seconds:g} s holds {timing.idle_seconds / timing.resync_seconds:.0f} resyncs), autoscaler
 tick {timing.tick_seconds:g} s, `TEI_OPERATOR_METRICS_SOURCE=prometheus`, and `TEI_OPERATOR_SCRAPE_VIA=podip` (pods
