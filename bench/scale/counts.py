@@ -41,7 +41,8 @@ def delta(after: Mapping[Key, float], before: Mapping[Key, float]) -> Counter[Ke
     return Counter({k: after[k] - before.get(k, 0.0) for k in after if after[k] - before.get(k, 0.0)})
 
 
-def minus(a: Mapping[Key, float], *others: Mapping[Key, float], scale: Iterable[float] | None = None) -> dict[Key, float]:
+def minus(a: Mapping[Key, float], *others: Mapping[Key, float],
+          scale: Iterable[float] | None = None) -> dict[Key, float]:
     """a - sum(scale_i * others_i) per key (scale 1 by default); negative results are kept (they show noise)."""
     factors = list(scale) if scale is not None else [1.0] * len(others)
     keys = set(a).union(*others)

@@ -88,10 +88,12 @@ def goals(results: Sequence[RunResult]) -> str:
             a, b = median(small, name), median(runs, name)
             return b / a if a else float("nan")
         per_svc_time = (op / n_max) / (median(small, "operator_seconds") / n_min)
+        cpu_growth = (median(runs, "cpu_seconds_per_minute") / n_max) / (
+            median(small, "cpu_seconds_per_minute") / n_min)
         rows.append((f"cost growing linearly or better from {n_min} to {n_max}",
                      f"per service at {n_max} / at {n_min}: time to Ready {per_svc_time:.2f}, create requests "
                      f"{_f(growth('create_writes'))} (writes) {_f(growth('create_reads'))} (reads), idle CPU "
-                     f"{_f(median(runs, 'cpu_seconds_per_minute') / n_max / (median(small, 'cpu_seconds_per_minute') / n_min))}",
+                     f"{_f(cpu_growth)}",
                      per_svc_time <= 1.1 and growth("create_writes") <= 1.1))
     lines = [f"| goal (at N = {n_max}) | measured | met |", "|---|---|---|"]
     lines += [f"| {g} | {m} | {'yes' if ok else '**no**'} |" for g, m, ok in rows]
