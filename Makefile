@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/tei-operator
 
 .PHONY: help venv tools test test-unit test-fast test-integration test-e2e crds docs demo demo-down cluster-up \
         cluster-down cluster-exec \
-        bench-autoscaling bench-failover test-faults install
+        bench-autoscaling bench-failover bench-scale test-faults install
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ bench-autoscaling: venv ## compare the autoscaling policy with HPA/KEDA/KPA/stat
 
 bench-failover: venv tools ## SIGKILL/SIGTERM the operator's leader beside a standby; writes docs/benchmarks/failover.md
 	$(BIN)/python -m bench.failover
+
+bench-scale: venv tools ## the operator at 100, 300 and 1,000 services vs a raw client: time to Ready, API requests, idle cost; writes docs/benchmarks/scale.md (root: private network namespace, port 80)
+	nice -n 10 $(BIN)/python -m bench.scale $(BENCH_ARGS)
 
 cluster-exec: venv ## run CMD in the local cluster's network namespace: make cluster-exec CMD='kubectl get pods -A'
 	$(BIN)/python -m tests.cluster exec -- $(CMD)

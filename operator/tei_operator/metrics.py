@@ -15,6 +15,8 @@ Series (all prefixed `tei_operator_`):
 - `autoscaler_decisions_total{action, limit}`: action ScaleUp, ScaleDown or Hold; limit MaxReplicas, GpuCapacity,
   MetricsUnavailable, ... or none;
 - `metric_source_errors_total{source}`: a metrics source (scrape, prometheus) that failed as a whole in a tick;
+- `autoscaler_tick_duration_seconds`: a histogram of one main autoscaler tick (listing, metrics queries, decisions
+  and writes of every autoscaled service), what bench/scale reads the tick time from;
 - `autoscaler_last_successful_tick_timestamp_seconds` and `autoscaler_seconds_since_last_successful_tick`
   (counted from when this replica became leader until its first tick);
 - `leader` (1 on the replica that holds the Lease), `leader_transitions_total`, `info{version, identity}`.
@@ -83,6 +85,9 @@ class OperatorMetrics:
         self.metric_source_errors = Counter(f"{PREFIX}_metric_source_errors", "Autoscaler ticks in which a TEI "
                                             "metrics source failed as a whole (scrape or prometheus).", ["source"],
                                             registry=r)
+        self.autoscaler_tick_duration = Histogram(f"{PREFIX}_autoscaler_tick_duration_seconds", "Duration of one "
+                                                  "main autoscaler tick that completed, over every autoscaled "
+                                                  "service.", registry=r, buckets=RECONCILE_BUCKETS)
         self.autoscaler_last_success = Gauge(f"{PREFIX}_autoscaler_last_successful_tick_timestamp_seconds",
                                              "Unix time of the end of the last autoscaler tick that completed "
                                              "(0: none yet).", registry=r)
@@ -142,8 +147,10 @@ class OperatorMetrics:
         self._autoscaler_started = None
         self._last_tick = None
 
-    def autoscaler_tick_succeeded(self) -> None:
-        """An autoscaler tick completed (each service's own failures are counted elsewhere)."""
+    def autoscaler_tick_succeeded(self, seconds: float | None = None) -> None:
+        """An autoscaler tick completed (each service's own failures are counted elsewhere), in `seconds`."""
+        if seconds is not None:
+            self.autoscaler_tick_duration.observe(max(0.0, seconds))
         self._last_tick = self.clock()
         self.autoscaler_last_success.set(self._last_tick)
 

@@ -104,6 +104,14 @@ def test_seconds_since_the_last_successful_tick_follow_the_clock(metrics, clock)
     assert metrics.value(stale) == 0
 
 
+def test_tick_duration_is_observed_when_given(metrics):
+    metrics.autoscaler_tick_succeeded(0.3)
+    metrics.autoscaler_tick_succeeded(0.5)
+    metrics.autoscaler_tick_succeeded()  # no duration: only the timestamp moves
+    assert metrics.value("tei_operator_autoscaler_tick_duration_seconds_count") == 2
+    assert metrics.value("tei_operator_autoscaler_tick_duration_seconds_sum") == 0.8
+
+
 def test_leader_gauge_and_transitions(metrics):
     metrics.set_identity("0.1.0", "op-0_ab12cd34")
     assert metrics.value("tei_operator_leader") == 0
