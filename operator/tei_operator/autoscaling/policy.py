@@ -41,6 +41,7 @@ from typing import Literal
 
 from ..api.autoscaling import AutoscalingSpec
 from . import throughput
+from .reading import Reading
 from .signals import Signals
 
 Action = Literal["ScaleUp", "ScaleDown", "Hold"]
@@ -278,29 +279,11 @@ def _detect_period(history: tuple[tuple[float, float], ...], longest: float) -> 
     return None
 
 
-@dataclass(frozen=True)
-class _Reading:
-    """One tick's recommendation and the numbers behind it."""
-
-    rec: int
-    reason: str
-    q_per: float
-    fill: float | None
-    tpr: float | None
-    ratio: float
-    peak: float | None
-    up_ratio: float
-    down_ratio: float
-    overloaded: bool
-    demand_ratio: float | None = None
-    """Demand now (not projected) over the demand target; None until the peak (or latency capacity) is known."""
-
-
 def _recommend(
     s: Signals, spec: AutoscalingSpec, max_batch_tokens: int, current: int, peak: float | None,
     previous_demand: float | None = None, headroom: float | None = None, learn: bool = True,
     backlog: bool = False, latency_capacity: float | None = None,
-) -> _Reading:
+) -> Reading:
     """The recommendation of one tick with healthy metrics and at least one Ready replica. `headroom` is extra
     demand (tokens/s) expected one model load from now (`_growth_headroom`); `learn` lets this reading update the
     learned peak; `latency_capacity` (latencyTargetMs in use) replaces peak x targetUtilization as the demand
@@ -395,7 +378,7 @@ def _recommend(
         rec = current
         ratio = max(up_ratio, down_ratio)
         why = f"load {ratio:.2f}x of target within tolerance {_fmt(spec.tolerance)}: {seen}"
-    return _Reading(rec, why, q_per, fill, tpr, ratio, peak, up_ratio, down_ratio, overloaded, d_now_ratio)
+    return Reading(rec, why, q_per, fill, tpr, ratio, peak, up_ratio, down_ratio, overloaded, d_now_ratio)
 
 
 def _latency_move_allowed(state: PolicyState, missed: float, now: float) -> bool:
@@ -581,7 +564,7 @@ def decide(
     longest_cycle = load_for_sizing + down_b.stabilization_window_seconds
     history = state.demand_history
     demand = None if problem or s.ready_replicas <= 0 else s.demand_tokens_rate()
-    reading: _Reading | None = None
+    reading: Reading | None = None
     latency_cap, latency_adjusted, latency_move = state.latency_capacity, state.latency_adjusted_at, state.latency_move
     min_batch = state.min_batch_seconds
     latency_history = state.latency_history
@@ -626,7 +609,7 @@ def decide(
                                                                             latency_history)
         reading = _recommend(s, spec, max_batch_tokens, current, peak, state.previous_demand, headroom,
                              latency_capacity=latency_cap if active else None) if spec.objective != "Throughput" \
-            else _Reading(**vars(throughput.recommend(s, spec, max_batch_tokens, current, peak)))
+            else throughput.recommend(s, spec, max_batch_tokens, current, peak)
         rec, reason, q_per, fill, tpr, ratio, peak = (reading.rec, reading.reason, reading.q_per, reading.fill,
                                                       reading.tpr, reading.ratio, reading.peak)
         slo = _slo_late_share(latency_history) if active else None

@@ -28,9 +28,9 @@ Pure functions, no I/O; `policy.decide` calls `effective_spec` and `recommend` w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from ..api.autoscaling import AutoscalingSpec
+from .reading import Reading
 from .signals import Signals
 
 BUSY_TARGET = 1.0
@@ -72,26 +72,8 @@ def busy_share(s: Signals) -> float | None:
     return max(0.0, min(1.0, s.batch_rate_count * s.mean_batch_seconds / s.ready_replicas))
 
 
-@dataclass(frozen=True)
-class ThroughputReading:
-    """One tick's recommendation under the throughput objective; the fields of policy's reading."""
-
-    rec: int
-    reason: str
-    q_per: float
-    fill: float | None
-    tpr: float | None
-    ratio: float
-    peak: float | None
-    up_ratio: float
-    down_ratio: float
-    overloaded: bool
-    demand_ratio: float | None = None
-    """The load ratio (work / target), for cancelling loading replicas; None when the busy share is unknown."""
-
-
 def recommend(s: Signals, spec: AutoscalingSpec, max_batch_tokens: int, current: int,
-              peak: float | None) -> ThroughputReading:
+              peak: float | None) -> Reading:
     """The recommendation of one tick with healthy metrics and at least one Ready replica (module docstring)."""
     r = s.ready_replicas
     capacity = r + s.starting_replicas
@@ -111,7 +93,7 @@ def recommend(s: Signals, spec: AutoscalingSpec, max_batch_tokens: int, current:
         why = f"busy share unknown (no batches in the window), queue {q_per:.1f}/replica on {r} ready: held"
         if rec > current:
             why = f"busy share unknown, queue {q_per:.1f}/replica on {r} ready: one more replica"
-        return ThroughputReading(rec, why, q_per, fill, tpr, ratio, peak, ratio, ratio, overloaded)
+        return Reading(rec, why, q_per, fill, tpr, ratio, peak, ratio, ratio, overloaded)
     growth = 1.0
     demand = s.demand_tokens_rate()
     if demand is not None and served and served > 0:
@@ -137,8 +119,8 @@ def recommend(s: Signals, spec: AutoscalingSpec, max_batch_tokens: int, current:
     else:
         rec = current
         why = f"throughput load {ratio:.2f}x of target within tolerance {spec.tolerance:g}: {seen}"
-    return ThroughputReading(rec, why, q_per, fill, tpr, ratio, peak, ratio, ratio, overloaded, ratio)
+    return Reading(rec, why, q_per, fill, tpr, ratio, peak, ratio, ratio, overloaded, ratio)
 
 
-__all__ = ["BUSY_TARGET", "THROUGHPUT_SCALE_DOWN_WINDOW_SECONDS", "ThroughputReading", "busy_share",
+__all__ = ["BUSY_TARGET", "THROUGHPUT_SCALE_DOWN_WINDOW_SECONDS", "busy_share",
            "effective_spec", "recommend"]
