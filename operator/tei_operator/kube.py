@@ -1,12 +1,11 @@
 """The one small Kubernetes client of the operator.
 
 Everything that talks to the API server goes through `KubeClient`: the controller and the autoscaler share it, so
-authentication, server-side apply and error decoding live in one place. It wraps the synchronous `kubernetes`
-client at its lowest level (a raw REST call with the loaded credentials) rather than its generated per-kind
-methods, because the operator works on plain dicts (rendered manifests, kopf bodies) and needs content types the
-generated methods do not offer (`application/apply-patch+yaml`, `application/merge-patch+json`). Every public
-method is a coroutine that runs the blocking call in a worker thread (`asyncio.to_thread`), so the kopf event loop
-is never blocked by a slow API server.
+authentication, server-side apply and error decoding live in one place. It works on plain dicts (rendered
+manifests, kopf bodies) and sends the content types the generated per-kind clients do not offer
+(`application/apply-patch+yaml`, `application/merge-patch+json`). The transport is asyncio-native
+(kube_transport.py: aiohttp, one connection pool, credentials loaded by kubernetes_asyncio): no request holds a
+thread, so concurrency is bounded by the pool's connections, not by an executor's workers.
 """
 
 from __future__ import annotations
@@ -17,14 +16,18 @@ import datetime
 import functools
 import json
 import logging
-import os
 import socket
 import weakref
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import aiohttp
+
+from .kube_errors import KubeApiError, NotLeaderError, error_from_response
 from .kube_events import EventKey, RecentEvents, event_key, event_name, event_namespace, new_event, repeat_patch
+from .kube_retry import retry_on_conflict
+from .kube_transport import DEFAULT_POOL_SIZE, ApiTransport, configuration_for
 from .metrics import METRICS, WRITE_METHODS
 
 logger = logging.getLogger(__name__)
@@ -34,48 +37,6 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 EVENT_WRITE_ATTEMPTS = 5  # create/patch rounds for one event before giving up (each lost round means another wrote)
-
-
-class KubeApiError(Exception):
-    """An API request failed. `status` is the HTTP status (0 when the server could not be reached).
-
-    `reason` is the Kubernetes Status reason (`NotFound`, `Conflict`, `Invalid`, ...), `message` the server's own
-    words (they name the field for validation errors), `retry_after` the server's Retry-After hint in seconds.
-    """
-
-    def __init__(
-        self, status: int, reason: str, message: str, *, retry_after: float | None = None, request: str = "",
-        causes: tuple[str, ...] = (),
-    ) -> None:
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.retry_after = retry_after
-        self.request = request
-        self.causes = causes  # the Status' details.causes[].reason, e.g. NamespaceTerminating
-        super().__init__(f"{request}: {status} {reason}: {message}" if request else f"{status} {reason}: {message}")
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
-
-    @property
-    def namespace_terminating(self) -> bool:
-        """Refused because the namespace is being deleted: nothing to create there any more."""
-        return self.status == 403 and ("NamespaceTerminating" in self.causes or "being terminated" in self.message)
-
-
-class NotLeaderError(KubeApiError):
-    """A write refused before it was sent (status 0, reason NotLeader): this replica does not hold the leader Lease
-    (see `KubeClient.write_guard`)."""
-
-    def __init__(self, request: str) -> None:
-        super().__init__(0, "NotLeader", "not sent: this operator replica does not hold the leader Lease",
-                         request=request)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,33 +87,6 @@ _BUILTIN_TYPES = (DEPLOYMENT, REPLICASET, POD, SERVICE, EVENT, NODE, NAMESPACE, 
                   CRD)
 
 
-def _error_from_response(status: int, reason: str, body: bytes | str | None, headers: Mapping[str, str] | None,
-                         request: str) -> KubeApiError:
-    """Decode a failed response: prefer the Kubernetes Status object's reason and message, which name the field."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
-    status_reason, message = reason or "", text.strip()
-    causes: tuple[str, ...] = ()
-    try:
-        decoded = json.loads(text) if text else {}
-    except ValueError:
-        decoded = {}
-    if isinstance(decoded, dict) and decoded.get("kind") == "Status":
-        status_reason = decoded.get("reason") or status_reason
-        message = decoded.get("message") or message
-        causes = tuple(str(c.get("reason")) for c in (decoded.get("details") or {}).get("causes") or []
-                       if isinstance(c, dict) and c.get("reason"))
-    retry_after: float | None = None
-    if headers:
-        raw = {k.lower(): v for k, v in headers.items()}.get("retry-after")
-        if raw:
-            try:
-                retry_after = float(raw)
-            except ValueError:
-                retry_after = None
-    return KubeApiError(status, status_reason or "Unknown", message, retry_after=retry_after, request=request,
-                        causes=causes)
-
-
 def _now_rfc3339() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -161,19 +95,21 @@ class KubeClient:
     """A small async Kubernetes client over plain dicts.
 
     Build it with `KubeClient.from_environment()` (kubeconfig from $KUBECONFIG / ~/.kube/config, or the in-cluster
-    service account), or pass a configured `kubernetes.client.ApiClient`. Kinds are found by (apiVersion, kind) in
-    a small table of built-ins plus whatever `register()` adds (the operator registers its custom kinds).
+    service account), `KubeClient.for_host(url)` (no credentials: a plain-HTTP test server), or pass an
+    `ApiTransport`. Kinds are found by (apiVersion, kind) in a small table of built-ins plus whatever `register()`
+    adds (the operator registers its custom kinds).
 
     `write_guard`, when set, is asked before every write (POST, PUT, PATCH, DELETE): False refuses the write with
     `NotLeaderError`, without sending it (the leader election fences a replica that lost the Lease this way).
-    `executor` runs the blocking calls instead of asyncio's default executor (the Lease client has its own thread,
-    so a renewal never waits behind a burst of reconciles). Every call is counted in `metrics.METRICS`.
+    Every request is bounded by `timeout` seconds in all and counted in `metrics.METRICS`. Close it with
+    `await kube.close()` (a synchronous caller may call `kube.close()` without awaiting).
     """
 
-    def __init__(self, api_client: Any, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, executor: Any = None) -> None:
-        self._api = api_client
+    def __init__(self, transport: ApiTransport, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self._transport = transport
         self._timeout = timeout
-        self._executor = executor
         self.write_guard: Any = None
         self._types: dict[tuple[str, str], ResourceType] = {}
         self._recent_events = RecentEvents()  # lets a repeated Event be counted with one request
@@ -185,21 +121,43 @@ class KubeClient:
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_SECONDS,
-                         executor: Any = None) -> "KubeClient":
+                         pool_size: int = DEFAULT_POOL_SIZE) -> "KubeClient":
         """Load credentials: an explicit kubeconfig, else $KUBECONFIG or ~/.kube/config, else the in-cluster
-        service account. Reads files, so call it at start-up, never at import."""
-        from kubernetes import client, config
+        service account. Reads files, so call it at start-up, never at import. `pool_size` bounds the
+        connections to the API server (setting TEI_OPERATOR_API_CONNECTIONS for the operator)."""
+        configuration, loader = configuration_for(kubeconfig)
+        return cls(ApiTransport(configuration, pool_size=pool_size, loader=loader), timeout=timeout)
 
-        configuration = client.Configuration()
-        path = kubeconfig or os.environ.get("KUBECONFIG")
-        if path or os.path.exists(os.path.expanduser("~/.kube/config")):
-            config.load_kube_config(config_file=path, client_configuration=configuration)
-        else:
-            config.load_incluster_config(client_configuration=configuration)
-        return cls(client.ApiClient(configuration), timeout=timeout, executor=executor)
+    @classmethod
+    def for_host(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS,
+                 pool_size: int = DEFAULT_POOL_SIZE) -> "KubeClient":
+        """A client of the server at `url` without credentials (tests, a local `kubectl proxy`)."""
+        from kubernetes_asyncio.client import Configuration
 
-    def close(self) -> None:
-        self._api.close()
+        return cls(ApiTransport(Configuration(host=url), pool_size=pool_size), timeout=timeout)
+
+    def close(self) -> Any:
+        """Close the connection pool; `await` the result in async code to wait until its sockets are closed."""
+        legacy = self.__dict__.pop("_api", None)
+        if legacy is not None:
+            legacy.close()
+        return self._transport.close()
+
+    @functools.cached_property
+    def _api(self) -> Any:
+        """A synchronous `kubernetes` ApiClient with the same server and credentials, opened on first use.
+
+        Only for autoscaling/sources/scrape.py's ApiProxyFetcher, which still sends its GETs from its own threads
+        through it; everything else in the operator uses the asyncio transport. Remove it when that fetcher calls
+        `get_text` instead."""
+        from kubernetes import client
+
+        source = self._transport.configuration
+        configuration = client.Configuration(host=source.host)
+        for attr in ("api_key", "api_key_prefix", "ssl_ca_cert", "cert_file", "key_file", "verify_ssl",
+                     "username", "password", "tls_server_name"):
+            setattr(configuration, attr, getattr(source, attr))
+        return client.ApiClient(configuration)
 
     def register(self, rtype: ResourceType) -> None:
         """Make a kind known (custom resources, or built-ins missing from the table)."""
@@ -219,44 +177,52 @@ class KubeClient:
         return self.resource_type(str(api_version), str(kind))
 
     # -- the raw call -------------------------------------------------------------------------------------------
-    def _request_sync(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
-                      body: Any = None, content_type: str | None = None) -> Any:
+    async def _send(self, method: str, path: str, *, query: Mapping[str, Any] | None, body: Any,
+                    content_type: str | None, accept: str, timeout: float | None) -> tuple[bytes, str]:
+        """Send one request; returns the body of a 2xx answer and its Content-Type, raises `KubeApiError` for
+        anything else (status 0: not reached, or no answer within the timeout). Counted in the metrics."""
+        method = method.upper()
+        if self.write_guard is not None and method in WRITE_METHODS and not self.write_guard():
+            raise NotLeaderError(f"{method} {path}")
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
         url_path = path + ("?" + urlencode(params) if params else "")
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
+        data: bytes | None = None
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
+            data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
         described = f"{method} {url_path}"
-        request = self._api.param_serialize(
-            method=method, resource_path=url_path, header_params=headers, body=body, auth_settings=["BearerToken"],
-        )
+        limit = self._timeout if timeout is None else timeout
         try:
-            response = self._api.call_api(*request, _request_timeout=self._timeout)
-            data = response.read()
-        except Exception as exc:  # urllib3 connection errors and timeouts
-            if hasattr(exc, "status") and getattr(exc, "status", None):
-                METRICS.api_request(method, path, int(exc.status))
-                raise _error_from_response(exc.status, getattr(exc, "reason", ""), getattr(exc, "body", None),
-                                           getattr(exc, "headers", None), described) from exc
+            response = await self._transport.send(method, url_path, headers=headers, data=data, timeout=limit)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             METRICS.api_request(method, path, 0)
-            raise KubeApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}", request=described) from exc
+            text = f"no answer within {limit:g} s" if isinstance(exc, asyncio.TimeoutError) else \
+                f"{type(exc).__name__}: {exc}"
+            raise KubeApiError(0, "Unreachable", text, request=described) from exc
         METRICS.api_request(method, path, response.status)
         if not 200 <= response.status <= 299:
-            raise _error_from_response(response.status, response.reason, data, response.headers, described)
+            raise error_from_response(response.status, response.reason, response.body, response.headers,
+                                       described)
+        return response.body, response.headers.get("Content-Type", "")
+
+    async def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None, body: Any = None,
+                      content_type: str | None = None, timeout: float | None = None) -> Any:
+        """One API call; returns the decoded JSON body (None when empty), raises `KubeApiError` (or
+        `NotLeaderError` for a write the `write_guard` refuses). `timeout` overrides the client's for this call."""
+        data, _ = await self._send(method, path, query=query, body=body, content_type=content_type,
+                                   accept="application/json", timeout=timeout)
         if not data:
             return None
         return json.loads(data)
 
-    async def request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None, body: Any = None,
-                      content_type: str | None = None) -> Any:
-        """One API call in a worker thread; returns the decoded JSON body, raises `KubeApiError` (or
-        `NotLeaderError` for a write the `write_guard` refuses)."""
-        if self.write_guard is not None and method.upper() in WRITE_METHODS and not self.write_guard():
-            raise NotLeaderError(f"{method} {path}")
-        call = functools.partial(self._request_sync, method, path, query=query, body=body, content_type=content_type)
-        if self._executor is None:
-            return await asyncio.to_thread(call)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+    async def get_text(self, path: str, *, timeout: float | None = None,
+                       accept: str = "text/plain, */*") -> tuple[str, str]:
+        """A GET of a non-JSON body (a pod's /metrics through the API server's proxy): one attempt within
+        `timeout` seconds. Returns (text, Content-Type)."""
+        data, content_type = await self._send("GET", path, query=None, body=None, content_type=None,
+                                              accept=accept, timeout=timeout)
+        return data.decode("utf-8", "replace"), content_type
 
     # -- verbs --------------------------------------------------------------------------------------------------
     async def get(self, rtype: ResourceType, name: str, namespace: str | None = None,
@@ -399,33 +365,28 @@ class KubeClient:
         return event
 
     async def _record_event(self, key: EventKey, namespace: str, name: str) -> dict:
-        """Create the Event or count one more occurrence on it, whichever the API server's state calls for."""
+        """Create the Event or count one more occurrence on it, whichever the API server's state calls for.
+
+        The state is the Event as last known (None: not known to exist). A create that finds it existing (409
+        AlreadyExists: another writer, or this operator before a restart) and a count patched on a stale read (409
+        Conflict: someone counted since) both read it again and retry; a patch of an Event that expired (404)
+        creates it afresh."""
         now = _now_rfc3339()
-        known = self._recent_events.get(namespace, name)
-        for _ in range(EVENT_WRITE_ATTEMPTS):
-            if known is None:
-                body = new_event(key, now=now, reporting_instance=socket.gethostname())
+
+        async def write(known: dict | None) -> dict:
+            if known is not None:
                 try:
-                    return await self.request("POST", EVENT.path(namespace), body=body)
+                    return await self.patch(EVENT, name, namespace, repeat_patch(known, now=now))
                 except KubeApiError as exc:
-                    if not exc.conflict:
+                    if not exc.not_found:  # expired by the API server's event TTL, or deleted: a fresh Event
                         raise
-                # 409 AlreadyExists: an earlier occurrence (another writer, or this operator before a restart).
-                known = await self.get_or_none(EVENT, name, namespace)
-                if known is None:  # expired or deleted in between: create it again
-                    continue
-            try:
-                return await self.patch(EVENT, name, namespace, repeat_patch(known, now=now))
-            except KubeApiError as exc:
-                if exc.not_found:  # expired by the API server's event TTL, or deleted: a fresh Event
-                    known = None
-                    continue
-                if not exc.conflict:
-                    raise
-            # 409 Conflict: someone counted an occurrence since `known` was read; count on top of theirs.
-            known = await self.get_or_none(EVENT, name, namespace)
-        raise KubeApiError(409, "Conflict", f"Event {namespace}/{name} kept changing: gave up after "
-                                            f"{EVENT_WRITE_ATTEMPTS} attempts", request=f"record Event {name}")
+            body = new_event(key, now=now, reporting_instance=socket.gethostname())
+            return await self.request("POST", EVENT.path(namespace), body=body)
+
+        return await retry_on_conflict(write, self._recent_events.get(namespace, name),
+                                       lambda: self.get_or_none(EVENT, name, namespace),
+                                       attempts=EVENT_WRITE_ATTEMPTS, retry_when_gone=True,
+                                       what=f"Event {namespace}/{name}")
 
 
 def managed_field_paths(obj: Mapping[str, Any], manager: str, operation: str | None = "Apply") -> list[dict]:

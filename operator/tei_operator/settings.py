@@ -182,6 +182,11 @@ class Settings(BaseSettings):
         7200, ge=60, le=86400,
         description="Longest a model download may take (the download Job's activeDeadlineSeconds).",
     )
+    api_connections: int = Field(
+        32, ge=1, le=1024,
+        description="Connections to the API server the operator keeps open at most (one pool shared by the "
+        "controller and the autoscaler); a request beyond that waits for a free connection.",
+    )
 
     @field_validator("gpu_prices", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ of test_validation.py and `REGRESSION` below stay as a fixed set next to it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -139,8 +140,8 @@ def server_verdict(client: KubeClient, namespace: str, kind: str, spec: dict) ->
     body = {"apiVersion": "tei-operator.io/v1alpha1", "kind": kind,
             "metadata": {"name": f"gen-{uuid.uuid4().hex[:8]}", "namespace": namespace}, "spec": spec}
     try:
-        client._request_sync("POST", f"/apis/tei-operator.io/v1alpha1/namespaces/{namespace}/{plural}",
-                             query={"dryRun": "All", "fieldValidation": "Strict"}, body=body, content_type=None)
+        asyncio.run(client.request("POST", f"/apis/tei-operator.io/v1alpha1/namespaces/{namespace}/{plural}",
+                                   query={"dryRun": "All", "fieldValidation": "Strict"}, body=body))
     except KubeApiError as exc:
         if exc.status in (400, 422):
             return exc.message

@@ -12,7 +12,8 @@ import pytest
 
 from tei_operator.controller import errors
 from tei_operator.controller.queue import ReconcileQueue
-from tei_operator.kube import KubeApiError, _error_from_response
+from tei_operator.kube_errors import KubeApiError
+from tei_operator.kube_errors import error_from_response as _error_from_response
 
 
 def status_body(code: int, reason: str, message: str) -> bytes:

@@ -131,13 +131,12 @@ def test_scaling_limited_is_true_only_for_the_reasons_the_docs_list():
 
 
 async def test_proxy_scraper_uses_the_scrape_timeout_and_close_stops_its_threads():
-    import kubernetes.client
 
     from tei_operator.autoscaling.loop import Autoscaler
     from tei_operator.kube import KubeClient
     from tei_operator.settings import load_settings
 
-    kube = KubeClient(kubernetes.client.ApiClient(kubernetes.client.Configuration(host="http://127.0.0.1:9")))
+    kube = KubeClient.for_host("http://127.0.0.1:9")
     settings = load_settings(scrape_via="proxy", scrape_timeout_seconds=1.5, metrics_source="scrape",
                              prometheus_url="http://127.0.0.1:9")
     autoscaler = Autoscaler(kube, settings)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import kubernetes.client
 import pytest
 
 from bench.autoscaling.operator_policy import NAMESPACE, SERVICE, OperatorPolicy, pod_objects
@@ -96,7 +95,7 @@ def test_the_adapter_and_the_live_loop_build_the_same_signals_from_the_same_page
 
     # The live loop on the same pages: its own scrape source (fetcher = the view's pages), its own aggregation.
     settings = load_settings(metrics_source="scrape")
-    kube = KubeClient(kubernetes.client.ApiClient(kubernetes.client.Configuration(host="http://127.0.0.1:9")))
+    kube = KubeClient.for_host("http://127.0.0.1:9")
     replay = FakeView(step_at=80.0)
 
     async def fetcher(pod):

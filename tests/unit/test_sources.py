@@ -22,7 +22,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-import kubernetes.client
 import pytest
 from aiohttp import web
 
@@ -283,8 +282,7 @@ async def test_scrape_source_leaves_a_pod_that_answers_an_error_page_unread():
 
 def kube_at(url: str) -> KubeClient:
     """A real KubeClient whose API server is the local test server (no credentials: plain HTTP on loopback)."""
-    config = kubernetes.client.Configuration(host=url)
-    return KubeClient(kubernetes.client.ApiClient(config))
+    return KubeClient.for_host(url)
 
 
 @asynccontextmanager

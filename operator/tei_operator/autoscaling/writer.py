@@ -15,16 +15,15 @@ A patch that only changes `status.autoscaling` (the usual case) does not touch t
 from __future__ import annotations
 
 import datetime
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..api.status import status_summary
-from ..kube import DEPLOYMENT, KubeApiError, KubeClient, MERGE_PATCH, ResourceType
+from ..kube import DEPLOYMENT, KubeClient, MERGE_PATCH, ResourceType
+from ..kube_retry import retry_on_conflict
 from .policy import Decision
 from .signals import Signals
 
-logger = logging.getLogger("tei_operator.autoscaler")
 
 SCALING_LIMITED = "ScalingLimited"
 LIMITING_REASONS = ("MaxReplicas", "GpuCapacity", "MetricsUnavailable")
@@ -211,28 +210,22 @@ class StatusWriter:
         409 Conflict re-reads the object and tries again."""
         meta = body.get("metadata") or {}
         name, namespace = meta["name"], meta["namespace"]
-        live = body
-        for attempt in range(CONFLICT_RETRIES):
+
+        async def write(live: Mapping[str, Any]) -> dict[str, Any]:
             patch = status_patch(live.get("status"), autoscaling, condition, now=now, heartbeat_due=heartbeat_due)
             if not patch:
                 return {}
             document: dict[str, Any] = {"status": patch}
             if "conditions" in patch:
                 document["metadata"] = {"resourceVersion": (live.get("metadata") or {}).get("resourceVersion")}
-            try:
-                written = await self.kube.patch(rtype, name, namespace, document, content_type=MERGE_PATCH,
-                                                subresource="status", field_manager=self.field_manager)
-                self._written(written, (rtype.kind, namespace, name))
-                return patch
-            except KubeApiError as exc:
-                if not exc.conflict or attempt == CONFLICT_RETRIES - 1:
-                    raise
-                logger.debug("Retrying the status write of %s %s/%s after a conflict", rtype.kind, namespace, name)
-                fresh = await self.kube.get_or_none(rtype, name, namespace)
-                if fresh is None:
-                    return {}
-                live = fresh
-        return {}
+            written = await self.kube.patch(rtype, name, namespace, document, content_type=MERGE_PATCH,
+                                            subresource="status", field_manager=self.field_manager)
+            self._written(written, (rtype.kind, namespace, name))
+            return patch
+
+        return await retry_on_conflict(write, body, lambda: self.kube.get_or_none(rtype, name, namespace),
+                                       attempts=CONFLICT_RETRIES, gone={},
+                                       what=f"{rtype.kind} {namespace}/{name} (autoscaler status)")
 
     async def event(self, body: Mapping[str, Any], reason: str, message: str, type: str = "Normal") -> None:
         await self.kube.create_event(body, reason=reason, message=message, type=type, component=EVENT_COMPONENT)

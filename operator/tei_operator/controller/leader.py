@@ -33,7 +33,6 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +43,7 @@ logger = logging.getLogger("tei_operator.leader")
 
 LEASE = ResourceType("coordination.k8s.io", "v1", "leases", "Lease")
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+LEASE_CONNECTIONS = 2  # the Lease client reads and writes one object: a get and a put at most in flight
 
 
 def micro_time(epoch: float) -> str:
@@ -268,7 +268,6 @@ class LeaderElector:
 
 
 def lease_client(timeout: float) -> KubeClient:
-    """A KubeClient of its own for the Lease: one dedicated thread, so a renewal never queues behind the
-    controller's calls in asyncio's shared executor, and a short timeout."""
-    return KubeClient.from_environment(timeout=timeout, executor=ThreadPoolExecutor(
-        max_workers=1, thread_name_prefix="tei-leader-election"))
+    """A KubeClient of its own for the Lease: its own small connection pool, so a renewal never waits for a
+    connection behind a burst of the controller's calls, and a short timeout."""
+    return KubeClient.from_environment(timeout=timeout, pool_size=LEASE_CONNECTIONS)

@@ -29,6 +29,7 @@ from ..api import GROUP, KINDS, VERSION, ServiceResource
 from ..api.rollout import active_deployment
 from ..api.unsupported import refusal_message
 from ..kube import KubeClient
+from ..kube_retry import retry_on_conflict
 from ..render import endpoint_url, render_children
 from ..render.children import CONFIG_HASH_ANNOTATION
 from ..render.labels import SERVICE_LABEL, selector_labels
@@ -357,27 +358,23 @@ class Reconciler:
         computed from; when someone wrote in between (409), it is recomputed from a fresh read."""
         meta = deployment.get("metadata") or {}
         name, namespace = meta.get("name", ""), meta.get("namespace", "")
-        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
-            fields = foreign_template_fields(deployment, self.own_managers, self.trusted_managers)
+
+        async def remove(current: dict) -> tuple[dict, list[ForeignField]]:
+            fields = foreign_template_fields(current, self.own_managers, self.trusted_managers)
             if not fields:
-                return deployment, []
-            rv = str((deployment.get("metadata") or {}).get("resourceVersion", ""))
-            try:
-                patched = await self.kube.patch(k.DEPLOYMENT, name, namespace, removal_patch(rv, fields),
-                                                content_type=k.JSON_PATCH, field_manager=self.field_manager)
-                self.cache.put(patched)
-                # A field defaulted back to the same value was not really removed (and stays the other
-                # manager's): leave it out of the event, so it is not reported again on every reconcile.
-                return patched, [f for f in fields if not still_present(patched, f)]
-            except k.KubeApiError as exc:
-                if not exc.conflict or attempt == MAX_WRITE_ATTEMPTS:
-                    raise
-                logger.debug("Deployment %s/%s changed while removing hand edits; retrying", namespace, name)
-                fresh = await self.kube.get_or_none(k.DEPLOYMENT, name, namespace)
-                if fresh is None:
-                    return deployment, []
-                deployment = fresh
-        return deployment, []
+                return current, []
+            rv = str((current.get("metadata") or {}).get("resourceVersion", ""))
+            patched = await self.kube.patch(k.DEPLOYMENT, name, namespace, removal_patch(rv, fields),
+                                            content_type=k.JSON_PATCH, field_manager=self.field_manager)
+            self.cache.put(patched)
+            # A field defaulted back to the same value was not really removed (and stays the other
+            # manager's): leave it out of the event, so it is not reported again on every reconcile.
+            return patched, [f for f in fields if not still_present(patched, f)]
+
+        return await retry_on_conflict(remove, deployment,
+                                       lambda: self.kube.get_or_none(k.DEPLOYMENT, name, namespace),
+                                       attempts=MAX_WRITE_ATTEMPTS, gone=(deployment, []),
+                                       what=f"Deployment {namespace}/{name}")
 
     @staticmethod
     def _autoscaled(resource: Any) -> bool:
@@ -449,7 +446,8 @@ class Reconciler:
         service is read again and the status rebuilt from what is stored now, so a condition the autoscaler wrote
         in between survives."""
         rtype = self.kinds[owner["kind"]]
-        for attempt in range(1, MAX_WRITE_ATTEMPTS + 1):
+
+        async def write(owner: Mapping[str, Any]) -> None:
             current = owner.get("status") or {}
             desired = build(current)
             if keep_counts:  # invalid spec: nothing observed, leave what the last good reconcile wrote
@@ -459,27 +457,26 @@ class Reconciler:
             if not patch:
                 return
             meta = owner.get("metadata") or {}
-            try:
-                written = await self.kube.patch_status(rtype, meta["name"], meta["namespace"], patch,
-                                                       field_manager=self.field_manager,
-                                                       resource_version=meta.get("resourceVersion"))
-                self.cache.put(written)
-            except k.KubeApiError as exc:
-                if not exc.conflict or attempt == MAX_WRITE_ATTEMPTS:
-                    raise
-                logger.debug("%s %s/%s changed before its status was written; retrying", owner["kind"],
-                             meta["namespace"], meta["name"])
-                fresh = await self.kube.get_or_none(rtype, meta["name"], meta["namespace"])
-                if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
-                    return
-                fresh.setdefault("apiVersion", owner.get("apiVersion"))
-                fresh.setdefault("kind", owner["kind"])
-                owner = fresh
-                continue
+            written = await self.kube.patch_status(rtype, meta["name"], meta["namespace"], patch,
+                                                   field_manager=self.field_manager,
+                                                   resource_version=meta.get("resourceVersion"))
+            self.cache.put(written)
             outcome.status_patch = patch
             if "conditions" in patch:
                 await self._condition_events(owner, current.get("conditions"), patch["conditions"])
-            return
+
+        async def reread() -> dict | None:
+            meta = owner.get("metadata") or {}
+            fresh = await self.kube.get_or_none(rtype, meta["name"], meta["namespace"])
+            if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+                return None
+            fresh.setdefault("apiVersion", owner.get("apiVersion"))
+            fresh.setdefault("kind", owner["kind"])
+            return fresh
+
+        meta = owner.get("metadata") or {}
+        await retry_on_conflict(write, owner, reread, attempts=MAX_WRITE_ATTEMPTS,
+                                what=f"{owner['kind']} {meta.get('namespace')}/{meta.get('name')} (status)")
 
     async def _condition_events(self, owner: Mapping[str, Any], before: Any, after: list[dict]) -> None:
         """An Event when the service turns Ready, Degraded or Stalled (or stops being so), not on every status

@@ -273,7 +273,7 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
     """Run the operator in the current event loop until stopped (by signal or `stop_flag`).
 
     `ready_flag` is set when this replica's controller has started (after it became the leader)."""
-    kube = KubeClient.from_environment()
+    kube = KubeClient.from_environment(pool_size=settings.api_connections)
     stopping = stop_flag or asyncio.Event()
     signals = _Signals(stopping)
     elector: LeaderElector | None = None
@@ -323,10 +323,10 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
                 logger.info("Standing by for the leader Lease %s again", elector.where)
         finally:
             await elector.release()
-            elector.kube.close()
+            await elector.kube.close()
     finally:
         await endpoints.close()
-        kube.close()
+        await kube.close()
 
 
 async def _run_once(kube: KubeClient, settings: Settings, stopping: asyncio.Event, lost: asyncio.Event | None,
