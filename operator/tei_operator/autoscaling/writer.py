@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..api.status import status_summary
+from ..conditions import (condition_differs, find_condition, make_condition, merge_condition,  # noqa: F401
+                          remove_condition)
 from ..kube import DEPLOYMENT, KubeClient, MERGE_PATCH, ResourceType
 from ..kube_retry import retry_on_conflict
 from .policy import Decision
@@ -78,50 +80,12 @@ def scaling_limited_condition(decision: Decision, generation: int) -> dict[str, 
     """ScalingLimited: True with MaxReplicas / GpuCapacity / MetricsUnavailable when one of them holds the count
     back this tick; False with WithinLimits otherwise (no lastTransitionTime: `merge_condition` sets it)."""
     if decision.limited_by in LIMITING_REASONS:
-        return {"type": SCALING_LIMITED, "status": "True", "reason": decision.limited_by,
-                "message": decision.limited_message or decision.reason, "observedGeneration": generation}
+        return make_condition(SCALING_LIMITED, True, decision.limited_by,
+                              decision.limited_message or decision.reason, generation)
     message = f"Desired {decision.desired_replicas} replicas: within maxReplicas, GPU capacity and metrics"
     if decision.limited_by and decision.limited_message:
         message += f" ({decision.limited_message})"
-    return {"type": SCALING_LIMITED, "status": "False", "reason": WITHIN_LIMITS, "message": message,
-            "observedGeneration": generation}
-
-
-def find_condition(conditions: Sequence[Mapping[str, Any]] | None, ctype: str) -> Mapping[str, Any] | None:
-    for cond in conditions or []:
-        if cond.get("type") == ctype:
-            return cond
-    return None
-
-
-def merge_condition(conditions: Sequence[Mapping[str, Any]] | None, new: Mapping[str, Any],
-                    now: str) -> list[dict[str, Any]]:
-    """The live list with `new` put in place of its type (appended when absent), every other condition kept as
-    is; lastTransitionTime kept unless the status flipped."""
-    out: list[dict[str, Any]] = []
-    placed = False
-    for cond in conditions or []:
-        if cond.get("type") == new["type"]:
-            merged = dict(new)
-            same = cond.get("status") == new["status"] and cond.get("lastTransitionTime")
-            merged["lastTransitionTime"] = cond["lastTransitionTime"] if same else now
-            out.append(merged)
-            placed = True
-        else:
-            out.append(dict(cond))
-    if not placed:
-        out.append({**new, "lastTransitionTime": now})
-    return out
-
-
-def remove_condition(conditions: Sequence[Mapping[str, Any]] | None, ctype: str) -> list[dict[str, Any]]:
-    return [dict(c) for c in conditions or [] if c.get("type") != ctype]
-
-
-def _condition_differs(live: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
-    if live is None:
-        return True
-    return any(live.get(k) != wanted.get(k) for k in ("status", "reason", "message", "observedGeneration"))
+    return make_condition(SCALING_LIMITED, False, WITHIN_LIMITS, message, generation)
 
 
 def _without_tick(status: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -165,7 +129,7 @@ def status_patch(live_status: Mapping[str, Any] | None, autoscaling: Mapping[str
     if condition is None:
         if live_cond is not None:
             patch["conditions"] = remove_condition(live_conditions, SCALING_LIMITED)
-    elif _condition_differs(live_cond, condition):
+    elif condition_differs(live_cond, condition):
         patch["conditions"] = merge_condition(live_conditions, condition, now)
     if "conditions" in patch:
         # The STATUS column follows ScalingLimited too (api/status.py): written with the list, from the list.

@@ -27,6 +27,7 @@ from typing import Any
 
 from .. import kube as k
 from ..api.resource import ServiceResource
+from ..conditions import make_condition
 from ..render.cache import (CACHE_COMPONENT, claim_name, job_name, render_cache_pvc, render_download_job)
 from ..render.labels import SERVICE_LABEL
 from ..settings import Settings
@@ -155,9 +156,9 @@ def plan_cache(resource: ServiceResource, settings: Settings, *, pvc: Mapping[st
                          status={"phase": "Pending", "revision": revision, "claimName": claim, "jobName": name,
                                  "message": f"PersistentVolumeClaim {claim} was gone: it is created again and Job "
                                  f"{name} will fill it with {model.id}@{_short(revision)}"},
-                         condition={"type": CACHE_READY, "status": "False", "reason": REASON_CACHE_PENDING,
-                                    "message": f"PersistentVolumeClaim {claim} was gone and is created again",
-                                    "observedGeneration": generation})
+                         condition=make_condition(CACHE_READY, False, REASON_CACHE_PENDING,
+                                                  f"PersistentVolumeClaim {claim} was gone and is created again",
+                                                  generation))
     remembered = (current or {}).get("phase") == "Ready" and (current or {}).get("revision") == revision
     phase = job_phase(ours)
     create_job = None
@@ -187,8 +188,7 @@ def plan_cache(resource: ServiceResource, settings: Settings, *, pvc: Mapping[st
     if mismatch:
         message = f"{message}. {mismatch}"
     status = {"phase": phase, "revision": revision, "claimName": claim, "jobName": name, "message": message}
-    condition = {"type": CACHE_READY, "status": "True" if phase == "Ready" else "False",
-                 "reason": _PHASE_REASONS[phase], "message": message, "observedGeneration": generation}
+    condition = make_condition(CACHE_READY, phase == "Ready", _PHASE_REASONS[phase], message, generation)
     return CachePlan(create_pvc=desired_pvc if pvc is None else None, create_job=create_job,
                      delete_jobs=stale, status=status, condition=condition, hold=phase != "Ready")
 

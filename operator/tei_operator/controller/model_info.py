@@ -29,6 +29,7 @@ from typing import Any
 
 from .. import kube as k
 from ..api.served_model import MAX_REPORTED_PODS
+from ..conditions import make_condition
 from ..autoscaling.sources.scrape import pod_ip_url, proxy_path, resolve_scrape_via
 from ..render.cache import hub_id_from_snapshot
 
@@ -91,8 +92,7 @@ def served_model_report(*, model_id: str, revision: str | None, pods: Sequence[P
                       for p in pods[:MAX_REPORTED_PODS]]
 
     def condition(value: str, reason: str, message: str) -> dict[str, Any]:
-        return {"type": MODEL_MISMATCH, "status": value, "reason": reason, "message": message,
-                "observedGeneration": generation}
+        return make_condition(MODEL_MISMATCH, value, reason, message, generation)
 
     if protected:
         return status, condition("Unknown", REASON_API_KEY, "The pods' /info needs the service's API key "

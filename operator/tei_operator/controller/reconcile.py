@@ -29,6 +29,7 @@ from ..api import GROUP, KINDS, VERSION, ServiceResource
 from ..api.rollout import active_deployment
 from ..api.unsupported import refusal_message
 from ..kube import KubeClient
+from ..conditions import condition_of
 from ..kube_retry import retry_on_conflict
 from ..render import endpoint_url, render_children
 from ..render.children import CONFIG_HASH_ANNOTATION
@@ -491,7 +492,7 @@ class Reconciler:
             elif cond["type"] == st.DEGRADED and cond["status"] == "True":
                 await self.recorder.record(owner, cond["reason"], f"{kind} {name} is degraded: {cond['message']}",
                                            "Warning")
-            elif cond["type"] == st.DEGRADED and (st.condition({"conditions": before}, st.DEGRADED) or {}).get(
+            elif cond["type"] == st.DEGRADED and (condition_of({"conditions": before}, st.DEGRADED) or {}).get(
                     "status") == "True":
                 await self.recorder.record(owner, "Recovered", f"{kind} {name} recovered: no problem found")
             elif cond["type"] == st.MODEL_MISMATCH and cond["status"] == "True":
@@ -499,7 +500,7 @@ class Reconciler:
                                            f"{kind} {name} serves mixed models: {cond['message']}", "Warning")
             elif cond["type"] == st.READY and cond["status"] == "True":
                 await self.recorder.record(owner, "Ready", f"{kind} {name} became Ready: {cond['message']}")
-            elif cond["type"] == st.AVAILABLE and cond["status"] == "False" and (st.condition(
+            elif cond["type"] == st.AVAILABLE and cond["status"] == "False" and (condition_of(
                     {"conditions": before}, st.AVAILABLE) or {}).get("status") == "True":
                 # It served and no longer does: the moment on-call needs (a scale-up never causes it).
                 await self.recorder.record(owner, "Unavailable", f"{kind} {name} stopped serving: {cond['message']}",

@@ -33,6 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..api.status import status_summary
+from ..conditions import condition_of, make_condition
+from ..conditions import merge_conditions as merge_with_owned
 from ..render.children import CONFIG_HASH_ANNOTATION
 
 READY = "Ready"
@@ -185,21 +187,14 @@ def desired_replicas(deployment: Mapping[str, Any]) -> int:
     return 1 if value is None else int(value)
 
 
-def _deployment_condition(deployment: Mapping[str, Any], ctype: str) -> Mapping[str, Any] | None:
-    for cond in (deployment.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == ctype:
-            return cond
-    return None
-
-
 def deployment_problem(deployment: Mapping[str, Any] | None) -> Problem | None:
     """Problems the Deployment controller itself reports (deadline exceeded, ReplicaSet cannot create pods)."""
     if not deployment:
         return None
-    progressing = _deployment_condition(deployment, "Progressing")
+    progressing = condition_of(deployment.get("status"), "Progressing")
     if progressing and progressing.get("status") == "False" and progressing.get("reason") == REASON_DEADLINE:
         return Problem(REASON_DEADLINE, f"Deployment {_name(deployment)}: {progressing.get('message', '').strip()}")
-    failure = _deployment_condition(deployment, "ReplicaFailure")
+    failure = condition_of(deployment.get("status"), "ReplicaFailure")
     if failure and failure.get("status") == "True":
         return Problem(REASON_REPLICA_FAILURE,
                        f"Deployment {_name(deployment)} cannot create pods: {failure.get('message', '').strip()}")
@@ -277,11 +272,6 @@ def template_rolled_out(deployment: Mapping[str, Any] | None) -> bool:
     return int(status.get("replicas") or 0) <= int(status.get("updatedReplicas") or 0)
 
 
-def _condition(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
-    return {"type": ctype, "status": "True" if ok else "False", "reason": reason, "message": message,
-            "observedGeneration": generation}
-
-
 @dataclasses.dataclass(frozen=True)
 class Standing:
     """Where a service stands for kstatus: on its way (`reconciling`), stuck (`stalled`) or neither (done)."""
@@ -342,15 +332,15 @@ def assess_standing(progress: Progress, deployment: Mapping[str, Any] | None,
 
 
 def _kstatus_conditions(standing: Standing, generation: int) -> list[dict[str, Any]]:
-    reconciling = _condition(RECONCILING, standing.reconciling, standing.reason, standing.message, generation)
+    reconciling = make_condition(RECONCILING, standing.reconciling, standing.reason, standing.message, generation)
     if standing.stalled:
-        stalled = _condition(STALLED, True, standing.reason, standing.message, generation)
+        stalled = make_condition(STALLED, True, standing.reason, standing.message, generation)
     elif standing.reconciling and standing.reason in WAITING_REASONS:
-        stalled = _condition(STALLED, False, REASON_NOT_STALLED,
+        stalled = make_condition(STALLED, False, REASON_NOT_STALLED,
                              f"Not stalled: {standing.reason} may resolve by itself (a node added, a Secret "
                              "created); Stalled once the Deployment's progress deadline passes", generation)
     else:
-        stalled = _condition(STALLED, False, REASON_NOT_STALLED, "Not stalled", generation)
+        stalled = make_condition(STALLED, False, REASON_NOT_STALLED, "Not stalled", generation)
     return [reconciling, stalled]
 
 
@@ -370,71 +360,52 @@ def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
     if unsupported_model is not None:
         availability = assess_availability(deployment, min_available)
         return [
-            _condition(READY, False, REASON_UNSUPPORTED_MODEL, unsupported_model, generation),
-            _condition(AVAILABLE, availability.available, availability.reason, availability.message, generation),
-            _condition(PROGRESSING, False, REASON_UNSUPPORTED_MODEL, "Nothing was applied: the model is known not "
+            make_condition(READY, False, REASON_UNSUPPORTED_MODEL, unsupported_model, generation),
+            make_condition(AVAILABLE, availability.available, availability.reason, availability.message, generation),
+            make_condition(PROGRESSING, False, REASON_UNSUPPORTED_MODEL, "Nothing was applied: the model is known not "
                        "to run on TEI", generation),
-            _condition(DEGRADED, True, REASON_UNSUPPORTED_MODEL, unsupported_model, generation),
+            make_condition(DEGRADED, True, REASON_UNSUPPORTED_MODEL, unsupported_model, generation),
             *_kstatus_conditions(Standing(False, True, REASON_UNSUPPORTED_MODEL, unsupported_model), generation),
         ]
     if invalid_spec is not None:
         message = f"The spec cannot be rendered: {invalid_spec}"
         availability = assess_availability(deployment, min_available)
         return [
-            _condition(READY, False, REASON_INVALID_SPEC, message, generation),
-            _condition(AVAILABLE, availability.available, availability.reason, availability.message, generation),
-            _condition(PROGRESSING, False, REASON_INVALID_SPEC, "Nothing was applied: the spec is invalid", generation),
-            _condition(DEGRADED, True, REASON_INVALID_SPEC, message, generation),
+            make_condition(READY, False, REASON_INVALID_SPEC, message, generation),
+            make_condition(AVAILABLE, availability.available, availability.reason, availability.message, generation),
+            make_condition(PROGRESSING, False, REASON_INVALID_SPEC, "Nothing was applied: the spec is invalid",
+                           generation),
+            make_condition(DEGRADED, True, REASON_INVALID_SPEC, message, generation),
             *_kstatus_conditions(Standing(False, True, REASON_INVALID_SPEC, message), generation),
         ]
     progress = deployment_progress(deployment)
     problem = None if progress.ready else (diagnose_pods(pods) or deployment_problem(deployment))
     if progress.ready:
-        ready = _condition(READY, True, progress.reason, progress.message, generation)
+        ready = make_condition(READY, True, progress.reason, progress.message, generation)
     elif problem is not None:
-        ready = _condition(READY, False, problem.reason, problem.message, generation)
+        ready = make_condition(READY, False, problem.reason, problem.message, generation)
     else:
-        ready = _condition(READY, False, progress.reason, progress.message, generation)
+        ready = make_condition(READY, False, progress.reason, progress.message, generation)
     availability = assess_availability(deployment, min_available, problem)
-    available = _condition(AVAILABLE, availability.available, availability.reason, availability.message, generation)
-    progressing = _condition(
+    available = make_condition(AVAILABLE, availability.available, availability.reason, availability.message, generation)
+    progressing = make_condition(
         PROGRESSING, progress.progressing,
         progress.reason if progress.progressing else REASON_ROLLOUT_COMPLETE,
         progress.message, generation,
     )
     if problem is not None:
-        degraded = _condition(DEGRADED, True, problem.reason, problem.message, generation)
+        degraded = make_condition(DEGRADED, True, problem.reason, problem.message, generation)
     else:
-        degraded = _condition(DEGRADED, False, REASON_HEALTHY, "No problem found", generation)
+        degraded = make_condition(DEGRADED, False, REASON_HEALTHY, "No problem found", generation)
     standing = assess_standing(progress, deployment, current_template_pods(pods, template_hash), availability)
     return [ready, available, progressing, degraded, *_kstatus_conditions(standing, generation)]
 
 
 def merge_conditions(current: Sequence[Mapping[str, Any]] | None, desired: Sequence[Mapping[str, Any]],
                      now: str) -> list[dict[str, Any]]:
-    """The conditions list to write: desired conditions of our types, lastTransitionTime kept unless the status
-    flipped, and conditions of other types (other writers') kept as they are, in their place."""
-    current = list(current or [])
-    by_type = {c.get("type"): c for c in current}
-    wanted: dict[str, dict[str, Any]] = {}
-    for cond in desired:
-        new = dict(cond)
-        previous = by_type.get(cond["type"])
-        if previous is not None and previous.get("status") == cond["status"] and previous.get("lastTransitionTime"):
-            new["lastTransitionTime"] = previous["lastTransitionTime"]
-        else:
-            new["lastTransitionTime"] = now
-        wanted[cond["type"]] = new
-    # Keep the order already written (a stable list means no needless write), ours replaced in place.
-    out: list[dict[str, Any]] = []
-    for cond in current:
-        ctype = cond.get("type")
-        if ctype in wanted:
-            out.append(wanted.pop(ctype))
-        elif ctype not in OWNED_CONDITION_TYPES:
-            out.append(dict(cond))
-    out.extend(wanted.values())
-    return out
+    """The conditions list the controller writes: conditions.merge_conditions with the controller's types
+    (OWNED_CONDITION_TYPES) dropped when not desired any more, other writers' conditions kept."""
+    return merge_with_owned(current, desired, now, owned=OWNED_CONDITION_TYPES)
 
 
 def _without_nulls(value: Any) -> Any:
@@ -518,10 +489,3 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
     if rollout is not KEEP:
         status["rollout"] = rollout
     return status
-
-
-def condition(status: Mapping[str, Any] | None, ctype: str) -> Mapping[str, Any] | None:
-    for cond in (status or {}).get("conditions") or []:
-        if cond.get("type") == ctype:
-            return cond
-    return None
