@@ -345,18 +345,14 @@ class ReplicaModel:
         self.awake = False  # the batching task is in its inner loop, waiting for the slot
         self.slot: Batch | None = None
         self.running: Batch | None = None
-        self.run_start = 0.0
         self.busy_until = float("inf")
         self.outcomes: list[RequestOutcome] = []
         self.formed: list[tuple[float, int, int, int]] = []  # (time, inputs, tokens, queue left) per formed batch
-        self.arrived_at: list[float] = []
         self.sizes: list[int] = []
-        self.in_flight_requests = 0
 
     def arrive(self, t: float, tokens: Sequence[int]) -> int:
         """A request with these input lengths arrives; returns its status so far (429 at once, or 0 = queued)."""
         request = len(self.outcomes)
-        self.arrived_at.append(t)
         self.sizes.append(len(tokens))
         self.metrics.inc("te_request_count", {"method": "single" if len(tokens) == 1 else "batch"})
         if not self.router.try_acquire(len(tokens)):
@@ -364,7 +360,6 @@ class ReplicaModel:
             self.outcomes.append(RequestOutcome(429, t, 0))
             return 429
         self.outcomes.append(RequestOutcome(0, float("nan"), len(tokens)))
-        self.in_flight_requests += 1
         self.router.enqueue(ModelInput(n, request) for n in tokens)
         self.notified = True
         self._pump(t)
@@ -380,7 +375,6 @@ class ReplicaModel:
             outcome.left -= 1
             if outcome.left == 0:
                 outcome.status, outcome.done = 200, t
-                self.in_flight_requests -= 1
                 method = "single" if self.sizes[entry.request] == 1 else "batch"
                 self.metrics.inc("te_request_success", {"method": method})
         self.running, self.busy_until = None, float("inf")
@@ -390,7 +384,6 @@ class ReplicaModel:
         while True:
             if self.running is None and self.slot is not None:
                 self.running, self.slot = self.slot, None
-                self.run_start = t
                 self.busy_until = t + self.profile.batch_seconds(self.running.tokens, self.running.tokens_sq)
             if self.awake:
                 if self.slot is not None:

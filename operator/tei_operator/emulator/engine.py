@@ -95,7 +95,6 @@ class Engine:
         self.seconds_per_token_sq = seconds_per_token_sq
         self._router = Router(max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
                               max_concurrent_requests=max_concurrent_requests, metrics=metrics)
-        self._max_permits = max_concurrent_requests
         self._clock = clock
         self._queue: deque[QueuedInput] = self._router.queue
         self._arrival = asyncio.Event()
@@ -107,7 +106,6 @@ class Engine:
         self._backend = asyncio.Lock()  # held while a batch runs; /health waits for it, as TEI's health check does
         self._backend_free_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
-        self.batches_run = 0
 
     # ---- permits ---------------------------------------------------------------------------------------
     @property
@@ -220,7 +218,6 @@ class Engine:
         if delay > 0:
             await asyncio.sleep(delay)
         self._backend_free_at = end
-        self.batches_run += 1
         timing_end = max(end, self._clock())
         for entry in batch.inputs:
             if not entry.future.done():
