@@ -22,8 +22,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import aiohttp
-
 from .kube_errors import KubeApiError, NotLeaderError, error_from_response
 from .kube_events import EventKey, RecentEvents, event_key, event_name, event_namespace, new_event, repeat_patch
 from .kube_retry import retry_on_conflict
@@ -195,7 +193,7 @@ class KubeClient:
         limit = self._timeout if timeout is None else timeout
         try:
             response = await self._transport.send(method, url_path, headers=headers, data=data, timeout=limit)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - connection errors, timeouts, credentials that failed to load
             METRICS.api_request(method, path, 0)
             text = f"no answer within {limit:g} s" if isinstance(exc, asyncio.TimeoutError) else \
                 f"{type(exc).__name__}: {exc}"

@@ -91,6 +91,7 @@ class ApiTransport:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ssl: ssl.SSLContext | bool | None = None
+        self._loading: asyncio.Task | None = None
 
     @property
     def host(self) -> str:
@@ -101,8 +102,13 @@ class ApiTransport:
         if self._session is not None and self._loop is loop and not self._session.closed:
             return self._session
         if self._loader is not None:
-            loader, self._loader = self._loader, None
-            await loader.load_and_set(self.configuration)
+            # Every request that comes before the credentials are loaded waits for the one load (a second load
+            # racing it would do no harm, but a request must not go out before it ends).
+            if self._loading is None or self._loading.get_loop() is not loop:
+                self._loading = loop.create_task(self._load())
+            await asyncio.shield(self._loading)
+            if self._session is not None and self._loop is loop and not self._session.closed:
+                return self._session  # opened by another request while this one waited
         if self._session is not None:
             self._retire(self._session, self._loop)
         if self._ssl is None:
@@ -112,6 +118,15 @@ class ApiTransport:
                                               auto_decompress=True, raise_for_status=False)
         self._loop = loop
         return self._session
+
+    async def _load(self) -> None:
+        try:
+            await self._loader.load_and_set(self.configuration)
+        except BaseException:
+            self._loading = None  # the next request tries again
+            raise
+        self._loader = None
+        self._ssl = None  # the loader may have set the CA and client certificate
 
     async def _auth_headers(self) -> dict[str, str]:
         # Runs the refresh hook of the loaders (in-cluster token rotation, exec plugins) when they set one.

@@ -153,6 +153,15 @@ async def test_fifty_concurrent_gets_run_without_a_thread_each(client, namespace
     assert most == threads_before, f"threads went from {threads_before} to {most} during the GETs"
 
 
+async def test_requests_of_a_fresh_client_all_wait_for_its_credentials(kubeconfig, namespace):
+    kube = KubeClient.from_environment(kubeconfig)  # the kubeconfig is applied at the first request
+    try:
+        answers = await asyncio.gather(*(kube.request("GET", f"/api/v1/namespaces/{namespace}") for _ in range(20)))
+        assert {a["metadata"]["name"] for a in answers} == {namespace}
+    finally:
+        await kube.close()
+
+
 async def test_the_pool_bounds_the_connections(kubeconfig, namespace):
     kube = KubeClient.from_environment(kubeconfig, pool_size=1)
     kube.register(CONFIG_MAP)

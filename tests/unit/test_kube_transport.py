@@ -1,0 +1,50 @@
+"""The client's transport without a cluster: credentials that load asynchronously (exec plugins, token files) are
+loaded once, before any request goes out, however many requests come at once."""
+
+import asyncio
+
+from aiohttp import web
+from kubernetes_asyncio.client import Configuration
+
+from tei_operator.kube import KubeClient
+from tei_operator.kube_transport import ApiTransport
+
+
+class SlowLoader:
+    """Stands in for kubernetes_asyncio's KubeConfigLoader: like an exec credential plugin, it takes a while."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.loads = 0
+
+    async def load_and_set(self, configuration: Configuration) -> None:
+        self.loads += 1
+        await asyncio.sleep(0.05)
+        configuration.host = self.host
+        configuration.api_key = {"BearerToken": "Bearer t0ken"}
+
+
+async def test_concurrent_first_requests_wait_for_the_one_credential_load():
+    seen: list[str | None] = []
+
+    async def namespace(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"kind": "Namespace", "metadata": {"name": request.match_info["name"]}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/{name}", namespace)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    loader = SlowLoader(f"http://127.0.0.1:{port}")
+    # The configuration starts pointing nowhere useful, as a Configuration does before its loader ran.
+    kube = KubeClient(ApiTransport(Configuration(host="http://127.0.0.1:9"), loader=loader), timeout=5)
+    try:
+        answers = await asyncio.gather(*(kube.request("GET", "/api/v1/namespaces/ns") for _ in range(10)))
+    finally:
+        await kube.close()
+        await runner.cleanup()
+    assert [a["metadata"]["name"] for a in answers] == ["ns"] * 10
+    assert loader.loads == 1 and seen == ["Bearer t0ken"] * 10
