@@ -208,15 +208,23 @@ async def test_closing_leaves_no_unclosed_session(kubeconfig, namespace):
         loop.set_exception_handler(previous)
 
 
-def test_a_client_serves_one_loop_after_another_and_closes_from_sync_code(kubeconfig, namespace):
+def test_a_client_serves_one_loop_after_another_and_closes_from_sync_code(kubeconfig, namespace, caplog):
     kube = KubeClient.from_environment(kubeconfig)
+
+    async def use_and_drop() -> None:
+        await kube.request("GET", f"/api/v1/namespaces/{namespace}")
+        kube.close()  # not awaited, and the loop ends right after (what a thread's asyncio.run does)
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(3):  # asyncio.run: a new loop each time, the previous one closed
             assert asyncio.run(kube.request("GET", f"/api/v1/namespaces/{namespace}"))["metadata"]["name"] == namespace
         kube.close()  # no loop running: closes at once, nothing to await
+        asyncio.run(use_and_drop())
         gc.collect()
-    assert [str(w.message) for w in caught if "Unclosed" in str(w.message) or "never awaited" in str(w.message)] == []
+    complaints = [str(w.message) for w in caught if "Unclosed" in str(w.message) or "never awaited" in str(w.message)]
+    complaints += [r.getMessage() for r in caplog.records if "Unclosed" in r.getMessage()]
+    assert complaints == []
 
 
 async def test_retry_on_conflict_counts_every_increment_of_two_racing_writers(kubeconfig, namespace):

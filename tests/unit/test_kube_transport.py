@@ -48,3 +48,39 @@ async def test_concurrent_first_requests_wait_for_the_one_credential_load():
         await runner.cleanup()
     assert [a["metadata"]["name"] for a in answers] == ["ns"] * 10
     assert loader.loads == 1 and seen == ["Bearer t0ken"] * 10
+
+
+async def _serve_namespaces() -> tuple[web.AppRunner, str]:
+    async def namespace(request: web.Request) -> web.Response:
+        return web.json_response({"kind": "Namespace", "metadata": {"name": request.match_info["name"]}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/{name}", namespace)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # noqa: SLF001
+
+
+def test_a_close_nobody_awaits_still_closes_the_pool(caplog):
+    """`kube.close()` without await as the last thing before asyncio.run ends (a thread's loop, a sync caller)."""
+    import gc
+    import warnings
+
+    async def use_and_drop() -> None:
+        runner, url = await _serve_namespaces()
+        kube = KubeClient.for_host(url)
+        try:
+            assert (await kube.request("GET", "/api/v1/namespaces/a"))["metadata"]["name"] == "a"
+        finally:
+            await runner.cleanup()
+        kube.close()  # the last thing the loop does
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(use_and_drop())
+        gc.collect()
+    complaints = [str(w.message) for w in caught if "Unclosed" in str(w.message) or "never awaited" in str(w.message)]
+    complaints += [r.getMessage() for r in caplog.records if "Unclosed" in r.getMessage()]
+    assert complaints == []
