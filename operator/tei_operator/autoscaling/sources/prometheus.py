@@ -12,8 +12,8 @@ Freshness: a pod's metrics count only if its scrape target is up and was scraped
 
 The client is synchronous (requests): every query runs in a worker thread, all queries of a tick at once, so the
 kopf event loop never waits on Prometheus. The threads are the source's own small pool, not asyncio's default
-executor: that one is shared with every KubeClient call, and a slow Prometheus holding its threads would stall the
-controller's API calls (and the reverse).
+executor, which anything else in the process may use (KubeClient no longer does: it is asyncio-native), so a slow
+Prometheus holding its threads stalls nothing else.
 
 A pod whose target is up but has no te_queue_size is idle (TEI creates the series at the first queued input), unless
 it shows it has queued inputs before (te_batch_next_tokens or te_request_success exist): then te_queue_size was lost
