@@ -24,34 +24,11 @@ class SlowLoader:
         configuration.api_key = {"BearerToken": "Bearer t0ken"}
 
 
-async def test_concurrent_first_requests_wait_for_the_one_credential_load():
-    seen: list[str | None] = []
-
+async def _serve_namespaces(seen: list[str | None] | None = None) -> tuple[web.AppRunner, str]:
+    """A local server answering GET /api/v1/namespaces/NAME; records each request's Authorization in `seen`."""
     async def namespace(request: web.Request) -> web.Response:
-        seen.append(request.headers.get("Authorization"))
-        return web.json_response({"kind": "Namespace", "metadata": {"name": request.match_info["name"]}})
-
-    app = web.Application()
-    app.router.add_get("/api/v1/namespaces/{name}", namespace)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
-    loader = SlowLoader(f"http://127.0.0.1:{port}")
-    # The configuration starts pointing nowhere useful, as a Configuration does before its loader ran.
-    kube = KubeClient(ApiTransport(Configuration(host="http://127.0.0.1:9"), loader=loader), timeout=5)
-    try:
-        answers = await asyncio.gather(*(kube.request("GET", "/api/v1/namespaces/ns") for _ in range(10)))
-    finally:
-        await kube.close()
-        await runner.cleanup()
-    assert [a["metadata"]["name"] for a in answers] == ["ns"] * 10
-    assert loader.loads == 1 and seen == ["Bearer t0ken"] * 10
-
-
-async def _serve_namespaces() -> tuple[web.AppRunner, str]:
-    async def namespace(request: web.Request) -> web.Response:
+        if seen is not None:
+            seen.append(request.headers.get("Authorization"))
         return web.json_response({"kind": "Namespace", "metadata": {"name": request.match_info["name"]}})
 
     app = web.Application()
@@ -61,6 +38,21 @@ async def _serve_namespaces() -> tuple[web.AppRunner, str]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # noqa: SLF001
+
+
+async def test_concurrent_first_requests_wait_for_the_one_credential_load():
+    seen: list[str | None] = []
+    runner, url = await _serve_namespaces(seen)
+    loader = SlowLoader(url)
+    # The configuration starts pointing nowhere useful, as a Configuration does before its loader ran.
+    kube = KubeClient(ApiTransport(Configuration(host="http://127.0.0.1:9"), loader=loader), timeout=5)
+    try:
+        answers = await asyncio.gather(*(kube.request("GET", "/api/v1/namespaces/ns") for _ in range(10)))
+    finally:
+        await kube.close()
+        await runner.cleanup()
+    assert [a["metadata"]["name"] for a in answers] == ["ns"] * 10
+    assert loader.loads == 1 and seen == ["Bearer t0ken"] * 10
 
 
 def test_a_close_nobody_awaits_still_closes_the_pool(caplog):
