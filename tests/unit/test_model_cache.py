@@ -136,6 +136,20 @@ def test_download_job_field_by_field():
     assert "value" not in env["HF_TOKEN"]
 
 
+def test_download_job_is_placed_like_the_tei_pods_without_their_priority():
+    body = spec()
+    body.update({"tolerations": [{"key": "team", "operator": "Equal", "value": "search", "effect": "NoSchedule"}],
+                 "priorityClassName": "serving-high", "serviceAccountName": "tei",
+                 "engine": {"imagePullSecrets": [{"name": "regcred"}]}})
+    res = resource(body)
+    job_pod = render_download_job(res, SETTINGS)["spec"]["template"]["spec"]
+    tei_pod = render_children(res, SETTINGS).deployment["spec"]["template"]["spec"]
+    for field in ("nodeSelector", "tolerations", "affinity", "serviceAccountName", "imagePullSecrets"):
+        assert job_pod[field] == tei_pod[field], field
+    assert tei_pod["priorityClassName"] == "serving-high"
+    assert "priorityClassName" not in job_pod  # a download never preempts serving pods
+
+
 def test_download_job_keeps_onnx_for_cpu_and_takes_the_image_from_settings():
     body = spec()
     body["gpu"] = {"count": 0}

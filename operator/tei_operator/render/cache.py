@@ -18,8 +18,8 @@ from typing import Any
 
 from ..api.resource import ServiceResource
 from ..settings import Settings
-from .gpu import merge_affinity, merge_tolerations
 from .labels import MANAGED_BY, common_labels
+from .placement import placement
 
 CACHE_PATH = "/data"
 CACHE_VOLUME = "data"
@@ -171,18 +171,8 @@ def render_download_job(resource: ServiceResource, settings: Settings) -> dict[s
         "automountServiceAccountToken": False,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}, **(spec.pod_security_context or {})},
     }
-    if spec.node_selector:
-        pod["nodeSelector"] = dict(spec.node_selector)
-    tolerations = merge_tolerations([t.to_wire() for t in spec.tolerations], spec.gpu)
-    if tolerations:
-        pod["tolerations"] = tolerations
-    affinity = merge_affinity(spec.affinity, spec.gpu)
-    if affinity:
-        pod["affinity"] = affinity
-    if spec.service_account_name:
-        pod["serviceAccountName"] = spec.service_account_name
-    if spec.engine.image_pull_secrets:
-        pod["imagePullSecrets"] = [s.to_wire() for s in spec.engine.image_pull_secrets]
+    # Scheduled like the TEI pods, without their priority class: a download must not preempt serving pods.
+    pod.update(placement(spec, priority=False))
     pod_meta: dict[str, Any] = {"labels": {"app.kubernetes.io/managed-by": MANAGED_BY,
                                            "app.kubernetes.io/component": CACHE_COMPONENT,
                                            CACHE_OF_LABEL: resource.name}}

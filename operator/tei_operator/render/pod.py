@@ -15,9 +15,10 @@ from ..api.resource import ServiceResource
 from ..api.spec import ServiceSpec
 from ..settings import Settings
 from .cache import use_managed_cache
-from .gpu import gpu_limits, merge_affinity, merge_tolerations
+from .gpu import gpu_limits
 from .image import image_for
 from .labels import common_labels, selector_labels
+from .placement import placement
 
 CONTAINER_NAME = "tei"
 TEI_PORT = 80  # TEI images listen on PORT=80
@@ -181,21 +182,9 @@ def pod_spec(spec: ServiceSpec, settings: Settings, selector: dict[str, str] | N
     spread = topology_spread(spec, selector or {})
     if spread:
         pod["topologySpreadConstraints"] = spread
-    if spec.node_selector:
-        pod["nodeSelector"] = dict(spec.node_selector)
-    tolerations = merge_tolerations([t.to_wire() for t in spec.tolerations], spec.gpu)
-    if tolerations:
-        pod["tolerations"] = tolerations
-    affinity = merge_affinity(spec.affinity, spec.gpu)
-    if affinity:
-        pod["affinity"] = affinity
-    if spec.priority_class_name:
-        pod["priorityClassName"] = spec.priority_class_name
-    if spec.service_account_name:
-        pod["serviceAccountName"] = spec.service_account_name
-    if spec.engine.image_pull_secrets:
-        pod["imagePullSecrets"] = [s.to_wire() for s in spec.engine.image_pull_secrets]
+    pod.update(placement(spec, priority=True))
     return pod
+
 
 
 def pod_template(resource: ServiceResource, settings: Settings) -> dict[str, Any]:
