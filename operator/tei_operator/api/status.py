@@ -28,6 +28,7 @@ LIMIT_SUMMARIES = {
     "MaxReplicas": "LimitedByMaxReplicas",
     "GpuCapacity": "LimitedByGpuCapacity",
     "MetricsUnavailable": "MetricsUnavailable",
+    "ActivationUnavailable": "ActivationUnavailable",  # scale to zero's activation query (autoscaling/activation.py)
 }
 
 

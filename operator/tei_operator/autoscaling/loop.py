@@ -38,6 +38,7 @@ from ..api import GROUP, KINDS, VERSION, ServiceResource
 from ..api.rollout import active_deployment
 from ..kube import DEPLOYMENT, NODE, POD, KubeApiError, KubeClient, ResourceType
 from ..metrics import METRICS
+from .activation import scale_to_zero_tick
 from .capacity import ClusterUsage, is_terminated, schedulable_replicas
 from .policy import RATE_WINDOW_TICKS, Decision, PolicyState, decide, decide_fast
 from .signals import Signals
@@ -217,6 +218,7 @@ class _Memory:
     state: PolicyState = dataclasses.field(default_factory=PolicyState)
     last_scale_time: float | None = None
     last_tick_written: float | None = None
+    zero: Any = None  # scale to zero's ZeroState (activation.py), for services with scaleToZero
 
 
 class Autoscaler:
@@ -249,6 +251,7 @@ class Autoscaler:
         # A main tick and a fast tick never interleave: they share each service's policy state.
         self._lock = asyncio.Lock()
         self.forbidden: set[tuple[str, str]] = set()  # (namespace, plural) it may not list, warned about once
+        self.activation: Any = None  # activation.ActivationReader, built when a service has scaleToZero
 
     # -- sources ----------------------------------------------------------------------------------------------
     def source_name(self, resource: ServiceResource) -> str:
@@ -290,6 +293,8 @@ class Autoscaler:
         return self.sources[name]
 
     async def close(self) -> None:
+        if self.activation is not None:
+            await self.activation.close()
         for source in self.sources.values():
             try:
                 await source.close()
@@ -555,8 +560,11 @@ class Autoscaler:
             schedulable = None if capacity is None else capacity.schedulable
         signals = self.service_signals(view, current, metrics, schedulable, now)
         memory = self.memory.setdefault(view.uid, _Memory())
-        decision, memory.state = decide(signals, memory.state, spec, resource.spec.engine.max_batch_tokens, now,
-                                        self.settings.max_pending_replicas)
+        if spec.scale_to_zero is not None:  # scale to zero (activation.py): the activation query decides at zero
+            decision, memory.state, memory.zero = await scale_to_zero_tick(self, signals, memory, spec, resource, now)
+        else:
+            decision, memory.state = decide(signals, memory.state, spec, resource.spec.engine.max_batch_tokens, now,
+                                            self.settings.max_pending_replicas)
         METRICS.autoscaler_decision(decision.action, decision.limited_by)
         outcome = TickOutcome(view.label, decision=decision)
         if decision.desired_replicas != current:
