@@ -598,7 +598,7 @@ class Autoscaler:
             memory.last_tick_written = now
         if "conditions" in patch and condition["status"] == "True" and (
                 before is None or before.get("status") != "True" or before.get("reason") != condition["reason"]):
-            kind = "Warning" if condition["reason"] == "MetricsUnavailable" else "Normal"
+            kind = "Warning" if condition["reason"] in ("MetricsUnavailable", "ActivationUnavailable") else "Normal"
             await self.writer.event(view.body, "ScalingLimited", f"Scaling of {view.label} limited "
                                     f"({condition['reason']}): {condition['message']}", kind)
             logger.info("Limited scaling of %s (%s): %s", view.label, condition["reason"], condition["message"])
