@@ -209,7 +209,7 @@ def test_scale_to_zero_validation_names_the_field(doc, field):
 
 @pytest.mark.parametrize("stz,field", [({"activationQuery": ""}, "activation_query"),
                                        ({}, "activation_query"),
-                                       ({"activationQuery": "x", "idleSeconds": 10}, "idle_seconds"),
+                                       ({"activationQuery": "x", "idleSeconds": 5}, "idle_seconds"),
                                        ({"activationQuery": "x", "wakeReplicas": 0}, "wake_replicas"),
                                        ({"activationQuery": "x", "activationPerReplica": 0}, "activation_per_replica"),
                                        ({"activationQuery": "x", "unknown": 1}, "unknown")])

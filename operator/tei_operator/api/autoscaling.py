@@ -165,9 +165,11 @@ class ScaleToZero(ApiModel):
     has loaded its model (docs/autoscaling.md, "Scale to zero")."""
 
     idle_seconds: int = Field(
-        600, ge=60, le=86400,
+        600, ge=10, le=86400,
         description="Seconds the pool must have been idle (no input queued, no batch run, no request, no 429, "
-        "nothing loading) with the activation query at or below activationThreshold before it goes to zero.",
+        "nothing loading, over the autoscaler's rate window) with the activation query at or below "
+        "activationThreshold before it goes to zero. Waking costs a model load (30-180 s): keep it well above the "
+        "gaps between a job's requests.",
     )
     activation_query: str = Field(
         ..., min_length=1, max_length=4096,
