@@ -98,12 +98,22 @@ def test_idle_for_idle_seconds_with_activation_zero_goes_to_zero():
 
 def test_no_scale_to_zero_before_idle_seconds():
     d, when = run_idle(spec(idleSeconds=900), 885, Activation(0.0))
-    assert when is None and d.desired_replicas == 1 and "idle 885 s of idleSeconds 900" in d.reason
+    assert when is None and d.desired_replicas == 1
+    assert "idle since 1970-01-01T00:00:00Z: to zero after idleSeconds 900" in d.reason
 
 
 def test_no_scale_to_zero_while_work_waits_outside():
     d, when = run_idle(spec(), 2000, Activation(3.0))
     assert when is None and d.desired_replicas == 1 and "work is waiting" in d.reason
+
+
+def test_the_reason_of_an_idle_pool_does_not_change_from_tick_to_tick():
+    # status.autoscaling is written only when it changes: an idle pool's reason must not count seconds
+    s, state, zero, reasons = spec(idleSeconds=900), PolicyState(), ZeroState(), set()
+    for t in range(0, 600, 15):
+        d, state, zero = decide_scale_to_zero(idle_signals(t), state, zero, s, MBT, t, Activation(0.0))
+        reasons.add(d.reason)
+    assert len(reasons) <= 2, reasons  # the first tick may differ (the policy's own window not watched yet)
 
 
 def test_no_scale_to_zero_when_the_activation_query_fails():
@@ -221,3 +231,27 @@ def test_scale_to_zero_field_bounds(stz, field):
     locs = [".".join(str(p) for p in e["loc"]) for e in info.value.errors()]
     camel = "".join(w.capitalize() if i else w for i, w in enumerate(field.split("_")))
     assert any(loc.endswith(camel) or loc.endswith(field) for loc in locs), locs
+
+
+async def test_reader_without_a_prometheus_url_reports_the_setting():
+    from tei_operator.autoscaling.activation import ActivationReader
+
+    reader = ActivationReader(None, 1.0)
+    try:
+        got = await reader.read("sum(x)")
+    finally:
+        await reader.close()
+    assert got.value is None and "TEI_OPERATOR_PROMETHEUS_URL" in got.error
+
+
+async def test_reader_reports_an_unreachable_prometheus_with_its_url():
+    from tests.cluster import free_port
+    from tei_operator.autoscaling.activation import ActivationReader
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    reader = ActivationReader(url, 1.0)
+    try:
+        got = await reader.read("sum(x)")
+    finally:
+        await reader.close()
+    assert got.value is None and url in got.error and "sum(x)" in got.error

@@ -35,6 +35,7 @@ from typing import Any
 from ..api.autoscaling import AutoscalingSpec
 from .policy import Decision, PolicyState, decide
 from .signals import Signals
+from .writer import rfc3339
 
 ACTIVATION_UNAVAILABLE = "ActivationUnavailable"
 """ScalingLimited's reason when the activation query cannot be read."""
@@ -131,8 +132,11 @@ def decide_scale_to_zero(signals: Signals, state: PolicyState, zero: ZeroState, 
                         batch_fill=decision.batch_fill, tokens_per_replica=decision.tokens_per_replica), \
             replace(state, last_scale_time=now, last_scale_down_time=now), ZeroState()
     if idle:
-        why = (f"idle {idle_for:.0f} s of idleSeconds {stz.idle_seconds}" if value <= threshold else
-               f"idle, but activation {_fmt(value)} > {_fmt(threshold)}: work is waiting")
+        # Words that stay the same from tick to tick (no idle-seconds counter): the status is written only when
+        # something in it changes, and an idle pool should not cost a write per tick.
+        why = (f"idle since {rfc3339(idle_since)}: to zero after idleSeconds {stz.idle_seconds}"  # type: ignore[arg-type]
+               if value <= threshold else
+               f"idle, but the activation query reads above activationThreshold {_fmt(threshold)}: work is waiting")
         decision = replace(decision, reason=f"{decision.reason}; {why}")
     return decision, state, zero
 
