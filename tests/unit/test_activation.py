@@ -255,3 +255,23 @@ async def test_reader_reports_an_unreachable_prometheus_with_its_url():
     finally:
         await reader.close()
     assert got.value is None and url in got.error and "sum(x)" in got.error
+
+
+def test_a_schedule_window_wakes_the_pool_and_keeps_it_from_zero():
+    s = AutoscalingSpec.model_validate({**BASE, "schedule": [{"start": "00:00", "end": "01:00", "minReplicas": 2}]})
+    inside, outside = 600.0, 2 * 3600.0  # 1970-01-01 00:10 and 02:00 UTC
+    d, _, _ = decide_scale_to_zero(at_zero(inside), PolicyState(), ZeroState(), s, MBT, inside, Activation(0.0))
+    assert (d.desired_replicas, d.action) == (2, "ScaleUp") and "Schedule window" in d.reason
+    d, _, _ = decide_scale_to_zero(at_zero(outside), PolicyState(), ZeroState(), s, MBT, outside, Activation(0.0))
+    assert d.desired_replicas == 0
+    d, _, _ = decide_scale_to_zero(at_zero(inside), PolicyState(), ZeroState(), s, MBT, inside, Activation(20.0))
+    assert d.desired_replicas == 2  # max(wakeReplicas 1, the window's 2)
+    # idle inside the window for longer than idleSeconds: no scale to zero
+    state, zero = PolicyState(), ZeroState()
+    for t in range(0, 1800, 15):
+        sig = idle_signals(t, 2)
+        d, state, zero = decide_scale_to_zero(sig, state, zero, s, MBT, t, Activation(0.0))
+        assert d.desired_replicas >= 1
+    # after the window: it goes
+    d, when = run_idle(s, outside + 1000, Activation(0.0), start=outside)
+    assert when == outside + 600

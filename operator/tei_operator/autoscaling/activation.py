@@ -20,6 +20,8 @@ One main tick of a pool with scaleToZero (`decide_scale_to_zero`):
   idle (healthy metrics, no input queued, no batch run, no request, no 429, nothing loading or pending) for
   idleSeconds AND the activation query reads at or below the threshold. An unreadable query never lets it go to
   zero (ScalingLimited ActivationUnavailable).
+- a `schedule` window that is active keeps its minReplicas (at least 1): the pool wakes for it and does not go
+  to zero inside it, so a job known in advance finds its replicas loaded.
 
 `decide_scale_to_zero` is pure (the caller reads the query); `ActivationReader` reads the query from Prometheus.
 """
@@ -95,6 +97,7 @@ def decide_scale_to_zero(signals: Signals, state: PolicyState, zero: ZeroState, 
         raise ValueError("spec.autoscaling.scaleToZero: required by decide_scale_to_zero")
     current = signals.current_replicas
     threshold = stz.activation_threshold
+    scheduled = spec.scheduled_minimum(now) if spec.schedule else None  # a schedule window: never zero inside it
     error = activation.error
     if error is None and (activation.value is None or not math.isfinite(activation.value)):
         error = f"the query returned {activation.value!r}, not a number"
@@ -105,8 +108,11 @@ def decide_scale_to_zero(signals: Signals, state: PolicyState, zero: ZeroState, 
                             limited_message=f"Activation query failed: {error}; keeping at least 1 replica"), \
                 state, ZeroState()
         value = float(activation.value)  # type: ignore[arg-type]
+        if scheduled and value <= threshold:
+            return Decision(scheduled, "ScaleUp", f"Schedule window active: woke with its minReplicas {scheduled} "
+                            f"(activation {_fmt(value)})"), state, ZeroState()
         if value > threshold:
-            n = wake_replicas(value, spec)
+            n = max(wake_replicas(value, spec), scheduled or 0)
             return Decision(n, "ScaleUp", f"Activation {_fmt(value)} > activationThreshold {_fmt(threshold)}: work "
                             f"is waiting, woke with {n} replica(s)"), state, ZeroState()
         return Decision(0, "Hold", f"Scaled to zero: activation {_fmt(value)} <= activationThreshold "
@@ -125,7 +131,7 @@ def decide_scale_to_zero(signals: Signals, state: PolicyState, zero: ZeroState, 
                        "unreadable"), state, zero
     value = float(activation.value)  # type: ignore[arg-type]
     idle_for = now - idle_since if idle_since is not None else 0.0
-    if idle and idle_for >= stz.idle_seconds - 1e-6 and value <= threshold:
+    if idle and idle_for >= stz.idle_seconds - 1e-6 and value <= threshold and not scheduled:
         return Decision(0, "ScaleDown", f"Idle {idle_for:.0f} s, activation {_fmt(value)}: scaled to zero "
                         f"(idleSeconds {stz.idle_seconds}, activationThreshold {_fmt(threshold)})",
                         load_ratio=decision.load_ratio, queue_per_replica=decision.queue_per_replica,
