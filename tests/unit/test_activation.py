@@ -275,3 +275,18 @@ def test_a_schedule_window_wakes_the_pool_and_keeps_it_from_zero():
     # after the window: it goes
     d, when = run_idle(s, outside + 1000, Activation(0.0), start=outside)
     assert when == outside + 600
+
+
+def test_a_scale_to_zero_pool_renders_no_pod_disruption_budget():
+    """Nothing may block a drain of a pool that is meant to reach zero (and at zero a PDB would select nothing)."""
+    from tei_operator.api import ServiceResource
+    from tei_operator.render import render_children
+    from tei_operator.settings import Settings
+
+    body = {"apiVersion": "tei-operator.io/v1alpha1", "kind": "EmbeddingService",
+            "metadata": {"name": "bulk", "namespace": "ingest", "uid": "u1"},
+            "spec": {"model": {"id": "BAAI/bge-m3"}, "gpu": {"type": "a100"}, "autoscaling": BASE}}
+    children = render_children(ServiceResource.from_body(body), Settings())
+    assert children.pdb is None
+    assert [c["kind"] for c in children.all()] == ["Deployment", "Service"]
+    assert "replicas" not in children.deployment["spec"]  # the autoscaler owns it (0 at creation, reconcile.py)
