@@ -142,6 +142,8 @@ async def test_idle_to_zero_activation_wakes_and_a_query_error_keeps_one(request
         assert (conds["Ready"]["status"], conds["Available"]["status"]) == ("True", "True")
         assert conds["Available"]["reason"] == "ScaledToZero"
         assert conds["Degraded"]["status"] == "False"
+        # kstatus Current (Flux, kubectl wait): neither reconciling nor stalled at zero
+        assert (conds["Reconciling"]["status"], conds["Stalled"]["status"]) == ("False", "False")
         assert (conds["ScalingLimited"]["status"], conds["ScalingLimited"]["reason"]) == ("False", "WithinLimits")
         pdbs = scarce_cluster.kubectl("get", "poddisruptionbudgets", "-n", namespace, "-o", "name").stdout.strip()
         assert pdbs == "", pdbs
