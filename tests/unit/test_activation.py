@@ -290,3 +290,13 @@ def test_a_scale_to_zero_pool_renders_no_pod_disruption_budget():
     assert children.pdb is None
     assert [c["kind"] for c in children.all()] == ["Deployment", "Service"]
     assert "replicas" not in children.deployment["spec"]  # the autoscaler owns it (0 at creation, reconcile.py)
+
+
+def test_a_wake_asks_for_no_more_than_the_gpu_nodes_hold_but_at_least_one():
+    import dataclasses
+
+    s = spec(activationPerReplica=1)
+    for capacity, pending, want in ((3, 0, 3), (3, 2, 5), (0, 0, 1), (None, 0, 8)):
+        sig = dataclasses.replace(at_zero(0), schedulable_capacity=capacity)
+        d, _, _ = decide_scale_to_zero(sig, PolicyState(), ZeroState(), s, MBT, 0, Activation(50.0), pending)
+        assert d.desired_replicas == want, (capacity, pending)

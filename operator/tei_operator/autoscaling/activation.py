@@ -113,6 +113,8 @@ def decide_scale_to_zero(signals: Signals, state: PolicyState, zero: ZeroState, 
                             f"(activation {_fmt(value)})"), state, ZeroState()
         if value > threshold:
             n = max(wake_replicas(value, spec), scheduled or 0)
+            if signals.schedulable_capacity is not None:  # as the policy: no more than the GPU nodes can hold
+                n = min(n, max(1, signals.schedulable_capacity + max_pending))
             return Decision(n, "ScaleUp", f"Activation {_fmt(value)} > activationThreshold {_fmt(threshold)}: work "
                             f"is waiting, woke with {n} replica(s)"), state, ZeroState()
         return Decision(0, "Hold", f"Scaled to zero: activation {_fmt(value)} <= activationThreshold "
