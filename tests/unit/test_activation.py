@@ -300,3 +300,12 @@ def test_a_wake_asks_for_no_more_than_the_gpu_nodes_hold_but_at_least_one():
         sig = dataclasses.replace(at_zero(0), schedulable_capacity=capacity)
         d, _, _ = decide_scale_to_zero(sig, PolicyState(), ZeroState(), s, MBT, 0, Activation(50.0), pending)
         assert d.desired_replicas == want, (capacity, pending)
+
+
+def test_missing_pool_metrics_outrank_an_unreadable_activation():
+    import dataclasses
+
+    sig = dataclasses.replace(idle_signals(0), error="pod bulk-0: no metrics")
+    d, _, _ = decide_scale_to_zero(sig, PolicyState(), ZeroState(), spec(), MBT, 0, Activation(None, "timeout"))
+    assert d.limited_by == "MetricsUnavailable" and d.desired_replicas == 1
+    assert "activation query unreadable (timeout)" in d.reason

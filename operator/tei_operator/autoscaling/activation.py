@@ -127,6 +127,9 @@ def decide_scale_to_zero(signals: Signals, state: PolicyState, zero: ZeroState, 
     idle_since = (zero.idle_since if zero.idle_since is not None else now) if idle else None
     zero = ZeroState(idle_since)
     if error is not None:
+        if decision.limited_by == "MetricsUnavailable":  # the pool's own metrics are the bigger problem: keep it
+            return replace(decision, reason=decision.reason + f"; no scale to zero: activation query unreadable "
+                           f"({error})"), state, zero
         return replace(decision, limited_by=ACTIVATION_UNAVAILABLE,
                        limited_message=f"Activation query failed: {error}; never scaling to zero while it "
                        "cannot be read", reason=decision.reason + "; no scale to zero: activation query "
