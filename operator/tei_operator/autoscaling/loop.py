@@ -216,9 +216,9 @@ class TickOutcome:
 @dataclasses.dataclass
 class _Memory:
     state: PolicyState = dataclasses.field(default_factory=PolicyState)
+    zero: Any = None  # scale to zero's ZeroState (activation.py), for services with scaleToZero
     last_scale_time: float | None = None
     last_tick_written: float | None = None
-    zero: Any = None  # scale to zero's ZeroState (activation.py), for services with scaleToZero
 
 
 class Autoscaler:
@@ -248,10 +248,10 @@ class Autoscaler:
         self.fast_tick_seconds = float(getattr(settings, "autoscaler_fast_tick_seconds", 0) or 0)
         self.fast_window = float(getattr(settings, "autoscaler_fast_window_seconds", 10))
         self.fast_ticks = 0
+        self.activation: Any = None  # activation.ActivationReader, built when a service has scaleToZero
         # A main tick and a fast tick never interleave: they share each service's policy state.
         self._lock = asyncio.Lock()
         self.forbidden: set[tuple[str, str]] = set()  # (namespace, plural) it may not list, warned about once
-        self.activation: Any = None  # activation.ActivationReader, built when a service has scaleToZero
 
     # -- sources ----------------------------------------------------------------------------------------------
     def source_name(self, resource: ServiceResource) -> str:
