@@ -114,10 +114,11 @@ def _overlap(lo: float, hi: float, a: float, b: float) -> float:
 
 
 def run(trace: Trace, seed: int, pool: Pool, objective: str = "default", log_rows: int = 8_000_000,
-        policy=None, workload=None) -> Breakdown:
+        policy=None, workload=None, replicas0: int | None = None) -> Breakdown:
     """Run tei-operator's policy on one pool with the batch log on and split its GPU-seconds (module docstring).
     `objective`: "default" deploys the benchmark's spec (run.operator_spec) as it is; Latency or Throughput sets
-    spec.autoscaling.objective."""
+    spec.autoscaling.objective. `replicas0`: replicas at the start (default: what a tuned fleet runs at the trace's
+    starting load, as for every dynamic policy; 0 for a pool with scale to zero, bulk_zero.py)."""
     from . import kernel as K
     from .experiment import make_policy
     from .simulator import Simulator
@@ -134,7 +135,8 @@ def run(trace: Trace, seed: int, pool: Pool, objective: str = "default", log_row
             from .bulk_pools import with_objective
 
             policy = with_objective(policy, objective)
-    sim = Simulator(profile, replicas0=initial_replicas(trace, base, pool), quota=trace.gpu_quota, seed=seed,
+    start = initial_replicas(trace, base, pool) if replicas0 is None else replicas0
+    sim = Simulator(profile, replicas0=start, quota=trace.gpu_quota, seed=seed,
                     routing=pool.routing, arrivals=arrivals, bulk=bulk[0] if bulk else None,
                     metrics_outage=trace.metrics_outage, batch_log=log_rows)
     view = sim.view
@@ -208,6 +210,8 @@ def run(trace: Trace, seed: int, pool: Pool, objective: str = "default", log_row
     reps = {f"{ph.lower()} ({w})": phase_time.get((ph, w), 0.0) / max(length[w], 1e-9)
             for ph in ("Ready", "Loading", "Draining") for w in ("job", "rest")}
     name = objective if objective != "default" else getattr(policy.spec, "objective", "Latency")
+    if getattr(policy.spec, "scale_to_zero", None) is not None:
+        name += " + scale to zero"
     return Breakdown(trace.name, seed, pool.name, name, parts, tokens, limit, res.bulk_tokens, res.bulk_done_s,
                      doc.attainment if doc else None, doc.p99 if doc else None, time.time() - t_wall, reps, (a, b),
                      trace.duration, res)
@@ -266,7 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for obj in args.objective or ["default"]:
         for s in range(1, args.seeds + 1):
-            r = run(trace, s, pool, obj)
+            if getattr(pool, "scale_to_zero", False):  # the bulk pool: minReplicas 0, scaleToZero (bulk_zero.py)
+                from .bulk_zero import make_zero_policy
+
+                r = run(trace, s, pool, policy=make_zero_policy(pool, trace), replicas0=0)
+            else:
+                r = run(trace, s, pool, obj)
             rows.append(r)
             print(f"{trace.name} seed {s} {obj}: {r.ratio():.2f}x in {r.wall_s:.0f} s; bulk {r.bulk_tokens / 1e6:.0f}M "
                   f"tokens, job done {'never' if r.bulk_done_s is None else f'{r.bulk_done_s / 60:.0f} min'}; "

@@ -24,14 +24,24 @@ class ObjectivePool(Pool):
     """A pool whose tei-operator spec sets spec.autoscaling.objective."""
 
     objective: str = "Latency"
+    scale_to_zero: bool = False
+    """minReplicas 0 with spec.autoscaling.scaleToZero (bulk_zero.py): the pool starts at zero and wakes on the
+    activation query (the bulk workers' backlog)."""
 
     def describe(self) -> str:
         return (f"{self.name}: serves bulk only; maxBatchTokens {self.max_batch_tokens}; replicas "
-                f"{self.min_replicas}-{self.max_replicas}; routing {self.routing}; objective {self.objective}")
+                f"{self.min_replicas}-{self.max_replicas}; routing {self.routing}; objective {self.objective}"
+                + (f"; scale to zero after {_idle_seconds()} s idle, woken by the bulk workers' backlog "
+                   "(activation query)" if self.scale_to_zero else ""))
 
 
-BULK_POOL = ObjectivePool("bulk", frozenset(), True, max_batch_tokens=16384, min_replicas=1, max_replicas=12,
-                          objective=OBJECTIVE)
+def _idle_seconds() -> int:
+    from .bulk_zero import IDLE_SECONDS
+
+    return IDLE_SECONDS
+
+BULK_POOL = ObjectivePool("bulk", frozenset(), True, max_batch_tokens=16384, min_replicas=0, max_replicas=12,
+                          objective=OBJECTIVE, scale_to_zero=True)
 
 
 def extra_pools(family: str) -> tuple[Pool, ...]:
@@ -57,9 +67,17 @@ def simulate_breakdown(pool: Pool, trace, seed: int, workload):
     breakdown in `result.timeline["bulk_breakdown"]` (a dict, see `bulk_breakdown.Breakdown.as_dict`)."""
     from .bulk_breakdown import run
 
-    bd = run(trace, seed, pool, workload=workload)
+    zero = None
+    if getattr(pool, "scale_to_zero", False):
+        from .bulk_zero import make_zero_policy
+
+        policy = make_zero_policy(pool, trace)
+        bd = run(trace, seed, pool, workload=workload, policy=policy, replicas0=0)
+        zero = {"woke": policy.woke, "slept": policy.slept}
+    else:
+        bd = run(trace, seed, pool, workload=workload)
     res = bd.result
-    res.timeline = {"bulk_breakdown": bd.as_dict(), "deadline_s": trace.bulk_deadline_s}
+    res.timeline = {"bulk_breakdown": bd.as_dict(), "deadline_s": trace.bulk_deadline_s, "scale_to_zero": zero}
     return res
 
 
@@ -92,14 +110,37 @@ def goal_row(out, goal: float) -> tuple[str, str, str] | None:
                      and r.pool == BULK_POOL.name and r.timeline), None)
     when = ("not done" if any(d is None for d in done) else f"done at {_med(done) / 60:.0f} min") + \
         (f" (deadline {deadline / 60:.0f} min)" if deadline else "")
+    zero = "scale to zero" in bds[0].objective
+    rest_why = ("the pool idles idleSeconds after the job, then sits at zero (scaleToZero); it starts the day at "
+                "zero and wakes on the activation query (the workers' backlog)" if zero else
+                "minReplicas 1 with nothing to do (no scale to zero)")
     measured = (f"{whole:.2f}x over the 24 h (bulk pool, objective {bds[0].objective}, {len(bds)} seed(s)); "
                 f"{job:.2f}x over the job's hours ({a / 3600:.0f}-{b / 3600:.0f} h, where the workers run); the other "
-                f"{(bds[0].duration - (b - a)) / 3600:.0f} h cost {rest_gpu_h:.1f} GPU-h: minReplicas 1 with nothing "
-                "to do (no scale to zero)"
+                f"{(bds[0].duration - (b - a)) / 3600:.0f} h cost {rest_gpu_h:.1f} GPU-h: {rest_why}"
                 + (f"; the split deployment's ingest pool (documents + bulk): {_med(ingest):.2f}x" if ingest else "")
                 + f"; the bulk job {when}; breakdown in \"The bulk class\"")
     return (f"Bulk class on the 24 h diurnal: cost per 1M tokens <= {goal}x the physical limit", measured,
             "met" if whole <= goal else "**NOT met**")
+
+
+def _zero_sentence(runs) -> str:
+    """When the scale-to-zero pool woke (and with how many replicas) and went back to zero, per run."""
+    parts = []
+    for r in runs:
+        z = (r.timeline or {}).get("scale_to_zero")
+        if not z:
+            continue
+        woke = ", ".join(f"{t / 60:.1f} min ({n} replicas)" for t, n in z["woke"]) or "never"
+        slept = ", ".join(f"{t / 60:.0f} min" for t in z["slept"]) or "never"
+        parts.append(f"{r.trace} seed {r.seed}: woke at {woke}, to zero at {slept}")
+    if not parts:
+        return ""
+    from .bulk_zero import ACTIVATION_SCRAPE_S, ACTIVATION_QUERY, WORKERS_PER_REPLICA
+
+    return (f" The bulk pool starts each run at zero replicas and wakes on its activation query (`{ACTIVATION_QUERY}`: "
+            f"the bulk workers running, as Prometheus shows them, one {ACTIVATION_SCRAPE_S:.0f} s scrape late; "
+            f"activationPerReplica {WORKERS_PER_REPLICA:g}; `python -m bench.autoscaling.bulk_zero` runs it alone): "
+            + "; ".join(parts) + ".")
 
 
 def section(out) -> str:
@@ -124,7 +165,7 @@ The bulk job in a pool of its own ({BULK_POOL.describe()}), tei-operator with `o
 {", ".join(PARTS)} (`python -m bench.autoscaling.bulk_breakdown` explains each and runs one pool alone); "cost vs
 limit" is GPU-hours over useful GPU-hours. The physical limit assumes every input at the mean length; the classes'
 uniform lengths have a 12% larger mean square, which makes real full batches about 1.3% slower than the limit.
-When the bulk job was done (its bulk_job_tokens served): {done}.
+When the bulk job was done (its bulk_job_tokens served): {done}.{_zero_sentence(bulk_only)}
 
 {table(rows)}
 """

@@ -61,7 +61,8 @@ class Settings(BaseSettings):
         "(each pod's /metrics, no Prometheus needed) or prometheus (prometheusUrl).",
     )
     prometheus_url: str | None = Field(
-        None, description="Base URL of the Prometheus HTTP API, for example http://prometheus.monitoring:9090.",
+        None, description="Base URL of the Prometheus HTTP API, for example http://prometheus.monitoring:9090. Read "
+        "by metricsSource prometheus, and by spec.autoscaling.scaleToZero's activation queries whatever the source.",
     )
     prometheus_namespace_label: str = Field("namespace", description="Prometheus label holding the pod's namespace.")
     prometheus_pod_label: str = Field("pod", description="Prometheus label holding the pod's name.")

@@ -30,6 +30,20 @@ INVALID = [
     ("EmbeddingService", {"model": GOOD_MODEL, "service": {"port": 70000}}, "spec.service.port"),
     ("EmbeddingService", {"model": GOOD_MODEL, "colour": "blue"}, "spec.colour"),
     ("RerankerService", {"model": {"id": "BAAI/bge-reranker-v2-m3", "pooling": "cls"}}, "spec.model.pooling"),
+    # scale to zero (autoscaling/activation.py): minReplicas 0 only on a Throughput pool with scaleToZero
+    ("EmbeddingService", {"model": GOOD_MODEL, "autoscaling": {"enabled": True, "minReplicas": 0, "maxReplicas": 2}},
+     "spec.autoscaling.minReplicas: Invalid value: minReplicas 0 is allowed only with objective "
+     "Throughput and scaleToZero"),
+    ("EmbeddingService", {"model": GOOD_MODEL, "autoscaling": {
+        "enabled": True, "minReplicas": 1, "maxReplicas": 2, "objective": "Throughput",
+        "scaleToZero": {"activationQuery": "sum(backlog)"}}}, "spec.autoscaling.scaleToZero: Invalid value"),
+    ("EmbeddingService", {"model": GOOD_MODEL, "autoscaling": {
+        "enabled": True, "minReplicas": 0, "maxReplicas": 2, "objective": "Throughput", "scaleToZero": {}}},
+     "spec.autoscaling.scaleToZero.activationQuery"),
+    ("EmbeddingService", {"model": GOOD_MODEL, "autoscaling": {
+        "enabled": True, "minReplicas": 0, "maxReplicas": 2, "objective": "Throughput",
+        "scaleToZero": {"activationQuery": "sum(backlog)", "wakeReplicas": 3}}},
+     "spec.autoscaling.scaleToZero.wakeReplicas"),
 ]
 
 

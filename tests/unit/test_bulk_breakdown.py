@@ -19,7 +19,10 @@ def runs():
     trace = load_trace(TRACE).scaled(0.5)
     latency = ObjectivePool("bulk", BULK_POOL.classes, True, BULK_POOL.max_batch_tokens, 1, BULK_POOL.max_replicas,
                             objective="Latency")
-    return run(trace, 1, latency), run(trace, 1, BULK_POOL)
+    # minReplicas 1 on both: scale to zero (BULK_POOL's) is tested in test_bulk_zero.py
+    throughput = ObjectivePool("bulk", BULK_POOL.classes, True, BULK_POOL.max_batch_tokens, 1, BULK_POOL.max_replicas,
+                               objective="Throughput")
+    return run(trace, 1, latency), run(trace, 1, throughput)
 
 
 def test_parts_add_up_to_the_bill_and_the_ratio_is_the_runs(runs):

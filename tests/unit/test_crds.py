@@ -231,6 +231,14 @@ def test_cel_rules_are_where_they_belong():
                                               "self.tolerance",
                                               "!has(self.schedule) || !has(self.maxReplicas) || "
                                               "self.schedule.all(w, w.minReplicas <= self.maxReplicas)",
+                                              "!has(self.minReplicas) || self.minReplicas != 0 || "
+                                              "(has(self.objective) && self.objective == 'Throughput' && "
+                                              "has(self.scaleToZero))",
+                                              "!has(self.scaleToZero) || (has(self.minReplicas) && "
+                                              "self.minReplicas == 0)",
+                                              "!has(self.scaleToZero) || !has(self.scaleToZero.wakeReplicas) || "
+                                              "!has(self.maxReplicas) || self.scaleToZero.wakeReplicas <= "
+                                              "self.maxReplicas",
                                               "!has(self.objective) || self.objective != 'Throughput' || "
                                               "!has(self.latencyTargetMs)"]
     for rule_list in embedding.values():

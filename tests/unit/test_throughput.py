@@ -137,7 +137,7 @@ def test_cel_rule_refuses_a_latency_target_on_a_throughput_pool():
 
     from tei_operator.api.autoscaling import AUTOSCALING_CEL_RULES
 
-    (rule,) = [r for r in AUTOSCALING_CEL_RULES if "Throughput" in r["rule"]]
+    (rule,) = [r for r in AUTOSCALING_CEL_RULES if "latencyTargetMs" in r["rule"]]
     env = celpy.Environment()
     program = env.program(env.compile(rule["rule"]))
 

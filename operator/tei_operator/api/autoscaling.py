@@ -37,6 +37,26 @@ AUTOSCALING_CEL_RULES = [
         "fieldPath": ".schedule",
     },
     {
+        # Scale to zero (autoscaling/activation.py): a pool at zero has no pods, so no TEI metrics and a Service
+        # that refuses connections; only a bulk pool (Throughput) with an outside activation signal may go there.
+        "rule": "!has(self.minReplicas) || self.minReplicas != 0 || (has(self.objective) && "
+                "self.objective == 'Throughput' && has(self.scaleToZero))",
+        "message": "minReplicas 0 is allowed only with objective Throughput and scaleToZero set (an activationQuery "
+                   "to wake the pool from zero); otherwise minReplicas must be at least 1",
+        "fieldPath": ".minReplicas",
+    },
+    {
+        "rule": "!has(self.scaleToZero) || (has(self.minReplicas) && self.minReplicas == 0)",
+        "message": "scaleToZero needs minReplicas 0",
+        "fieldPath": ".scaleToZero",
+    },
+    {
+        "rule": "!has(self.scaleToZero) || !has(self.scaleToZero.wakeReplicas) || !has(self.maxReplicas) || "
+                "self.scaleToZero.wakeReplicas <= self.maxReplicas",
+        "message": "scaleToZero.wakeReplicas must be less than or equal to maxReplicas",
+        "fieldPath": ".scaleToZero.wakeReplicas",
+    },
+    {
         "rule": "!has(self.objective) || self.objective != 'Throughput' || !has(self.latencyTargetMs)",
         "message": "latencyTargetMs must be unset when objective is Throughput",
         "fieldPath": ".latencyTargetMs",
@@ -137,6 +157,44 @@ class ScheduleWindow(ApiModel):
         return not self.days or DAYS[day] in self.days
 
 
+class ScaleToZero(ApiModel):
+    """Scale a bulk pool (objective Throughput) to zero replicas when it has nothing to do, and back up when work
+    waits outside it. With no pods there are no TEI metrics and requests to the Service fail (connection refused):
+    the signal to wake up comes from outside, an activation query on the operator's Prometheus (like KEDA's
+    activation threshold), such as the ingestion pipeline's backlog. Clients must retry with backoff until a replica
+    has loaded its model (docs/autoscaling.md, "Scale to zero")."""
+
+    idle_seconds: int = Field(
+        600, ge=10, le=86400,
+        description="Seconds the pool must have been idle (no input queued, no batch run, no request, no 429, "
+        "nothing loading, over the autoscaler's rate window) with the activation query at or below "
+        "activationThreshold before it goes to zero. Waking costs a model load (30-180 s): keep it well above the "
+        "gaps between a job's requests.",
+    )
+    activation_query: str = Field(
+        ..., min_length=1, max_length=4096,
+        description="PromQL instant query, read from the operator's Prometheus (TEI_OPERATOR_PROMETHEUS_URL) every "
+        "tick: a value above activationThreshold means work is waiting (e.g. the ingestion queue's length). The sum "
+        "of the result's samples is used; an empty result reads 0. A query that fails or returns a non-number keeps "
+        "(or brings back) one replica and sets ScalingLimited to ActivationUnavailable.",
+    )
+    activation_threshold: float = Field(
+        0, ge=0, le=1e12,
+        description="The pool wakes from zero when the activation query reads above this, and goes to zero only "
+        "while it reads at or below it.",
+    )
+    wake_replicas: int = Field(
+        1, ge=1, le=1000,
+        description="Replicas started when the pool wakes from zero (at least; see activationPerReplica). From "
+        "there the Throughput objective sizes the pool.",
+    )
+    activation_per_replica: float | None = Field(
+        None, gt=0, le=1e12,
+        description="When set, the pool wakes with ceil(activation / activationPerReplica) replicas (at least "
+        "wakeReplicas, at most maxReplicas): a large backlog starts more replicas at once.",
+    )
+
+
 class AutoscalingSpec(ApiModel):
     """The built-in autoscaler. When enabled it owns the Deployment's replicas and spec.replicas is ignored."""
 
@@ -148,10 +206,11 @@ class AutoscalingSpec(ApiModel):
         "KEDA through the scale subresource).",
     )
     min_replicas: int = Field(
-        1, ge=1, le=1000,
-        description="Fewest replicas the autoscaler keeps, and the count a new Deployment starts with. At least 1: "
-        "scale-to-zero is not supported, since a TEI replica takes 30-120 s to load its model and a fleet of none "
-        "has no metrics to scale up from.",
+        1, ge=0, le=1000,
+        description="Fewest replicas the autoscaler keeps, and the count a new Deployment starts with. At least 1, "
+        "except 0 on a bulk pool (objective Throughput) with scaleToZero set: a fleet of none has no metrics to "
+        "scale up from, and a TEI replica takes 30-180 s to load its model, so only clients that retry can wait "
+        "for it.",
     )
     max_replicas: int | None = Field(
         None, ge=1, le=1000, description="Most replicas the autoscaler asks for. Required when enabled."
@@ -230,6 +289,11 @@ class AutoscalingSpec(ApiModel):
         "non-empty), scaled down within a minute when the backlog drains; no fast scale-up path. latencyTargetMs "
         "must be unset with Throughput.",
     )
+    scale_to_zero: ScaleToZero | None = Field(
+        None,
+        description="Scale to zero when idle, and wake on an activation query (objective Throughput with "
+        "minReplicas 0 only).",
+    )
     fast_scale_up: FastScaleUp = Field(default_factory=FastScaleUp, description="The fast scale-up path.")
     schedule: list[ScheduleWindow] = Field(
         default_factory=list, max_length=50,
@@ -246,6 +310,15 @@ class AutoscalingSpec(ApiModel):
             raise FieldError(
                 "minReplicas", f"must be less than or equal to maxReplicas ({self.min_replicas} > {self.max_replicas})"
             )
+        if self.min_replicas == 0 and (self.objective != "Throughput" or self.scale_to_zero is None):
+            raise FieldError("minReplicas", "0 is allowed only with objective Throughput and scaleToZero set (an "
+                             "activationQuery to wake the pool from zero); otherwise it must be at least 1")
+        if self.scale_to_zero is not None and self.min_replicas != 0:
+            raise FieldError("scaleToZero", f"needs minReplicas 0 (got minReplicas {self.min_replicas})")
+        if (self.scale_to_zero is not None and self.max_replicas is not None
+                and self.scale_to_zero.wake_replicas > self.max_replicas):
+            raise FieldError("scaleToZero.wakeReplicas", f"must be less than or equal to maxReplicas "
+                             f"({self.scale_to_zero.wake_replicas} > {self.max_replicas})")
         if self.objective == "Throughput" and self.latency_target_ms is not None:
             raise FieldError("latencyTargetMs", "must be unset when objective is Throughput (a throughput pool has "
                              "no latency target; use objective Latency)")

@@ -30,8 +30,8 @@ PRINTER_COLUMNS = [
     {"name": "Available", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Available")].status',
      "priority": 1, "description": "Whether at least minAvailable replicas are ready (the service serves)."},
     {"name": "Status", "type": "string", "jsonPath": ".status.summary",
-     "description": "Stalled's reason; LimitedByMaxReplicas/LimitedByGpuCapacity/MetricsUnavailable while the "
-     "autoscaler is held back; else Ready's reason."},
+     "description": "Stalled's reason; LimitedByMaxReplicas/LimitedByGpuCapacity/MetricsUnavailable/"
+     "ActivationUnavailable while the autoscaler is held back; else Ready's reason."},
     {"name": "Queue", "type": "number", "jsonPath": ".status.autoscaling.signals.queuePerReplica",
      "description": "Inputs waiting per ready replica, at the autoscaler's last tick."},
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1,

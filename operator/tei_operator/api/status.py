@@ -28,6 +28,7 @@ LIMIT_SUMMARIES = {
     "MaxReplicas": "LimitedByMaxReplicas",
     "GpuCapacity": "LimitedByGpuCapacity",
     "MetricsUnavailable": "MetricsUnavailable",
+    "ActivationUnavailable": "ActivationUnavailable",  # scale to zero's activation query (autoscaling/activation.py)
 }
 
 
@@ -111,8 +112,9 @@ class ServiceStatus(StatusModel):
     summary: str | None = Field(
         None, max_length=64,
         description="One word for the STATUS column: Stalled's reason when stalled; ModelMismatch when Ready pods "
-        "serve different model commits; LimitedByMaxReplicas, LimitedByGpuCapacity or MetricsUnavailable while "
-        "serving and the autoscaler is held back; else Ready's reason.",
+        "serve different model commits; LimitedByMaxReplicas, LimitedByGpuCapacity, MetricsUnavailable or "
+        "ActivationUnavailable while serving and the autoscaler is held back; else Ready's reason (ScaledToZero for a "
+        "pool at zero).",
     )
     model: ServedModel | None = Field(
         None, description="The model asked for and the commit (sha) each Ready pod reports in TEI's /info.",

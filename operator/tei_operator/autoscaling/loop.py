@@ -38,6 +38,7 @@ from ..api import GROUP, KINDS, VERSION, ServiceResource
 from ..api.rollout import active_deployment
 from ..kube import DEPLOYMENT, NODE, POD, KubeApiError, KubeClient, ResourceType
 from ..metrics import METRICS
+from .activation import scale_to_zero_tick
 from .capacity import ClusterUsage, is_terminated, schedulable_replicas
 from .policy import RATE_WINDOW_TICKS, Decision, PolicyState, decide, decide_fast
 from .signals import Signals
@@ -215,6 +216,7 @@ class TickOutcome:
 @dataclasses.dataclass
 class _Memory:
     state: PolicyState = dataclasses.field(default_factory=PolicyState)
+    zero: Any = None  # scale to zero's ZeroState (activation.py), for services with scaleToZero
     last_scale_time: float | None = None
     last_tick_written: float | None = None
 
@@ -246,6 +248,7 @@ class Autoscaler:
         self.fast_tick_seconds = float(getattr(settings, "autoscaler_fast_tick_seconds", 0) or 0)
         self.fast_window = float(getattr(settings, "autoscaler_fast_window_seconds", 10))
         self.fast_ticks = 0
+        self.activation: Any = None  # activation.ActivationReader, built when a service has scaleToZero
         # A main tick and a fast tick never interleave: they share each service's policy state.
         self._lock = asyncio.Lock()
         self.forbidden: set[tuple[str, str]] = set()  # (namespace, plural) it may not list, warned about once
@@ -290,6 +293,8 @@ class Autoscaler:
         return self.sources[name]
 
     async def close(self) -> None:
+        if self.activation is not None:
+            await self.activation.close()
         for source in self.sources.values():
             try:
                 await source.close()
@@ -555,8 +560,11 @@ class Autoscaler:
             schedulable = None if capacity is None else capacity.schedulable
         signals = self.service_signals(view, current, metrics, schedulable, now)
         memory = self.memory.setdefault(view.uid, _Memory())
-        decision, memory.state = decide(signals, memory.state, spec, resource.spec.engine.max_batch_tokens, now,
-                                        self.settings.max_pending_replicas)
+        if spec.scale_to_zero is not None:  # scale to zero (activation.py): the activation query decides at zero
+            decision, memory.state, memory.zero = await scale_to_zero_tick(self, signals, memory, spec, resource, now)
+        else:
+            decision, memory.state = decide(signals, memory.state, spec, resource.spec.engine.max_batch_tokens, now,
+                                            self.settings.max_pending_replicas)
         METRICS.autoscaler_decision(decision.action, decision.limited_by)
         outcome = TickOutcome(view.label, decision=decision)
         if decision.desired_replicas != current:
@@ -590,7 +598,7 @@ class Autoscaler:
             memory.last_tick_written = now
         if "conditions" in patch and condition["status"] == "True" and (
                 before is None or before.get("status") != "True" or before.get("reason") != condition["reason"]):
-            kind = "Warning" if condition["reason"] == "MetricsUnavailable" else "Normal"
+            kind = "Warning" if condition["reason"] in ("MetricsUnavailable", "ActivationUnavailable") else "Normal"
             await self.writer.event(view.body, "ScalingLimited", f"Scaling of {view.label} limited "
                                     f"({condition['reason']}): {condition['message']}", kind)
             logger.info("Limited scaling of %s (%s): %s", view.label, condition["reason"], condition["message"])

@@ -45,7 +45,8 @@ from .reading import Reading
 from .signals import Signals
 
 Action = Literal["ScaleUp", "ScaleDown", "Hold"]
-LimitedBy = Literal["MaxReplicas", "MinReplicas", "GpuCapacity", "MetricsUnavailable", "ScaleUpLimit", "ScaleDownLimit"]
+LimitedBy = Literal["MaxReplicas", "MinReplicas", "GpuCapacity", "MetricsUnavailable", "ScaleUpLimit", "ScaleDownLimit",
+                    "ActivationUnavailable"]  # the last: scale to zero's activation query (activation.py)
 
 # Saturation: when one of these holds, the Ready replicas run at their peak throughput, so the tokens/s per replica
 # observed then is a sample of the peak (the policy keeps the largest sample).

@@ -28,7 +28,7 @@ from .signals import Signals
 
 
 SCALING_LIMITED = "ScalingLimited"
-LIMITING_REASONS = ("MaxReplicas", "GpuCapacity", "MetricsUnavailable")
+LIMITING_REASONS = ("MaxReplicas", "GpuCapacity", "MetricsUnavailable", "ActivationUnavailable")
 WITHIN_LIMITS = "WithinLimits"
 EVENT_COMPONENT = "tei-operator-autoscaler"
 CONFLICT_RETRIES = 4
