@@ -257,6 +257,35 @@ def reach_table(out: Outcome, traces: list[Trace], profile) -> str:
     return "\n".join(rows)
 
 
+def held_table(out: Outcome, traces: list[Trace], profile) -> str:
+    """Per test trace, from the first seed's timeline (every 10 s): the replicas tei-operator held at its tuned knob
+    against the replicas the offered load needed (at 100% of a replica's capacity, and at the oracle's tuned
+    fraction), the oracle's and static-at-peak's. Where the operator's GPU-hours went beyond the load's need.
+    `python -m bench.autoscaling.explain test/TRACE --knob K` replays one run with the reasons that held them."""
+    from .run import demand_replicas
+
+    if "operator" not in out.tuned:
+        return ""
+    k = out.tuned["operator"][0]
+    frac = out.tuned.get("oracle", (None,))[0]
+    rows = ["| trace | tei-operator: replicas held (mean) | the load needs at 100%: mean / peak "
+            + (f"| at {frac:.0%} (the oracle's fraction): mean " if frac else "")
+            + "| oracle: held (mean) | static-at-peak |", "|---|---|---|" + ("---|" if frac else "") + "---|---|"]
+    for t in traces:
+        rs = [r for r in at_tuned(out.test, t.name, "operator", k) if r.timeline]
+        if not rs:
+            continue
+        tl = rs[0].timeline
+        need = demand_replicas(t, profile, ONLINE)(tl["t"])
+        orc = [r for r in at_tuned(out.test, t.name, "oracle", frac) if r.timeline] if frac else []
+        sp, _ = static_peak(out.test, t.name)
+        rows.append(f"| {t.name} | {np.mean(tl['desired']):.2f} | {np.mean(need):.2f} / {np.max(need):.2f} "
+                    + (f"| {np.mean(need) / frac:.2f} " if frac else "")
+                    + (f"| {np.mean(orc[0].timeline['desired']):.2f} " if orc else "| - ")
+                    + (f"| {int(sp.knob)} |" if sp is not None else "| - |"))
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def _v(ok: bool) -> str:
     return "met" if ok else "**NOT met**"
 
@@ -459,8 +488,9 @@ def write(path: Path, out: Outcome, train: list[Trace], test: list[Trace], profi
             spec = operator_spec(ONLINE, k).model_dump(by_alias=True, exclude_defaults=True, mode="json")
             configs.append("**operator**: tei-operator's built-in autoscaler (the live code path: pages -> scrape "
                            "history -> aggregate -> build_signals -> decide / decide_fast); knob: latencyTargetMs, "
-                           "swept at and below the queries' 100 ms SLO (a tighter target buys headroom for load "
-                           "steps); every other field and the operator's settings at their defaults"
+                           "swept below the queries' 100 ms SLO (a tighter target buys headroom for load steps), at "
+                           "it and above it (the curve's cheap end); every other field and the operator's settings "
+                           f"at their defaults; tuned on train: {why}"
                            f"\n\n```yaml\n{yaml.safe_dump({'autoscaling': spec}, sort_keys=False).strip()}\n```")
         elif f != "oracle":
             pol = make_policy(f, k, ONLINE, short[0], profile)
@@ -498,6 +528,10 @@ at its tuned knob on {len(plan.test_seeds)} seeds, the {plan.curve_points} knob 
 ### Which goals a trace allows (test set)
 
 {reach_table(out, short, profile)}
+
+### Replicas held against the load's need (test set, first seed)
+
+{held_table(out, online, profile) or "tei-operator was not part of this run."}
 
 ## GPU-hours at equal attainment (test set)
 

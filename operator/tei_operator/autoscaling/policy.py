@@ -157,9 +157,6 @@ class PolicyState:
     load per replica at which requests were late is the ceiling of its probes (LATENCY_PROBE_STEP)."""
     latency_probed_at: float | None = None
     """When latency_capacity last rose by a probe (LATENCY_PROBE_STEP)."""
-    latency_unhelpful_at: float | None = None
-    """When the policy last found that the replicas added for late requests did not help (see LATENCY_HELPED):
-    late requests then do not hold a scale-down for LATENCY_RETRY_SECONDS (they are not the fleet's size)."""
     latency_history: tuple[tuple[float, float, float, float], ...] = ()
     """(time, late share, requests/s, demand tokens/s per Ready replica) of the main ticks of the last
     LATENCY_SLO_SECONDS with a late share."""
@@ -443,16 +440,16 @@ def _slo_late_share(history: tuple[tuple[float, float, float, float], ...]) -> f
 
 def _latency_capacity(s: Signals, spec: AutoscalingSpec, state: PolicyState, missed: float | None,
                       now: float, notes: list[str], history: tuple[tuple[float, float, float, float], ...] = (),
-                      ) -> tuple[float | None, float | None, tuple | None, float | None, float | None]:
-    """(latency capacity, when it last moved down, the last move, when it last rose by a probe, when added
-    replicas last did not help) after this tick; see LATENCY_MISS_HIGH and LATENCY_PROBE_STEP.
+                      ) -> tuple[float | None, float | None, tuple | None, float | None]:
+    """(latency capacity, when it last moved down, the last move, when it last rose by a probe) after this tick;
+    see LATENCY_MISS_HIGH and LATENCY_PROBE_STEP.
 
     Learned only from healthy readings with enough requests and no 429s: on time (under LATENCY_MISS_LOW late),
     the tokens/s per Ready replica now is a sample and the largest is kept, and a window entirely on time probes
     above it; late (over LATENCY_MISS_HIGH) with no replica loading, the capacity moves below the load it missed at."""
     cap, adjusted, move = state.latency_capacity, state.latency_adjusted_at, state.latency_move
-    probed, unhelpful = state.latency_probed_at, state.latency_unhelpful_at
-    same = (cap, adjusted, move, probed, unhelpful)
+    probed = state.latency_probed_at
+    same = (cap, adjusted, move, probed)
     demand = s.demand_tokens_rate()
     if missed is None or demand is None or s.ready_replicas <= 0 or (s.overloaded_rate or 0.0) > 0:
         return same
@@ -471,8 +468,8 @@ def _latency_capacity(s: Signals, spec: AutoscalingSpec, state: PolicyState, mis
                 if new > cap * (1.0 + _EPS):
                     notes.append(f"on time for {LATENCY_SLO_SECONDS:.0f}s ({100 * slo:.2f}% late) at {per:.0f} "
                                  f"tokens/s/replica: latency capacity probed {cap:.0f} -> {new:.0f}")  # type: ignore[operator]
-                    return new, adjusted, move, now, unhelpful
-            return cap, adjusted, move, probed, unhelpful
+                    return new, adjusted, move, now
+            return cap, adjusted, move, probed
         return same
     if s.starting_replicas:
         return same
@@ -487,11 +484,11 @@ def _latency_capacity(s: Signals, spec: AutoscalingSpec, state: PolicyState, mis
     late = f"{100 * missed:.1f}% of requests took longer than {spec.latency_target_ms} ms"
     if not _latency_move_allowed(state, missed, now):
         notes.append(f"{late}, but the last replicas added for it did not help: not a capacity problem")
-        return cap, now, move, probed, now
+        return cap, now, move, probed
     new = min(cap if cap else per, per) * min(LATENCY_DECREASE, max(0.5, 1.0 - 2.0 * missed))
     was = f"{cap:.0f}" if cap else "unknown"
     notes.append(f"{late} at {per:.0f} tokens/s/replica: latency capacity {was} -> {new:.0f}")
-    return new, now, (now, missed, s.request_rate or 0.0, per), probed, unhelpful
+    return new, now, (now, missed, s.request_rate or 0.0, per), probed
 
 
 def _probe_allowed(s: Signals, state: PolicyState, slo: float | None, history: tuple, per: float, cap: float,
@@ -611,7 +608,7 @@ def decide(
     demand = None if problem or s.ready_replicas <= 0 else s.demand_tokens_rate()
     reading: Reading | None = None
     latency_cap, latency_adjusted, latency_move = state.latency_capacity, state.latency_adjusted_at, state.latency_move
-    probed_at, unhelpful_at = state.latency_probed_at, state.latency_unhelpful_at
+    probed_at = state.latency_probed_at
     min_batch = state.min_batch_seconds
     latency_history = state.latency_history
     # The demand's recent history (healthy ticks only), long enough for PERIOD_CYCLES of the longest cycle.
@@ -651,7 +648,7 @@ def decide(
                 latency_history = tuple(h for h in state.latency_history if h[0] > now - LATENCY_SLO_SECONDS) + (
                     (now, missed, (s.share_within(spec.latency_target_ms / 1000.0) or (0.0, 0.0))[1],
                      demand / s.ready_replicas),)
-            latency_cap, latency_adjusted, latency_move, probed_at, unhelpful_at = _latency_capacity(
+            latency_cap, latency_adjusted, latency_move, probed_at = _latency_capacity(
                 s, spec, state, missed, now, notes, latency_history)
         reading = _recommend(s, spec, max_batch_tokens, current, peak, state.previous_demand, headroom,
                              latency_capacity=latency_cap if active else None) if spec.objective != "Throughput" \
@@ -669,8 +666,7 @@ def decide(
             rec = current
             reason += (f"; held: under {spec.fast_scale_up.threshold:.2f}x the latency capacity and "
                        f"{100 * slo:.2f}% late over the last {LATENCY_SLO_SECONDS:.0f}s")
-        unhelpful = unhelpful_at is not None and now - unhelpful_at < LATENCY_RETRY_SECONDS - _EPS
-        if missed is not None and missed >= LATENCY_MISS_LOW and rec < current and not unhelpful:
+        if missed is not None and missed >= LATENCY_MISS_LOW and rec < current:
             # a pool whose requests miss the latency target is not over-provisioned: scaling down needs it
             # comfortably met (under LATENCY_MISS_LOW late), or it comes back up a window later (a reversal and a
             # model load)
@@ -740,7 +736,6 @@ def decide(
         latency_adjusted_at=latency_adjusted,
         latency_move=latency_move,
         latency_probed_at=probed_at,
-        latency_unhelpful_at=unhelpful_at,
         recommendations=recs,
         scale_events=events + (((now, current, target),) if target != current else ()),
         consecutive_failures=failures,
