@@ -26,7 +26,8 @@ and every knob; in short, one tick does this:
    demand projected one observed model load ahead), cancelling replicas still loading once the Ready ones cover
    the load, holding the peak of a load that cycles faster than load time + scale-down window, and, with
    latencyTargetMs, a demand target learned from the latency requests got (`_latency_capacity`): the most tokens/s
-   per replica seen with the target met, lowered when requests are late; it stands down (targetUtilization
+   per replica seen with the target met, probed 10% higher after 5 minutes on time, lowered when requests are
+   late; it stands down (targetUtilization
    decides) when the target is out of reach of the observed batch time.
 
 `decide_fast` is the fast scale-up path: the same recommendation from a short window of the pods' own metrics,
@@ -105,8 +106,8 @@ LATENCY_HELPED = 0.8
 LATENCY_RETRY_SECONDS = 600.0
 # The latency capacity is a floor: the busiest load seen on time. A fleet sized by it runs each replica at about
 # that load, so nothing busier is ever seen and the floor never rises: a pool that started (or was scaled up)
-# over-provisioned stayed there (the benchmark's noisy trace: 4.8 replicas where 4 met the SLO, 9-10 with a 70 ms
-# target). So it probes: after LATENCY_SLO_SECONDS entirely on time (under LATENCY_MISS_LOW late, no move down
+# over-provisioned stayed there (the benchmark's test noisy trace at latencyTargetMs 100: 4.8 replicas on average
+# where a static 4 met the SLO). So it probes: after LATENCY_SLO_SECONDS entirely on time (under LATENCY_MISS_LOW late, no move down
 # for LATENCY_RETRY_SECONDS) with the replicas near it (at least 1 - 2 x tolerance of it), it rises by
 # LATENCY_PROBE_STEP, never above the load per replica at which the last move down found requests late. Too far
 # shows as late requests, and the move down (LATENCY_DECREASE) takes it back under that load for good.
