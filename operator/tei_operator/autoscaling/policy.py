@@ -27,8 +27,7 @@ and every knob; in short, one tick does this:
    the load, holding the peak of a load that cycles faster than load time + scale-down window, and, with
    latencyTargetMs, a demand target learned from the latency requests got (`_latency_capacity`): the most tokens/s
    per replica seen with the target met, probed 10% higher after 5 minutes on time, lowered when requests are
-   late; it stands down (targetUtilization
-   decides) when the target is out of reach of the observed batch time.
+   late; it stands down (targetUtilization decides) when the target is out of reach of the observed batch time.
 
 `decide_fast` is the fast scale-up path: the same recommendation from a short window of the pods' own metrics,
 acted on only upwards and only above fastScaleUp.threshold (or on 429s).
