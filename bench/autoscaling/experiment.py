@@ -86,11 +86,15 @@ def around(values: list[float], knob: float | None, n: int = 3) -> list[float]:
     return vals[lo:lo + n]
 
 
-OPERATOR_LATENCY_TARGETS_MS = (70.0, 80.0, 100.0)
+OPERATOR_LATENCY_TARGETS_MS = (80.0, 90.0, 100.0, 150.0)
 """The operator's knob on a pool of online queries: spec.autoscaling.latencyTargetMs (the fleet is sized by the
-tokens/s per replica at which the share of requests over the target stayed within 1%): the queries' SLO, and two
-tighter ones that buy headroom for load steps. Three values only: the live path reads every pod's page every 2 s,
-~10x a baseline's run."""
+tokens/s per replica at which the share of requests over the target stayed within 1%): the queries' SLO, two
+tighter ones that buy headroom for load steps, and a looser one, the curve's cheap end (below 99% on most traces, so
+that GPU-hours at equal attainment are read between two points, never as "<="). Below 80 ms the target sits on the
+latency floor of bursty queries (p99 ~80 ms at any fleet size on the noisy traces): 70 ms ran the test noisy trace
+at maxReplicas. The test curves run all four values (`OPERATOR_CURVE_ALL`); the live path reads every pod's page
+every 2 s, ~10x a baseline's run."""
+OPERATOR_CURVE_ALL = True
 
 
 def operator_knobs() -> list[float]:
@@ -268,7 +272,7 @@ def execute(train: list[Trace], test: list[Trace], plan: Plan, jobs: int, log=pr
                     if s in plan.curve_seeds and not long and \
                             (not f.startswith("keda") or tr.metrics_outage is not None):
                         # KEDA reads the queue HPA's metric, so its curve differs only where metrics go missing
-                        knobs = around(g, k, plan.curve_points)
+                        knobs = g if (f == "operator" and OPERATOR_CURVE_ALL) else around(g, k, plan.curve_points)
                 runs += [(f, k) for k in knobs]
             tasks.append(Task(tr, "test", s, (ONLINE,), tuple(dict.fromkeys(runs)), keep_timeline=s == seeds[0]))
     # 4. pools: mixed vs split, tei-operator (without it, the tuned queue HPA)

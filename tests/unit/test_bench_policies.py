@@ -189,4 +189,12 @@ def test_median_points_and_pick_knob():
     assert pick_knob(per, 0.99) == (2, "cheapest value reaching 99% on every train trace")
     k, why = pick_knob({"a": [Point(1, 1, 0.5), Point(2, 2, 0.7)]}, 0.99)
     assert k == 2 and "no value reaches" in why
+    # A train trace no value reaches (a spike) does not decide: the cheapest value reaching it on the others wins,
+    # not the one that buys a point on the spike with twice the GPU-hours elsewhere (the old rule picked 1 here).
+    per = {"spike": [Point(1, 4, 0.96), Point(2, 2, 0.83)], "step": [Point(1, 5, 0.999), Point(2, 3, 0.992)]}
+    k, why = pick_knob(per, 0.99)
+    assert k == 2 and "none does on spike" in why
+    # Reachable on each trace, but by different values only: the best worst-trace attainment.
+    per = {"a": [Point(1, 1, 0.995), Point(2, 2, 0.95)], "b": [Point(1, 1, 0.95), Point(2, 2, 0.996)]}
+    assert "no value reaches" in pick_knob(per, 0.99)[1]
     assert math.isnan(Point(1, 1, math.nan).attainment)
