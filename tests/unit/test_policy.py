@@ -431,7 +431,9 @@ def test_periodic_hold_keeps_the_peak_where_the_scale_down_window_would_not():
     held, found = run()
     followed, none = run(periodicHold=False)
     # Without the hold it follows each cycle down (12 -> 6 -> back up: a reversal per cycle, and a reload).
-    assert min(followed[-14:]) == 6 and max(followed[-14:]) == 12
+    # (over the last two cycles: growth headroom does not apply for a window after each scale-down, so the rise
+    # back up comes later in the cycle)
+    assert min(followed[-27:]) == 6 and max(followed[-27:]) == 12
     # With it, the last cycle stays at the cycle's peak: 8 replicas' worth (growth headroom is off while periodic).
     assert held[-14:] == [8] * 14, held
     assert found == pytest.approx(period, abs=15) and none is None
