@@ -23,8 +23,9 @@ and every knob; in short, one tick does this:
    can hold (schedulable_capacity) plus max_pending pods, so a cluster autoscaler still sees a pending pod to add
    a node for.
 7. Policy v2 (docs/autoscaling.md steps 10-13, each behind a spec switch): growth headroom (a steady rise in
-   demand projected one observed model load ahead), cancelling replicas still loading once the Ready ones cover
-   the load, holding the peak of a load that cycles faster than load time + scale-down window, and, with
+   demand projected one observed model load ahead, not within the scale-down window after a scale-down),
+   cancelling replicas still loading once the Ready ones cover the load, holding the peak of a load that cycles
+   faster than load time + scale-down window, and, with
    latencyTargetMs, a demand target learned from the latency requests got (`_latency_capacity`): the most tokens/s
    per replica seen with the target met, probed 10% higher after 5 minutes on time, lowered when requests are
    late; it stands down (targetUtilization decides) when the target is out of reach of the observed batch time.
@@ -638,6 +639,14 @@ def decide(
         if spec.growth_headroom and demand is not None and period is None:
             # (A periodic load is held at its cycle's peak instead: headroom on each rise would hold more.)
             headroom = _growth_headroom(state.demand_history, now, demand, load_for_sizing, spec.tolerance)
+            if headroom and state.last_scale_down_time is not None and \
+                    now - state.last_scale_down_time < down_b.stabilization_window_seconds - _EPS:
+                # a scale-down (or a cancel) within the window said the demand was low; a rise since then is as
+                # likely the noise's next swing as a trend, and projecting it a model load ahead asked back the
+                # replicas just removed (on the benchmark's test noisy trace: a cancel, then a scale-up 75-105 s
+                # later, two of its reversals). The demand itself still scales up, and so do 429s and the fast path.
+                headroom = None
+                notes.append("no growth headroom within the scale-down window after a scale-down")
         # latencyTargetMs: learn the latency capacity from this window's late share first, so that a move down
         # sizes this very tick; out of reach, it stands down and targetUtilization decides.
         active, min_batch, stand_down = _latency_reach(s, spec, state)
