@@ -14,10 +14,11 @@ Memory. Policy state is kept in memory, keyed by the service's uid. A restart lo
 never scales down before it has watched a full scale-down stabilization window (`PolicyState.first_tick_at`), so a
 fresh operator holds a busy fleet rather than acting on a history it does not have.
 
-Status writes. status.autoscaling and ScalingLimited are written only when something other than lastTickTime
-changed (signals are rounded so noise does not count). lastTickTime alone is refreshed at most every
-`HEARTBEAT_SECONDS` (60 s, or every tick when ticks are longer): enough for `kubectl get -o yaml` to show the
-autoscaler is alive, without a status write per service per tick on an idle fleet.
+Status writes. status.autoscaling and ScalingLimited are written only when something changed (signals are rounded
+so noise does not count); `lastChangeTime` says when. An idle, settled fleet gets no write at all: that the
+autoscaler runs shows in the operator's own metrics (`tei_operator_autoscaler_last_successful_tick_timestamp_seconds`,
+`tei_operator_autoscaler_decisions_total`, which the AutoscalerStale alert and the tests read), not in a status
+heartbeat.
 
 Isolation. One service that fails (bad spec, API error, a bug) is logged and skipped; the others go on. A tick
 that fails as a whole (API server unreachable) is logged and the next tick tries again.
@@ -48,7 +49,6 @@ from .writer import (SCALING_LIMITED, StatusWriter, autoscaling_status, find_con
 logger = logging.getLogger("tei_operator.autoscaler")
 
 MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=tei-operator"
-HEARTBEAT_SECONDS = 60.0
 TEI_CONTAINER = "tei"
 FAST_SOURCE = "fast"
 """Name of the fast path's own scrape source in `Autoscaler.sources`."""
@@ -216,7 +216,6 @@ class TickOutcome:
 class _Memory:
     state: PolicyState = dataclasses.field(default_factory=PolicyState)
     last_scale_time: float | None = None
-    last_tick_written: float | None = None
 
 
 class Autoscaler:
@@ -576,18 +575,13 @@ class Autoscaler:
     async def _write(self, view: ServiceView, decision: Decision, signals: Signals, memory: _Memory,
                      now: float) -> dict:
         generation = int((view.body.get("metadata") or {}).get("generation") or 0)
-        heartbeat = max(HEARTBEAT_SECONDS, self.tick_seconds)
-        due = memory.last_tick_written is None or now - memory.last_tick_written >= heartbeat - 1e-6
         status = autoscaling_status(decision, signals, last_scale_time=memory.last_scale_time or
                                     parse_time(((view.body.get("status") or {}).get("autoscaling") or {})
                                                .get("lastScaleTime")),
                                     now=now, failures=memory.state.consecutive_failures)
         condition = scaling_limited_condition(decision, generation)
         before = find_condition((view.body.get("status") or {}).get("conditions"), SCALING_LIMITED)
-        patch = await self.writer.write_status(view.rtype, view.body, status, condition, now=rfc3339(now),
-                                               heartbeat_due=due)
-        if "autoscaling" in patch:
-            memory.last_tick_written = now
+        patch = await self.writer.write_status(view.rtype, view.body, status, condition, now=rfc3339(now))
         if "conditions" in patch and condition["status"] == "True" and (
                 before is None or before.get("status") != "True" or before.get("reason") != condition["reason"]):
             kind = "Warning" if condition["reason"] == "MetricsUnavailable" else "Normal"
@@ -598,8 +592,7 @@ class Autoscaler:
 
     async def _clear(self, rtype: ResourceType, body: Mapping[str, Any]) -> TickOutcome:
         """Autoscaling turned off: remove status.autoscaling and ScalingLimited, which would otherwise go stale."""
-        patch = await self.writer.write_status(rtype, body, None, None, now=rfc3339(self.clock()),
-                                               heartbeat_due=False)
+        patch = await self.writer.write_status(rtype, body, None, None, now=rfc3339(self.clock()))
         if patch:
             logger.info("Cleared the autoscaler's status of %s: autoscaling is off", self._name(body))
         return TickOutcome(self._name(body), status_written=bool(patch))

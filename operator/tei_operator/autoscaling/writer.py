@@ -31,6 +31,8 @@ LIMITING_REASONS = ("MaxReplicas", "GpuCapacity", "MetricsUnavailable")
 WITHIN_LIMITS = "WithinLimits"
 EVENT_COMPONENT = "tei-operator-autoscaler"
 CONFLICT_RETRIES = 4
+UNCOMPARED = ("lastChangeTime", "lastTickTime")
+"""Keys of status.autoscaling whose difference alone is no reason to write (a tick's own time)."""
 
 
 def rfc3339(epoch: float) -> str:
@@ -70,7 +72,10 @@ def autoscaling_status(decision: Decision, signals: Signals, *, last_scale_time:
         "lastDecision": last_decision(decision),
         "reason": decision.reason[:1024],
         "lastScaleTime": rfc3339(last_scale_time) if last_scale_time is not None else None,
-        "lastTickTime": rfc3339(now),
+        # When this status last changed. Written only with a change, so it never claims a look that did not change
+        # anything; that the autoscaler runs is the operator's own metrics (metrics.py), not a status heartbeat.
+        "lastChangeTime": rfc3339(now),
+        "lastTickTime": None,  # 0.1.x wrote a heartbeat here; removed from the status at its next change
         "consecutiveMetricFailures": failures,
     }
 
@@ -126,12 +131,12 @@ def _condition_differs(live: Mapping[str, Any] | None, wanted: Mapping[str, Any]
 
 
 def _without_tick(status: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What counts as a change of status.autoscaling: everything but lastTickTime and the free GPU capacity.
+    """What counts as a change of status.autoscaling: everything but its timestamps and the free GPU capacity.
 
     Free capacity moves whenever any GPU pod anywhere starts or stops; counting it would make every autoscaled GPU
-    service write its status on such ticks. It is refreshed with any other change and by the heartbeat, and when it
-    binds the ScalingLimited condition changes (GpuCapacity), which is written at once."""
-    out = {k: v for k, v in (status or {}).items() if k != "lastTickTime"}
+    service write its status on such ticks. It is refreshed with any other change, and when it binds the
+    ScalingLimited condition changes (GpuCapacity), which is written at once."""
+    out = {k: v for k, v in (status or {}).items() if k not in UNCOMPARED}
     if isinstance(out.get("signals"), Mapping):
         out["signals"] = {k: v for k, v in out["signals"].items() if k != "schedulableReplicas"}
     return out
@@ -149,8 +154,9 @@ def _normalised(autoscaling: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def status_patch(live_status: Mapping[str, Any] | None, autoscaling: Mapping[str, Any] | None,
-                 condition: Mapping[str, Any] | None, *, now: str, heartbeat_due: bool) -> dict[str, Any]:
-    """The status keys to merge-patch, or {} when nothing but lastTickTime changed and no heartbeat is due.
+                 condition: Mapping[str, Any] | None, *, now: str) -> dict[str, Any]:
+    """The status keys to merge-patch, or {} when nothing but the tick's time changed: an idle, settled service is
+    never written.
 
     `autoscaling`/`condition` None means: remove ours (autoscaling turned off)."""
     live = live_status or {}
@@ -159,7 +165,7 @@ def status_patch(live_status: Mapping[str, Any] | None, autoscaling: Mapping[str
     if autoscaling is None:
         if live_auto is not None:
             patch["autoscaling"] = None
-    elif heartbeat_due or _without_tick(_normalised(autoscaling)) != _without_tick(live_auto):
+    elif _without_tick(_normalised(autoscaling)) != _without_tick(live_auto):
         patch["autoscaling"] = dict(autoscaling)
     live_conditions = live.get("conditions")
     live_cond = find_condition(live_conditions, SCALING_LIMITED)
@@ -204,7 +210,7 @@ class StatusWriter:
 
     async def write_status(self, rtype: ResourceType, body: Mapping[str, Any],
                            autoscaling: Mapping[str, Any] | None, condition: Mapping[str, Any] | None, *,
-                           now: str, heartbeat_due: bool) -> dict[str, Any]:
+                           now: str) -> dict[str, Any]:
         """Merge-patch status.autoscaling and ScalingLimited when they changed; returns the patch sent ({} if none).
 
         When the conditions list is part of the patch, it carries the resourceVersion the list was read at, and a
@@ -213,7 +219,7 @@ class StatusWriter:
         name, namespace = meta["name"], meta["namespace"]
         live = body
         for attempt in range(CONFLICT_RETRIES):
-            patch = status_patch(live.get("status"), autoscaling, condition, now=now, heartbeat_due=heartbeat_due)
+            patch = status_patch(live.get("status"), autoscaling, condition, now=now)
             if not patch:
                 return {}
             document: dict[str, Any] = {"status": patch}
