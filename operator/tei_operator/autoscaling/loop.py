@@ -248,6 +248,7 @@ class Autoscaler:
         # A main tick and a fast tick never interleave: they share each service's policy state.
         self._lock = asyncio.Lock()
         self.forbidden: set[tuple[str, str]] = set()  # (namespace, plural) it may not list, warned about once
+        self._resources: dict[str, tuple[str, ServiceResource]] = {}  # uid -> (resourceVersion, parsed), see _parsed
 
     # -- sources ----------------------------------------------------------------------------------------------
     def source_name(self, resource: ServiceResource) -> str:
@@ -333,7 +334,7 @@ class Autoscaler:
                 if (body.get("metadata") or {}).get("deletionTimestamp"):
                     continue
                 try:
-                    resource = ServiceResource.from_body(body)
+                    resource = self._parsed(body)
                 except ValueError as exc:  # the controller reports it (Degraded/InvalidSpec)
                     logger.debug("Skipped %s %s: invalid spec: %s", rtype.kind,
                                  (body.get("metadata") or {}).get("name"), exc)
@@ -346,6 +347,21 @@ class Autoscaler:
                                                                                SCALING_LIMITED):
                         off.append((rtype, body))
         return on, off
+
+    def _parsed(self, body: Mapping[str, Any]) -> ServiceResource:
+        """`ServiceResource.from_body`, remembered per object version: the fast path looks at every service every
+        2 s, and validating an unchanged spec each time was most of its cost at 1,000 services. Keyed by uid and
+        resourceVersion (any change of the object is a new version); without them (tests, tools) parsed anew."""
+        meta = body.get("metadata") or {}
+        uid, version = meta.get("uid"), meta.get("resourceVersion")
+        if not uid or not version:
+            return ServiceResource.from_body(body)
+        held = self._resources.get(uid)
+        if held is not None and held[0] == version:
+            return held[1]
+        resource = ServiceResource.from_body(body)
+        self._resources[uid] = (version, resource)
+        return resource
 
     # -- the tick ---------------------------------------------------------------------------------------------
     async def tick(self) -> list[TickOutcome]:
@@ -363,6 +379,8 @@ class Autoscaler:
         live_uids = {str((b.get("metadata") or {}).get("uid")) for _, b, _ in services}
         for uid in [u for u in self.memory if u not in live_uids]:
             del self.memory[uid]
+        for uid in [u for u in self._resources if u not in live_uids]:
+            del self._resources[uid]
         if not services:
             return outcomes
 
@@ -384,13 +402,24 @@ class Autoscaler:
     @staticmethod
     def _views(services: Sequence[tuple[ResourceType, dict, ServiceResource]],
                deployments: Mapping[tuple[Any, Any], dict], our_pods: Sequence[dict]) -> list[ServiceView]:
+        # Pods indexed by (namespace, label, value), so a service's pods are found among the few that carry its
+        # selector's rarest label, not by scanning every pod of the fleet for every service (quadratic in N).
+        index: dict[tuple[Any, str, str], list[dict]] = {}
+        for pod in our_pods:
+            meta = pod.get("metadata") or {}
+            namespace = meta.get("namespace")
+            for key, value in (meta.get("labels") or {}).items():
+                index.setdefault((namespace, key, value), []).append(pod)
         views: list[ServiceView] = []
         for rtype, body, resource in services:
             # The Deployment the Service selects (blue/green model changes: the active one, not the candidate).
             deployment = deployments.get((resource.namespace, active_deployment(resource.name, body.get("status"))))
             selector = (((deployment or {}).get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-            pods = [p for p in our_pods if (p.get("metadata") or {}).get("namespace") == resource.namespace
-                    and matches_selector((p.get("metadata") or {}).get("labels") or {}, selector)]
+            pods: list[dict] = []
+            if selector:
+                fewest = min((index.get((resource.namespace, key, value), []) for key, value in selector.items()),
+                             key=len)
+                pods = [p for p in fewest if matches_selector((p.get("metadata") or {}).get("labels") or {}, selector)]
             views.append(ServiceView(rtype, body, resource, deployment, pods))
         return views
 
