@@ -4,6 +4,7 @@ control plane's own idle traffic, then the operator creating the same N services
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -172,6 +173,21 @@ def _sample(metrics: dict, name: str) -> float:
     return sum(v for (n, _), v in metrics.items() if n == name)
 
 
+PROFILE_IDLE = bool(os.environ.get("SCALE_BENCH_PROFILE"))
+"""SCALE_BENCH_PROFILE=1: record the operator with py-spy (pip install py-spy) during the idle window, as collapsed
+stacks in the run's work directory (use with --keep). For finding where idle CPU goes; it costs a little CPU itself,
+so the figures of such a run are not for the report."""
+
+
+def _start_profiler(pid: int, out: Path, seconds: float) -> subprocess.Popen | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        log("SCALE_BENCH_PROFILE is set but py-spy is not installed (pip install py-spy): no profile")
+        return None
+    return subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "-f", "raw",
+                             "-o", str(out), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
     """One run at N services on a fresh control plane, stopped at the end."""
     from tests.cluster import Cluster
@@ -261,7 +277,11 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
         before, t0 = c.parse_request_totals(api.metrics()), time.monotonic()
         log(f"N={n}: idle window of {timing.idle_seconds:g} s ({prom.targets_up()} of {targets} pods scraped by "
             "Prometheus)")
+        profiler = _start_profiler(pid, workdir / "idle-profile.txt", timing.idle_seconds) if PROFILE_IDLE else None
         time.sleep(timing.idle_seconds)
+        if profiler is not None:
+            profiler.wait(30)
+            log(f"N={n}: wrote the idle window's profile to {workdir / 'idle-profile.txt'} (py-spy, collapsed stacks)")
         after = c.parse_request_totals(api.metrics())
         window = time.monotonic() - t0
         m1, cpu1, q1, pods1 = operator.metrics(), _cpu_seconds(pid), prom.queries_served(), fake.reads()

@@ -22,6 +22,7 @@ longer needs follow from it), or `EXTRA_CHILD_TYPES` for children whose own modu
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -88,13 +89,73 @@ def slim_node(node: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# kopf's copy of the last spec it handled (runner.kopf_settings): its bookkeeping, read by kopf from its own events,
+# never by the operator from the store.
+KOPF_DIFFBASE_ANNOTATION = "tei-operator.io/last-handled-configuration"
+_INTERNED: dict[str, Any] = {}
+_INTERNED_MAX = 4096
+
+
+def _interned(tree: Any) -> Any:
+    """One shared copy of equal managedFields trees: the Deployments of one render have the same field sets (the
+    keys name fields, not values), so 1,000 of them hold a handful of trees. Read-only, like everything stored."""
+    key = json.dumps(tree, sort_keys=True, separators=(",", ":"))
+    held = _INTERNED.get(key)
+    if held is None:
+        if len(_INTERNED) >= _INTERNED_MAX:
+            _INTERNED.clear()
+        held = _INTERNED[key] = copy.deepcopy(tree)
+    return held
+
+
+def slim_managed_fields(entries: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """A Deployment's metadata.managedFields reduced to what ownership.py reads: the entries of the object itself
+    (not of a subresource) whose fields reach into spec.template, each with its manager and that subtree only.
+    (The rest, the metadata and status field sets of every manager, was the largest part of a stored Deployment.)"""
+    out = []
+    for entry in entries or []:
+        if entry.get("subresource"):
+            continue
+        tree = ((entry.get("fieldsV1") or {}).get("f:spec") or {}).get("f:template")
+        if not tree:
+            continue
+        out.append({"manager": entry.get("manager"), "operation": entry.get("operation"),
+                    "fieldsV1": {"f:spec": {"f:template": _interned(tree)}}})
+    return out
+
+
+def slim_owned(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A service, child or pod of ours as stored: whole, less what no reader of the store reads. managedFields
+    (kept for Deployments as `slim_managed_fields` says: the hand-edit detection reads them), kopf's diff-base
+    annotation."""
+    out = dict(obj)
+    meta = dict(out.get("metadata") or {})
+    fields = meta.pop("managedFields", None)
+    if obj.get("kind") == "Deployment" and fields:
+        meta["managedFields"] = slim_managed_fields(fields)
+    annotations = meta.get("annotations")
+    if annotations and KOPF_DIFFBASE_ANNOTATION in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != KOPF_DIFFBASE_ANNOTATION}
+    out["metadata"] = meta
+    return copy.deepcopy(out) if "managedFields" not in meta else _copy_but_fields(out)
+
+
+def _copy_but_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    # A deep copy that leaves the interned managedFields trees shared.
+    fields = obj["metadata"]["managedFields"]
+    meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    out = copy.deepcopy({**obj, "metadata": meta})
+    out["metadata"]["managedFields"] = fields
+    return out
+
+
 def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
     kind = obj.get("kind")
     if kind == "Node":
         return slim_node(obj)
     if kind == "Pod" and not labels_match(obj, {MANAGED_BY_LABEL: MANAGED_BY_VALUE}):
         return slim_pod(obj)
-    return copy.deepcopy(dict(obj))
+    return slim_owned(obj)
 
 
 class Reads(Protocol):
