@@ -60,6 +60,36 @@ def test_token_counter_reads_the_input_length_sum() -> None:
     assert token_counter(page) == 130.0
 
 
+def full_parser_token_counter(text: str) -> float:
+    """What the Prometheus text format's own parser reads for the counter (the reference the scan must match)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "te_request_input_length_sum")
+
+
+async def test_token_counter_matches_the_full_parser_on_real_pages() -> None:
+    from bench.scale.fakepods import IDLE_METRICS
+
+    config = EmulatorConfig(port=0, dimensions=8, tokens_per_second=1e6)
+    async with EmulatorServer(config) as server, aiohttp.ClientSession() as session:
+        pages = []
+        for inputs in ([], ["one two three"], ["w " * 40] * 5):
+            if inputs:
+                async with session.post(f"{server.url}/embed", json={"inputs": inputs}) as response:
+                    assert response.status == 200
+            async with session.get(f"{server.url}/metrics") as response:
+                pages.append(await response.text())
+    pages.append(IDLE_METRICS)  # the scale benchmark's pods
+    values = [token_counter(page) for page in pages]
+    assert values == [full_parser_token_counter(page) for page in pages]
+    assert values[1] > values[0] and values[2] > values[1]  # the emulator counted the tokens: not all zeros
+    # A labelled series (a scraper in between may add labels) and a broken value.
+    assert token_counter('te_request_input_length_sum{pod="a"} 7\nte_request_input_length_sum{pod="b"} 5\n') == 12
+    with pytest.raises(ValueError):
+        token_counter("te_request_input_length_sum NaN-ish\n")
+
+
 def ready_pod(name: str, port: int) -> dict[str, Any]:
     return {"metadata": {"name": name, "uid": f"uid-{name}"},
             "spec": {"containers": [{"name": "tei", "ports": [{"containerPort": port}]}]},

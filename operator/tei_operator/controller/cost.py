@@ -15,11 +15,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from .. import kube as k
 from ..autoscaling.sources import PodTarget
@@ -57,14 +56,20 @@ def cost_status(*, gpu_type: str | None, gpus_per_replica: int, replicas: int, p
     return cost
 
 
+# The counter's sample lines, found by one scan of the page (the scanning runs in C) instead of building every family
+# and sample of a TEI page with prometheus_client's parser: ~100x less CPU per page, and the sampler reads every
+# Ready pod of the fleet once a minute. NAME[{LABELS}] VALUE [TIMESTAMP] at the start of a line.
+_TOKEN_COUNTER_RE = re.compile(r"^[ \t]*" + TOKEN_COUNTER + r"(?:\{[^}\n]*\})?[ \t]+(\S+)", re.M)
+
+
 def token_counter(text: str) -> float:
     """The value of `te_request_input_length_sum` in a TEI /metrics page (0 before TEI's first input: the series
-    appears only after its first observation)."""
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == TOKEN_COUNTER:
-                return float(sample.value)
-    return 0.0
+    appears only after its first observation), summed over its label sets (TEI has one). Raises ValueError when the
+    value is not a number, like the Prometheus text format's own parser."""
+    total = 0.0
+    for match in _TOKEN_COUNTER_RE.finditer(text):
+        total += float(match.group(1))
+    return total
 
 
 @dataclasses.dataclass
