@@ -269,19 +269,19 @@ class Autoscaler:
                     s.prometheus_url, window=self.window, timeout=s.prometheus_query_timeout_seconds,
                     namespace_label=s.prometheus_namespace_label, pod_label=s.prometheus_pod_label)
             elif name == "scrape":
-                from .sources.scrape import ApiProxyFetcher, PodIpFetcher, ScrapeSource, resolve_scrape_via
+                from .sources.scrape import ApiProxyFetcher, KeepAliveFetcher, ScrapeSource, resolve_scrape_via
 
                 via = resolve_scrape_via(s.scrape_via)
-                fetcher = (PodIpFetcher() if via == "podip"
+                fetcher = (KeepAliveFetcher() if via == "podip"
                            else ApiProxyFetcher(self.kube, timeout=s.scrape_timeout_seconds))
                 self.sources[name] = ScrapeSource(fetcher, timeout=s.scrape_timeout_seconds, window=self.window)
                 logger.info("Started the built-in metrics scraper (pods reached by %s)", via)
             elif name == FAST_SOURCE:
-                from .sources.scrape import ApiProxyFetcher, PodIpFetcher, ScrapeSource, resolve_scrape_via
+                from .sources.scrape import ApiProxyFetcher, KeepAliveFetcher, ScrapeSource, resolve_scrape_via
 
                 via = resolve_scrape_via(s.scrape_via)
                 timeout = min(s.scrape_timeout_seconds, max(self.fast_tick_seconds, 0.5))
-                fetcher = PodIpFetcher() if via == "podip" else ApiProxyFetcher(self.kube, timeout=timeout)
+                fetcher = KeepAliveFetcher() if via == "podip" else ApiProxyFetcher(self.kube, timeout=timeout)
                 self.sources[name] = ScrapeSource(fetcher, timeout=timeout, window=self.fast_window)
                 logger.info("Started the fast scale-up path's scraper (every %.3g s, %.3g s window, pods reached "
                             "by %s)", self.fast_tick_seconds, self.fast_window, via)

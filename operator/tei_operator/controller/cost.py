@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import kube as k
 from ..autoscaling.sources import PodTarget
-from ..autoscaling.sources.scrape import ApiProxyFetcher, PodIpFetcher, resolve_scrape_via
+from ..autoscaling.sources.scrape import ApiProxyFetcher, KeepAliveFetcher, resolve_scrape_via
 from .model_info import is_ready, tei_port
 
 logger = logging.getLogger("tei_operator.controller")
@@ -103,7 +103,7 @@ class TokenRateMeter:
         if fetch is not None:
             self._fetch = fetch
         elif via == "podip" or kube is None:
-            self._fetch = PodIpFetcher()
+            self._fetch = KeepAliveFetcher()
         else:
             self._fetch = ApiProxyFetcher(kube, timeout=timeout)
         self.timeout = timeout
