@@ -9,7 +9,7 @@ from tei_operator.autoscaling.loop import count_pods, pod_target
 from tei_operator.controller.applied import apply_reason, with_applied_hash
 from tei_operator.controller.cache import KOPF_DIFFBASE_ANNOTATION, ObjectStore, slim_owned
 from tei_operator.controller.ownership import foreign_template_fields
-from tei_operator.kube import DEPLOYMENT, POD
+from tei_operator.kube import DEPLOYMENT, POD, owns_field
 
 from .test_status import OURS, edited_deployment
 
@@ -19,15 +19,21 @@ STATUS_FIELDS = {"manager": "kube-controller-manager", "operation": "Update", "s
 
 def test_a_deployment_keeps_what_hand_edit_detection_reads_and_nothing_else_of_its_managed_fields():
     live = edited_deployment()
-    live["metadata"]["managedFields"].append({"manager": "tei-operator", "operation": "Apply", "fieldsV1": {
-        "f:metadata": {"f:labels": {"f:app": {}}}, "f:spec": {"f:replicas": {}}}})  # no template: not read
+    live["metadata"]["managedFields"] += [
+        {"manager": "tei-operator-autoscaler", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {
+            "f:metadata": {"f:annotations": {"f:deployment.kubernetes.io/revision": {}}}}}]  # nothing read: dropped
     slim = slim_owned(live)
     assert foreign_template_fields(slim, OURS) == foreign_template_fields(live, OURS)
     assert foreign_template_fields(slim, OURS)  # the fixture has hand edits: the comparison is not of two []
+    # Who holds spec.replicas (the autoscaler's hand-over in reconcile) reads the same.
+    for manager in ("tei-operator-autoscaler", "tei-operator", "kubectl-set"):
+        assert owns_field(slim, manager, "spec", "replicas") == owns_field(live, manager, "spec", "replicas")
+    assert owns_field(slim, "tei-operator-autoscaler", "spec", "replicas")
     kept = slim["metadata"]["managedFields"]
     assert all("subresource" not in e and list(e["fieldsV1"]) == ["f:spec"]
-               and list(e["fieldsV1"]["f:spec"]) == ["f:template"] for e in kept)
-    assert len(kept) == 6  # the status entry and the entry without a template are gone
+               and set(e["fieldsV1"]["f:spec"]) <= {"f:template", "f:replicas"} for e in kept)
+    assert len(kept) == 7  # the status entry and the one of metadata only are gone
     assert {k: v for k, v in slim.items() if k != "metadata"} == {k: v for k, v in live.items() if k != "metadata"}
 
 
@@ -35,8 +41,8 @@ def test_equal_field_sets_of_many_deployments_are_held_once():
     one, two = edited_deployment(), edited_deployment()
     two["metadata"]["name"] = "other"
     a, b = slim_owned(one), slim_owned(two)
-    assert a["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:template"] is \
-        b["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:template"]
+    assert a["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"] is \
+        b["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]
     # ... and the stored object is a copy: changing the input afterwards does not reach it.
     one["spec"]["template"]["spec"]["containers"][0]["image"] = "changed"
     assert a["spec"]["template"]["spec"]["containers"][0]["image"] != "changed"

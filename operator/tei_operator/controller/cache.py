@@ -108,19 +108,26 @@ def _interned(tree: Any) -> Any:
     return held
 
 
+# The parts of a Deployment's field sets the operator reads: spec.template (hand edits, ownership.py) and
+# spec.replicas (who holds it: the autoscaler or not, reconcile's hand-over, kube.owns_field).
+KEPT_SPEC_FIELDS = ("f:template", "f:replicas")
+
+
 def slim_managed_fields(entries: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    """A Deployment's metadata.managedFields reduced to what ownership.py reads: the entries of the object itself
-    (not of a subresource) whose fields reach into spec.template, each with its manager and that subtree only.
-    (The rest, the metadata and status field sets of every manager, was the largest part of a stored Deployment.)"""
+    """A Deployment's metadata.managedFields reduced to what the operator reads: the entries of the object itself
+    (not of a subresource) that own fields in `KEPT_SPEC_FIELDS`, each with its manager, operation and those
+    subtrees only. (The rest, the metadata and status field sets of every manager, was the largest part of a stored
+    Deployment.)"""
     out = []
     for entry in entries or []:
         if entry.get("subresource"):
             continue
-        tree = ((entry.get("fieldsV1") or {}).get("f:spec") or {}).get("f:template")
-        if not tree:
+        spec = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        kept = {key: spec[key] for key in KEPT_SPEC_FIELDS if key in spec}
+        if not kept:
             continue
         out.append({"manager": entry.get("manager"), "operation": entry.get("operation"),
-                    "fieldsV1": {"f:spec": {"f:template": _interned(tree)}}})
+                    "fieldsV1": {"f:spec": _interned(kept)}})
     return out
 
 
@@ -178,6 +185,9 @@ class ObjectStore:
     def __init__(self) -> None:
         self._objects: dict[TypeKey, dict[ObjKey, dict[str, Any]]] = {}
         self.nodes_watched = False  # False: the operator may not watch nodes, GPU capacity is unknown
+        self.version = 0
+        """Goes up with every change of what the store holds: equal versions, equal contents (what the autoscaler's
+        fast path keys its per-tick work on)."""
 
     # -- feeding ------------------------------------------------------------------------------------------------
     def observe(self, event_type: str | None, obj: Mapping[str, Any]) -> bool:
@@ -202,12 +212,15 @@ class ObjectStore:
             if new_rv is not None and new_rv == held_rv:
                 return False
         bucket[key] = _slim(obj)
+        self.version += 1
         return True
 
     def delete(self, obj: Mapping[str, Any]) -> bool:
         meta = obj.get("metadata") or {}
         bucket = self._objects.get((str(obj.get("apiVersion")), str(obj.get("kind"))), {})
-        return bucket.pop((str(meta.get("namespace") or ""), str(meta.get("name"))), None) is not None
+        gone = bucket.pop((str(meta.get("namespace") or ""), str(meta.get("name"))), None) is not None
+        self.version += gone
+        return gone
 
     def replace(self, rtype: k.ResourceType, namespace: str | None, items: Iterable[Mapping[str, Any]]
                 ) -> list[dict[str, Any]]:
@@ -230,6 +243,7 @@ class ObjectStore:
                 item.setdefault("kind", rtype.kind)
                 bucket[key] = _slim(item)
                 changed.append(bucket[key])
+        self.version += bool(changed)
         return changed
 
     # -- reading ------------------------------------------------------------------------------------------------
