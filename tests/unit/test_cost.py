@@ -104,13 +104,18 @@ async def test_meter_measures_the_tokens_the_pods_served() -> None:
         meter.notify = rounds.put_nowait
         pods = [ready_pod("a", a.port), ready_pod("b", b.port)]
         assert meter.tokens_per_second("svc", "ns", pods) is None  # starts the first round
-        await asyncio.wait_for(rounds.get(), 5)
+
+        async def first_readings() -> None:
+            while not all(meter._samples.get(f"uid-{n}") for n in "ab"):  # noqa: SLF001 - round one's readings
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(first_readings(), 5)
+        assert rounds.empty()  # one reading per pod: no rate yet, nothing moved, no status refresh asked
         texts = [" ".join(f"w{i}" for i in range(20))] * 8  # 8 x 26 tokens to each pod
         for server in (a, b):
             async with session.post(f"{server.url}/embed", json={"inputs": texts}) as response:
                 assert response.status == 200
-        await asyncio.wait_for(rounds.get(), 5)  # the next round is due after the interval
-        assert meter.tokens_per_second("svc", "ns", pods) is None  # still one reading per pod: starts round two
+        # The meter starts round two by itself after the interval; the rate it finds is new: a refresh is asked.
         await asyncio.wait_for(rounds.get(), 5)
         rate = meter.tokens_per_second("svc", "ns", pods)
         sent = 8 * fake_model.count_tokens(texts[0])
@@ -119,6 +124,14 @@ async def test_meter_measures_the_tokens_the_pods_served() -> None:
             assert samples.latest[1] - samples.previous[1] == sent
         elapsed = meter._samples["uid-a"].latest[0] - meter._samples["uid-a"].previous[0]  # noqa: SLF001
         assert rate == pytest.approx(2 * sent / elapsed, rel=0.2) and rate > 0
+        # No more traffic: the next round finds 0 tokens/s (moved: a refresh), the ones after it 0 again (none).
+        await asyncio.wait_for(rounds.get(), 5)
+        assert meter.tokens_per_second("svc", "ns", pods) == 0
+        reads = meter.reads
+        while meter.reads < reads + 4:  # two more rounds
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)
+        assert rounds.empty()
         await meter.close()
 
 

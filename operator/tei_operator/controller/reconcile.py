@@ -183,8 +183,9 @@ class Reconciler:
                 logger.debug("Skipped %s: its namespace is being deleted", key)
                 outcome = Outcome(key, found=False)
         if not outcome.found:
-            # The service is gone: forget its lock (a late trigger just finds it gone again).
+            # The service is gone: forget its lock (a late trigger just finds it gone again) and its token rate.
             self._locks.pop(key, None)
+            self.token_meter.forget(key)
         return outcome
 
     async def _reconcile(self, key: OwnerKey, *, apply: bool) -> Outcome:
