@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import __doc__ as PACKAGE_DOC
-from .report import breakdown, by_size, goals, table
+from .report import breakdown, by_size, fast_path_cost, goals, table
 from .run import QUICK, ROOT, RunResult, Timing, log, measure
 
 REPORT = ROOT / "docs" / "benchmarks" / "scale.md"
@@ -78,6 +78,22 @@ Requests at N = {max(sizes)}, while creating (per created service) and idle (per
 """
 
 
+def fast_path_section(results: list[RunResult], timing: Timing) -> str:
+    table_text = fast_path_cost(results)
+    if not table_text:
+        return ""
+    return f"""
+## What the fast scale-up path costs
+
+After the idle window, the operator is restarted with `TEI_OPERATOR_AUTOSCALER_FAST_TICK_SECONDS=0` (no fast path;
+everything else the same), and once its first resync is done and {timing.settle_seconds:g} s more have passed, its
+CPU is measured over {timing.fast_off_seconds:g} s. The fast path reads every Ready pod of an autoscaled service
+below its maxReplicas every 2 s (here ~1 pod per autoscaled service, N / 2 pods).
+
+{table_text}
+"""
+
+
 def before_section(path: Path | None) -> str:
     if path is None:
         return ""
@@ -136,6 +152,7 @@ read directly, as an in-cluster operator does, not through the API server's prox
   {last.pod_reads_per_minute:.0f} times per idle minute at N = {n_max} (the fast scale-up path every 2 s and the
   cost sampler: not API requests).
 
+{fast_path_section(results, timing)}
 ## Goals of the issue
 
 {goals(results)}

@@ -34,13 +34,15 @@ class Timing:
     noise_seconds: float = 30
     settle_seconds: float = 40
     idle_seconds: float = 60
+    fast_off_seconds: float = 60
+    """A second idle window with the fast scale-up path off (0: not measured)."""
     poll_seconds: float = 2
     scrape_interval: float = 5
     ready_timeout: float = 1800
 
 
 QUICK = Timing(resync_seconds=5, tick_seconds=5, noise_seconds=5, settle_seconds=8, idle_seconds=12,
-               poll_seconds=1, scrape_interval=2, ready_timeout=240)
+               fast_off_seconds=0, poll_seconds=1, scrape_interval=2, ready_timeout=240)
 
 
 @dataclass
@@ -66,6 +68,10 @@ class RunResult:
     operator_client_idle: dict = field(default_factory=dict)  # the operator's own counter, per minute
     idle_window_seconds: float = 0
     resync_seconds: float = 0
+    cpu_seconds_per_minute_no_fast: float = float("nan")
+    """The same idle window's CPU with the fast scale-up path off (a second operator process), NaN if not run."""
+    fast_pod_reads_per_minute: float = float("nan")
+    """Pod reads per idle minute that the fast path made (with it on less with it off)."""
 
     def to_json(self) -> dict:
         out = dict(self.__dict__)
@@ -309,6 +315,28 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
         log(f"N={n}: idle: {result.idle_writes:.3f} writes and {result.idle_reads:.3f} reads per service per minute, "
             f"RSS {rss:.0f} MiB, {result.cpu_seconds_per_minute:.2f} CPU-s/min, {ticks:.0f} ticks of "
             f"{result.tick_seconds:.3f} s, {result.queries_per_tick:.1f} queries per tick")
+
+        # -- 5. the same idle window with the fast scale-up path off: what the 2 s path costs, measured
+        if timing.fast_off_seconds > 0:
+            operator.stop()
+            (workdir / "operator-no-fast").mkdir(parents=True, exist_ok=True)
+            operator = OperatorProcess(str(cluster.kubeconfig), workdir / "operator-no-fast",
+                                       {**env, "TEI_OPERATOR_AUTOSCALER_FAST_TICK_SECONDS": "0"})
+            operator.start(timeout=120)
+            _wait(lambda: _sample(operator.metrics(), "tei_operator_leader") == 1, 60, "the operator to lead", 0.5)
+            # Settled: its first resync has reconciled every service (and what the start queued is done).
+            _wait(lambda: _sample(operator.metrics(), "tei_operator_resyncs_total") >= 1, 10 * timing.resync_seconds
+                  + 300, "a first resync of the operator without the fast path", 1.0)
+            time.sleep(timing.settle_seconds)
+            pid = operator.proc.pid
+            cpu0, pods0, t0 = _cpu_seconds(pid), fake.reads(), time.monotonic()
+            log(f"N={n}: idle window of {timing.fast_off_seconds:g} s with the fast scale-up path off")
+            time.sleep(timing.fast_off_seconds)
+            cpu1, pods1, window = _cpu_seconds(pid), fake.reads(), time.monotonic() - t0
+            result.cpu_seconds_per_minute_no_fast = (cpu1 - cpu0) * 60 / window
+            result.fast_pod_reads_per_minute = result.pod_reads_per_minute - (pods1 - pods0) * 60 / window
+            log(f"N={n}: without the fast path: {result.cpu_seconds_per_minute_no_fast:.2f} CPU-s/min, "
+                f"{(pods1 - pods0) * 60 / window:.0f} pod reads/min")
         return result
     finally:
         if operator is not None:
