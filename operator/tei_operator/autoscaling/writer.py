@@ -180,6 +180,28 @@ def status_patch(live_status: Mapping[str, Any] | None, autoscaling: Mapping[str
     return patch
 
 
+def changed_keys(live_status: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> list[str]:
+    """The keys a status patch changes (for the debug log: why an idle service was written)."""
+    live = live_status or {}
+    out = []
+    for key, value in patch.items():
+        if key == "autoscaling" and isinstance(value, Mapping):
+            before = _normalised(live.get("autoscaling"))
+            after = _normalised(value)
+            for sub in sorted(set(before) | set(after)):
+                if sub in UNCOMPARED:
+                    continue
+                if sub == "signals":
+                    b, a = before.get(sub) or {}, after.get(sub) or {}
+                    out += [f"signals.{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in sorted(set(a) | set(b))
+                            if a.get(k) != b.get(k)]
+                elif before.get(sub) != after.get(sub):
+                    out.append(f"{sub}: {before.get(sub)!r} -> {after.get(sub)!r}"[:300])
+        elif live.get(key) != value:
+            out.append(key)
+    return out
+
+
 class StatusWriter:
     """Writes replicas, status and events for the autoscaler.
 
@@ -222,6 +244,9 @@ class StatusWriter:
             patch = status_patch(live.get("status"), autoscaling, condition, now=now)
             if not patch:
                 return {}
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("Writing the autoscaling status of %s %s/%s: %s changed", rtype.kind, namespace, name,
+                             changed_keys(live.get("status"), patch))
             document: dict[str, Any] = {"status": patch}
             if "conditions" in patch:
                 document["metadata"] = {"resourceVersion": (live.get("metadata") or {}).get("resourceVersion")}
