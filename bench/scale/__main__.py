@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __doc__ as PACKAGE_DOC
 from .report import breakdown, by_size, fast_path_cost, goals, table
-from .run import QUICK, ROOT, RunResult, Timing, log, measure
+from .run import QUICK, ROOT, TARGETS_SECONDS, RunResult, Timing, log, measure
 
 REPORT = ROOT / "docs" / "benchmarks" / "scale.md"
 
@@ -124,8 +124,10 @@ each run on a fresh control plane. Network: {network}.
 What runs: N services over 20 namespaces, alternating EmbeddingService and RerankerService, half of each kind
 autoscaled (1..4 replicas, metrics from Prometheus), the other half at 1 replica; each asks for one simulated A100
 (kwok nodes of 100 GPUs and 110 pods). Pods are simulated by kwok; one process (bench/scale/fakepods.py) answers as an
-idle TEI at every pod IP (/health, /info, /metrics), and a real Prometheus scrapes them (file_sd targets the benchmark
-writes from one LIST once they are Ready: Debian's Prometheus has no Kubernetes discovery) every {timing.scrape_interval:g} s. The operator is a real `tei-operator run` process outside the
+idle TEI at every pod IP (/health, /info, /metrics), and a real Prometheus scrapes them every
+{timing.scrape_interval:g} s (file_sd targets the benchmark writes from a LIST of the operator's pods every
+{TARGETS_SECONDS} s while they are created and once more when all are Ready, as Kubernetes discovery would find
+them: Debian's Prometheus has none). The operator is a real `tei-operator run` process outside the
 cluster with its defaults except: resync every **{timing.resync_seconds:g} s** (`TEI_OPERATOR_RESYNC_SECONDS`, so an
 idle window of {timing.idle_seconds:g} s holds {timing.idle_seconds / timing.resync_seconds:.0f} resyncs), autoscaler
 tick {timing.tick_seconds:g} s, `TEI_OPERATOR_METRICS_SOURCE=prometheus`, and `TEI_OPERATOR_SCRAPE_VIA=podip` (pods
