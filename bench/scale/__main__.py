@@ -143,8 +143,11 @@ read directly, as an in-cluster operator does, not through the API server's prox
   the phase's requests less the benchmark's own (its applies and polls, counted by its client) and less what the
   control plane (controller-manager, scheduler, kwok) sent for the raw baseline's identical children, its idle rate
   taken out for the difference in duration. **applies per child** needs no subtraction: nobody else writes
-  Deployments or Services (status writes are a separate subresource). Idle: the window's requests less the control
-  plane's idle rate, measured for {timing.noise_seconds:g} s before the operator started; per service per minute.
+  Deployments or Services (status writes are a separate subresource). Idle: a window of {timing.idle_seconds:g} s
+  that starts {timing.settle_seconds:g} s after all are Ready and once the operator has sent no write for
+  {timing.quiet_seconds:g} s (what creating left to do is done, e.g. the cost status's first token rates a minute
+  later; waited for at most {timing.settle_max_seconds:g} s); its requests less the control plane's idle rate,
+  measured for {timing.noise_seconds:g} s before the operator started; per service per minute.
   Writes are POST/PUT/PATCH/APPLY/DELETE, reads GET/LIST/WATCH; the leader election Lease (one renewal a second,
   whatever N) is left out of both and shown here: {last.lease_requests_per_minute:.0f} Lease requests per minute.
 - **RSS** at the end of the idle window and **CPU-s / idle min** from the operator process's /proc; **tick** is the

@@ -37,6 +37,10 @@ class Timing:
     settle_seconds: float = 40
     idle_seconds: float = 60
     fast_off_seconds: float = 60
+    quiet_seconds: float = 30
+    """Before an idle window: the operator must have sent no write for this long (after `settle_seconds`) ..."""
+    settle_max_seconds: float = 240
+    """... waiting at most this long for it."""
     """A second idle window with the fast scale-up path off (0: not measured)."""
     poll_seconds: float = 2
     scrape_interval: float = 5
@@ -44,7 +48,7 @@ class Timing:
 
 
 QUICK = Timing(resync_seconds=5, tick_seconds=5, noise_seconds=5, settle_seconds=8, idle_seconds=12,
-               fast_off_seconds=0, poll_seconds=1, scrape_interval=2, ready_timeout=240)
+               fast_off_seconds=0, quiet_seconds=5, settle_max_seconds=30, poll_seconds=1, scrape_interval=2, ready_timeout=240)
 
 
 @dataclass
@@ -117,6 +121,28 @@ def _deployment_ready(d: dict) -> bool:
     want = (d.get("spec") or {}).get("replicas", 1)
     status = d.get("status") or {}
     return status.get("readyReplicas", 0) >= want and status.get("updatedReplicas", 0) >= want
+
+
+def _operator_writes(operator) -> float:
+    """The operator's own writes so far (its client's counter), the leader Lease left out."""
+    return sum(v for (name, labels), v in operator.metrics().items()
+               if name == "tei_operator_api_requests_total" and dict(labels).get("method") in c.WRITE_VERBS
+               and not dict(labels).get("resource", "").startswith("leases"))
+
+
+def _settle(operator, timing: Timing) -> float:
+    """After the fixed settle: wait until the operator has sent no write for `quiet_seconds` (what creating left
+    to do is done: the first token rates of the cost status, the autoscaler's first rates), at most
+    `settle_max_seconds`. Returns the seconds waited."""
+    started = time.monotonic()
+    last, quiet_since = _operator_writes(operator), time.monotonic()
+    while time.monotonic() - quiet_since < timing.quiet_seconds and \
+            time.monotonic() - started < timing.settle_max_seconds:
+        time.sleep(1.0)
+        now = _operator_writes(operator)
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+    return time.monotonic() - started
 
 
 def _wait(predicate, timeout: float, what: str, interval: float) -> None:
@@ -288,6 +314,8 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
 
         # -- 4. idle: nothing changes; resyncs and autoscaler ticks run
         time.sleep(timing.settle_seconds)
+        settled = _settle(operator, timing)
+        log(f"N={n}: the operator's writes stopped {settled:.0f} s after the settle")
         pid = operator.proc.pid
         m0, cpu0, q0, pods0 = operator.metrics(), _cpu_seconds(pid), prom.queries_served(), fake.reads()
         before, t0 = c.parse_request_totals(api.metrics()), time.monotonic()
@@ -338,6 +366,7 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
             _wait(lambda: _sample(operator.metrics(), "tei_operator_resyncs_total") >= 1, 10 * timing.resync_seconds
                   + 300, "a first resync of the operator without the fast path", 1.0)
             time.sleep(timing.settle_seconds)
+            _settle(operator, timing)
             pid = operator.proc.pid
             cpu0, pods0, t0 = _cpu_seconds(pid), fake.reads(), time.monotonic()
             log(f"N={n}: idle window of {timing.fast_off_seconds:g} s with the fast scale-up path off")

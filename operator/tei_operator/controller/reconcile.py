@@ -460,6 +460,8 @@ class Reconciler:
             if not patch:
                 return
             meta = owner.get("metadata") or {}
+            logger.debug("Writing the status of %s %s/%s: %s", owner["kind"], meta.get("namespace"), meta.get("name"),
+                         str(patch)[:400])
             try:
                 written = await self.kube.patch_status(rtype, meta["name"], meta["namespace"], patch,
                                                        field_manager=self.field_manager,
