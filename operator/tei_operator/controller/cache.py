@@ -188,6 +188,7 @@ class ObjectStore:
         self.version = 0
         """Goes up with every change of what the store holds: equal versions, equal contents (what the autoscaler's
         fast path keys its per-tick work on)."""
+        self._namespace_versions: dict[str, int] = {}  # the same, per namespace ("" for cluster-scoped objects)
 
     # -- feeding ------------------------------------------------------------------------------------------------
     def observe(self, event_type: str | None, obj: Mapping[str, Any]) -> bool:
@@ -213,14 +214,25 @@ class ObjectStore:
             if new_rv is not None and new_rv == held_rv:
                 return False
         bucket[name] = _slim(obj)
-        self.version += 1
+        self._changed(str(meta.get("namespace") or ""))
         return True
+
+    def _changed(self, namespace: str) -> None:
+        self.version += 1
+        self._namespace_versions[namespace] = self._namespace_versions.get(namespace, 0) + 1
+
+    def namespace_version(self, namespace: str | None) -> int:
+        """Goes up with every change of an object in `namespace` (None: of a cluster-scoped one): equal versions,
+        equal objects there (what the periodic resync uses to leave an unchanged service out, runner.py)."""
+        return self._namespace_versions.get(namespace or "", 0)
 
     def delete(self, obj: Mapping[str, Any]) -> bool:
         meta = obj.get("metadata") or {}
         spaces = self._objects.get((str(obj.get("apiVersion")), str(obj.get("kind"))), {})
-        gone = spaces.get(str(meta.get("namespace") or ""), {}).pop(str(meta.get("name")), None) is not None
-        self.version += gone
+        namespace = str(meta.get("namespace") or "")
+        gone = spaces.get(namespace, {}).pop(str(meta.get("name")), None) is not None
+        if gone:
+            self._changed(namespace)
         return gone
 
     def replace(self, rtype: k.ResourceType, namespace: str | None, items: Iterable[Mapping[str, Any]]
@@ -237,6 +249,7 @@ class ObjectStore:
             if namespace is None or ns == namespace:
                 for name in [name for name in bucket if (ns, name) not in listed]:
                     changed.append(bucket.pop(name))
+                    self._changed(ns)
         for (ns, name), item in listed.items():
             bucket = spaces.setdefault(ns, {})
             held = bucket.get(name)
@@ -246,7 +259,7 @@ class ObjectStore:
                 item.setdefault("kind", rtype.kind)
                 bucket[name] = _slim(item)
                 changed.append(bucket[name])
-        self.version += bool(changed)
+                self._changed(ns)
         return changed
 
     # -- reading ------------------------------------------------------------------------------------------------
