@@ -521,6 +521,14 @@ async def test_keep_alive_fetcher_reads_every_kind_of_answer_and_keeps_one_conne
         target = PodTarget("ns", "p", "uid-p", "127.0.0.1", port, 0.0)
         assert [await fetcher(target) for _ in range(3)] == ["te_queue_size 3\n"] * 3
         assert len(peers) == 3 and len(set(peers)) == 1  # three GETs, one connection
+        # Beyond its limit of kept connections, the least recently used one is closed (file descriptors).
+        second = web.TCPSite(runner, "127.0.0.1", 0)  # another pod: the same server on another port
+        await second.start()
+        other = PodTarget("ns", "p2", "uid-p2", "127.0.0.1", second._server.sockets[0].getsockname()[1], 0.0)  # noqa: SLF001
+        capped = KeepAliveFetcher(max_connections=1)
+        assert await capped(target) == await capped(other) == "te_queue_size 3\n"
+        assert list(capped._connections) == [("127.0.0.1", other.port)]  # noqa: SLF001 - the older one closed
+        await capped.close()
         # The other answers, through the same code (a path prefix stands for another server here).
         import tei_operator.autoscaling.sources.scrape as scrape
         for prefix, expected in (("/c", "# TYPE te_queue_size gauge\nte_queue_size 5\nte_request_count 9\n"),

@@ -407,11 +407,17 @@ class KeepAliveFetcher:
     between sweeps. Answers with Content-Length, chunked, or ended by the connection's close are read; a
     connection that failed or was idle for `idle_seconds` is closed (a pod that went away)."""
 
-    def __init__(self, *, idle_seconds: float = 120.0, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, *, idle_seconds: float = 120.0, max_connections: int | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        import resource
         import time
 
-        self._connections: dict[tuple[str, int], _HttpConnection] = {}
+        self._connections: dict[tuple[str, int], _HttpConnection] = {}  # least recently used first
         self._idle = idle_seconds
+        # Kept connections are file descriptors: at most a quarter of the process's limit (the least recently used
+        # one is closed beyond), so a large fleet cannot run the operator out of them.
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_connections = max_connections or (4096 if soft == resource.RLIM_INFINITY else max(16, soft // 4))
         self._clock = clock or time.monotonic
         self._swept = self._clock()
 
@@ -449,6 +455,8 @@ class KeepAliveFetcher:
         connection.last_used = now
         if keep and not connection.closed:
             self._connections[key] = connection
+            while len(self._connections) > self.max_connections:
+                self._connections.pop(next(iter(self._connections))).close()
         else:
             connection.close()
         if status != 200:
