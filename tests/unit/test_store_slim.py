@@ -103,3 +103,23 @@ def test_a_slimmed_child_needs_an_apply_exactly_when_the_whole_one_does():
     store.put(live)
     assert apply_reason(manifest, store.get_now(DEPLOYMENT, "svc", "ns")) == apply_reason(manifest, live)
     assert apply_reason(manifest, live) is not None
+
+
+def test_a_list_fed_page_by_page_replaces_the_store_as_the_whole_list_does():
+    def pods(names, rv):
+        return [{**our_pod(), "metadata": {**our_pod()["metadata"], "name": n, "resourceVersion": str(rv)}}
+                for n in names]
+
+    whole, paged = ObjectStore(), ObjectStore()
+    for store in (whole, paged):
+        store.put(pods(["gone"], 1)[0])
+        store.put(pods(["kept"], 1)[0])
+    listed = pods(["kept"], 1) + pods(["new-a", "new-b", "new-c"], 2)
+    changed_whole = whole.replace(POD, None, listed)
+    replacement = paged.replacement(POD, None)
+    for page in (listed[:2], listed[2:]):
+        replacement.add(page)
+    changed_paged = replacement.finish()
+    names = lambda objs: sorted(o["metadata"]["name"] for o in objs)  # noqa: E731
+    assert names(changed_paged) == names(changed_whole) == ["gone", "new-a", "new-b", "new-c"]
+    assert names(paged.list_now(POD)) == names(whole.list_now(POD)) == ["kept", "new-a", "new-b", "new-c"]

@@ -165,6 +165,26 @@ def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
     return slim_owned(obj)
 
 
+class Replacement:
+    """One `ObjectStore.replace` fed page by page (see `ObjectStore.replacement`)."""
+
+    def __init__(self, store: "ObjectStore", rtype: k.ResourceType, namespace: str | None) -> None:
+        self.store, self.rtype, self.namespace = store, rtype, namespace
+        self.listed: set[ObjKey] = set()
+        self.changed: list[dict[str, Any]] = []
+
+    def add(self, items: Iterable[Mapping[str, Any]]) -> None:
+        for item in items:
+            key, stored = self.store._replace_item(self.rtype, item)  # noqa: SLF001 - the store's own helper
+            self.listed.add(key)
+            if stored is not None:
+                self.changed.append(stored)
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The objects that changed or went away."""
+        return self.changed + self.store._drop_unlisted(self.rtype, self.namespace, self.listed)  # noqa: SLF001
+
+
 class Reads(Protocol):
     """What the reconciler and the autoscaler read: one object, or the objects of a kind with given labels."""
 
@@ -239,28 +259,38 @@ class ObjectStore:
                 ) -> list[dict[str, Any]]:
         """A fresh LIST of `rtype` in `namespace` (None: everywhere): store it, and drop what it no longer holds.
         Returns the objects that changed or went away (their services may need a reconcile)."""
-        spaces = self._objects.setdefault(type_key(rtype), {})
-        listed: dict[ObjKey, Mapping[str, Any]] = {}
-        for item in items:
-            meta = item.get("metadata") or {}
-            listed[(str(meta.get("namespace") or ""), str(meta.get("name")))] = item
-        changed: list[dict[str, Any]] = []
-        for ns, bucket in spaces.items():
+        replacement = self.replacement(rtype, namespace)
+        replacement.add(items)
+        return replacement.finish()
+
+    def replacement(self, rtype: k.ResourceType, namespace: str | None) -> "Replacement":
+        """`replace` fed page by page: `add` each page of the LIST (stored at once, so no page is kept), then
+        `finish` drops what no page held."""
+        return Replacement(self, rtype, namespace)
+
+    def _replace_item(self, rtype: k.ResourceType, item: Mapping[str, Any]) -> tuple[ObjKey, dict[str, Any] | None]:
+        meta = item.get("metadata") or {}
+        ns, name = str(meta.get("namespace") or ""), str(meta.get("name"))
+        bucket = self._objects.setdefault(type_key(rtype), {}).setdefault(ns, {})
+        held = bucket.get(name)
+        if held is not None and _rv(held) == _rv(item):
+            return (ns, name), None
+        item = dict(item)
+        item.setdefault("apiVersion", rtype.api_version)
+        item.setdefault("kind", rtype.kind)
+        bucket[name] = _slim(item)
+        self._changed(ns)
+        return (ns, name), bucket[name]
+
+    def _drop_unlisted(self, rtype: k.ResourceType, namespace: str | None, listed: set[ObjKey]
+                       ) -> list[dict[str, Any]]:
+        gone: list[dict[str, Any]] = []
+        for ns, bucket in self._objects.get(type_key(rtype), {}).items():
             if namespace is None or ns == namespace:
                 for name in [name for name in bucket if (ns, name) not in listed]:
-                    changed.append(bucket.pop(name))
+                    gone.append(bucket.pop(name))
                     self._changed(ns)
-        for (ns, name), item in listed.items():
-            bucket = spaces.setdefault(ns, {})
-            held = bucket.get(name)
-            if held is None or _rv(held) != _rv(item):
-                item = dict(item)
-                item.setdefault("apiVersion", rtype.api_version)
-                item.setdefault("kind", rtype.kind)
-                bucket[name] = _slim(item)
-                changed.append(bucket[name])
-                self._changed(ns)
-        return changed
+        return gone
 
     # -- reading ------------------------------------------------------------------------------------------------
     async def get(self, rtype: k.ResourceType, name: str, namespace: str | None) -> dict | None:

@@ -62,6 +62,9 @@ def kopf_settings() -> kopf.OperatorSettings:
     ks.watching.connect_timeout = 10
     ks.networking.request_timeout = 60
     ks.batching.worker_limit = 32
+    # kopf's initial LIST of each watched kind in pages (by default in one piece): a fleet's pods parsed at once
+    # were a peak of hundreds of MiB that the process never gave back (the store keeps slim copies interleaved).
+    ks.watching.chunk_size = LIST_PAGE
     return ks
 
 
@@ -69,6 +72,7 @@ def kopf_settings() -> kopf.OperatorSettings:
 # objects deleted while a watch was being re-established). Rare: at 20 services per namespace this is 0.002 reads
 # per service and minute.
 AUDIT_SECONDS = 3600.0
+LIST_PAGE = 250  # objects per page of a LIST (kopf's and the store's)
 # A service whose namespace did not change is still reconciled by a resync once every this many resync periods, and
 # at least every FULL_RESYNC_SECONDS (see Reconciled).
 FULL_RESYNC_PERIODS = 10
@@ -163,6 +167,20 @@ def watched_types(kinds: Mapping[str, ResourceType]) -> list[ResourceType]:
     return [*kinds.values(), *WATCHED_CHILD_TYPES, POD]
 
 
+async def _replace_paged(kube: KubeClient, store: ObjectStore, rtype: ResourceType, namespace: str | None
+                         ) -> list[dict]:
+    """`store.replace` from a LIST read page by page, each page slimmed into the store before the next is read
+    (`KubeClient.list` holds every page at once: at 1,000 services, a peak the process never gave back)."""
+    replacement = store.replacement(rtype, namespace)
+    token: str | None = None
+    while True:
+        result = await kube.request("GET", rtype.path(namespace), query={"limit": LIST_PAGE, "continue": token})
+        replacement.add(result.get("items") or [])
+        token = (result.get("metadata") or {}).get("continue")
+        if not token:
+            return replacement.finish()
+
+
 async def refresh_store(kube: KubeClient, store: ObjectStore, types: list[ResourceType], namespaces: list[str],
                         *, nodes: bool) -> list[dict]:
     """LIST every watched kind (per namespace; nodes once) into the store, dropping what is gone. Returns what
@@ -171,7 +189,7 @@ async def refresh_store(kube: KubeClient, store: ObjectStore, types: list[Resour
     jobs = [(rtype, ns) for rtype in types for ns in namespaces or [None]] + ([(NODE, None)] if nodes else [])
     for rtype, namespace in jobs:
         try:
-            changed.extend(store.replace(rtype, namespace, await kube.list(rtype, namespace)))
+            changed.extend(await _replace_paged(kube, store, rtype, namespace))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the watches and the next audit fill it in
