@@ -55,7 +55,7 @@ def test_a_resync_reconciles_only_services_whose_namespace_changed_and_all_once_
         clock[0] += 20
         assert resync() == {"s2"}
         # A status-only refresh does not count as a reconcile that checked the children.
-        store.put(service("s0", "a", 10))
+        store.put({**service("s0", "a", 10), "spec": {"replicas": 2}})
         key = OwnerKey("EmbeddingService", "a", "s0")
         reconciled.succeeded(key, reconciled.started(key), apply=False)
         clock[0] += 20

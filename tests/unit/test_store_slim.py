@@ -9,6 +9,7 @@ from tei_operator.autoscaling.loop import count_pods, pod_target
 from tei_operator.controller.applied import apply_reason, with_applied_hash
 from tei_operator.controller.cache import KOPF_DIFFBASE_ANNOTATION, ObjectStore, slim_owned
 from tei_operator.controller.ownership import foreign_template_fields
+from tei_operator import kube as k
 from tei_operator.kube import DEPLOYMENT, POD, owns_field
 
 from .test_status import OURS, edited_deployment
@@ -123,3 +124,22 @@ def test_a_list_fed_page_by_page_replaces_the_store_as_the_whole_list_does():
     names = lambda objs: sorted(o["metadata"]["name"] for o in objs)  # noqa: E731
     assert names(changed_paged) == names(changed_whole) == ["gone", "new-a", "new-b", "new-c"]
     assert names(paged.list_now(POD)) == names(whole.list_now(POD)) == ["kept", "new-a", "new-b", "new-c"]
+
+
+def test_a_new_version_that_changes_nothing_kept_is_stored_without_counting_as_a_change():
+    store = ObjectStore()
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "resourceVersion": "1"},
+            "status": {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": [{"type": "Ready", "status": "True"}]}}
+    store.put(node)
+    version = store.version
+    heartbeat = copy.deepcopy(node)
+    heartbeat["metadata"]["resourceVersion"] = "2"
+    heartbeat["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-01-01T00:00:10Z"  # slimmed away
+    assert store.put(heartbeat)
+    assert store.version == version and store.namespace_version(None) == store.namespace_version(None)
+    assert store.get_now(k.NODE, "n1", None)["metadata"]["resourceVersion"] == "2"  # the newer version is held
+    cordoned = copy.deepcopy(heartbeat)
+    cordoned["metadata"]["resourceVersion"] = "3"
+    cordoned["spec"] = {"unschedulable": True}
+    store.put(cordoned)
+    assert store.version == version + 1

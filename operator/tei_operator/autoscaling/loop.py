@@ -250,6 +250,7 @@ class Autoscaler:
         self.forbidden: set[tuple[str, str]] = set()  # (namespace, plural) it may not list, warned about once
         self._resources: dict[str, tuple[str, ServiceResource]] = {}  # uid -> (resourceVersion, parsed), see _parsed
         self._fast_kept: tuple[int, list[ServiceView], list[ServiceTarget]] | None = None  # see _fast_views
+        self._listed_uids: set[str] = set()
 
     # -- sources ----------------------------------------------------------------------------------------------
     def source_name(self, resource: ServiceResource) -> str:
@@ -328,10 +329,12 @@ class Autoscaler:
     async def _services(self) -> tuple[list[tuple[ResourceType, dict, ServiceResource]], list[tuple[ResourceType, dict]]]:
         """(autoscaled services, services with autoscaling off that still carry our status)."""
         on, off = [], []
+        listed: set[str] = set()
         for rtype in self.kinds.values():
             for body in await self._list(rtype):
                 body.setdefault("kind", rtype.kind)
                 body.setdefault("apiVersion", rtype.api_version)
+                listed.add(str((body.get("metadata") or {}).get("uid", "")))
                 if (body.get("metadata") or {}).get("deletionTimestamp"):
                     continue
                 try:
@@ -347,6 +350,7 @@ class Autoscaler:
                     if status.get("autoscaling") is not None or find_condition(status.get("conditions"),
                                                                                SCALING_LIMITED):
                         off.append((rtype, body))
+        self._listed_uids = listed  # every service's, autoscaled or not: what `_parsed` keeps
         return on, off
 
     def _parsed(self, body: Mapping[str, Any]) -> ServiceResource:
@@ -380,7 +384,7 @@ class Autoscaler:
         live_uids = {str((b.get("metadata") or {}).get("uid")) for _, b, _ in services}
         for uid in [u for u in self.memory if u not in live_uids]:
             del self.memory[uid]
-        for uid in [u for u in self._resources if u not in live_uids]:
+        for uid in [u for u in self._resources if u not in self._listed_uids]:
             del self._resources[uid]
         if not services:
             return outcomes

@@ -165,6 +165,16 @@ def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
     return slim_owned(obj)
 
 
+def _same_but_version(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    meta_a, meta_b = a.get("metadata") or {}, b.get("metadata") or {}
+    if {k: v for k, v in meta_a.items() if k != "resourceVersion"} != \
+            {k: v for k, v in meta_b.items() if k != "resourceVersion"}:
+        return False
+    return all(a[k] == b[k] for k in a if k != "metadata")
+
+
 class Replacement:
     """One `ObjectStore.replace` fed page by page (see `ObjectStore.replacement`)."""
 
@@ -233,8 +243,11 @@ class ObjectStore:
                 return False
             if new_rv is not None and new_rv == held_rv:
                 return False
-        bucket[name] = _slim(obj)
-        self._changed(str(meta.get("namespace") or ""))
+        slim = bucket[name] = _slim(obj)
+        if held is None or not _same_but_version(held, slim):
+            # A new version that changed nothing the store keeps (a node's or a foreign pod's status heartbeat,
+            # slimmed away) is stored without counting as a change: the version-keyed work stays valid.
+            self._changed(str(meta.get("namespace") or ""))
         return True
 
     def _changed(self, namespace: str) -> None:

@@ -131,9 +131,9 @@ async def resync_once(store: ObjectStore, queue: ReconcileQueue, kinds: Mapping[
     costs no API request. Returns the number of services reconciled."""
     keys = service_keys(store, kinds)
     if reconciled is not None:
-        skipped = [key for key in keys if reconciled.unchanged(key)]
+        skipped = {key for key in keys if reconciled.unchanged(key)}
         METRICS.resync_skipped(len(skipped))
-        keys = [key for key in keys if key not in set(skipped)]
+        keys = [key for key in keys if key not in skipped]
         for key in keys:
             reconciled.resynced(key)
     results = await asyncio.gather(*(queue.request_and_wait(key, apply=True) for key in keys),
