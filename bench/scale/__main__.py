@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from . import __doc__ as PACKAGE_DOC
-from .report import breakdown, by_size, goals, table
-from .run import QUICK, ROOT, RunResult, Timing, log, measure
+from .report import breakdown, by_size, fast_path_cost, goals, table
+from .run import QUICK, ROOT, TARGETS_SECONDS, RunResult, Timing, log, measure
 
 REPORT = ROOT / "docs" / "benchmarks" / "scale.md"
 
@@ -78,6 +78,22 @@ Requests at N = {max(sizes)}, while creating (per created service) and idle (per
 """
 
 
+def fast_path_section(results: list[RunResult], timing: Timing) -> str:
+    table_text = fast_path_cost(results)
+    if not table_text:
+        return ""
+    return f"""
+## What the fast scale-up path costs
+
+After the idle window, the operator is restarted with `TEI_OPERATOR_AUTOSCALER_FAST_TICK_SECONDS=0` (no fast path;
+everything else the same), and once its first resync is done and {timing.settle_seconds:g} s more have passed, its
+CPU is measured over {timing.fast_off_seconds:g} s. The fast path reads every Ready pod of an autoscaled service
+below its maxReplicas every 2 s (here ~1 pod per autoscaled service, N / 2 pods).
+
+{table_text}
+"""
+
+
 def before_section(path: Path | None) -> str:
     if path is None:
         return ""
@@ -108,8 +124,10 @@ each run on a fresh control plane. Network: {network}.
 What runs: N services over 20 namespaces, alternating EmbeddingService and RerankerService, half of each kind
 autoscaled (1..4 replicas, metrics from Prometheus), the other half at 1 replica; each asks for one simulated A100
 (kwok nodes of 100 GPUs and 110 pods). Pods are simulated by kwok; one process (bench/scale/fakepods.py) answers as an
-idle TEI at every pod IP (/health, /info, /metrics), and a real Prometheus scrapes them (file_sd targets the benchmark
-writes from one LIST once they are Ready: Debian's Prometheus has no Kubernetes discovery) every {timing.scrape_interval:g} s. The operator is a real `tei-operator run` process outside the
+idle TEI at every pod IP (/health, /info, /metrics), and a real Prometheus scrapes them every
+{timing.scrape_interval:g} s (file_sd targets the benchmark writes from a LIST of the operator's pods every
+{TARGETS_SECONDS} s while they are created and once more when all are Ready, as Kubernetes discovery would find
+them: Debian's Prometheus has none). The operator is a real `tei-operator run` process outside the
 cluster with its defaults except: resync every **{timing.resync_seconds:g} s** (`TEI_OPERATOR_RESYNC_SECONDS`, so an
 idle window of {timing.idle_seconds:g} s holds {timing.idle_seconds / timing.resync_seconds:.0f} resyncs), autoscaler
 tick {timing.tick_seconds:g} s, `TEI_OPERATOR_METRICS_SOURCE=prometheus`, and `TEI_OPERATOR_SCRAPE_VIA=podip` (pods
@@ -125,8 +143,11 @@ read directly, as an in-cluster operator does, not through the API server's prox
   the phase's requests less the benchmark's own (its applies and polls, counted by its client) and less what the
   control plane (controller-manager, scheduler, kwok) sent for the raw baseline's identical children, its idle rate
   taken out for the difference in duration. **applies per child** needs no subtraction: nobody else writes
-  Deployments or Services (status writes are a separate subresource). Idle: the window's requests less the control
-  plane's idle rate, measured for {timing.noise_seconds:g} s before the operator started; per service per minute.
+  Deployments or Services (status writes are a separate subresource). Idle: a window of {timing.idle_seconds:g} s
+  that starts {timing.settle_seconds:g} s after all are Ready and once the operator has sent no write for
+  {timing.quiet_seconds:g} s (what creating left to do is done, e.g. the cost status's first token rates a minute
+  later; waited for at most {timing.settle_max_seconds:g} s); its requests less the control plane's idle rate,
+  measured for {timing.noise_seconds:g} s before the operator started; per service per minute.
   Writes are POST/PUT/PATCH/APPLY/DELETE, reads GET/LIST/WATCH; the leader election Lease (one renewal a second,
   whatever N) is left out of both and shown here: {last.lease_requests_per_minute:.0f} Lease requests per minute.
 - **RSS** at the end of the idle window and **CPU-s / idle min** from the operator process's /proc; **tick** is the
@@ -136,6 +157,7 @@ read directly, as an in-cluster operator does, not through the API server's prox
   {last.pod_reads_per_minute:.0f} times per idle minute at N = {n_max} (the fast scale-up path every 2 s and the
   cost sampler: not API requests).
 
+{fast_path_section(results, timing)}
 ## Goals of the issue
 
 {goals(results)}

@@ -10,7 +10,7 @@ from .run import RunResult
 
 SCALARS = ("raw_seconds", "operator_seconds", "applies_per_child", "create_writes", "create_reads", "idle_writes",
            "idle_reads", "lease_requests_per_minute", "rss_mib", "cpu_seconds_per_minute", "tick_seconds",
-           "queries_per_tick", "pod_reads_per_minute")
+           "queries_per_tick", "pod_reads_per_minute", "cpu_seconds_per_minute_no_fast", "fast_pod_reads_per_minute")
 
 
 def median(results: Sequence[RunResult], name: str) -> float:
@@ -44,6 +44,23 @@ def table(results: Sequence[RunResult]) -> str:
             f"{median(runs, 'rss_mib'):.0f} | {_f(median(runs, 'cpu_seconds_per_minute'))} | "
             f"{_f(median(runs, 'tick_seconds'), 3)} | {_f(median(runs, 'queries_per_tick'), 1)} |")
     return "\n".join(lines)
+
+
+def fast_path_cost(results: Sequence[RunResult]) -> str:
+    """Per N: idle CPU with the fast scale-up path on and off (the same window length, a second operator process),
+    the difference, and that per fast-path pod read. Empty when no run measured it."""
+    rows = []
+    for n, runs in by_size(results).items():
+        off = median(runs, "cpu_seconds_per_minute_no_fast")
+        if math.isnan(off):
+            continue
+        on, reads = median(runs, "cpu_seconds_per_minute"), median(runs, "fast_pod_reads_per_minute")
+        per_read = (on - off) / reads * 1000 if reads and reads > 0 else float("nan")
+        rows.append(f"| {n} | {_f(on)} | {_f(off)} | {_f(on - off)} | {reads:.0f} | {_f(per_read, 3)} |")
+    if not rows:
+        return ""
+    return "\n".join(["| N | CPU-s / idle min, fast path on | off | the fast path | its pod reads / min | "
+                      "CPU-ms per pod read |", "|---|---|---|---|---|---|", *rows])
 
 
 def breakdown(result: RunResult, which: str, floor: float = 0.05) -> str:

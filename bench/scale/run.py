@@ -4,6 +4,7 @@ control plane's own idle traffic, then the operator creating the same N services
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from .prom import Prometheus
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PREFIX = "apis/tei-operator.io/v1alpha1"
 APPLY_THREADS = 4
+TARGETS_SECONDS = 10
+"""How often the benchmark rewrites Prometheus' targets from a LIST of the operator's pods while they are created."""
 TICK_HISTOGRAM = "tei_operator_autoscaler_tick_duration_seconds"
 
 
@@ -33,13 +36,19 @@ class Timing:
     noise_seconds: float = 30
     settle_seconds: float = 40
     idle_seconds: float = 60
+    fast_off_seconds: float = 60
+    quiet_seconds: float = 30
+    """Before an idle window: the operator must have sent no write for this long (after `settle_seconds`) ..."""
+    settle_max_seconds: float = 240
+    """... waiting at most this long for it."""
+    """A second idle window with the fast scale-up path off (0: not measured)."""
     poll_seconds: float = 2
     scrape_interval: float = 5
     ready_timeout: float = 1800
 
 
 QUICK = Timing(resync_seconds=5, tick_seconds=5, noise_seconds=5, settle_seconds=8, idle_seconds=12,
-               poll_seconds=1, scrape_interval=2, ready_timeout=240)
+               fast_off_seconds=0, quiet_seconds=5, settle_max_seconds=30, poll_seconds=1, scrape_interval=2, ready_timeout=240)
 
 
 @dataclass
@@ -65,6 +74,10 @@ class RunResult:
     operator_client_idle: dict = field(default_factory=dict)  # the operator's own counter, per minute
     idle_window_seconds: float = 0
     resync_seconds: float = 0
+    cpu_seconds_per_minute_no_fast: float = float("nan")
+    """The same idle window's CPU with the fast scale-up path off (a second operator process), NaN if not run."""
+    fast_pod_reads_per_minute: float = float("nan")
+    """Pod reads per idle minute that the fast path made (with it on less with it off)."""
 
     def to_json(self) -> dict:
         out = dict(self.__dict__)
@@ -108,6 +121,28 @@ def _deployment_ready(d: dict) -> bool:
     want = (d.get("spec") or {}).get("replicas", 1)
     status = d.get("status") or {}
     return status.get("readyReplicas", 0) >= want and status.get("updatedReplicas", 0) >= want
+
+
+def _operator_writes(operator) -> float:
+    """The operator's own writes so far (its client's counter), the leader Lease left out."""
+    return sum(v for (name, labels), v in operator.metrics().items()
+               if name == "tei_operator_api_requests_total" and dict(labels).get("method") in c.WRITE_VERBS
+               and not dict(labels).get("resource", "").startswith("leases"))
+
+
+def _settle(operator, timing: Timing) -> float:
+    """After the fixed settle: wait until the operator has sent no write for `quiet_seconds` (what creating left
+    to do is done: the first token rates of the cost status, the autoscaler's first rates), at most
+    `settle_max_seconds`. Returns the seconds waited."""
+    started = time.monotonic()
+    last, quiet_since = _operator_writes(operator), time.monotonic()
+    while time.monotonic() - quiet_since < timing.quiet_seconds and \
+            time.monotonic() - started < timing.settle_max_seconds:
+        time.sleep(1.0)
+        now = _operator_writes(operator)
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+    return time.monotonic() - started
 
 
 def _wait(predicate, timeout: float, what: str, interval: float) -> None:
@@ -170,6 +205,21 @@ def _op_counter(metrics: dict, name: str) -> dict:
 
 def _sample(metrics: dict, name: str) -> float:
     return sum(v for (n, _), v in metrics.items() if n == name)
+
+
+PROFILE_IDLE = bool(os.environ.get("SCALE_BENCH_PROFILE"))
+"""SCALE_BENCH_PROFILE=1: record the operator with py-spy (pip install py-spy) during the idle window, as collapsed
+stacks in the run's work directory (use with --keep). For finding where idle CPU goes; it costs a little CPU itself,
+so the figures of such a run are not for the report."""
+
+
+def _start_profiler(pid: int, out: Path, seconds: float) -> subprocess.Popen | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        log("SCALE_BENCH_PROFILE is set but py-spy is not installed (pip install py-spy): no profile")
+        return None
+    return subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "-f", "raw",
+                             "-o", str(out), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
@@ -239,7 +289,15 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
         with ThreadPoolExecutor(APPLY_THREADS) as pool:
             list(pool.map(lambda s: api.apply(s.manifest(), "scale-bench"), op_plan))
 
+        listed = [time.monotonic()]
+
         def all_ready() -> bool:
+            # Prometheus finds the pods as they come, as its Kubernetes discovery would (Debian's has none): the
+            # targets file is rewritten from a LIST every TARGETS_SECONDS. Without, every autoscaled service read
+            # "not scraped by Prometheus" (MetricsUnavailable) while being created: writes a real cluster has not.
+            if time.monotonic() - listed[0] >= TARGETS_SECONDS:
+                listed[0] = time.monotonic()
+                prom.set_targets(api.list("api/v1", "pods", "app.kubernetes.io/managed-by=tei-operator"))
             return sum(_ready(o) for p in PLURALS.values() for o in api.list(CRD_PREFIX, p)) >= n
         _wait(all_ready, timing.ready_timeout, f"{n} services to be Ready", timing.poll_seconds)
         operator_seconds = time.monotonic() - t0
@@ -256,12 +314,18 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
 
         # -- 4. idle: nothing changes; resyncs and autoscaler ticks run
         time.sleep(timing.settle_seconds)
+        settled = _settle(operator, timing)
+        log(f"N={n}: the operator's writes stopped {settled:.0f} s after the settle")
         pid = operator.proc.pid
         m0, cpu0, q0, pods0 = operator.metrics(), _cpu_seconds(pid), prom.queries_served(), fake.reads()
         before, t0 = c.parse_request_totals(api.metrics()), time.monotonic()
         log(f"N={n}: idle window of {timing.idle_seconds:g} s ({prom.targets_up()} of {targets} pods scraped by "
             "Prometheus)")
+        profiler = _start_profiler(pid, workdir / "idle-profile.txt", timing.idle_seconds) if PROFILE_IDLE else None
         time.sleep(timing.idle_seconds)
+        if profiler is not None:
+            profiler.wait(30)
+            log(f"N={n}: wrote the idle window's profile to {workdir / 'idle-profile.txt'} (py-spy, collapsed stacks)")
         after = c.parse_request_totals(api.metrics())
         window = time.monotonic() - t0
         m1, cpu1, q1, pods1 = operator.metrics(), _cpu_seconds(pid), prom.queries_served(), fake.reads()
@@ -289,6 +353,29 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
         log(f"N={n}: idle: {result.idle_writes:.3f} writes and {result.idle_reads:.3f} reads per service per minute, "
             f"RSS {rss:.0f} MiB, {result.cpu_seconds_per_minute:.2f} CPU-s/min, {ticks:.0f} ticks of "
             f"{result.tick_seconds:.3f} s, {result.queries_per_tick:.1f} queries per tick")
+
+        # -- 5. the same idle window with the fast scale-up path off: what the 2 s path costs, measured
+        if timing.fast_off_seconds > 0:
+            operator.stop()
+            (workdir / "operator-no-fast").mkdir(parents=True, exist_ok=True)
+            operator = OperatorProcess(str(cluster.kubeconfig), workdir / "operator-no-fast",
+                                       {**env, "TEI_OPERATOR_AUTOSCALER_FAST_TICK_SECONDS": "0"})
+            operator.start(timeout=120)
+            _wait(lambda: _sample(operator.metrics(), "tei_operator_leader") == 1, 60, "the operator to lead", 0.5)
+            # Settled: its first resync has reconciled every service (and what the start queued is done).
+            _wait(lambda: _sample(operator.metrics(), "tei_operator_resyncs_total") >= 1, 10 * timing.resync_seconds
+                  + 300, "a first resync of the operator without the fast path", 1.0)
+            time.sleep(timing.settle_seconds)
+            _settle(operator, timing)
+            pid = operator.proc.pid
+            cpu0, pods0, t0 = _cpu_seconds(pid), fake.reads(), time.monotonic()
+            log(f"N={n}: idle window of {timing.fast_off_seconds:g} s with the fast scale-up path off")
+            time.sleep(timing.fast_off_seconds)
+            cpu1, pods1, window = _cpu_seconds(pid), fake.reads(), time.monotonic() - t0
+            result.cpu_seconds_per_minute_no_fast = (cpu1 - cpu0) * 60 / window
+            result.fast_pod_reads_per_minute = result.pod_reads_per_minute - (pods1 - pods0) * 60 / window
+            log(f"N={n}: without the fast path: {result.cpu_seconds_per_minute_no_fast:.2f} CPU-s/min, "
+                f"{(pods1 - pods0) * 60 / window:.0f} pod reads/min")
         return result
     finally:
         if operator is not None:

@@ -8,6 +8,7 @@ but this one knows metric names. docs/monitoring.md lists the series and what to
 Series (all prefixed `tei_operator_`):
 - `reconciles_total{kind, result}`: result is success, invalid_spec, not_found (the service is gone) or error;
 - `reconcile_duration_seconds{kind}`: a histogram of one reconcile, the API calls included;
+- `resyncs_total` and `resync_skips_total`: periodic resyncs completed, and services they left out (unchanged);
 - `queue_depth`: services waiting in the reconcile queue (requested, not started);
 - `api_requests_total{method, resource, code}` and `api_errors_total{code}`: every Kubernetes API call of the
   operator's client by verb, resource (plural, with the subresource) and HTTP status (0: not reached); what the
@@ -69,6 +70,9 @@ class OperatorMetrics:
                                             buckets=RECONCILE_BUCKETS)
         self.resyncs = Counter(f"{PREFIX}_resyncs", "Periodic resyncs completed (every service reconciled once from "
                                "the watch-fed cache).", registry=r)
+        self.resync_skips = Counter(f"{PREFIX}_resync_skips", "Services a periodic resync left out: nothing in their "
+                                    "namespace changed since their last reconcile (each is still reconciled every "
+                                    "10 resync periods, at least every 10 minutes).", registry=r)
         self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Services waiting in the reconcile queue (requested, "
                                  "not started yet).", registry=r)
         self.api_requests = Counter(f"{PREFIX}_api_requests", "Kubernetes API requests of the operator's client by "
@@ -120,6 +124,10 @@ class OperatorMetrics:
     def resynced(self) -> None:
         """A periodic resync ended: every service it queued was reconciled once."""
         self.resyncs.inc()
+
+    def resync_skipped(self, count: int) -> None:
+        """A periodic resync left `count` unchanged services out."""
+        self.resync_skips.inc(count)
 
     def api_request(self, method: str, path: str, code: int) -> None:
         """One Kubernetes API call answered `code` (0 when the API server could not be reached)."""

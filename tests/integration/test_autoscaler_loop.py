@@ -350,13 +350,17 @@ async def test_status_is_written_only_when_it_changed_and_keeps_the_controllers_
     for _ in range(5):
         world.clock.advance(2)
         assert not (await world.tick())["svc"].status_written
-    assert (await world.service("svc"))["metadata"]["resourceVersion"] == rv  # nothing but lastTickTime changed
-    world.clock.advance(60)
-    assert (await world.tick())["svc"].status_written  # heartbeat
+    assert (await world.service("svc"))["metadata"]["resourceVersion"] == rv  # nothing but the tick's time changed
+    world.clock.advance(600)
+    assert not (await world.tick())["svc"].status_written  # no heartbeat, however long idle
+    world.source.queue = {"svc": 40.0}  # a real change: the status says so, and when
+    world.clock.advance(2)
+    assert (await world.tick())["svc"].status_written
     after = await world.service("svc")
     assert after["metadata"]["resourceVersion"] != rv
-    assert after["status"]["autoscaling"]["lastTickTime"] > first["status"]["autoscaling"]["lastTickTime"]
-    assert after["status"]["conditions"] == first["status"]["conditions"]  # the heartbeat left the list alone
+    assert after["status"]["autoscaling"]["lastChangeTime"] > first["status"]["autoscaling"]["lastChangeTime"]
+    assert "lastTickTime" not in after["status"]["autoscaling"]
+    assert after["status"]["conditions"][0] == first["status"]["conditions"][0]  # the controller's Ready kept
     assert after["status"]["conditions"][0] == {**READY, "observedGeneration": 1}
 
 

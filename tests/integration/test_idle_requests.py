@@ -4,6 +4,9 @@ at all, neither a write nor a read. It reconciles from its watch-fed store and a
 A dedicated operator watches only this test's namespace with a short resync period; the positive sign that it looked
 is its own `tei_operator_resyncs_total` going up (each resync ends once every service was reconciled), and the
 requests are its own `tei_operator_api_requests_total` (every request of its client, by method and resource).
+
+The autoscaler is silent too on an idle, settled fleet: no status heartbeat, its status is written only when it
+changes. The sign that it looked is `tei_operator_autoscaler_decisions_total` (one decision per service per tick).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.cluster.emulated_pods import EmulatedPods
 
 from .conftest import OperatorProcess, service_manifest, wait_for
 from .test_model_cache import managed, storage  # noqa: F401 - `storage` is a fixture
@@ -41,14 +46,20 @@ def after_resyncs(operator: OperatorProcess, count: int) -> float:
                     interval=0.2, what=f"{count} resyncs of the operator")
 
 
+AUTOSCALED = 3
+TICK_SECONDS = 2
+
+
 @pytest.fixture
 def scoped_operator(operator, kubeconfig, namespace):
-    """An operator of its own for `namespace` only, resyncing every few seconds. The session's operator (all
-    namespaces) is stopped meanwhile: two operators writing one service's status would not be idle."""
+    """An operator of its own for `namespace` only, resyncing every few seconds (its autoscaler ticking every
+    `TICK_SECONDS`). The session's operator (all namespaces) is stopped meanwhile: two operators writing one
+    service's status would not be idle."""
     workdir = Path(tempfile.mkdtemp(prefix="tei-operator-idle-"))
     process = OperatorProcess(kubeconfig, workdir, {
         "TEI_OPERATOR_NAMESPACES": namespace, "TEI_OPERATOR_LEADER_ELECTION": "false",
-        "TEI_OPERATOR_RESYNC_SECONDS": str(RESYNC_SECONDS), "TEI_OPERATOR_SCRAPE_VIA": "podip"})
+        "TEI_OPERATOR_RESYNC_SECONDS": str(RESYNC_SECONDS), "TEI_OPERATOR_SCRAPE_VIA": "podip",
+        "TEI_OPERATOR_AUTOSCALER_TICK_SECONDS": str(TICK_SECONDS), "TEI_OPERATOR_METRICS_SOURCE": "scrape"})
     operator.stop()
     try:
         process.start()
@@ -80,9 +91,11 @@ def test_resyncs_of_ready_services_send_no_request(scoped_operator, kube, namesp
     after = requests_by_verb(operator)
     sent = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
     assert sent == {}, f"the operator sent requests during {done:.0f} idle resyncs: {sent}"
-    # The resyncs did reconcile every service (and found nothing to do).
+    # The resyncs did look at every service: reconciled it (and found nothing to do), or left it out because nothing
+    # in its namespace changed since its last reconcile.
     reconciles = operator.metric_sum("tei_operator_reconciles_total", result="success")
-    assert reconciles >= SERVICES * 4
+    skipped = operator.metric_sum("tei_operator_resync_skips_total")
+    assert reconciles + skipped >= SERVICES * 4
 
 
 def test_resyncs_after_a_model_switch_and_with_a_managed_cache_send_no_request(scoped_operator, kube, namespace,
@@ -117,3 +130,47 @@ def test_resyncs_after_a_model_switch_and_with_a_managed_cache_send_no_request(s
     after = requests_by_verb(operator)
     sent = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
     assert sent == {}, f"the operator sent requests during {done:.0f} idle resyncs: {sent}"
+
+
+def decisions(operator: OperatorProcess) -> float:
+    return operator.metric_sum("tei_operator_autoscaler_decisions_total")
+
+
+def test_an_idle_autoscaled_fleet_gets_no_write_from_the_autoscaler(scoped_operator, kube, kubeconfig, namespace,
+                                                                     tmp_path):
+    # Autoscaled services whose pods answer as idle TEIs (one emulator each, read directly by the built-in scraper,
+    # the fast scale-up path on): every tick reads real metrics, decides Hold, and has nothing new to say.
+    operator = scoped_operator
+    names = [f"idle-auto-{n}" for n in range(AUTOSCALED)]
+    autoscaling = {"enabled": True, "minReplicas": 1, "maxReplicas": 3, "metricsSource": "scrape"}
+    with EmulatedPods(kubeconfig, f"tei-operator.io/service in ({','.join(names)})", log_dir=tmp_path):
+        for name in names:
+            kube.apply(service_manifest("EmbeddingService", name, namespace, {**CPU_SPEC, "autoscaling": autoscaling}))
+        for name in names:
+            kube.wait_condition("embsvc", name, namespace, "Ready", timeout=120)
+
+        def metrics_read(name: str) -> bool:
+            auto = ((kube.get("embsvc", name, namespace) or {}).get("status") or {}).get("autoscaling") or {}
+            signals = auto.get("signals") or {}
+            return (signals.get("requestsPerSecond") is not None and signals.get("readyReplicas") == 1
+                    and not auto.get("consecutiveMetricFailures") and bool(auto.get("lastChangeTime")))
+
+        for name in names:  # a rate needs two scrapes: the first ticks do write (None -> 0.0), then it settles
+            wait_for(lambda: metrics_read(name), 90, what=f"the autoscaler to read {name}'s metrics")
+        after_resyncs(operator, 1)
+        start = decisions(operator)
+        wait_for(lambda: decisions(operator) >= start + 2 * AUTOSCALED, 60, interval=0.2,
+                 what="two more autoscaler ticks")  # what the settling left to do is done
+        before, changed = requests_by_verb(operator), {n: kube.get("embsvc", n, namespace)["status"] for n in names}
+        start = decisions(operator)
+        wait_for(lambda: decisions(operator) >= start + 5 * AUTOSCALED, 90, interval=0.2,
+                 what="five more autoscaler ticks over every service")
+        after = requests_by_verb(operator)
+        sent = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
+        assert sent == {}, f"the operator sent requests while its autoscaler ticked an idle fleet: {sent}"
+        # The status still tells what the last change was, and nothing claims a later look.
+        for name in names:
+            status = kube.get("embsvc", name, namespace)["status"]
+            assert status["autoscaling"] == changed[name]["autoscaling"]
+            assert status["autoscaling"]["lastDecision"] == "Hold" and "lastTickTime" not in status["autoscaling"]
+        assert operator.metric_sum("tei_operator_autoscaler_decisions_total", action="Hold") >= 5 * AUTOSCALED

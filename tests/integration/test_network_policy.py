@@ -54,7 +54,7 @@ def test_the_autoscaler_keeps_ticking_with_the_policy_on(operator, kube, namespa
                          autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 2}))
     wait_for(lambda: kube.get("networkpolicy", "scaled", namespace), 60, what="the NetworkPolicy")
     first = wait_for(lambda: ((kube.get("embsvc", "scaled", namespace) or {}).get("status") or {}).get(
-        "autoscaling", {}).get("lastTickTime"), 90, what="a first autoscaler tick")
+        "autoscaling", {}).get("lastChangeTime"), 90, what="a first autoscaler tick")
     # The simulated pods serve no /metrics, so the ticks report missing metrics (never a scale-down); what matters
     # here is that the service with a policy is still in the autoscaler's loop and the Deployment is left alone.
     status = kube.get("embsvc", "scaled", namespace)["status"]

@@ -194,4 +194,4 @@ def test_the_scraper_reads_pods_through_the_api_servers_pod_proxy(operator, kube
     auto = wait_for(rate_seen, deadline - time.monotonic(), interval=1.0,
                     what="status.autoscaling.signals.requestsPerSecond > 0 (metrics read via the pod proxy)")
     assert not auto.get("consecutiveMetricFailures"), auto
-    assert auto.get("lastTickTime"), auto
+    assert auto.get("lastChangeTime"), auto

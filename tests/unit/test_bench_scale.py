@@ -111,3 +111,21 @@ def test_runs_saved_as_json_load_back_for_the_before_table(tmp_path):
     section = before_section(path)
     assert "## Before: the same benchmark on commit abc1234" in section
     assert "| 100 | 1 | 20.0 | 25.0 | 1.25 |" in section
+
+
+def test_the_fast_path_cost_is_the_cpu_with_it_on_less_off_per_pod_read():
+    from bench.scale.report import fast_path_cost
+
+    assert fast_path_cost([result(100, 20, 21)]) == ""  # not measured: no table
+    on = [result(300, 60, 66, cpu_seconds_per_minute=5.0, cpu_seconds_per_minute_no_fast=2.0,
+                 fast_pod_reads_per_minute=4500.0),
+          result(300, 60, 66, cpu_seconds_per_minute=7.0, cpu_seconds_per_minute_no_fast=2.0,
+                 fast_pod_reads_per_minute=4500.0)]
+    lines = fast_path_cost(on).splitlines()
+    # medians: on 6.0, off 2.0 -> 4.0 CPU-s a minute for 4500 reads: 0.889 CPU-ms per read
+    assert lines[2] == "| 300 | 6.00 | 2.00 | 4.00 | 4500 | 0.889 |"
+    # Saved runs from before the measure existed load with it unknown.
+    saved = result(100, 20, 21).to_json()
+    for name in ("cpu_seconds_per_minute_no_fast", "fast_pod_reads_per_minute"):
+        del saved[name]
+    assert math.isnan(RunResult.from_json(saved).cpu_seconds_per_minute_no_fast)

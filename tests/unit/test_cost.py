@@ -60,6 +60,36 @@ def test_token_counter_reads_the_input_length_sum() -> None:
     assert token_counter(page) == 130.0
 
 
+def full_parser_token_counter(text: str) -> float:
+    """What the Prometheus text format's own parser reads for the counter (the reference the scan must match)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "te_request_input_length_sum")
+
+
+async def test_token_counter_matches_the_full_parser_on_real_pages() -> None:
+    from bench.scale.fakepods import IDLE_METRICS
+
+    config = EmulatorConfig(port=0, dimensions=8, tokens_per_second=1e6)
+    async with EmulatorServer(config) as server, aiohttp.ClientSession() as session:
+        pages = []
+        for inputs in ([], ["one two three"], ["w " * 40] * 5):
+            if inputs:
+                async with session.post(f"{server.url}/embed", json={"inputs": inputs}) as response:
+                    assert response.status == 200
+            async with session.get(f"{server.url}/metrics") as response:
+                pages.append(await response.text())
+    pages.append(IDLE_METRICS)  # the scale benchmark's pods
+    values = [token_counter(page) for page in pages]
+    assert values == [full_parser_token_counter(page) for page in pages]
+    assert values[1] > values[0] and values[2] > values[1]  # the emulator counted the tokens: not all zeros
+    # A labelled series (a scraper in between may add labels) and a broken value.
+    assert token_counter('te_request_input_length_sum{pod="a"} 7\nte_request_input_length_sum{pod="b"} 5\n') == 12
+    with pytest.raises(ValueError):
+        token_counter("te_request_input_length_sum NaN-ish\n")
+
+
 def ready_pod(name: str, port: int) -> dict[str, Any]:
     return {"metadata": {"name": name, "uid": f"uid-{name}"},
             "spec": {"containers": [{"name": "tei", "ports": [{"containerPort": port}]}]},
@@ -74,13 +104,18 @@ async def test_meter_measures_the_tokens_the_pods_served() -> None:
         meter.notify = rounds.put_nowait
         pods = [ready_pod("a", a.port), ready_pod("b", b.port)]
         assert meter.tokens_per_second("svc", "ns", pods) is None  # starts the first round
-        await asyncio.wait_for(rounds.get(), 5)
+
+        async def first_readings() -> None:
+            while not all(meter._samples.get(f"uid-{n}") for n in "ab"):  # noqa: SLF001 - round one's readings
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(first_readings(), 5)
+        assert rounds.empty()  # one reading per pod: no rate yet, nothing moved, no status refresh asked
         texts = [" ".join(f"w{i}" for i in range(20))] * 8  # 8 x 26 tokens to each pod
         for server in (a, b):
             async with session.post(f"{server.url}/embed", json={"inputs": texts}) as response:
                 assert response.status == 200
-        await asyncio.wait_for(rounds.get(), 5)  # the next round is due after the interval
-        assert meter.tokens_per_second("svc", "ns", pods) is None  # still one reading per pod: starts round two
+        # The meter starts round two by itself after the interval; the rate it finds is new: a refresh is asked.
         await asyncio.wait_for(rounds.get(), 5)
         rate = meter.tokens_per_second("svc", "ns", pods)
         sent = 8 * fake_model.count_tokens(texts[0])
@@ -89,6 +124,14 @@ async def test_meter_measures_the_tokens_the_pods_served() -> None:
             assert samples.latest[1] - samples.previous[1] == sent
         elapsed = meter._samples["uid-a"].latest[0] - meter._samples["uid-a"].previous[0]  # noqa: SLF001
         assert rate == pytest.approx(2 * sent / elapsed, rel=0.2) and rate > 0
+        # No more traffic: the next round finds 0 tokens/s (moved: a refresh), the ones after it 0 again (none).
+        await asyncio.wait_for(rounds.get(), 5)
+        assert meter.tokens_per_second("svc", "ns", pods) == 0
+        reads = meter.reads
+        while meter.reads < reads + 4:  # two more rounds
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)
+        assert rounds.empty()
         await meter.close()
 
 

@@ -61,32 +61,36 @@ def test_condition_merge_keeps_others_and_transition_time():
     added = merge_condition(live[:1], {"type": "ScalingLimited", "status": "False", "reason": "WithinLimits"}, "t3")
     assert [c["type"] for c in added] == ["Ready", "ScalingLimited"] and added[1]["lastTransitionTime"] == "t3"
     # The STATUS column (status.summary) is written with the list, from the list.
-    assert status_patch({"conditions": live}, None, None, now="t3", heartbeat_due=False) == {
+    assert status_patch({"conditions": live}, None, None, now="t3") == {
         "conditions": [live[0]], "summary": None}
     ready = {"type": "Ready", "status": "True", "reason": "AllReplicasReady", "lastTransitionTime": "t0"}
     held = {"type": "ScalingLimited", "status": "True", "reason": "MaxReplicas", "message": "Wanted 9 replicas"}
-    assert status_patch({"conditions": [ready]}, None, held, now="t3", heartbeat_due=False)["summary"] == \
+    assert status_patch({"conditions": [ready]}, None, held, now="t3")["summary"] == \
         "LimitedByMaxReplicas"
     within = {**held, "status": "False", "reason": "WithinLimits"}
-    assert status_patch({"conditions": [ready, {**held, "lastTransitionTime": "t1"}]}, None, within, now="t3",
-                        heartbeat_due=False)["summary"] == "AllReplicasReady"
+    assert status_patch({"conditions": [ready, {**held, "lastTransitionTime": "t1"}]}, None, within, now="t3")["summary"] == "AllReplicasReady"
 
 
-def test_status_patch_skips_a_tick_that_changed_only_its_time_unless_a_heartbeat_is_due():
+def test_status_patch_skips_a_tick_that_changed_only_its_time():
     condition = {"type": "ScalingLimited", "status": "False", "reason": "WithinLimits", "message": "m",
                  "observedGeneration": 2}
     live = {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "t0"},
                            {**condition, "lastTransitionTime": "t0"}],
-            "autoscaling": {"signals": {"readyReplicas": 2}, "desiredReplicas": 2, "lastTickTime": "t1"}}
+            "autoscaling": {"signals": {"readyReplicas": 2}, "desiredReplicas": 2, "lastChangeTime": "t1"}}
     # What the loop sends: every key, None for unknown ones (the API server stores them as absent).
     wanted = {"signals": {"readyReplicas": 2, "queuePerReplica": None}, "desiredReplicas": 2,
-              "lastScaleTime": None, "lastTickTime": "t2"}
-    assert status_patch(live, wanted, condition, now="t2", heartbeat_due=False) == {}
-    assert status_patch(live, wanted, condition, now="t2", heartbeat_due=True) == {"autoscaling": wanted}
+              "lastScaleTime": None, "lastChangeTime": "t2", "lastTickTime": None}
+    # However much later: an idle, settled service is never rewritten (no heartbeat).
+    assert status_patch(live, wanted, condition, now="t2") == {}
+    # A status from 0.1.x (its heartbeat lastTickTime) is not rewritten for that alone either ...
+    old = {**live, "autoscaling": {**live["autoscaling"], "lastTickTime": "t0"}}
+    assert status_patch(old, wanted, condition, now="t2") == {}
+    # ... and at its next change the heartbeat goes away (None removes it in a merge patch).
     changed = {**wanted, "desiredReplicas": 3}
-    assert status_patch(live, changed, condition, now="t2", heartbeat_due=False) == {"autoscaling": changed}
+    assert status_patch(old, changed, condition, now="t2") == {"autoscaling": changed}
+    assert changed["lastTickTime"] is None and changed["lastChangeTime"] == "t2"
     moved = {**condition, "observedGeneration": 3}
-    patch = status_patch(live, wanted, moved, now="t2", heartbeat_due=False)
+    patch = status_patch(live, wanted, moved, now="t2")
     assert list(patch) == ["conditions", "summary"] and patch["conditions"][0] == live["conditions"][0]
 
 
@@ -95,14 +99,14 @@ def test_status_patch_ignores_free_gpu_capacity_moving_elsewhere_in_the_cluster(
                  "observedGeneration": 2}
     live = {"conditions": [{**condition, "lastTransitionTime": "t0"}],
             "autoscaling": {"signals": {"readyReplicas": 2, "schedulableReplicas": 9}, "desiredReplicas": 2,
-                            "lastTickTime": "t1"}}
+                            "lastChangeTime": "t1"}}
     # Another service's pod finished somewhere: one more GPU is free. Not a reason to write this service's status.
-    wanted = {"signals": {"readyReplicas": 2, "schedulableReplicas": 10}, "desiredReplicas": 2, "lastTickTime": "t2"}
-    assert status_patch(live, wanted, condition, now="t2", heartbeat_due=False) == {}
-    # With a heartbeat (or any other change) the fresh capacity goes out too.
-    assert status_patch(live, wanted, condition, now="t2", heartbeat_due=True) == {"autoscaling": wanted}
+    wanted = {"signals": {"readyReplicas": 2, "schedulableReplicas": 10}, "desiredReplicas": 2,
+              "lastChangeTime": "t2"}
+    assert status_patch(live, wanted, condition, now="t2") == {}
+    # With any other change the fresh capacity goes out too.
     changed = {**wanted, "desiredReplicas": 3}
-    assert status_patch(live, changed, condition, now="t2", heartbeat_due=False) == {"autoscaling": changed}
+    assert status_patch(live, changed, condition, now="t2") == {"autoscaling": changed}
 
 
 def test_scaling_limited_is_true_only_for_the_reasons_the_docs_list():

@@ -28,7 +28,7 @@ from aiohttp import web
 from tei_operator.autoscaling.sources import PodMetrics, PodTarget, ServiceTarget, SourceResult, aggregate
 from tei_operator.autoscaling.sources.prometheus import (PrometheusSource, build_queries, parse_vector,
                                                          queue_series_lost)
-from tei_operator.autoscaling.sources.scrape import (ApiProxyFetcher, PodHistory, PodIpFetcher, RawSample, ScrapeError,
+from tei_operator.autoscaling.sources.scrape import (ApiProxyFetcher, KeepAliveFetcher, PodHistory, RawSample, ScrapeError,
                                                      ScrapeSource, check_content_type, counter_increase,
                                                      parse_tei_metrics, pod_ip_url, proxy_path, resolve_scrape_via)
 from tei_operator.kube import KubeClient
@@ -199,7 +199,7 @@ async def test_scrape_source_reads_a_real_emulator_and_goes_stale_when_it_stops(
     async with EmulatorServer(EmulatorConfig(port=0, tokens_per_second=1e6)) as server:
         target = PodTarget("ns", "p", "uid-p", "127.0.0.1", server.port, 0.0)
         svc = ServiceTarget("ns", "svc", (target,))
-        source = ScrapeSource(PodIpFetcher(), timeout=2, window=30, clock=lambda: clock[0])
+        source = ScrapeSource(KeepAliveFetcher(), timeout=2, window=30, clock=lambda: clock[0])
         first = await source.fetch([svc], clock[0])
         assert first.pods["uid-p"].request_rate is None  # one sample: no rate yet
         await send(server.url, 8)
@@ -271,7 +271,7 @@ def target_of(url: str, name: str = "p") -> PodTarget:
 
 async def test_scrape_source_leaves_a_pod_that_answers_an_error_page_unread():
     async with serve({"/metrics": ("", "text/html", 0)}) as url:
-        source = ScrapeSource(PodIpFetcher(), timeout=2, window=30)
+        source = ScrapeSource(KeepAliveFetcher(), timeout=2, window=30)
         svc = ServiceTarget("ns", "svc", (target_of(url),))
         result = await source.fetch([svc], 100.0)
         await source.close()
@@ -478,3 +478,98 @@ def test_absorb_pages_reads_the_batch_time_and_an_unreadable_page_leaves_the_pod
     service = ServiceTarget("ns", "s", (PodTarget("ns", "a", "a", None),))
     metrics = aggregate(service, result, 102.0, stale_seconds=60, fresh_grace_seconds=60)
     assert metrics.mean_batch_seconds == pytest.approx(0.05)
+
+
+# -- the kept-alive fetcher (a minimal HTTP/1.1 client: what the fast path reads every pod with) --------------------
+async def test_keep_alive_fetcher_reads_every_kind_of_answer_and_keeps_one_connection_per_pod():
+    peers: list = []
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername"))
+        return web.Response(text="te_queue_size 3\n", content_type="text/plain")
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; version=0.0.4"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in ("# TYPE te_queue_size gauge\n", "te_queue_size 5\n", "te_request_count 9\n"):
+            await response.write(part.encode())
+        await response.write_eof()
+        return response
+
+    async def closing(request: web.Request) -> web.StreamResponse:
+        response = web.Response(text="te_queue_size 1\n", content_type="text/plain")
+        response.force_close()
+        return response
+
+    async def missing(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=503, text="loading")
+
+    app = web.Application()
+    for path, handler in (("/metrics", plain), ("/c/metrics", chunked), ("/x/metrics", closing),
+                          ("/e/metrics", missing)):
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    fetcher = KeepAliveFetcher()
+    try:
+        target = PodTarget("ns", "p", "uid-p", "127.0.0.1", port, 0.0)
+        assert [await fetcher(target) for _ in range(3)] == ["te_queue_size 3\n"] * 3
+        assert len(peers) == 3 and len(set(peers)) == 1  # three GETs, one connection
+        # Beyond its limit of kept connections, the least recently used one is closed (file descriptors).
+        second = web.TCPSite(runner, "127.0.0.1", 0)  # another pod: the same server on another port
+        await second.start()
+        other = PodTarget("ns", "p2", "uid-p2", "127.0.0.1", second._server.sockets[0].getsockname()[1], 0.0)  # noqa: SLF001
+        capped = KeepAliveFetcher(max_connections=1)
+        assert await capped(target) == await capped(other) == "te_queue_size 3\n"
+        assert list(capped._connections) == [("127.0.0.1", other.port)]  # noqa: SLF001 - the older one closed
+        await capped.close()
+        # The other answers, through the same code (a path prefix stands for another server here).
+        import tei_operator.autoscaling.sources.scrape as scrape
+        for prefix, expected in (("/c", "# TYPE te_queue_size gauge\nte_queue_size 5\nte_request_count 9\n"),
+                                 ("/x", "te_queue_size 1\n")):
+            scrape.METRICS_PATH, saved = prefix + "/metrics", scrape.METRICS_PATH
+            try:
+                other = PodTarget("ns", "q", "uid-q", "127.0.0.1", port, 0.0)
+                assert await fetcher(other) == expected
+                assert await fetcher(other) == expected  # again: reconnects after a close
+            finally:
+                scrape.METRICS_PATH = saved
+        scrape.METRICS_PATH, saved = "/e/metrics", scrape.METRICS_PATH
+        try:
+            with pytest.raises(ScrapeError, match="answered 503"):
+                await fetcher(PodTarget("ns", "r", "uid-r", "127.0.0.1", port, 0.0))
+        finally:
+            scrape.METRICS_PATH = saved
+    finally:
+        await fetcher.close()
+        await runner.cleanup()
+
+
+async def test_keep_alive_fetcher_names_what_went_wrong():
+    async def answer(raw: bytes):
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(raw)
+            await writer.drain()
+            writer.close()
+
+        return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+    fetcher = KeepAliveFetcher()
+    for raw, words in ((b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1.1 response"),
+                       (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", "closed within the HTTP body"),
+                       (b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nhi",
+                        "Content-Type text/html")):
+        server = await answer(raw)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(ScrapeError, match=words):
+            await fetcher(PodTarget("ns", "p", "uid-p", "127.0.0.1", port, 0.0))
+        server.close()
+        await server.wait_closed()
+    with pytest.raises(ScrapeError, match="ConnectionRefusedError"):
+        await fetcher(PodTarget("ns", "p", "uid-p", "127.0.0.1", port, 0.0))
+    await fetcher.close()

@@ -356,11 +356,18 @@ class AutoscalingSignals(StatusModel):
 class AutoscalingStatus(StatusModel):
     """What the autoscaler last saw and decided."""
 
-    signals: AutoscalingSignals | None = Field(None, description="The signals of the last tick.")
+    signals: AutoscalingSignals | None = Field(None, description="The signals when this status last changed (it is "
+                                               "written only when the decision, a limit or a rounded signal "
+                                               "changes).")
     current_replicas: int | None = Field(None, description="The Deployment's replicas at the last tick.")
     desired_replicas: int | None = Field(None, description="The replica count the autoscaler decided.")
     last_decision: str | None = Field(None, description="ScaleUp, ScaleDown, Hold or Limited.")
     reason: str | None = Field(None, description="Why, in words.")
     last_scale_time: str | None = Field(None, description="When replicas last changed (RFC 3339).")
-    last_tick_time: str | None = Field(None, description="When the autoscaler last ran (RFC 3339).")
+    last_change_time: str | None = Field(None, description="When the autoscaler last changed this status (RFC 3339). "
+                                         "An idle, settled service is not rewritten: that the autoscaler runs "
+                                         "shows in the operator's metric "
+                                         "tei_operator_autoscaler_last_successful_tick_timestamp_seconds.")
+    last_tick_time: str | None = Field(None, description="Deprecated, no longer written (0.1.x refreshed it once a "
+                                       "minute); removed at the status's next change. See lastChangeTime.")
     consecutive_metric_failures: int | None = Field(None, description="Metric reads failed in a row.")

@@ -15,6 +15,7 @@ A patch that only changes `status.autoscaling` (the usual case) does not touch t
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,12 +27,16 @@ from ..kube_retry import retry_on_conflict
 from .policy import Decision
 from .signals import Signals
 
+logger = logging.getLogger("tei_operator.autoscaler")
+
 
 SCALING_LIMITED = "ScalingLimited"
 LIMITING_REASONS = ("MaxReplicas", "GpuCapacity", "MetricsUnavailable", "ActivationUnavailable")
 WITHIN_LIMITS = "WithinLimits"
 EVENT_COMPONENT = "tei-operator-autoscaler"
 CONFLICT_RETRIES = 4
+UNCOMPARED = ("lastChangeTime", "lastTickTime")
+"""Keys of status.autoscaling whose difference alone is no reason to write (a tick's own time)."""
 
 
 def rfc3339(epoch: float) -> str:
@@ -71,7 +76,10 @@ def autoscaling_status(decision: Decision, signals: Signals, *, last_scale_time:
         "lastDecision": last_decision(decision),
         "reason": decision.reason[:1024],
         "lastScaleTime": rfc3339(last_scale_time) if last_scale_time is not None else None,
-        "lastTickTime": rfc3339(now),
+        # When this status last changed. Written only with a change, so it never claims a look that did not change
+        # anything; that the autoscaler runs is the operator's own metrics (metrics.py), not a status heartbeat.
+        "lastChangeTime": rfc3339(now),
+        "lastTickTime": None,  # 0.1.x wrote a heartbeat here; removed from the status at its next change
         "consecutiveMetricFailures": failures,
     }
 
@@ -89,12 +97,12 @@ def scaling_limited_condition(decision: Decision, generation: int) -> dict[str, 
 
 
 def _without_tick(status: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What counts as a change of status.autoscaling: everything but lastTickTime and the free GPU capacity.
+    """What counts as a change of status.autoscaling: everything but its timestamps and the free GPU capacity.
 
     Free capacity moves whenever any GPU pod anywhere starts or stops; counting it would make every autoscaled GPU
-    service write its status on such ticks. It is refreshed with any other change and by the heartbeat, and when it
-    binds the ScalingLimited condition changes (GpuCapacity), which is written at once."""
-    out = {k: v for k, v in (status or {}).items() if k != "lastTickTime"}
+    service write its status on such ticks. It is refreshed with any other change, and when it binds the
+    ScalingLimited condition changes (GpuCapacity), which is written at once."""
+    out = {k: v for k, v in (status or {}).items() if k not in UNCOMPARED}
     if isinstance(out.get("signals"), Mapping):
         out["signals"] = {k: v for k, v in out["signals"].items() if k != "schedulableReplicas"}
     return out
@@ -112,8 +120,9 @@ def _normalised(autoscaling: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def status_patch(live_status: Mapping[str, Any] | None, autoscaling: Mapping[str, Any] | None,
-                 condition: Mapping[str, Any] | None, *, now: str, heartbeat_due: bool) -> dict[str, Any]:
-    """The status keys to merge-patch, or {} when nothing but lastTickTime changed and no heartbeat is due.
+                 condition: Mapping[str, Any] | None, *, now: str) -> dict[str, Any]:
+    """The status keys to merge-patch, or {} when nothing but the tick's time changed: an idle, settled service is
+    never written.
 
     `autoscaling`/`condition` None means: remove ours (autoscaling turned off)."""
     live = live_status or {}
@@ -122,7 +131,7 @@ def status_patch(live_status: Mapping[str, Any] | None, autoscaling: Mapping[str
     if autoscaling is None:
         if live_auto is not None:
             patch["autoscaling"] = None
-    elif heartbeat_due or _without_tick(_normalised(autoscaling)) != _without_tick(live_auto):
+    elif _without_tick(_normalised(autoscaling)) != _without_tick(live_auto):
         patch["autoscaling"] = dict(autoscaling)
     live_conditions = live.get("conditions")
     live_cond = find_condition(live_conditions, SCALING_LIMITED)
@@ -135,6 +144,28 @@ def status_patch(live_status: Mapping[str, Any] | None, autoscaling: Mapping[str
         # The STATUS column follows ScalingLimited too (api/status.py): written with the list, from the list.
         patch["summary"] = status_summary(patch["conditions"])
     return patch
+
+
+def changed_keys(live_status: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> list[str]:
+    """The keys a status patch changes (for the debug log: why an idle service was written)."""
+    live = live_status or {}
+    out = []
+    for key, value in patch.items():
+        if key == "autoscaling" and isinstance(value, Mapping):
+            before = _normalised(live.get("autoscaling"))
+            after = _normalised(value)
+            for sub in sorted(set(before) | set(after)):
+                if sub in UNCOMPARED:
+                    continue
+                if sub == "signals":
+                    b, a = before.get(sub) or {}, after.get(sub) or {}
+                    out += [f"signals.{k}: {b.get(k)!r} -> {a.get(k)!r}" for k in sorted(set(a) | set(b))
+                            if a.get(k) != b.get(k)]
+                elif before.get(sub) != after.get(sub):
+                    out.append(f"{sub}: {before.get(sub)!r} -> {after.get(sub)!r}"[:300])
+        elif live.get(key) != value:
+            out.append(key)
+    return out
 
 
 class StatusWriter:
@@ -167,7 +198,7 @@ class StatusWriter:
 
     async def write_status(self, rtype: ResourceType, body: Mapping[str, Any],
                            autoscaling: Mapping[str, Any] | None, condition: Mapping[str, Any] | None, *,
-                           now: str, heartbeat_due: bool) -> dict[str, Any]:
+                           now: str) -> dict[str, Any]:
         """Merge-patch status.autoscaling and ScalingLimited when they changed; returns the patch sent ({} if none).
 
         When the conditions list is part of the patch, it carries the resourceVersion the list was read at, and a
@@ -176,9 +207,12 @@ class StatusWriter:
         name, namespace = meta["name"], meta["namespace"]
 
         async def write(live: Mapping[str, Any]) -> dict[str, Any]:
-            patch = status_patch(live.get("status"), autoscaling, condition, now=now, heartbeat_due=heartbeat_due)
+            patch = status_patch(live.get("status"), autoscaling, condition, now=now)
             if not patch:
                 return {}
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("Writing the autoscaling status of %s %s/%s: %s changed", rtype.kind, namespace, name,
+                             changed_keys(live.get("status"), patch))
             document: dict[str, Any] = {"status": patch}
             if "conditions" in patch:
                 document["metadata"] = {"resourceVersion": (live.get("metadata") or {}).get("resourceVersion")}

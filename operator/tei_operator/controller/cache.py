@@ -22,6 +22,7 @@ longer needs follow from it), or `EXTRA_CHILD_TYPES` for children whose own modu
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -88,13 +89,110 @@ def slim_node(node: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# kopf's copy of the last spec it handled (runner.kopf_settings): its bookkeeping, read by kopf from its own events,
+# never by the operator from the store.
+KOPF_DIFFBASE_ANNOTATION = "tei-operator.io/last-handled-configuration"
+_INTERNED: dict[str, Any] = {}
+_INTERNED_MAX = 4096
+
+
+def _interned(tree: Any) -> Any:
+    """One shared copy of equal managedFields trees: the Deployments of one render have the same field sets (the
+    keys name fields, not values), so 1,000 of them hold a handful of trees. Read-only, like everything stored."""
+    key = json.dumps(tree, sort_keys=True, separators=(",", ":"))
+    held = _INTERNED.get(key)
+    if held is None:
+        if len(_INTERNED) >= _INTERNED_MAX:
+            _INTERNED.clear()
+        held = _INTERNED[key] = copy.deepcopy(tree)
+    return held
+
+
+# The parts of a Deployment's field sets the operator reads: spec.template (hand edits, ownership.py) and
+# spec.replicas (who holds it: the autoscaler or not, reconcile's hand-over, kube.owns_field).
+KEPT_SPEC_FIELDS = ("f:template", "f:replicas")
+
+
+def slim_managed_fields(entries: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """A Deployment's metadata.managedFields reduced to what the operator reads: the entries of the object itself
+    (not of a subresource) that own fields in `KEPT_SPEC_FIELDS`, each with its manager, operation and those
+    subtrees only. (The rest, the metadata and status field sets of every manager, was the largest part of a stored
+    Deployment.)"""
+    out = []
+    for entry in entries or []:
+        if entry.get("subresource"):
+            continue
+        spec = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        kept = {key: spec[key] for key in KEPT_SPEC_FIELDS if key in spec}
+        if not kept:
+            continue
+        out.append({"manager": entry.get("manager"), "operation": entry.get("operation"),
+                    "fieldsV1": {"f:spec": _interned(kept)}})
+    return out
+
+
+def slim_owned(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A service, child or pod of ours as stored: whole, less what no reader of the store reads. managedFields
+    (kept for Deployments as `slim_managed_fields` says: the hand-edit detection reads them), kopf's diff-base
+    annotation."""
+    out = dict(obj)
+    meta = dict(out.get("metadata") or {})
+    fields = meta.pop("managedFields", None)
+    if obj.get("kind") == "Deployment" and fields:
+        meta["managedFields"] = slim_managed_fields(fields)
+    annotations = meta.get("annotations")
+    if annotations and KOPF_DIFFBASE_ANNOTATION in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != KOPF_DIFFBASE_ANNOTATION}
+    out["metadata"] = meta
+    return copy.deepcopy(out) if "managedFields" not in meta else _copy_but_fields(out)
+
+
+def _copy_but_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    # A deep copy that leaves the interned managedFields trees shared.
+    fields = obj["metadata"]["managedFields"]
+    meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    out = copy.deepcopy({**obj, "metadata": meta})
+    out["metadata"]["managedFields"] = fields
+    return out
+
+
 def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
     kind = obj.get("kind")
     if kind == "Node":
         return slim_node(obj)
     if kind == "Pod" and not labels_match(obj, {MANAGED_BY_LABEL: MANAGED_BY_VALUE}):
         return slim_pod(obj)
-    return copy.deepcopy(dict(obj))
+    return slim_owned(obj)
+
+
+def _same_but_version(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    meta_a, meta_b = a.get("metadata") or {}, b.get("metadata") or {}
+    if {k: v for k, v in meta_a.items() if k != "resourceVersion"} != \
+            {k: v for k, v in meta_b.items() if k != "resourceVersion"}:
+        return False
+    return all(a[k] == b[k] for k in a if k != "metadata")
+
+
+class Replacement:
+    """One `ObjectStore.replace` fed page by page (see `ObjectStore.replacement`)."""
+
+    def __init__(self, store: "ObjectStore", rtype: k.ResourceType, namespace: str | None) -> None:
+        self.store, self.rtype, self.namespace = store, rtype, namespace
+        self.listed: set[ObjKey] = set()
+        self.changed: list[dict[str, Any]] = []
+
+    def add(self, items: Iterable[Mapping[str, Any]]) -> None:
+        for item in items:
+            key, stored = self.store._replace_item(self.rtype, item)  # noqa: SLF001 - the store's own helper
+            self.listed.add(key)
+            if stored is not None:
+                self.changed.append(stored)
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The objects that changed or went away."""
+        return self.changed + self.store._drop_unlisted(self.rtype, self.namespace, self.listed)  # noqa: SLF001
 
 
 class Reads(Protocol):
@@ -115,8 +213,12 @@ class ObjectStore:
     (`put`). Read-only for callers: what `get` and `list` return is the stored object itself."""
 
     def __init__(self) -> None:
-        self._objects: dict[TypeKey, dict[ObjKey, dict[str, Any]]] = {}
+        self._objects: dict[TypeKey, dict[str, dict[str, dict[str, Any]]]] = {}  # kind -> namespace -> name -> object
         self.nodes_watched = False  # False: the operator may not watch nodes, GPU capacity is unknown
+        self.version = 0
+        """Goes up with every change of what the store holds: equal versions, equal contents (what the autoscaler's
+        fast path keys its per-tick work on)."""
+        self._namespace_versions: dict[str, int] = {}  # the same, per namespace ("" for cluster-scoped objects)
 
     # -- feeding ------------------------------------------------------------------------------------------------
     def observe(self, event_type: str | None, obj: Mapping[str, Any]) -> bool:
@@ -131,52 +233,84 @@ class ObjectStore:
         if not obj or not obj.get("kind"):
             return False
         meta = obj.get("metadata") or {}
-        bucket = self._objects.setdefault((str(obj.get("apiVersion")), str(obj["kind"])), {})
-        key = (str(meta.get("namespace") or ""), str(meta.get("name")))
-        held = bucket.get(key)
+        spaces = self._objects.setdefault((str(obj.get("apiVersion")), str(obj["kind"])), {})
+        bucket = spaces.setdefault(str(meta.get("namespace") or ""), {})
+        name = str(meta.get("name"))
+        held = bucket.get(name)
         if held is not None:
             new_rv, held_rv = _rv(obj), _rv(held)
             if new_rv is not None and held_rv is not None and new_rv < held_rv:
                 return False
             if new_rv is not None and new_rv == held_rv:
                 return False
-        bucket[key] = _slim(obj)
+        slim = bucket[name] = _slim(obj)
+        if held is None or not _same_but_version(held, slim):
+            # A new version that changed nothing the store keeps (a node's or a foreign pod's status heartbeat,
+            # slimmed away) is stored without counting as a change: the version-keyed work stays valid.
+            self._changed(str(meta.get("namespace") or ""))
         return True
+
+    def _changed(self, namespace: str) -> None:
+        self.version += 1
+        self._namespace_versions[namespace] = self._namespace_versions.get(namespace, 0) + 1
+
+    def namespace_version(self, namespace: str | None) -> int:
+        """Goes up with every change of an object in `namespace` (None: of a cluster-scoped one): equal versions,
+        equal objects there (what the periodic resync uses to leave an unchanged service out, runner.py)."""
+        return self._namespace_versions.get(namespace or "", 0)
 
     def delete(self, obj: Mapping[str, Any]) -> bool:
         meta = obj.get("metadata") or {}
-        bucket = self._objects.get((str(obj.get("apiVersion")), str(obj.get("kind"))), {})
-        return bucket.pop((str(meta.get("namespace") or ""), str(meta.get("name"))), None) is not None
+        spaces = self._objects.get((str(obj.get("apiVersion")), str(obj.get("kind"))), {})
+        namespace = str(meta.get("namespace") or "")
+        gone = spaces.get(namespace, {}).pop(str(meta.get("name")), None) is not None
+        if gone:
+            self._changed(namespace)
+        return gone
 
     def replace(self, rtype: k.ResourceType, namespace: str | None, items: Iterable[Mapping[str, Any]]
                 ) -> list[dict[str, Any]]:
         """A fresh LIST of `rtype` in `namespace` (None: everywhere): store it, and drop what it no longer holds.
         Returns the objects that changed or went away (their services may need a reconcile)."""
-        bucket = self._objects.setdefault(type_key(rtype), {})
-        listed: dict[ObjKey, Mapping[str, Any]] = {}
-        for item in items:
-            meta = item.get("metadata") or {}
-            listed[(str(meta.get("namespace") or ""), str(meta.get("name")))] = item
-        changed: list[dict[str, Any]] = []
-        for key in [key for key in bucket if namespace is None or key[0] == namespace]:
-            if key not in listed:
-                changed.append(bucket.pop(key))
-        for key, item in listed.items():
-            held = bucket.get(key)
-            if held is None or _rv(held) != _rv(item):
-                item = dict(item)
-                item.setdefault("apiVersion", rtype.api_version)
-                item.setdefault("kind", rtype.kind)
-                bucket[key] = _slim(item)
-                changed.append(bucket[key])
-        return changed
+        replacement = self.replacement(rtype, namespace)
+        replacement.add(items)
+        return replacement.finish()
+
+    def replacement(self, rtype: k.ResourceType, namespace: str | None) -> "Replacement":
+        """`replace` fed page by page: `add` each page of the LIST (stored at once, so no page is kept), then
+        `finish` drops what no page held."""
+        return Replacement(self, rtype, namespace)
+
+    def _replace_item(self, rtype: k.ResourceType, item: Mapping[str, Any]) -> tuple[ObjKey, dict[str, Any] | None]:
+        meta = item.get("metadata") or {}
+        ns, name = str(meta.get("namespace") or ""), str(meta.get("name"))
+        bucket = self._objects.setdefault(type_key(rtype), {}).setdefault(ns, {})
+        held = bucket.get(name)
+        if held is not None and _rv(held) == _rv(item):
+            return (ns, name), None
+        item = dict(item)
+        item.setdefault("apiVersion", rtype.api_version)
+        item.setdefault("kind", rtype.kind)
+        bucket[name] = _slim(item)
+        self._changed(ns)
+        return (ns, name), bucket[name]
+
+    def _drop_unlisted(self, rtype: k.ResourceType, namespace: str | None, listed: set[ObjKey]
+                       ) -> list[dict[str, Any]]:
+        gone: list[dict[str, Any]] = []
+        for ns, bucket in self._objects.get(type_key(rtype), {}).items():
+            if namespace is None or ns == namespace:
+                for name in [name for name in bucket if (ns, name) not in listed]:
+                    gone.append(bucket.pop(name))
+                    self._changed(ns)
+        return gone
 
     # -- reading ------------------------------------------------------------------------------------------------
     async def get(self, rtype: k.ResourceType, name: str, namespace: str | None) -> dict | None:
         return self.get_now(rtype, name, namespace)
 
     def get_now(self, rtype: k.ResourceType, name: str, namespace: str | None) -> dict | None:
-        return self._objects.get(type_key(rtype), {}).get((namespace or "", name))
+        return self._objects.get(type_key(rtype), {}).get(namespace or "", {}).get(name)
 
     async def list(self, rtype: k.ResourceType, namespace: str | None = None,
                    labels: Mapping[str, str] | None = None) -> list[dict]:
@@ -184,12 +318,16 @@ class ObjectStore:
 
     def list_now(self, rtype: k.ResourceType, namespace: str | None = None,
                  labels: Mapping[str, str] | None = None) -> list[dict]:
-        """The stored objects of a kind, in one namespace or everywhere, whose labels include `labels`."""
-        return [obj for (ns, _), obj in self._objects.get(type_key(rtype), {}).items()
-                if (namespace is None or ns == namespace) and labels_match(obj, labels)]
+        """The stored objects of a kind, in one namespace or everywhere, whose labels include `labels`. Held by
+        namespace: a reconcile lists its own namespace's objects, not the fleet's (quadratic at 1,000 services)."""
+        spaces = self._objects.get(type_key(rtype), {})
+        buckets = spaces.values() if namespace is None else [spaces.get(namespace, {})]
+        if not labels:
+            return [obj for bucket in buckets for obj in bucket.values()]
+        return [obj for bucket in buckets for obj in bucket.values() if labels_match(obj, labels)]
 
     def count(self, rtype: k.ResourceType) -> int:
-        return len(self._objects.get(type_key(rtype), {}))
+        return sum(len(bucket) for bucket in self._objects.get(type_key(rtype), {}).values())
 
 
 class LiveReads:

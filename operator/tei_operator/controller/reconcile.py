@@ -185,8 +185,9 @@ class Reconciler:
                 logger.debug("Skipped %s: its namespace is being deleted", key)
                 outcome = Outcome(key, found=False)
         if not outcome.found:
-            # The service is gone: forget its lock (a late trigger just finds it gone again).
+            # The service is gone: forget its lock (a late trigger just finds it gone again) and its token rate.
             self._locks.pop(key, None)
+            self.token_meter.forget(key)
         return outcome
 
     async def _reconcile(self, key: OwnerKey, *, apply: bool) -> Outcome:
@@ -458,6 +459,8 @@ class Reconciler:
             if not patch:
                 return
             meta = owner.get("metadata") or {}
+            logger.debug("Writing the status of %s %s/%s: %s", owner["kind"], meta.get("namespace"), meta.get("name"),
+                         str(patch)[:400])
             written = await self.kube.patch_status(rtype, meta["name"], meta["namespace"], patch,
                                                    field_manager=self.field_manager,
                                                    resource_version=meta.get("resourceVersion"))

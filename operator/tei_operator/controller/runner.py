@@ -15,7 +15,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -62,6 +62,9 @@ def kopf_settings() -> kopf.OperatorSettings:
     ks.watching.connect_timeout = 10
     ks.networking.request_timeout = 60
     ks.batching.worker_limit = 32
+    # kopf's initial LIST of each watched kind in pages (by default in one piece): a fleet's pods parsed at once
+    # were a peak of hundreds of MiB that the process never gave back (the store keeps slim copies interleaved).
+    ks.watching.chunk_size = LIST_PAGE
     return ks
 
 
@@ -69,6 +72,11 @@ def kopf_settings() -> kopf.OperatorSettings:
 # objects deleted while a watch was being re-established). Rare: at 20 services per namespace this is 0.002 reads
 # per service and minute.
 AUDIT_SECONDS = 3600.0
+LIST_PAGE = 250  # objects per page of a LIST (kopf's and the store's)
+# A service whose namespace did not change is still reconciled by a resync once every this many resync periods, and
+# at least every FULL_RESYNC_SECONDS (see Reconciled).
+FULL_RESYNC_PERIODS = 10
+FULL_RESYNC_SECONDS = 600.0
 
 
 def service_keys(store: ObjectStore, kinds: Mapping[str, ResourceType]) -> list[OwnerKey]:
@@ -77,10 +85,57 @@ def service_keys(store: ObjectStore, kinds: Mapping[str, ResourceType]) -> list[
             for kind, rtype in kinds.items() for obj in store.list_now(rtype)]
 
 
-async def resync_once(store: ObjectStore, queue: ReconcileQueue, kinds: Mapping[str, ResourceType]) -> int:
-    """Queue a full reconcile of every service in the store and wait until each has run once. Sends nothing by
-    itself: a service whose children and status are as they should be costs no API request."""
+class Reconciled:
+    """What each service's last successful reconcile saw: the store's version of its namespace when it started, and
+    when (monotonic seconds) the last one the resync did not leave out ran.
+
+    The resync reconciles from the store, so a service none of whose namespace's objects changed since its last
+    successful reconcile would get the same answer: the resync leaves it out (at 1,000 idle services, reconciling
+    each from an unchanged store every resync was most of the operator's idle CPU), except once every
+    `full_seconds`, the safety net for what depends on time rather than on objects. Whatever else makes a reconcile
+    due (a watch event, a model read, a token rate, a rollout timer) requests it directly, as before."""
+
+    def __init__(self, store: ObjectStore, *, full_seconds: float, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.store = store
+        self.full_seconds = full_seconds
+        self.clock = clock
+        self._seen: dict[OwnerKey, int] = {}
+        self._full: dict[OwnerKey, float] = {}
+
+    def started(self, key: OwnerKey) -> int:
+        return self.store.namespace_version(key.namespace)
+
+    def succeeded(self, key: OwnerKey, version: int, *, apply: bool) -> None:
+        if apply:  # a status-only refresh does not say the children are as they should be
+            self._seen[key] = version
+            self._full.setdefault(key, self.clock())
+
+    def failed(self, key: OwnerKey) -> None:
+        self._seen.pop(key, None)
+
+    def unchanged(self, key: OwnerKey) -> bool:
+        """Whether a resync may leave `key` out now."""
+        if self._seen.get(key) != self.store.namespace_version(key.namespace):
+            return False
+        return self.clock() - self._full.get(key, float("-inf")) < self.full_seconds
+
+    def resynced(self, key: OwnerKey) -> None:
+        self._full[key] = self.clock()
+
+
+async def resync_once(store: ObjectStore, queue: ReconcileQueue, kinds: Mapping[str, ResourceType],
+                      reconciled: Reconciled | None = None) -> int:
+    """Queue a full reconcile of every service in the store (but those `reconciled` says are unchanged) and wait
+    until each has run once. Sends nothing by itself: a service whose children and status are as they should be
+    costs no API request. Returns the number of services reconciled."""
     keys = service_keys(store, kinds)
+    if reconciled is not None:
+        skipped = {key for key in keys if reconciled.unchanged(key)}
+        METRICS.resync_skipped(len(skipped))
+        keys = [key for key in keys if key not in skipped]
+        for key in keys:
+            reconciled.resynced(key)
     results = await asyncio.gather(*(queue.request_and_wait(key, apply=True) for key in keys),
                                    return_exceptions=True)
     for result in results:
@@ -90,7 +145,7 @@ async def resync_once(store: ObjectStore, queue: ReconcileQueue, kinds: Mapping[
 
 
 async def resync_forever(store: ObjectStore, queue: ReconcileQueue, kinds: Mapping[str, ResourceType],
-                         interval: float) -> None:
+                         interval: float, reconciled: Reconciled | None = None) -> None:
     """The periodic safety net: every `interval` seconds, a reconcile of every service (from the store: no LIST).
 
     Drift is normally caught at once by the child watches; this covers what a watch can miss (an edit of a field
@@ -98,7 +153,7 @@ async def resync_forever(store: ObjectStore, queue: ReconcileQueue, kinds: Mappi
     while True:
         await asyncio.sleep(interval)
         try:
-            count = await resync_once(store, queue, kinds)
+            count = await resync_once(store, queue, kinds, reconciled)
             METRICS.resynced()
             logger.debug("Resynced %d services", count)
         except asyncio.CancelledError:
@@ -112,6 +167,20 @@ def watched_types(kinds: Mapping[str, ResourceType]) -> list[ResourceType]:
     return [*kinds.values(), *WATCHED_CHILD_TYPES, POD]
 
 
+async def _replace_paged(kube: KubeClient, store: ObjectStore, rtype: ResourceType, namespace: str | None
+                         ) -> list[dict]:
+    """`store.replace` from a LIST read page by page, each page slimmed into the store before the next is read
+    (`KubeClient.list` holds every page at once: at 1,000 services, a peak the process never gave back)."""
+    replacement = store.replacement(rtype, namespace)
+    token: str | None = None
+    while True:
+        result = await kube.request("GET", rtype.path(namespace), query={"limit": LIST_PAGE, "continue": token})
+        replacement.add(result.get("items") or [])
+        token = (result.get("metadata") or {}).get("continue")
+        if not token:
+            return replacement.finish()
+
+
 async def refresh_store(kube: KubeClient, store: ObjectStore, types: list[ResourceType], namespaces: list[str],
                         *, nodes: bool) -> list[dict]:
     """LIST every watched kind (per namespace; nodes once) into the store, dropping what is gone. Returns what
@@ -120,7 +189,7 @@ async def refresh_store(kube: KubeClient, store: ObjectStore, types: list[Resour
     jobs = [(rtype, ns) for rtype in types for ns in namespaces or [None]] + ([(NODE, None)] if nodes else [])
     for rtype, namespace in jobs:
         try:
-            changed.extend(store.replace(rtype, namespace, await kube.list(rtype, namespace)))
+            changed.extend(await _replace_paged(kube, store, rtype, namespace))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the watches and the next audit fill it in
@@ -169,8 +238,17 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
     # Namespaces without a Role are left out (and logged): one of them would stop kopf for all of them.
     namespaces = await readable_namespaces(kube, watched_namespaces(settings))
 
+    interval = float(settings.resync_seconds)
+    reconciled = Reconciled(store, full_seconds=max(FULL_RESYNC_PERIODS * interval, FULL_RESYNC_SECONDS))
+
     async def work(key: OwnerKey, apply: bool) -> None:
-        await reconciler.reconcile(key, apply=apply)
+        version = reconciled.started(key)
+        try:
+            await reconciler.reconcile(key, apply=apply)
+        except BaseException:
+            reconciled.failed(key)
+            raise
+        reconciled.succeeded(key, version, apply=apply)
 
     queue: ReconcileQueue[OwnerKey] = ReconcileQueue(work, workers=RECONCILE_WORKERS)
     # A pod's /info read in the background finished: refresh that service's status (status.model).
@@ -186,7 +264,6 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # The same credentials as KubeClient: the in-cluster service account, or the kubeconfig.
         return kopf.login_via_client(**kwargs)
-    interval = float(settings.resync_seconds)
     tasks: list[asyncio.Task] = []
 
     @kopf.on.startup(id="start-resync", registry=registry)
@@ -195,7 +272,8 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
         # first tick must not take a store still filling for an empty cluster.
         await refresh_store(kube, store, watched_types(reconciler.kinds), namespaces, nodes=nodes)
         store.nodes_watched = nodes
-        tasks.append(asyncio.create_task(resync_forever(store, queue, reconciler.kinds, interval), name="resync"))
+        tasks.append(asyncio.create_task(resync_forever(store, queue, reconciler.kinds, interval, reconciled),
+                                         name="resync"))
         tasks.append(asyncio.create_task(audit_forever(kube, store, queue, reconciler.kinds, namespaces,
                                                        AUDIT_SECONDS, nodes=nodes), name="cache-audit"))
         # One loop for every autoscaled service; it reads services, pods and nodes from the store and queues a

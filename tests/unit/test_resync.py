@@ -1,0 +1,71 @@
+"""The periodic resync leaves out a service none of whose namespace's objects changed since its last reconcile
+(runner.Reconciled), and still reconciles it once every full period."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tei_operator.controller.cache import ObjectStore
+from tei_operator.controller.reconcile import OwnerKey, owner_types
+from tei_operator.controller.runner import Reconciled, resync_once
+from tei_operator.metrics import METRICS
+
+
+def service(name: str, namespace: str, rv: int) -> dict:
+    return {"apiVersion": "tei-operator.io/v1alpha1", "kind": "EmbeddingService",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(rv)}, "spec": {}}
+
+
+class Queue:
+    """The reconcile queue's `request_and_wait`, running the work wrapper as runner.run_controller does."""
+
+    def __init__(self, reconciled: Reconciled) -> None:
+        self.reconciled = reconciled
+        self.ran: list[OwnerKey] = []
+
+    async def request_and_wait(self, key: OwnerKey, *, apply: bool = True) -> None:
+        version = self.reconciled.started(key)
+        self.ran.append(key)
+        self.reconciled.succeeded(key, version, apply=apply)
+
+
+def test_a_resync_reconciles_only_services_whose_namespace_changed_and_all_once_a_full_period():
+    store = ObjectStore()
+    for n, ns in enumerate(("a", "a", "b")):
+        store.put(service(f"s{n}", ns, n + 1))
+    clock = [0.0]
+    reconciled = Reconciled(store, full_seconds=100, clock=lambda: clock[0])
+    queue = Queue(reconciled)
+    kinds = owner_types()
+    loop = asyncio.new_event_loop()
+    try:
+        def resync() -> set[str]:
+            queue.ran.clear()
+            loop.run_until_complete(resync_once(store, queue, kinds, reconciled))
+            return {key.name for key in queue.ran}
+
+        skips = METRICS.value("tei_operator_resync_skips_total")
+        assert resync() == {"s0", "s1", "s2"}  # never reconciled yet
+        clock[0] += 20
+        assert resync() == set()  # nothing changed anywhere
+        assert METRICS.value("tei_operator_resync_skips_total") == skips + 3
+        # A pod of namespace b changed: only b's service is reconciled again.
+        store.put({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "b",
+                                                                   "resourceVersion": "9"}})
+        clock[0] += 20
+        assert resync() == {"s2"}
+        # A status-only refresh does not count as a reconcile that checked the children.
+        store.put({**service("s0", "a", 10), "spec": {"replicas": 2}})
+        key = OwnerKey("EmbeddingService", "a", "s0")
+        reconciled.succeeded(key, reconciled.started(key), apply=False)
+        clock[0] += 20
+        assert resync() == {"s0", "s1"}
+        # A full period after its last reconcile by a resync, a service is reconciled however unchanged.
+        clock[0] += 100
+        assert resync() == {"s0", "s1", "s2"}
+        # A failed reconcile is never taken as seen.
+        reconciled.failed(OwnerKey("EmbeddingService", "b", "s2"))
+        clock[0] += 20
+        assert resync() == {"s2"}
+    finally:
+        loop.close()
