@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import functools
 import json
 import logging
 import socket
@@ -136,26 +135,7 @@ class KubeClient:
 
     def close(self) -> Any:
         """Close the connection pool; `await` the result in async code to wait until its sockets are closed."""
-        legacy = self.__dict__.pop("_api", None)
-        if legacy is not None:
-            legacy.close()
         return self._transport.close()
-
-    @functools.cached_property
-    def _api(self) -> Any:
-        """A synchronous `kubernetes` ApiClient with the same server and credentials, opened on first use.
-
-        Only for autoscaling/sources/scrape.py's ApiProxyFetcher, which still sends its GETs from its own threads
-        through it; everything else in the operator uses the asyncio transport. Remove it when that fetcher calls
-        `get_text` instead."""
-        from kubernetes import client
-
-        source = self._transport.configuration
-        configuration = client.Configuration(host=source.host)
-        for attr in ("api_key", "api_key_prefix", "ssl_ca_cert", "cert_file", "key_file", "verify_ssl",
-                     "username", "password", "tls_server_name"):
-            setattr(configuration, attr, getattr(source, attr))
-        return client.ApiClient(configuration)
 
     def register(self, rtype: ResourceType) -> None:
         """Make a kind known (custom resources, or built-ins missing from the table)."""

@@ -300,19 +300,21 @@ async def default_executor_blocked(loop: asyncio.AbstractEventLoop):
 
 
 @pytest.mark.slow  # waits out scrape timeouts: ~5 s
-async def test_proxy_fetcher_has_its_own_threads_and_the_scrape_timeout():
+async def test_proxy_fetcher_needs_no_thread_and_keeps_the_scrape_timeout():
     proxy = proxy_path("ns", "p", 80)
     slow = proxy_path("ns", "slow", 80)
     page = "# TYPE te_queue_size gauge\nte_queue_size 4\n"
     async with serve({proxy: (page, "text/plain", 0), slow: (page, "text/plain", 5)}) as url:
         fetcher = ApiProxyFetcher(kube_at(url), timeout=0.5)
         source = ScrapeSource(fetcher, timeout=0.5, window=30)
-        assert source.concurrency == fetcher.max_concurrency  # no scrape waits for a thread inside its timeout
+        assert source.concurrency == fetcher.max_concurrency  # no scrape waits for a connection inside its timeout
         async with default_executor_blocked(asyncio.get_running_loop()):
+            threads = threading.active_count()  # with the default executor's blocked thread
             result = await asyncio.wait_for(source.fetch([ServiceTarget("ns", "svc", (
                 PodTarget("ns", "p", "uid-p", None, 80, 0.0),))], 100.0), 3)
             assert result.pods["uid-p"].queue_size == 4
-        # The GET itself gives up at the scrape timeout (not a fixed 10 s), so its thread is free again soon.
+            assert threading.active_count() == threads  # the asyncio client: no pool of threads of its own
+        # The GET itself gives up at the scrape timeout (not a fixed 10 s), so its connection is free again soon.
         started = time.monotonic()
         with pytest.raises(ScrapeError, match="proxy/metrics"):
             await fetcher(PodTarget("ns", "slow", "uid-slow", None, 80, 0.0))

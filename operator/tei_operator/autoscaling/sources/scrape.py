@@ -12,8 +12,8 @@ How pods are reached (`settings.scrape_via`):
 - `proxy`: through the API server's pod proxy, `/api/v1/namespaces/NS/pods/NAME:PORT/proxy/metrics`, with the
   operator's credentials (RBAC: `pods/proxy` get). Works from outside the cluster; costs API server traffic.
 - `auto`: `podip` when running in a pod (KUBERNETES_SERVICE_HOST is set), `proxy` otherwise.
-The proxy's blocking client calls run in this source's own small thread pool, not asyncio's default executor, which
-the KubeClient's calls use: a sweep of slow pods must not stall the controller.
+The proxy's GETs go through the KubeClient's asyncio pool, at most 8 at a time per sweep, so a sweep of slow pods
+cannot take every connection the controller's requests share.
 
 What counts as a read. An idle TEI answers an empty text/plain page (TEI creates a series at its first observation),
 and that is read as idle: zeros. Anything else that is not TEI's exposition leaves the pod unread, never zero: a
@@ -31,7 +31,6 @@ import os
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -42,8 +41,8 @@ logger = logging.getLogger("tei_operator.autoscaler")
 
 METRICS_PATH = "/metrics"
 DEFAULT_CONCURRENCY = 32
-PROXY_THREADS = 8
-"""Threads of the pod-proxy fetcher: at most this many proxy GETs at once (each a blocking call)."""
+PROXY_CONCURRENCY = 8
+"""The pod-proxy fetcher's GETs in flight at once: a share of the KubeClient's connection pool."""
 TEI_PREFIX = "te_"
 # Content types a /metrics page may have: TEI answers text/plain; OpenMetrics for a scraper in between.
 _METRICS_CONTENT_TYPES = ("text/plain", "application/openmetrics-text")
@@ -484,51 +483,33 @@ class KeepAliveFetcher:
         self._connections.clear()
 
 
-def _get_text_sync(kube: Any, path: str, timeout: float) -> str:
-    """A GET of a non-JSON body with the KubeClient's credentials, done within `timeout` seconds in all.
-
-    Not through KubeClient.request: that decodes JSON, and its ApiClient call lets urllib3 retry a timed-out GET
-    (3 retries by default), so a scrape could take four times its timeout. Here the request goes to the configured
-    ApiClient's connection pool (credentials, TLS) with one attempt and a total deadline: the next tick is the retry.
-    """
-    import urllib3
-
-    api = kube._api  # noqa: SLF001 - the configured kubernetes ApiClient (credentials, TLS)
-    method, url, headers, _body, _post = api.param_serialize(
-        method="GET", resource_path=path, header_params={"Accept": "text/plain, */*"}, auth_settings=["BearerToken"])
-    response = api.rest_client.pool_manager.request(method, url, headers=headers, retries=False,
-                                                    timeout=urllib3.Timeout(total=timeout), preload_content=True)
-    data = response.data
-    if not 200 <= response.status <= 299:
-        raise ScrapeError(f"API server answered {response.status}: {data[:200]!r}")
-    check_content_type(response.headers.get("Content-Type"))
-    return data.decode("utf-8", "replace")
-
-
 class ApiProxyFetcher:
-    """GET the pod's /metrics through the API server's pod proxy, with the operator's KubeClient credentials, in
-    its own thread pool (`max_concurrency` threads), each GET bounded by `timeout` seconds."""
+    """GET the pod's /metrics through the API server's pod proxy with the operator's KubeClient (its asyncio
+    connection pool and credentials): one attempt within `timeout` seconds, the next tick is the retry. At most
+    `max_concurrency` of a sweep's GETs are in flight, so a sweep of slow pods cannot take every connection the
+    controller's requests share."""
 
-    def __init__(self, kube: Any, *, timeout: float, threads: int = PROXY_THREADS) -> None:
-        if timeout <= 0 or threads < 1:
-            raise ValueError(f"ApiProxyFetcher: timeout must be > 0 and threads >= 1 (got {timeout}, {threads})")
+    def __init__(self, kube: Any, *, timeout: float, concurrency: int = PROXY_CONCURRENCY) -> None:
+        if timeout <= 0 or concurrency < 1:
+            raise ValueError(f"ApiProxyFetcher: timeout must be > 0 and concurrency >= 1 (got {timeout}, "
+                             f"{concurrency})")
         self._kube = kube
         self.timeout = timeout
-        self.max_concurrency = threads
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tei-scrape-proxy")
+        self.max_concurrency = concurrency
 
     async def __call__(self, pod: PodTarget) -> str:
         path = proxy_path(pod.namespace, pod.name, pod.port)
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, _get_text_sync, self._kube, path, self.timeout)
+            text, content_type = await self._kube.get_text(path, timeout=self.timeout)
+            check_content_type(content_type)
+            return text
         except ScrapeError as exc:
             raise ScrapeError(f"GET {path}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any failure means "this pod is unread"
             raise ScrapeError(f"GET {path} failed: {type(exc).__name__}: {exc}") from None
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Nothing of its own to close: the connections are the KubeClient's."""
 
 
 class ScrapeSource(MetricsSource):
@@ -544,8 +525,8 @@ class ScrapeSource(MetricsSource):
         self._fetch = fetcher
         self.timeout = timeout
         self.window = window
-        # Never more scrapes in flight than the fetcher can run at once: a scrape waiting for a free thread would
-        # spend its timeout queueing and read as a pod that did not answer.
+        # Never more scrapes in flight than the fetcher allows: a scrape waiting for a free connection would spend
+        # its timeout queueing and read as a pod that did not answer.
         self.concurrency = min(concurrency, int(getattr(fetcher, "max_concurrency", concurrency)))
         self._semaphore = asyncio.Semaphore(self.concurrency)
         self._histories: dict[str, PodHistory] = {}
