@@ -37,6 +37,7 @@ from typing import Any
 from ..api.autoscaling import AutoscalingSpec
 from .policy import Decision, PolicyState, decide
 from .signals import Signals
+from .sources.prometheus import instant_query_sync
 from .writer import rfc3339
 
 ACTIVATION_UNAVAILABLE = "ActivationUnavailable"
@@ -185,14 +186,7 @@ class ActivationReader:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tei-activation")
 
     def _query_sync(self, promql: str) -> Any:
-        from prometheus_api_client import PrometheusConnect
-        from urllib3.util.retry import Retry
-
-        client = PrometheusConnect(self.url, disable_ssl=False, retry=Retry(total=0), timeout=self.timeout)
-        try:
-            return client.custom_query(promql)
-        finally:
-            client._session.close()  # noqa: SLF001 - the library offers no close()
+        return instant_query_sync(self.url, promql, self.timeout)
 
     async def read(self, promql: str) -> Activation:
         """The query's value, or the error (never raises)."""

@@ -127,6 +127,19 @@ def queue_series_lost(key: tuple[str, str], vectors: Mapping[str, Mapping[tuple[
             "(is a relabel rule dropping it?)")
 
 
+
+def instant_query_sync(url: str, promql: str, timeout: float) -> Any:
+    """One PromQL instant query, blocking (run it in a worker thread): the result list. A client per query:
+    requests' Session is not meant to be shared between threads; no retries, the next tick is the retry."""
+    from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
+
+    client = PrometheusConnect(url, disable_ssl=False, retry=Retry(total=0), timeout=timeout)
+    try:
+        return client.custom_query(promql)
+    finally:
+        client._session.close()  # noqa: SLF001 - the library offers no close()
+
 class PrometheusSource(MetricsSource):
     """Reads the signals from Prometheus: len(QUERY_NAMES) queries per tick, whatever the number of services."""
 
@@ -146,16 +159,7 @@ class PrometheusSource(MetricsSource):
         self._executor = ThreadPoolExecutor(max_workers=len(QUERY_NAMES), thread_name_prefix="tei-prometheus")
 
     def _query_sync(self, promql: str) -> Any:
-        from prometheus_api_client import PrometheusConnect
-        from urllib3.util.retry import Retry
-
-        # A client per query: requests' Session is not meant to be shared between threads; no retries, the next
-        # tick is the retry.
-        client = PrometheusConnect(self.url, disable_ssl=False, retry=Retry(total=0), timeout=self.timeout)
-        try:
-            return client.custom_query(promql)
-        finally:
-            client._session.close()  # noqa: SLF001 - the library offers no close()
+        return instant_query_sync(self.url, promql, self.timeout)
 
     async def _query(self, promql: str) -> Any:
         loop = asyncio.get_running_loop()
