@@ -28,7 +28,8 @@ from .workload import make_workload
 TRACES = Path(__file__).resolve().parents[2] / "bench" / "traces"
 HOLDS = (("stabilized at", "scale-down window"), ("no scale-down", "no scale-down while late"),
          ("held: under", "held under the fast threshold"), ("waits: watched", "first scale-down window"),
-         ("cycles every", "periodic hold"))
+         ("cycles every", "periodic hold"), ("scale-down held at", "scale-down memory"),
+         ("replicas still loading kept", "cancel held by the scale-down memory"))
 
 
 def reason_kind(reason: str) -> str:
