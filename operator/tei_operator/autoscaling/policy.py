@@ -559,7 +559,8 @@ def _bound(target: int, current: int, s: Signals, spec: AutoscalingSpec, max_pen
 def _keep_seconds(spec: AutoscalingSpec, load_seconds: float) -> float:
     """How long recommendations are remembered: the longer stabilization window, or the periodic hold's horizon."""
     longest_cycle = load_seconds + spec.scale_down.stabilization_window_seconds
-    return max(spec.scale_up.stabilization_window_seconds, spec.scale_down.stabilization_window_seconds,
+    return max(spec.scale_up.stabilization_window_seconds,
+               scale_down.memory_seconds(spec.scale_down.stabilization_window_seconds),
                PERIOD_CYCLES * longest_cycle if spec.periodic_hold else 0) + 1
 
 
@@ -718,7 +719,7 @@ def decide(
         goal = demand / (s.ready_replicas * reading.demand_ratio)
     if target < current and goal is not None:
         held = scale_down.noise_floor(history, now, down_b.stabilization_window_seconds, goal,
-                                      down_b.stabilization_window_seconds)
+                                      down_b.stabilization_window_seconds, recs, state.last_scale_up_time)
         if held is not None and held.replicas > target:
             target = min(current, held.replicas)
             notes.append(f"scale-down held at {target}: {held.note}")
@@ -733,8 +734,8 @@ def decide(
     cancel = (spec.cancel_loading and low and now - low_since >= CANCEL_CONFIRM_SECONDS - _EPS  # type: ignore[operator]
               and current > s.ready_replicas and target >= current and rec < current and period is None)
     events_bypass = False
-    kept = scale_down.noise_floor(history, now, CANCEL_CONFIRM_SECONDS, goal, down_b.stabilization_window_seconds) \
-        if cancel else None
+    kept = scale_down.noise_floor(history, now, CANCEL_CONFIRM_SECONDS, goal, down_b.stabilization_window_seconds,
+                                  recs, state.last_scale_up_time) if cancel else None
     if kept is not None and kept.replicas >= current:
         cancel = False
         notes.append(f"replicas still loading kept: {kept.note}")
