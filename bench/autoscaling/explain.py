@@ -5,7 +5,9 @@ Runs the simulated operator (the live code path, bench/autoscaling/operator_poli
 prints: attainment and GPU-hours; the replicas it held against the replicas the offered load needs (at 100% of
 `run.replica_capacity` and at the oracle's 40%); how many main ticks each kind of reason decided (the reason's
 first words, with the clause that held the count: the scale-down window, "no scale-down" while late, a hold under
-the fast path's threshold); and the latency capacity's moves and probes. This is how the over-provisioning of
+the fast path's threshold); every scaling action (time, from, to, main tick or fast path, its reason), marked where
+it reverses the direction of the one before (what the report counts as a reversal); and the latency capacity's
+moves and probes. This is how the over-provisioning of
 issue #9 was traced (docs/autoscaling.md, "Choosing latencyTargetMs").
 """
 
@@ -26,7 +28,8 @@ from .workload import make_workload
 TRACES = Path(__file__).resolve().parents[2] / "bench" / "traces"
 HOLDS = (("stabilized at", "scale-down window"), ("no scale-down", "no scale-down while late"),
          ("held: under", "held under the fast threshold"), ("waits: watched", "first scale-down window"),
-         ("cycles every", "periodic hold"))
+         ("cycles every", "periodic hold"), ("scale-down held at", "scale-down memory"),
+         ("replicas still loading kept", "cancel held by the scale-down memory"))
 
 
 def reason_kind(reason: str) -> str:
@@ -36,10 +39,32 @@ def reason_kind(reason: str) -> str:
     return head + (f" [{', '.join(held)}]" if held else "")
 
 
+def action_lines(acts: list[tuple[float, int, int, str]]) -> list[str]:
+    """One line per scaling action (time, from, to, reason), REVERSAL where its direction differs from the previous
+    action's (run.measure's count)."""
+    out, prev = [], 0
+    for t, a, b, reason in acts:
+        d = 1 if b > a else -1
+        mark = "REVERSAL " if prev and d != prev else ""
+        out.append(f"  t={t:6.0f}s  {a:2d} -> {b:2d}  {mark}{reason}")
+        prev = d
+    return out
+
+
 def explain(split: str, name: str, knob: float, seed: int) -> str:
     trace = load_trace(TRACES / split / f"{name}.csv")
     profile = load_bench_profile()
     pol = make_policy("operator", knob, ONLINE, trace, profile)
+    acts: list[tuple[float, int, int, str]] = []
+    tick = pol.tick
+
+    def recording_tick(now, view):  # the driver's own test for an action (run.simulate), with the decision's reason
+        want = tick(now, view)
+        if want is not None and want != view.desired:
+            acts.append((now, view.desired, int(want), pol.decisions[-1][1].reason))
+        return want
+
+    pol.tick = recording_tick  # type: ignore[method-assign]
     r = simulate(pol, trace, make_workload(trace, seed), ONLINE, profile, seed, split, "operator", keep_timeline=True)
     tl = r.timeline
     need = demand_replicas(trace, profile, ONLINE)(tl["t"])
@@ -52,6 +77,8 @@ def explain(split: str, name: str, knob: float, seed: int) -> str:
     kinds = collections.Counter(reason_kind(d.reason) for _, d in pol.decisions if not d.fast)
     lines += [f"  {n:5d}  {k}" for k, n in kinds.most_common()]
     lines.append(f"fast-path scale-ups: {sum(1 for _, d in pol.decisions if d.fast)}")
+    lines.append("actions (REVERSAL: the opposite direction of the action before):")
+    lines += action_lines(acts)
     lines.append("latency capacity moves and probes:")
     for t, d in pol.decisions:
         for note in d.notes:

@@ -23,3 +23,12 @@ def test_cli_names_the_bad_argument(capsys):
     with pytest.raises(SystemExit):
         main(["test/noisy", "--knob", "0"])
     assert "--knob" in capsys.readouterr().err
+
+
+def test_action_lines_mark_each_change_of_direction_as_run_counts_it():
+    from bench.autoscaling.explain import action_lines
+
+    lines = action_lines([(22.0, 4, 5, "Demand up"), (157.0, 5, 6, "Demand up"), (1027.0, 6, 5, "Cancelled"),
+                          (1100.0, 5, 4, "Down"), (1200.0, 4, 6, "Fast path")])
+    assert [("REVERSAL" in line) for line in lines] == [False, False, True, False, True]
+    assert lines[2] == "  t=  1027s   6 ->  5  REVERSAL Cancelled"

@@ -411,7 +411,7 @@ def test_periodic_load_is_detected_and_held_at_the_cycles_peak():
     assert _detect_period(slow, 360) is None
 
 
-def test_periodic_hold_keeps_the_peak_where_the_scale_down_window_would_not():
+def test_periodic_hold_keeps_the_peak_where_the_scale_down_window_would_not(monkeypatch):
     # A 200 s cycle, a 120 s scale-down window and 120 s model loads: the window alone lets the fleet down 120 s
     # after each peak, and the replicas asked back at the next rise arrive 120 s later, when that peak is over.
     period = 200.0
@@ -429,6 +429,9 @@ def test_periodic_hold_keeps_the_peak_where_the_scale_down_window_would_not():
         return out, st.period_seconds
 
     held, found = run()
+    # (the scale-down memory, autoscaling/scale_down.py, holds a cycling load as well: compared here with the
+    # window alone)
+    monkeypatch.setattr("tei_operator.autoscaling.scale_down.LEVEL_SHIFT_SHARE", float("inf"))
     followed, none = run(periodicHold=False)
     # Without the hold it follows each cycle down (12 -> 6 -> back up: a reversal per cycle, and a reload).
     # (over the last two cycles: growth headroom does not apply for a window after each scale-down, so the rise

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ..api.autoscaling import AutoscalingSpec
-from . import throughput
+from . import scale_down, throughput
 from .reading import Reading
 from .signals import Signals
 
@@ -559,7 +559,8 @@ def _bound(target: int, current: int, s: Signals, spec: AutoscalingSpec, max_pen
 def _keep_seconds(spec: AutoscalingSpec, load_seconds: float) -> float:
     """How long recommendations are remembered: the longer stabilization window, or the periodic hold's horizon."""
     longest_cycle = load_seconds + spec.scale_down.stabilization_window_seconds
-    return max(spec.scale_up.stabilization_window_seconds, spec.scale_down.stabilization_window_seconds,
+    return max(spec.scale_up.stabilization_window_seconds,
+               scale_down.memory_seconds(spec.scale_down.stabilization_window_seconds),
                PERIOD_CYCLES * longest_cycle if spec.periodic_hold else 0) + 1
 
 
@@ -711,6 +712,18 @@ def decide(
                     notes.append(f"scale-down stabilized at {target}: highest recommendation of the last "
                                  f"{down_b.stabilization_window_seconds}s")
 
+    # Scale-down memory (scale_down.py): while the load stays at the level it peaked at, no scale-down (nor cancel,
+    # below) leaves fewer replicas than serve the peak demand of the last NOISE_MEMORY_WINDOWS windows.
+    goal = None
+    if reading is not None and spec.objective != "Throughput" and demand and reading.demand_ratio:
+        goal = demand / (s.ready_replicas * reading.demand_ratio)
+    if target < current and goal is not None:
+        held = scale_down.noise_floor(history, now, down_b.stabilization_window_seconds, goal,
+                                      down_b.stabilization_window_seconds, recs, state.last_scale_up_time)
+        if held is not None and held.replicas > target:
+            target = min(current, held.replicas)
+            notes.append(f"scale-down held at {target}: {held.note}")
+
     # Replicas still loading (or pending) whose demand is gone: the Ready replicas alone are above what the load
     # needs. They serve nothing yet, so removing them costs nothing and saves their whole load time; the
     # scale-down window guards against removing replicas that serve, not these.
@@ -721,8 +734,13 @@ def decide(
     cancel = (spec.cancel_loading and low and now - low_since >= CANCEL_CONFIRM_SECONDS - _EPS  # type: ignore[operator]
               and current > s.ready_replicas and target >= current and rec < current and period is None)
     events_bypass = False
+    kept = scale_down.noise_floor(history, now, CANCEL_CONFIRM_SECONDS, goal, down_b.stabilization_window_seconds,
+                                  recs, state.last_scale_up_time) if cancel else None
+    if kept is not None and kept.replicas >= current:
+        cancel = False
+        notes.append(f"replicas still loading kept: {kept.note}")
     if cancel:
-        target = max(s.ready_replicas, rec)
+        target = max(s.ready_replicas, rec, kept.replicas if kept is not None else 0)
         notes.append(f"cancelled {current - target} replica(s) still loading or pending: the {s.ready_replicas} "
                      f"ready ones cover the load ({reading.down_ratio:.2f}x of target)")  # type: ignore[union-attr]
         events_bypass = True
