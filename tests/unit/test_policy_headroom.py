@@ -16,15 +16,38 @@ from tei_operator.autoscaling.policy import _growth_headroom, decide, decide_fas
 from .test_policy import MBT, late_signals, spec, watched
 
 
-def test_headroom_sizes_the_fleet_for_demand_times_one_plus_headroom():
+def test_headroom_on_a_fleet_on_time_is_built_one_replica_per_scale_down_window():
     # 4 replicas on time at 3,000 tokens/s each: learned capacity 3,000, the fleet holds.
     d, st = decide(late_signals(0, 0.0), watched(), spec(latencyTargetMs=100), MBT, now=0)
     assert d.desired_replicas == 4 and st.latency_capacity == pytest.approx(3_000)
-    # The same with headroom 0.5: the target per replica is 3,000 / 1.5 = 2,000: ceil(4 x 3,000 / 2,000) = 6.
-    d, st = decide(late_signals(0, 0.0), watched(), spec(latencyTargetMs=100, headroom=0.5), MBT, now=0)
+    # The same with headroom 0.5: the target per replica is 3,000 / 1.5 = 2,000, i.e. ceil(4 x 3,000 / 2,000) = 6;
+    # the demand fits 4 and nobody is late, so only the headroom asks: one replica now...
+    sp = spec(latencyTargetMs=100, headroom=0.5)
+    d, st = decide(late_signals(0, 0.0), watched(), sp, MBT, now=0)
     assert st.latency_capacity == pytest.approx(3_000)  # headroom does not change what was learned
-    assert d.action == "ScaleUp" and d.desired_replicas == 6
-    assert "/ 1 + headroom 0.50" in d.reason
+    assert d.action == "ScaleUp" and d.desired_replicas == 5
+    assert "/ 1 + headroom 0.50" in d.reason and "headroom 0.50 only: one replica added" in d.reason
+    # ...then none until a scale-down window (300 s) has passed since it...
+    d, st = decide(late_signals(15, 0.0, current=5, per_ready=2_400), st, sp, MBT, now=15)
+    assert d.desired_replicas == 5 and "a replica was added 15s ago" in d.reason
+    # ...and then the next one only, though the headroom asks for ceil(5 x 2,700 x 1.5 / 3,300) = 7 (the window on
+    # time also probed the capacity 3,000 -> 3,300).
+    d, st = decide(late_signals(300, 0.0, current=5, per_ready=2_700), st, sp, MBT, now=300)
+    assert st.latency_capacity == pytest.approx(3_300)
+    assert d.desired_replicas == 6, d.reason
+
+
+def test_late_requests_size_for_the_headroom_at_once():
+    # 4 replicas, 30% of the requests late at 4,000 tokens/s each (capacity learned 3,000 before; 15% late over the
+    # SLO window's two ticks): the capacity moves down to 3,000 x 0.7 = 2,100 and the fleet is sized by it in the
+    # same tick, 1 + headroom larger with headroom: ceil(4 x 4,000 / 2,100) = 8 without, ceil(4 x 4,000 x 1.5 /
+    # 2,100) = 12 with 0.5 (at once: requests are late, nothing creeps).
+    up = {"maxPodsStep": 20}
+    sp0, sp1 = spec(latencyTargetMs=100, scaleUp=up), spec(latencyTargetMs=100, headroom=0.5, scaleUp=up)
+    _, st = decide(late_signals(0, 0.0), watched(), sp0, MBT, now=0)
+    d0, _ = decide(late_signals(15, 0.3, per_ready=4_000), st, sp0, MBT, now=15)
+    d1, _ = decide(late_signals(15, 0.3, per_ready=4_000), st, sp1, MBT, now=15)
+    assert (d0.desired_replicas, d1.desired_replicas) == (8, 12)
 
 
 def test_headroom_keeps_a_scale_down_above_the_demand():

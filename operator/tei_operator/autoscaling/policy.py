@@ -685,7 +685,29 @@ def decide(
         rec, reason, q_per, fill, tpr, ratio, peak = (reading.rec, reading.reason, reading.q_per, reading.fill,
                                                       reading.tpr, reading.ratio, reading.peak)
         slo = _slo_late_share(latency_history) if active else None
-        if (active and latency_cap and rec > current and not reading.overloaded and slo is not None
+        spare = spec.headroom if period is None and spec.objective != "Throughput" else 0.0
+        creep = None
+        if (spare and rec > current and not reading.overloaded and (missed is None or missed < LATENCY_MISS_LOW)
+                and (slo is None or slo < LATENCY_MISS_LOW)):
+            plain = _recommend(s, spec, max_batch_tokens, current, peak, state.previous_demand, headroom,
+                               learn=False, latency_capacity=latency_cap if active else None)
+            if plain.rec <= current:
+                # Only the headroom asks for more: the demand fits the Ready replicas and requests are on time. The
+                # capacity it divides is a floor (the busiest load seen on time), and a fleet sized 1 + headroom
+                # above a floor grows each time it meets it (the benchmark's train periodic: 4 -> 10 replicas in
+                # three minutes at the start). So the headroom is built one replica per scale-down window; a step,
+                # late requests and 429s still size for it at once.
+                last_up = state.last_scale_up_time
+                if last_up is None or now - last_up >= down_b.stabilization_window_seconds - _EPS:
+                    creep = current + 1
+                    reason += (f"; headroom {_fmt(spare)} only: one replica added (the demand fits {current} without "
+                               f"it, requests on time)")
+                else:
+                    creep = current
+                    reason += (f"; held: only headroom {_fmt(spare)} asks for more, and a replica was added "
+                               f"{now - last_up:.0f}s ago (one per {down_b.stabilization_window_seconds}s)")
+                rec = min(rec, creep)
+        if (creep is None and active and latency_cap and rec > current and not reading.overloaded and slo is not None
                 and slo < LATENCY_MISS_LOW and reading.up_ratio < spec.fast_scale_up.threshold
                 and reading.reason.startswith("demand")):
             # the latency capacity is the busiest minute seen on time, a floor of what a replica can do, and a load
