@@ -288,7 +288,9 @@ class AutoscalingSpec(ApiModel):
         description="Spare capacity held for a rise in demand faster than a model load, as a fraction of the demand: "
         "the demand target per replica (the latency capacity with latencyTargetMs, else the learned peak x "
         "targetUtilization) is divided by 1 + headroom, so the replicas Ready when a load step arrives carry "
-        "1 + headroom times today's demand within the target while new ones load. 0 (the default): none. Set it to "
+        "1 + headroom times today's demand within the target while new ones load. While only the headroom asks for "
+        "more (the demand fits and requests are on time) it is built one replica per scale-down window. 0 (the "
+        "default): none. Set it to "
         "the largest rise your traffic shows within one model load (0.5: half again the demand); it costs about that "
         "fraction more replicas at all times. Objective Latency only.",
     )
