@@ -106,3 +106,17 @@ def test_growth_projection_ignores_a_step_whose_ramp_has_ended():
     assert _growth_headroom(ended, 0.0, demand(0.0), 120.0, 0.1) is None
     rising = tuple((float(t), 10_000.0 + 200.0 * (t + 120)) for t in range(-120, 0, 15))
     assert _growth_headroom(rising, 0.0, 10_000.0 + 200.0 * 120, 120.0, 0.1) == pytest.approx(200.0 * 120)
+
+
+def test_the_api_servers_cel_rule_refuses_headroom_on_a_throughput_pool():
+    from .test_crds import admit
+
+    base = {"model": {"id": "BAAI/bge-m3"}}
+
+    def auto(**kw):
+        return dict(base, autoscaling={"enabled": True, "maxReplicas": 4, **kw})
+
+    assert admit("EmbeddingService", auto(headroom=0.5)) == []
+    assert admit("EmbeddingService", auto(objective="Throughput")) == []  # the default 0 passes
+    assert admit("EmbeddingService", auto(objective="Throughput", headroom=0.5)) == [
+        ".spec.autoscaling.headroom: headroom must be 0 when objective is Throughput"]
