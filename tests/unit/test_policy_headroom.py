@@ -120,3 +120,16 @@ def test_the_api_servers_cel_rule_refuses_headroom_on_a_throughput_pool():
     assert admit("EmbeddingService", auto(objective="Throughput")) == []  # the default 0 passes
     assert admit("EmbeddingService", auto(objective="Throughput", headroom=0.5)) == [
         ".spec.autoscaling.headroom: headroom must be 0 when objective is Throughput"]
+
+
+def test_fast_path_threshold_is_read_against_the_capacity_not_the_headroom():
+    # Late in the short window at 4,200 tokens/s per replica, capacity 3,000: 1.4x of it, under the 1.5x threshold,
+    # though 2.1x of 3,000 / 1.5. A wandering load, not a step: the fast path leaves it to the main tick.
+    _, st = decide(late_signals(0, 0.0), watched(), spec(latencyTargetMs=100), MBT, now=0)
+    d, _ = decide_fast(late_signals(2, 0.3, per_ready=4_200), st, spec(latencyTargetMs=100, headroom=0.5), MBT,
+                       now=2)
+    assert d.action == "Hold"
+    # 1.6x of the capacity is a step: it acts, sized for the headroom: ceil(4 x 4,800 x 1.5 / 3,000) = 10.
+    d, _ = decide_fast(late_signals(2, 0.3, per_ready=4_800), st, spec(latencyTargetMs=100, headroom=0.5), MBT,
+                       now=2)
+    assert d.action == "ScaleUp" and d.desired_replicas == 10
