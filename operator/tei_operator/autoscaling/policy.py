@@ -29,6 +29,9 @@ and every knob; in short, one tick does this:
    latencyTargetMs, a demand target learned from the latency requests got (`_latency_capacity`): the most tokens/s
    per replica seen with the target met, probed 10% higher after 5 minutes on time, lowered when requests are
    late; it stands down (targetUtilization decides) when the target is out of reach of the observed batch time.
+   With headroom, the demand target per replica is divided by 1 + headroom (spare capacity for a load step while
+   replicas load); while only the headroom asks for more, it is built one replica per scale-down window, and it
+   never starts a scale-up by itself (the fast path's threshold reads the undivided target).
 
 `decide_fast` is the fast scale-up path: the same recommendation from a short window of the pods' own metrics,
 acted on only upwards and only above fastScaleUp.threshold (or on 429s).
