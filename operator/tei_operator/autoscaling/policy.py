@@ -697,9 +697,9 @@ def decide(
             if plain.rec <= current:
                 # Only the headroom asks for more: the demand fits the Ready replicas and requests are on time. The
                 # capacity it divides is a floor (the busiest load seen on time), and a fleet sized 1 + headroom
-                # above a floor grows each time it meets it (the benchmark's train periodic: 4 -> 10 replicas in
-                # three minutes at the start). So the headroom is built one replica per scale-down window; a step,
-                # late requests and 429s still size for it at once.
+                # above a floor grows each time it meets it (an earlier version took the benchmark's train
+                # periodic trace to maxReplicas within minutes of its start). So the headroom is built one replica
+                # per scale-down window; a step, late requests and 429s still size for it at once.
                 last_up = state.last_scale_up_time
                 last_change = max((t for t in (last_up, state.last_scale_down_time) if t is not None), default=None)
                 if last_change is None or now - last_change >= down_b.stabilization_window_seconds - _EPS:
