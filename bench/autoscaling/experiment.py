@@ -97,6 +97,16 @@ every 2 s, ~10x a baseline's run."""
 OPERATOR_CURVE_ALL = True
 
 
+OPERATOR_HEADROOM = 0.3
+"""spec.autoscaling.headroom the benchmark deploys on a pool that serves queries (fixed, not swept): spare capacity
+for a load step while new replicas load their model. Chosen on the train set only, at latencyTargetMs 100 (the
+queries' SLO): the smallest of 0, 0.3, 0.45, 0.6 that reached 99% of queries on every train trace where the
+latency sweep reaches it (headroom 0 does not carry the train step, 1 Q -> 4 Q, through a model load). Reproduce
+one point with `python -m bench.autoscaling.explain train/step --knob 100` after editing this value. Without
+headroom, the only spare capacity the tuning could buy was a latency target tighter than the SLO (80 ms), which
+sized every load for the step (docs/autoscaling.md, "Choosing latencyTargetMs")."""
+
+
 def operator_knobs() -> list[float]:
     return list(OPERATOR_LATENCY_TARGETS_MS)
 
@@ -111,6 +121,7 @@ def operator_spec(pool: Pool, knob: float | None):
         doc["objective"] = pool.objective
     if QUERY in pool.classes:
         doc["latencyTargetMs"] = int(knob if knob is not None and not math.isnan(knob) else 100)
+        doc["headroom"] = OPERATOR_HEADROOM
     return AutoscalingSpec.model_validate(doc)
 
 

@@ -481,16 +481,18 @@ def write(path: Path, out: Outcome, train: list[Trace], test: list[Trace], profi
     configs = []
     for f, (k, why) in out.tuned.items():
         if f == "operator":
-            from .experiment import operator_spec
+            from .experiment import OPERATOR_HEADROOM, operator_spec
 
             import yaml
 
             spec = operator_spec(ONLINE, k).model_dump(by_alias=True, exclude_defaults=True, mode="json")
             configs.append("**operator**: tei-operator's built-in autoscaler (the live code path: pages -> scrape "
                            "history -> aggregate -> build_signals -> decide / decide_fast); knob: latencyTargetMs, "
-                           "swept below the queries' 100 ms SLO (a tighter target buys headroom for load steps), at "
-                           "it and above it (the curve's cheap end); every other field and the operator's settings "
-                           f"at their defaults; tuned on train: {why}"
+                           "swept below the queries' 100 ms SLO (a tighter target buys spare capacity for load "
+                           "steps), at it and above it (the curve's cheap end); headroom "
+                           f"{OPERATOR_HEADROOM:g} (spare capacity for a load step while replicas load; fixed, chosen "
+                           "on the train step: bench/autoscaling/experiment.py OPERATOR_HEADROOM); every other field "
+                           f"and the operator's settings at their defaults; tuned on train: {why}"
                            f"\n\n```yaml\n{yaml.safe_dump({'autoscaling': spec}, sort_keys=False).strip()}\n```")
         elif f != "oracle":
             pol = make_policy(f, k, ONLINE, short[0], profile)

@@ -240,7 +240,9 @@ def test_cel_rules_are_where_they_belong():
                                               "!has(self.maxReplicas) || self.scaleToZero.wakeReplicas <= "
                                               "self.maxReplicas",
                                               "!has(self.objective) || self.objective != 'Throughput' || "
-                                              "!has(self.latencyTargetMs)"]
+                                              "!has(self.latencyTargetMs)",
+                                              "!has(self.objective) || self.objective != 'Throughput' || "
+                                              "!has(self.headroom) || self.headroom == 0.0"]
     for rule_list in embedding.values():
         for rule in rule_list:
             CEL.compile(rule)  # syntax

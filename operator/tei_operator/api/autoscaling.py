@@ -61,6 +61,12 @@ AUTOSCALING_CEL_RULES = [
         "message": "latencyTargetMs must be unset when objective is Throughput",
         "fieldPath": ".latencyTargetMs",
     },
+    {
+        "rule": "!has(self.objective) || self.objective != 'Throughput' || !has(self.headroom) || "
+                "self.headroom == 0.0",
+        "message": "headroom must be 0 when objective is Throughput",
+        "fieldPath": ".headroom",
+    },
 ]
 
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -277,6 +283,17 @@ class AutoscalingSpec(ApiModel):
         description="Size scale-ups for the demand expected one model load from now: the demand's growth rate times "
         "the observed load time (pod creation to Ready), when the demand has risen steadily over the rate window.",
     )
+    headroom: float = Field(
+        0.0, ge=0.0, le=4.0,
+        description="Spare capacity held for a rise in demand faster than a model load, as a fraction of the demand: "
+        "the demand target per replica (the latency capacity with latencyTargetMs, else the learned peak x "
+        "targetUtilization) is divided by 1 + headroom, so the replicas Ready when a load step arrives carry "
+        "1 + headroom times today's demand within the target while new ones load. While only the headroom asks for "
+        "more (the demand fits and requests are on time) it is built one replica per scale-down window. 0 (the "
+        "default): none. Set it to "
+        "the largest rise your traffic shows within one model load (0.5: half again the demand); it costs about that "
+        "fraction more replicas at all times. Objective Latency only.",
+    )
     periodic_hold: bool = Field(
         True,
         description="Detect load that repeats with a cycle shorter than the model load time plus the scale-down "
@@ -323,6 +340,9 @@ class AutoscalingSpec(ApiModel):
         if self.objective == "Throughput" and self.latency_target_ms is not None:
             raise FieldError("latencyTargetMs", "must be unset when objective is Throughput (a throughput pool has "
                              "no latency target; use objective Latency)")
+        if self.objective == "Throughput" and self.headroom != 0.0:
+            raise FieldError("headroom", f"must be 0 when objective is Throughput (got {self.headroom}): a throughput "
+                             "pool keeps its GPUs busy, spare capacity is what it removes")
         if self.fast_scale_up.threshold < 1.0 + self.tolerance:
             raise FieldError("fastScaleUp.threshold", f"must be at least 1 + tolerance "
                              f"({self.fast_scale_up.threshold} < {1.0 + self.tolerance})")
