@@ -129,12 +129,18 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--trace", default="step", help="a trace of bench/traces/test (default step)")
     parser.add_argument("--family", default="operator", help="autoscaling policy family (default operator)")
-    parser.add_argument("--knob", type=float, default=100.0, help="the family's knob (operator: latency target ms)")
+    parser.add_argument("--knob", type=float, default=None,
+                        help="the family's knob (operator: spec.autoscaling.headroom, default 0.3 at latencyTargetMs "
+                        "100; required for the other families)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     parser.add_argument("--quick", action="store_true", help="time axis compressed 5x (tests only)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds: must be at least 1")
+    if args.knob is None:
+        if args.family != "operator":
+            parser.error(f"--knob: required for --family {args.family} (its knob in bench/autoscaling/experiment.py)")
+        args.knob = 0.3
     runs = run(args.trace, args.family, args.knob, list(range(args.seeds)), args.quick)
     base = load_bench_profile()
     ls = base.load_seconds

@@ -458,8 +458,8 @@ def plot_timelines(out: Outcome, traces: list[Trace], img_dir: Path, stem: str =
 def _operator_curve_text() -> str:
     from .experiment import OPERATOR_CURVE_ALL, operator_knobs
 
-    knobs = ", ".join(f"{k:.0f}" for k in operator_knobs())
-    return f"every value swept, latencyTargetMs {knobs}" if OPERATOR_CURVE_ALL else "the same"
+    knobs = ", ".join(f"{k:g}" for k in operator_knobs())
+    return f"every value swept, headroom {knobs}" if OPERATOR_CURVE_ALL else "the same"
 
 
 def write(path: Path, out: Outcome, train: list[Trace], test: list[Trace], profile, plan: Plan, command: str,
@@ -481,17 +481,16 @@ def write(path: Path, out: Outcome, train: list[Trace], test: list[Trace], profi
     configs = []
     for f, (k, why) in out.tuned.items():
         if f == "operator":
-            from .experiment import OPERATOR_HEADROOM, operator_spec
+            from .experiment import OPERATOR_LATENCY_TARGET_MS, operator_spec
 
             import yaml
 
             spec = operator_spec(ONLINE, k).model_dump(by_alias=True, exclude_defaults=True, mode="json")
             configs.append("**operator**: tei-operator's built-in autoscaler (the live code path: pages -> scrape "
-                           "history -> aggregate -> build_signals -> decide / decide_fast); knob: latencyTargetMs, "
-                           "swept below the queries' 100 ms SLO (a tighter target buys spare capacity for load "
-                           "steps), at it and above it (the curve's cheap end); headroom "
-                           f"{OPERATOR_HEADROOM:g} (spare capacity for a load step while replicas load; fixed, chosen "
-                           "on the train step: bench/autoscaling/experiment.py OPERATOR_HEADROOM); every other field "
+                           "history -> aggregate -> build_signals -> decide / decide_fast); knob: headroom (spare capacity "
+                           "for a load step while replicas load), swept from 0 (the curve's cheap end) up; "
+                           f"latencyTargetMs {OPERATOR_LATENCY_TARGET_MS} (the queries' SLO, fixed: "
+                           "bench/autoscaling/experiment.py OPERATOR_LATENCY_TARGET_MS); every other field "
                            f"and the operator's settings at their defaults; tuned on train: {why}"
                            f"\n\n```yaml\n{yaml.safe_dump({'autoscaling': spec}, sort_keys=False).strip()}\n```")
         elif f != "oracle":

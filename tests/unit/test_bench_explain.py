@@ -21,7 +21,7 @@ def test_cli_names_the_bad_argument(capsys):
         main(["noisy"])
     assert "SPLIT/NAME" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["test/noisy", "--knob", "0"])
+        main(["test/noisy", "--knob", "5"])
     assert "--knob" in capsys.readouterr().err
 
 
