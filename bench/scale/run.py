@@ -140,7 +140,12 @@ def _settle(operator, timing: Timing) -> float:
     while time.monotonic() - quiet_since < timing.quiet_seconds and \
             time.monotonic() - started < timing.settle_max_seconds:
         time.sleep(1.0)
-        now = _operator_writes(operator)
+        try:
+            now = _operator_writes(operator)
+        except OSError as exc:  # a busy operator (a loaded machine) answered /metrics late: it is not quiet
+            log(f"the operator's /metrics did not answer ({exc}); still waiting for it to be quiet")
+            quiet_since = time.monotonic()
+            continue
         if now != last:
             last, quiet_since = now, time.monotonic()
     return time.monotonic() - started
