@@ -183,30 +183,6 @@ async def test_handlers_feed_the_store_and_queue_the_owner():
     assert len(memo.store.list_now(k.POD)) == 2  # the foreign pod is stored too (GPU capacity), slimmed
 
 
-async def test_status_refreshes_wait_the_longer_debounce_and_a_full_request_does_not():
-    gate = Gate()
-    gate.release.set()
-    queue = ReconcileQueue(gate, debounce=0.01, status_debounce=0.3)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    queue.request("a", apply=False)
-    await asyncio.sleep(0.1)
-    assert gate.calls == []  # still waiting for more events of the same burst
-    queue.request("a", apply=False)  # a later event of the burst: folded in, the timer is not pushed back
-    await idle(queue)
-    assert gate.calls == [("a", False)] and loop.time() - started < 0.6
-    queue.request("b", apply=False)
-    queue.request("b")  # a full reconcile is not held back by a waiting status refresh
-    await asyncio.sleep(0.1)
-    assert gate.calls == [("a", False), ("b", True)]
-    await queue.close()
-
-
-def test_a_status_debounce_shorter_than_the_debounce_is_refused():
-    with pytest.raises(ValueError, match="status_debounce: must be at least debounce"):
-        ReconcileQueue(lambda key, apply: None, debounce=0.5, status_debounce=0.1)
-
-
 async def test_a_deployment_status_change_only_refreshes_the_status_and_a_spec_change_reapplies():
     from tei_operator.controller.handlers import ControllerMemo, child_event
     from tei_operator.controller.reconcile import OwnerKey, owner_types

@@ -79,8 +79,9 @@ def _status_only(before: Mapping[str, Any] | None, after: Mapping[str, Any] | No
 async def child_event(event: Mapping[str, Any], body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
     """A child we manage changed or went away: re-apply its service if needed (puts back hand edits, recreates a
     deleted one; nothing is sent when the cached child is as rendered) and refresh the status. A change of the
-    Deployment's status alone (the Deployment controller's, during a rollout) only refreshes the service's status, with
-    the queue's longer status debounce: the burst of a rollout costs one status write."""
+    Deployment's status alone (the Deployment controller's, during a rollout) only refreshes the service's status:
+    nothing to render, compare or apply (a full reconcile per such event was a tenth of the operator's CPU while
+    1,000 services were created)."""
     raw = _raw(event, body)
     meta = raw.get("metadata") or {}
     rtype = next((t for t in WATCHED_CHILD_TYPES

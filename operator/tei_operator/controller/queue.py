@@ -4,9 +4,7 @@ periodic resync, the autoscaler's writes) requests its service's key here.
 The shape of controller-runtime's workqueue:
 - de-duplication: a key requested while it waits is queued once (`apply=True` wins over a status-only request);
 - one reconcile per key at a time: a key requested while it runs is queued again after it ends (dirty/processing);
-- a short debounce before a key becomes ready, so a burst of events (a rollout) costs one reconcile; a longer one
-  (`status_debounce`) for a status-only refresh, so the burst of a new pod's way to Ready (created, scheduled,
-  running, Ready, and the Deployment's status following each) costs one status write, not one per event;
+- a short debounce before a key becomes ready, so a burst of events (a rollout) costs one reconcile;
 - rate-limited retries: a failure is retried after the delay `errors.classify` gives, doubled per failure of the
   same key up to `max_retry_delay`; a success resets it; a permanent error is logged and not retried;
 - a bounded number of workers (`workers`) take ready keys in the order they became ready.
@@ -32,24 +30,18 @@ logger = logging.getLogger("tei_operator.controller")
 K = TypeVar("K", bound=Hashable)
 Worker = Callable[[K, bool], Awaitable[object]]
 DEFAULT_WORKERS = 8
-STATUS_DEBOUNCE_SECONDS = 1.0
-"""The operator's `status_debounce`: a status refresh waits this long for the events that follow (at most this much
-later in status; a full reconcile requested meanwhile goes at its own, shorter debounce)."""
 
 
 class ReconcileQueue(Generic[K]):
     """`request(key, apply=...)`: reconcile soon; `apply=False` only refreshes status (a full request wins)."""
 
     def __init__(self, worker: Worker, *, workers: int = DEFAULT_WORKERS, debounce: float = 0.3,
-                 status_debounce: float | None = None, max_retry_delay: float = 300.0) -> None:
+                 max_retry_delay: float = 300.0) -> None:
         if workers < 1:
             raise ValueError(f"workers: must be at least 1, got {workers}")
-        if status_debounce is not None and status_debounce < debounce:
-            raise ValueError(f"status_debounce: must be at least debounce ({debounce:g}), got {status_debounce:g}")
         self._worker = worker
         self._workers = workers
         self._debounce = debounce
-        self._status_debounce = debounce if status_debounce is None else status_debounce
         self._max_retry_delay = max_retry_delay
         self._pending: dict[K, bool] = {}             # requested, not started: key -> apply wanted
         self._timers: dict[K, asyncio.TimerHandle] = {}  # pending keys waiting out their debounce or backoff
@@ -69,10 +61,7 @@ class ReconcileQueue(Generic[K]):
         self._pending[key] = self._pending.get(key, False) or apply
         if key in self._processing or key in self._queued:
             return  # runs again after the current run ends / already ready
-        if delay is not None:
-            wait = delay
-        else:  # a full reconcile pending (asked now or before) goes at the short debounce
-            wait = self._debounce if self._pending[key] else self._status_debounce
+        wait = self._debounce if delay is None else delay
         timer = self._timers.get(key)
         if timer is not None:
             if timer.when() <= asyncio.get_running_loop().time() + wait:

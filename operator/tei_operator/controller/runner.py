@@ -32,7 +32,7 @@ from .handlers import ControllerMemo, register
 from .leader import LeaderElector, LeaseConfig, lease_client
 from .logs import configure_logging
 from .cache import WATCHED_CHILD_TYPES, ObjectStore
-from .queue import STATUS_DEBOUNCE_SECONDS, ReconcileQueue
+from .queue import ReconcileQueue
 from .reconcile import OwnerKey, Outcome, Reconciler, controller_owner, owner_of_pod, owner_types
 
 logger = logging.getLogger("tei_operator.controller")
@@ -250,7 +250,7 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
             raise
         reconciled.succeeded(key, version, apply=apply)
 
-    queue: ReconcileQueue[OwnerKey] = ReconcileQueue(work, workers=RECONCILE_WORKERS, status_debounce=STATUS_DEBOUNCE_SECONDS)
+    queue: ReconcileQueue[OwnerKey] = ReconcileQueue(work, workers=RECONCILE_WORKERS)
     # A pod's /info read in the background finished: refresh that service's status (status.model).
     reconciler.model_reader.notify = lambda key: queue.request(key, apply=False)
     reconciler.token_meter.notify = lambda key: queue.request(key, apply=False)  # a token-rate round is done or due
