@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import functools
 import logging
 import math
 import time
@@ -73,12 +72,6 @@ def parse_time(text: str | None) -> float | None:
     """RFC 3339 (as the API server writes it) to epoch seconds; None when absent or unreadable."""
     if not text:
         return None
-    return _parse_time(text)
-
-
-@functools.lru_cache(maxsize=16384)
-def _parse_time(text: str) -> float | None:
-    # Remembered: every tick (and the fast path every 2 s) reads the same pods' creation and Ready times again.
     try:
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
