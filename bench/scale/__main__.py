@@ -149,7 +149,7 @@ read directly, as an in-cluster operator does, not through the API server's prox
   later; waited for at most {timing.settle_max_seconds:g} s); its requests less the control plane's idle rate,
   measured for {timing.noise_seconds:g} s before the operator started; per service per minute.
   Writes are POST/PUT/PATCH/APPLY/DELETE, reads GET/LIST/WATCH; the leader election Lease (one renewal a second,
-  whatever N) is left out of both and shown here: {last.lease_requests_per_minute:.0f} Lease requests per minute.
+  a single PUT each, whatever N) is left out of both and shown here: {last.lease_requests_per_minute:.0f} Lease requests per minute.
 - **RSS** at the end of the idle window and **CPU-s / idle min** from the operator process's /proc; **tick** is the
   mean of `tei_operator_autoscaler_tick_duration_seconds` over the idle window (the main tick: lists, Prometheus
   queries, decisions and status writes of every autoscaled service); **Prometheus queries / tick** from

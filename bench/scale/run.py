@@ -4,8 +4,9 @@ control plane's own idle traffic, then the operator creating the same N services
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -139,7 +140,12 @@ def _settle(operator, timing: Timing) -> float:
     while time.monotonic() - quiet_since < timing.quiet_seconds and \
             time.monotonic() - started < timing.settle_max_seconds:
         time.sleep(1.0)
-        now = _operator_writes(operator)
+        try:
+            now = _operator_writes(operator)
+        except OSError as exc:  # a busy operator (a loaded machine) answered /metrics late: it is not quiet
+            log(f"the operator's /metrics did not answer ({exc}); still waiting for it to be quiet")
+            quiet_since = time.monotonic()
+            continue
         if now != last:
             last, quiet_since = now, time.monotonic()
     return time.monotonic() - started
@@ -208,8 +214,9 @@ def _sample(metrics: dict, name: str) -> float:
 
 
 PROFILE_IDLE = bool(os.environ.get("SCALE_BENCH_PROFILE"))
-"""SCALE_BENCH_PROFILE=1: record the operator with py-spy (pip install py-spy) during the idle window, as collapsed
-stacks in the run's work directory (use with --keep). For finding where idle CPU goes; it costs a little CPU itself,
+"""SCALE_BENCH_PROFILE=1: record the operator with py-spy (pip install py-spy) while it creates the services
+(create-profile.txt), during the idle window (idle-profile.txt) and the window with the fast path off
+(idle-profile-no-fast.txt), as collapsed stacks in the run's work directory (use with --keep). For finding where idle CPU goes; it costs a little CPU itself,
 so the figures of such a run are not for the report."""
 
 
@@ -286,6 +293,9 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
         op_plan = plan(n, "op")
         log(f"N={n}: operator: applying {n} services")
         sent0, before, t0 = api.sent.copy(), c.parse_request_totals(api.metrics()), time.monotonic()
+        # py-spy for at most as long as the raw baseline took, twice (it stops with the operator if sooner)
+        creating = (_start_profiler(operator.proc.pid, workdir / "create-profile.txt", 2 * raw_seconds + 60)
+                    if PROFILE_IDLE else None)
         with ThreadPoolExecutor(APPLY_THREADS) as pool:
             list(pool.map(lambda s: api.apply(s.manifest(), "scale-bench"), op_plan))
 
@@ -301,6 +311,9 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
             return sum(_ready(o) for p in PLURALS.values() for o in api.list(CRD_PREFIX, p)) >= n
         _wait(all_ready, timing.ready_timeout, f"{n} services to be Ready", timing.poll_seconds)
         operator_seconds = time.monotonic() - t0
+        if creating is not None and creating.poll() is None:
+            creating.send_signal(signal.SIGINT)  # py-spy writes what it recorded so far
+            creating.wait(30)
         after = c.parse_request_totals(api.metrics())
         op_window = time.monotonic() - t0
         op_delta = c.delta(after, before)
@@ -370,7 +383,11 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
             pid = operator.proc.pid
             cpu0, pods0, t0 = _cpu_seconds(pid), fake.reads(), time.monotonic()
             log(f"N={n}: idle window of {timing.fast_off_seconds:g} s with the fast scale-up path off")
+            profiler = (_start_profiler(pid, workdir / "idle-profile-no-fast.txt", timing.fast_off_seconds)
+                        if PROFILE_IDLE else None)
             time.sleep(timing.fast_off_seconds)
+            if profiler is not None:
+                profiler.wait(30)
             cpu1, pods1, window = _cpu_seconds(pid), fake.reads(), time.monotonic() - t0
             result.cpu_seconds_per_minute_no_fast = (cpu1 - cpu0) * 60 / window
             result.fast_pod_reads_per_minute = result.pod_reads_per_minute - (pods1 - pods0) * 60 / window

@@ -211,3 +211,31 @@ def test_a_leader_that_loses_its_lease_stops_and_leads_again_later(kube, operato
     kube.apply(service_manifest("EmbeddingService", name, namespace, CPU_SPEC))
     kube.wait_condition("EmbeddingService", name, namespace, "Ready", "True", timeout=60)
     assert operator.alive()
+
+
+def _lease_requests() -> dict[str, float]:
+    from tei_operator.metrics import METRICS
+
+    return {method: sum(METRICS.api_requests.labels(method, "leases", code)._value.get() for code in ("200", "409"))
+            for method in ("GET", "PUT")}
+
+
+async def test_the_leader_renews_with_one_put_and_reads_only_after_a_conflict(kubeconfig, namespace):
+    a, b = elector(kubeconfig, namespace, "renew", "a"), elector(kubeconfig, namespace, "renew", "b")
+    assert await a.try_acquire_or_renew()
+    before = _lease_requests()
+    for _ in range(4):
+        assert await a.try_acquire_or_renew()
+    after = _lease_requests()
+    assert (after["GET"] - before["GET"], after["PUT"] - before["PUT"]) == (0, 4)
+    # Someone else writes the Lease (here: an annotation): the leader's next PUT gets 409, it reads the Lease, sees
+    # that it still holds it and renews; the standby still sees a live holder.
+    lease = await b.kube.get(LEASE, "renew", namespace)
+    lease["metadata"].setdefault("annotations", {})["touched"] = "yes"
+    await b.kube.request("PUT", LEASE.path(namespace, "renew"), body=lease)
+    before = _lease_requests()
+    assert await a.try_acquire_or_renew()
+    after = _lease_requests()
+    assert (after["GET"] - before["GET"], after["PUT"] - before["PUT"]) == (1, 2)  # the refused PUT, then the read
+    assert await b.try_acquire_or_renew() is False
+    assert (await b.kube.get(LEASE, "renew", namespace))["spec"]["holderIdentity"] == "a"

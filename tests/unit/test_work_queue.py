@@ -181,3 +181,30 @@ async def test_handlers_feed_the_store_and_queue_the_owner():
     key = OwnerKey("EmbeddingService", "ns", "e")
     assert memo.queue.requested == [(key, True), (key, False)]
     assert len(memo.store.list_now(k.POD)) == 2  # the foreign pod is stored too (GPU capacity), slimmed
+
+
+async def test_a_deployment_status_change_only_refreshes_the_status_and_a_spec_change_reapplies():
+    from tei_operator.controller.handlers import ControllerMemo, child_event
+    from tei_operator.controller.reconcile import OwnerKey, owner_types
+
+    class Reconciler:
+        kinds = owner_types()
+
+    memo = ControllerMemo(reconciler=Reconciler(), queue=Requests(), store=ObjectStore())
+    owner_ref = {"apiVersion": "tei-operator.io/v1alpha1", "kind": "EmbeddingService", "name": "e", "uid": "u",
+                 "controller": True}
+
+    def deployment(version: int, *, replicas: int = 1, ready: int = 0) -> dict:
+        return {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "e", "namespace": "ns", "resourceVersion": str(version),
+                             "labels": {"app.kubernetes.io/managed-by": "tei-operator"},
+                             "ownerReferences": [owner_ref]},
+                "spec": {"replicas": replicas}, "status": {"readyReplicas": ready}}
+
+    events = [("ADDED", deployment(1)), ("MODIFIED", deployment(2, ready=1)),  # the controller's status update
+              ("MODIFIED", deployment(3, replicas=2, ready=1)),  # someone edited the spec: apply again
+              ("DELETED", deployment(4, replicas=2, ready=1))]
+    for kind, body in events:
+        await child_event(event={"type": kind, "object": body}, body=body, memo=memo)
+    key = OwnerKey("EmbeddingService", "ns", "e")
+    assert memo.queue.requested == [(key, True), (key, False), (key, True), (key, True)]

@@ -64,13 +64,36 @@ async def service_event(event: Mapping[str, Any], body: kopf.Body, memo: Control
         memo.queue.request(_key(body), apply=False)
 
 
+def _status_only(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> bool:
+    """Whether two stored versions of a child differ in nothing but status (and resourceVersion): what the control
+    plane writes while a Deployment rolls out, which no apply could change."""
+    if before is None or after is None:
+        return False
+
+    def rest(obj: Mapping[str, Any]) -> tuple:
+        meta = {k_: v for k_, v in (obj.get("metadata") or {}).items() if k_ != "resourceVersion"}
+        return meta, {k_: v for k_, v in obj.items() if k_ not in ("metadata", "status")}
+    return rest(before) == rest(after)
+
+
 async def child_event(event: Mapping[str, Any], body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
     """A child we manage changed or went away: re-apply its service if needed (puts back hand edits, recreates a
-    deleted one; nothing is sent when the cached child is as rendered) and refresh the status."""
-    memo.store.observe(event.get("type"), _raw(event, body))
+    deleted one; nothing is sent when the cached child is as rendered) and refresh the status. A change of the
+    Deployment's status alone (the Deployment controller's, during a rollout) only refreshes the service's status:
+    nothing to render, compare or apply (a full reconcile per such event was a tenth of the operator's CPU while
+    1,000 services were created)."""
+    raw = _raw(event, body)
+    meta = raw.get("metadata") or {}
+    rtype = next((t for t in WATCHED_CHILD_TYPES
+                  if t.kind == raw.get("kind") and t.api_version == raw.get("apiVersion")), None)
+    before = memo.store.get_now(rtype, str(meta.get("name")), meta.get("namespace")) if rtype else None
+    memo.store.observe(event.get("type"), raw)
     owner = controller_owner(body, memo.reconciler.kinds)
     if owner is not None:
-        memo.queue.request(owner, apply=True)
+        after = memo.store.get_now(rtype, str(meta.get("name")), meta.get("namespace")) if rtype else None
+        # Deployments only: a Job's status (a managed cache's download finished) does release a held Deployment.
+        refresh = event.get("type") == "MODIFIED" and raw.get("kind") == "Deployment" and _status_only(before, after)
+        memo.queue.request(owner, apply=not refresh)
 
 
 async def pod_event(event: Mapping[str, Any], body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:

@@ -7,7 +7,11 @@ project's KubeClient:
   itself, or when the holder's record has not changed for `lease_duration` seconds *as measured by the reader's
   own clock since it saw the record change* (no clock comparison between machines). It takes or renews the Lease
   with a PUT carrying the resourceVersion it read, so of two replicas racing for it one gets 409 and stays standby.
-- The leader renews every `retry_period`. Its leadership ends `renew_deadline` seconds after the send time of its
+- The leader renews every `retry_period` with a single PUT of the Lease as its own last write returned it (the
+  resourceVersion of that write), without reading it first (client-go's leaderelection does the same): the PUT
+  succeeds only if nobody wrote the Lease since, i.e. it still holds it; on 409 it reads the Lease and decides as a
+  standby would. One request per renewal instead of a GET and a PUT: 60 Lease requests a minute at the default
+  1 s period, not 120. Its leadership ends `renew_deadline` seconds after the send time of its
   last successful renewal (renew_deadline < lease_duration): from then on `is_leader()` is False, the KubeClient's
   write guard refuses every write before sending it, and the runner stops the controller and autoscaler and stands
   by again. A standby can take over no earlier than `lease_duration` after it *saw* that renewal, which is later,
@@ -113,6 +117,7 @@ class LeaderElector:
         self._observed_at = 0.0                  # when we saw the record change (monotonic)
         self.holder: str | None = None           # who held the Lease at our last read
         self.last_contact: float | None = None   # last successful round trip to the API server (monotonic)
+        self._held: dict | None = None           # the Lease as our last successful take/renew returned it
         kube.register(LEASE)
 
     @property
@@ -139,6 +144,10 @@ class LeaderElector:
         sent = self._monotonic()
         now = self._wall()
         cfg = self.config
+        if self._held is not None and self.is_leader():
+            renewed = await self._renew_held(sent, now)
+            if renewed:
+                return True
         lease = await self.kube.get_or_none(LEASE, cfg.name, cfg.namespace)
         self.last_contact = self._monotonic()
         if lease is None:
@@ -163,6 +172,7 @@ class LeaderElector:
         if holder and holder != cfg.identity and self._monotonic() < self._observed_at + duration:
             if self._renewed_at is not None:  # someone else holds it: whatever we thought, we do not lead
                 self._renewed_at = None
+            self._held = None
             return False
         lease["spec"] = self._spec(now, spec, taking=holder != cfg.identity)
         try:
@@ -173,6 +183,22 @@ class LeaderElector:
             raise
         if holder != cfg.identity:
             logger.info("Took the leader Lease %s from %s", self.where, holder or "nobody")
+        return self._took(sent, updated)
+
+    async def _renew_held(self, sent: float, now: float) -> bool:
+        """The leader's renewal without a read: PUT the Lease we last wrote, at the resourceVersion that write
+        returned. False on 409 (someone wrote it since: the caller reads it and decides); other errors raise."""
+        cfg = self.config
+        lease = dict(self._held or {})
+        lease["spec"] = self._spec(now, lease.get("spec") or {}, taking=False)
+        try:
+            updated = await self.kube.request("PUT", LEASE.path(cfg.namespace, cfg.name), body=lease)
+        except KubeApiError as exc:
+            if exc.conflict:
+                self._held = None
+                return False
+            raise
+        self.last_contact = self._monotonic()
         return self._took(sent, updated)
 
     def _spec(self, now: float, old: dict, *, taking: bool) -> dict:
@@ -188,6 +214,7 @@ class LeaderElector:
     def _took(self, sent: float, lease: dict | None) -> bool:
         self._renewed_at = sent
         self.holder = self.config.identity
+        self._held = lease or None
         if lease:
             self._observed_version = str((lease.get("metadata") or {}).get("resourceVersion", ""))
             self._observed_at = self._monotonic()
@@ -249,6 +276,7 @@ class LeaderElector:
         """Give the Lease up (empty holder) if this replica leads, so a standby takes over at its next read."""
         was_leader = self.is_leader()
         self._renewed_at = None
+        self._held = None
         self.metrics.set_leader(False)
         if not was_leader:
             return
