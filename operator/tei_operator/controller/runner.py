@@ -73,7 +73,7 @@ def kopf_settings() -> kopf.OperatorSettings:
 # objects deleted while a watch was being re-established). Rare: at 20 services per namespace this is 0.002 reads
 # per service and minute.
 AUDIT_SECONDS = 3600.0
-LIST_PAGE = 250  # objects per page of a LIST (kopf's and the store's)
+LIST_PAGE = 100  # objects per page of a LIST (kopf's and the store's): a page of pods parses to ~8 MiB, held while kopf dispatches it
 # A service whose namespace did not change is still reconciled by a resync once every this many resync periods, and
 # at least every FULL_RESYNC_SECONDS (see Reconciled).
 FULL_RESYNC_PERIODS = 10
