@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -154,24 +155,29 @@ LOAD_SECONDS = 2.0
 
 
 class ApiReader:
-    """Reads objects as dicts with the kubernetes client (no kubectl process per poll)."""
+    """Reads objects as dicts over HTTPS with the kubeconfig's client certificate (what the harness writes; no
+    kubectl process per poll, and no synchronous `kubernetes` package: the operator does not depend on it)."""
 
     def __init__(self, kubeconfig: str) -> None:
-        from kubernetes import config
+        import ssl
 
-        self.client = config.new_client_from_config(config_file=kubeconfig)
+        import yaml
+
+        config = yaml.safe_load(Path(kubeconfig).read_text())
+        cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
+        self.server = cluster["server"].rstrip("/")
+        self.context = ssl.create_default_context(cafile=cluster["certificate-authority"])
+        self.context.load_cert_chain(user["client-certificate"], user["client-key"])
 
     def get(self, path: str) -> dict | None:
-        request = self.client.param_serialize(method="GET", resource_path=path,
-                                              header_params={"Accept": "application/json"},
-                                              auth_settings=["BearerToken"])
-        response = self.client.call_api(*request, _request_timeout=5)
-        data = response.read()
-        if response.status == 404:
-            return None
-        if response.status != 200:
-            raise RuntimeError(f"GET {path}: {response.status} {data[:200]!r}")
-        return json.loads(data)
+        request = urllib.request.Request(self.server + path, headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5, context=self.context) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise RuntimeError(f"GET {path}: {exc.code} {exc.read()[:200]!r}") from exc
 
     def deployment(self, namespace: str, name: str) -> dict | None:
         return self.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")

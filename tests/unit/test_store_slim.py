@@ -143,3 +143,42 @@ def test_a_new_version_that_changes_nothing_kept_is_stored_without_counting_as_a
     cordoned["spec"] = {"unschedulable": True}
     store.put(cordoned)
     assert store.version == version + 1
+
+
+def _parsed_deployment(name: str, rv: int) -> dict:
+    """A Deployment as one watch event delivers it: parsed from its own JSON (so its strings are its own)."""
+    import json
+
+    live = edited_deployment()
+    live["metadata"].update(name=name, resourceVersion=str(rv), namespace="team-a")
+    return json.loads(json.dumps(live))
+
+
+def test_stored_objects_share_their_keys_and_short_strings_instead_of_holding_a_copy_each():
+    store = ObjectStore()
+    one, two = _parsed_deployment("one", 1), _parsed_deployment("two", 2)
+    assert next(iter(one["spec"])) is not next(iter(two["spec"]))  # two parses: two copies of every key
+    store.put(one)
+    store.put(two)
+    a, b = store.get_now(DEPLOYMENT, "one", "team-a"), store.get_now(DEPLOYMENT, "two", "team-a")
+    assert a == slim_owned(one) and b["metadata"]["name"] == "two"
+    key_a = next(key for key in a["spec"] if key == "template")
+    key_b = next(key for key in b["spec"] if key == "template")
+    assert key_a is key_b  # one "template" for the fleet
+    image_a = a["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image_a is b["spec"]["template"]["spec"]["containers"][0]["image"]
+    # A copy all the same: what the caller does to its object later does not reach the store.
+    one["spec"]["template"]["spec"]["containers"][0]["image"] = "changed"
+    assert a["spec"]["template"]["spec"]["containers"][0]["image"] == image_a != "changed"
+
+
+def test_a_foreign_pod_is_stored_without_references_into_its_parsed_event():
+    store = ObjectStore()
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "p", "namespace": "other", "resourceVersion": "5", "labels": {"app": "x"}},
+           "spec": {"nodeName": "n1", "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+           "status": {"phase": "Running"}}
+    store.put(pod)
+    held = store.get_now(POD, "p", "other")
+    assert held["metadata"]["labels"] == {"app": "x"} and held["metadata"]["labels"] is not pod["metadata"]["labels"]
+    assert held["spec"]["containers"][0]["resources"] is not pod["spec"]["containers"][0]["resources"]

@@ -24,6 +24,7 @@ from ..render.stamp import operator_version
 from ..autoscaling.loop import start_autoscaler
 from ..kube import NODE, POD, KubeApiError, KubeClient, ResourceType
 from ..metrics import METRICS
+from ..process_memory import limit_malloc_arenas
 from ..settings import Settings
 from .access import may_watch_nodes, readable_namespaces
 from .endpoints import EndpointError, Endpoints
@@ -72,7 +73,7 @@ def kopf_settings() -> kopf.OperatorSettings:
 # objects deleted while a watch was being re-established). Rare: at 20 services per namespace this is 0.002 reads
 # per service and minute.
 AUDIT_SECONDS = 3600.0
-LIST_PAGE = 250  # objects per page of a LIST (kopf's and the store's)
+LIST_PAGE = 100  # objects per page of a LIST (kopf's and the store's): a page of pods parses to ~8 MiB, held while kopf dispatches it
 # A service whose namespace did not change is still reconciled by a resync once every this many resync periods, and
 # at least every FULL_RESYNC_SECONDS (see Reconciled).
 FULL_RESYNC_PERIODS = 10
@@ -261,9 +262,11 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
     register(registry, owner_types(), nodes=nodes)
 
     @kopf.on.login(id="login", registry=registry)
-    def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # The same credentials as KubeClient: the in-cluster service account, or the kubeconfig.
-        return kopf.login_via_client(**kwargs)
+    async def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same credentials as KubeClient: the in-cluster service account, or the kubeconfig, read by
+        # kubernetes_asyncio (the synchronous `kubernetes` package is not a dependency: kopf imports whichever
+        # client is installed at its own import, and that one alone was 15 MiB of the operator's memory).
+        return await kopf.login_via_async_client(**kwargs)
     tasks: list[asyncio.Task] = []
 
     @kopf.on.startup(id="start-resync", registry=registry)
@@ -433,8 +436,10 @@ async def _run_once(kube: KubeClient, settings: Settings, stopping: asyncio.Even
 
 
 def run(settings: Settings) -> None:
-    """Entry point of `tei-operator run`: configure logging, run until SIGINT/SIGTERM."""
+    """Entry point of `tei-operator run`: cap malloc's arenas, configure logging, run until SIGINT/SIGTERM."""
+    arenas = limit_malloc_arenas()  # before the first thread (process_memory.py)
     configure_logging(settings.log_format, settings.log_level)
+    logger.debug("Capped malloc arenas at %s", arenas if arenas is not None else "glibc's default (not glibc)")
     try:
         asyncio.run(run_async(settings))
     except EndpointError as exc:

@@ -1,0 +1,44 @@
+"""The operator's memory before it watches anything: `python -m bench.scale.footprint`.
+
+Imports what `tei-operator run` imports (in a fresh interpreter per step) and prints the resident set after each
+step, and the packages with the most modules loaded; the scale report's RSS is this baseline plus what the
+services cost (docs/install.md, "The operator's own memory")."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+STEPS = ["aiohttp", "pydantic", "kubernetes_asyncio", "kopf", "tei_operator.controller.runner",
+         "tei_operator.autoscaling.loop"]
+
+_PROBE = """
+import importlib, sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    print(name, round(rss(), 1), len(sys.modules))
+"""
+
+
+def main() -> int:
+    out = subprocess.run([sys.executable, "-c", _PROBE, *STEPS], capture_output=True, text=True, check=True).stdout
+    print("| import (cumulative) | RSS (MiB) | modules |\n|---|---|---|")
+    for line in out.splitlines():
+        name, rss, modules = line.split()
+        print(f"| {name} | {float(rss):.0f} | {modules} |")
+    for step in STEPS:
+        __import__(step)
+    top = Counter(name.split(".")[0] for name in sys.modules).most_common(6)
+    print("\nmodules by package: " + ", ".join(f"{name} {count}" for name, count in top))
+    print("sync `kubernetes` package installed (kopf imports it if so): "
+          + ("yes" if "kubernetes" in sys.modules else "no"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

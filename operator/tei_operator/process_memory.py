@@ -1,0 +1,47 @@
+"""The operator process's own memory: glibc's malloc capped at a few arenas.
+
+glibc gives every thread that allocates while the others hold their arena one of its own (up to 8 per core), and
+memory freed into an arena stays with it: the operator's threads (Prometheus queries and other blocking calls run in
+asyncio's default executor) each kept a heap of their own, mostly free. `tei-operator run` caps the arenas at
+`ARENAS` before any thread starts, the effect of MALLOC_ARENA_MAX=2, set from inside the process so that the image,
+the chart, a local `tei-operator run` and the scale benchmark all run the same way. A MALLOC_ARENA_MAX set in the
+environment wins (glibc has then applied it already). On a C library other than glibc this does nothing.
+
+docs/operations.md ("The operator's own memory") says where the rest of the operator's memory goes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Mapping
+
+ARENAS = 2
+M_ARENA_MAX = -8  # mallopt() parameter number (glibc's malloc.h)
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt  # noqa: B018 - present in glibc (and musl's stub), absent elsewhere
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only: musl's mallopt ignores everything
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
+
+
+def limit_malloc_arenas(arenas: int = ARENAS, environ: Mapping[str, str] | None = None) -> int | None:
+    """Cap glibc's malloc arenas at `arenas` (call before threads start). Returns the cap now in force: `arenas`,
+    the environment's MALLOC_ARENA_MAX when set, or None when this is not glibc or it refused."""
+    env = os.environ if environ is None else environ
+    if env.get("MALLOC_ARENA_MAX"):
+        try:
+            return int(env["MALLOC_ARENA_MAX"])
+        except ValueError:
+            return None
+    libc = _libc()
+    if libc is None or libc.mallopt(M_ARENA_MAX, int(arenas)) != 1:
+        return None
+    return arenas
