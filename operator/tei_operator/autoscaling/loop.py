@@ -243,10 +243,8 @@ class Autoscaler:
         self.writer = StatusWriter(kube, settings.autoscaler_field_manager, cache=cache, notify=notify)
         self.sources: dict[str, MetricsSource] = dict(sources or {})
         self.memory: dict[str, _Memory] = {}
-        self.ticks = 0
         self.fast_tick_seconds = float(getattr(settings, "autoscaler_fast_tick_seconds", 0) or 0)
         self.fast_window = float(getattr(settings, "autoscaler_fast_window_seconds", 10))
-        self.fast_ticks = 0
         self.activation: Any = None  # activation.ActivationReader, built when a service has scaleToZero
         # A main tick and a fast tick never interleave: they share each service's policy state.
         self._lock = asyncio.Lock()
@@ -381,7 +379,6 @@ class Autoscaler:
 
     async def _tick(self) -> list[TickOutcome]:
         now = self.clock()
-        self.ticks += 1
         services, disabled = await self._services()
         outcomes: list[TickOutcome] = []
         for rtype, body in disabled:
@@ -443,7 +440,6 @@ class Autoscaler:
 
     async def _fast_tick(self) -> list[TickOutcome]:
         now = self.clock()
-        self.fast_ticks += 1
         views, targets = await self._fast_views(now)
         if not views:
             return []
