@@ -155,9 +155,10 @@ class Requests:
         self.requested.append((key, apply))
 
 
-async def test_handlers_feed_the_store_and_queue_the_owner():
-    from tei_operator.controller.handlers import ControllerMemo, child_event, pod_event
-    from tei_operator.controller.reconcile import OwnerKey, owner_types
+def _handler_memo():
+    """A ControllerMemo over an empty store and a recording queue, and the owner reference of service ns/e."""
+    from tei_operator.controller.handlers import ControllerMemo
+    from tei_operator.controller.reconcile import owner_types
 
     class Reconciler:
         kinds = owner_types()
@@ -165,6 +166,14 @@ async def test_handlers_feed_the_store_and_queue_the_owner():
     memo = ControllerMemo(reconciler=Reconciler(), queue=Requests(), store=ObjectStore())
     owner_ref = {"apiVersion": "tei-operator.io/v1alpha1", "kind": "EmbeddingService", "name": "e", "uid": "u",
                  "controller": True}
+    return memo, owner_ref
+
+
+async def test_handlers_feed_the_store_and_queue_the_owner():
+    from tei_operator.controller.handlers import child_event, pod_event
+    from tei_operator.controller.reconcile import OwnerKey
+
+    memo, owner_ref = _handler_memo()
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
                   "metadata": {"name": "e", "namespace": "ns", "resourceVersion": "1",
                                "labels": {"app.kubernetes.io/managed-by": "tei-operator"},
@@ -184,15 +193,10 @@ async def test_handlers_feed_the_store_and_queue_the_owner():
 
 
 async def test_a_deployment_status_change_only_refreshes_the_status_and_a_spec_change_reapplies():
-    from tei_operator.controller.handlers import ControllerMemo, child_event
-    from tei_operator.controller.reconcile import OwnerKey, owner_types
+    from tei_operator.controller.handlers import child_event
+    from tei_operator.controller.reconcile import OwnerKey
 
-    class Reconciler:
-        kinds = owner_types()
-
-    memo = ControllerMemo(reconciler=Reconciler(), queue=Requests(), store=ObjectStore())
-    owner_ref = {"apiVersion": "tei-operator.io/v1alpha1", "kind": "EmbeddingService", "name": "e", "uid": "u",
-                 "controller": True}
+    memo, owner_ref = _handler_memo()
 
     def deployment(version: int, *, replicas: int = 1, ready: int = 0) -> dict:
         return {"apiVersion": "apps/v1", "kind": "Deployment",
