@@ -1,5 +1,5 @@
-"""bench/autoscaling/tail_curve.py: the growth of the late share with load that the latency capacity's probe reads
-(policy.LATENCY_TAIL_ELASTICITY) is the simulator's, measured, not assumed."""
+"""bench/autoscaling/tail_curve.py and operator_runs.py: the growth of the late share with load that the latency
+capacity's probe reads (policy.LATENCY_TAIL_ELASTICITY) is the simulator's, measured, not assumed."""
 
 from __future__ import annotations
 
@@ -24,3 +24,15 @@ def test_bad_arguments_name_the_flag(capsys):
     with pytest.raises(SystemExit):
         main(["--loads", "50,x"])
     assert "--loads" in capsys.readouterr().err
+
+
+def test_operator_runs_refuses_what_it_cannot_run(capsys):
+    import pytest
+
+    from bench.autoscaling.operator_runs import main as runs
+
+    for argv, flag in ((["--split", "validation"], "--split"), (["--knobs", "5"], "--knobs"),
+                       (["--split", "test", "--traces", "nosuch"], "--traces")):
+        with pytest.raises(SystemExit):
+            runs(argv)
+        assert flag in capsys.readouterr().err
