@@ -31,8 +31,9 @@ def test_headroom_on_a_fleet_on_time_is_built_one_replica_per_scale_down_window(
     d, st = decide(late_signals(15, 0.0, current=5, per_ready=2_400), st, sp, MBT, now=15)
     assert d.desired_replicas == 5 and "a replica was added 15s ago" in d.reason
     # ...and then the next one only, though the headroom asks for ceil(5 x 2,700 x 1.5 / 3,300) = 7 (the window on
-    # time also probed the capacity 3,000 -> 3,300).
-    d, st = decide(late_signals(300, 0.0, current=5, per_ready=2_700), st, sp, MBT, now=300)
+    # time, 0.23% late over its two ticks at 2,400 and 2,700, also probed the capacity by the smallest step,
+    # 3,000 -> 3,300: 2,700 x (0.7 / 0.225) ** (1 / 6) = 3,262 is less).
+    d, st = decide(late_signals(300, 0.0045, current=5, per_ready=2_700), st, sp, MBT, now=300)
     assert st.latency_capacity == pytest.approx(3_300)
     assert d.desired_replicas == 6, d.reason
 

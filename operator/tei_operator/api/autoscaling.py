@@ -267,7 +267,7 @@ class AutoscalingSpec(ApiModel):
         None, ge=1, le=600000,
         description="Latency target (p99) of this service's requests in milliseconds, end to end "
         "(te_request_duration). When set, the fleet is sized by a latency capacity learned from it: the most tokens/s "
-        "per replica seen while at most 1% of requests took longer, probed 10% higher after 5 minutes on time, moved "
+        "per replica seen while at most 1% of requests took longer, probed 10-30% higher after 5 minutes on time (further the less late they were), moved "
         "down when more are late; no scale-down while 0.5% or more are late. "
         "Out of reach when twice the lowest observed batch time "
         "(te_request_inference_duration) reaches it: then the policy stands down to targetUtilization and its "
