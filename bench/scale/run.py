@@ -83,6 +83,10 @@ class RunResult:
     """CPU seconds per idle minute of Python's garbage collector (`tei_operator_gc_pause_seconds_total`), part of
     cpu_seconds_per_minute; NaN for an operator without that series."""
     gc_seconds_per_minute_no_fast: float = float("nan")
+    reconciles_per_minute: float = float("nan")
+    """Reconciles the operator ran per idle minute (`tei_operator_reconciles_total`): 0 for a fleet at rest but
+    for the resync's periodic full pass."""
+    reconciles_per_minute_no_fast: float = float("nan")
 
     def to_json(self) -> dict:
         out = dict(self.__dict__)
@@ -228,11 +232,19 @@ def _metrics_or_none(operator) -> dict | None:
         return None
 
 
+RECONCILES = "tei_operator_reconciles_total"
+
+
+def _delta(before: dict | None, after: dict | None, name: str) -> float:
+    """A counter's increase between two readings of the operator's metrics (NaN without the series)."""
+    if before is None or after is None or not any(n == name for n, _ in after):
+        return float("nan")
+    return _sample(after, name) - _sample(before, name)
+
+
 def _gc_seconds(before: dict | None, after: dict | None) -> float:
     """The garbage collector's CPU seconds between two readings of the operator's metrics (NaN without the series)."""
-    if before is None or after is None or not any(n == GC_SERIES for n, _ in after):
-        return float("nan")
-    return _sample(after, GC_SERIES) - _sample(before, GC_SERIES)
+    return _delta(before, after, GC_SERIES)
 
 
 PROFILE_IDLE = bool(os.environ.get("SCALE_BENCH_PROFILE"))
@@ -385,10 +397,11 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
             queries_per_tick=(q1 - q0) / ticks if ticks else float("nan"),
             pod_reads_per_minute=(pods1 - pods0) * per_min, operator_client_idle=client_idle,
             idle_window_seconds=window, resync_seconds=timing.resync_seconds,
-            gc_seconds_per_minute=_gc_seconds(m0, m1) * per_min)
+            gc_seconds_per_minute=_gc_seconds(m0, m1) * per_min,
+            reconciles_per_minute=_delta(m0, m1, RECONCILES) * per_min)
         log(f"N={n}: idle: {result.idle_writes:.3f} writes and {result.idle_reads:.3f} reads per service per minute, "
             f"RSS {rss:.0f} MiB, {result.cpu_seconds_per_minute:.2f} CPU-s/min (garbage collector "
-            f"{result.gc_seconds_per_minute:.2f}), {ticks:.0f} ticks of "
+            f"{result.gc_seconds_per_minute:.2f}; {result.reconciles_per_minute:.0f} reconciles/min), {ticks:.0f} ticks of "
             f"{result.tick_seconds:.3f} s, {result.queries_per_tick:.1f} queries per tick")
 
         # -- 5. the same idle window with the fast scale-up path off: what the 2 s path costs, measured
@@ -416,9 +429,10 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
             m1 = _metrics_or_none(operator)
             result.cpu_seconds_per_minute_no_fast = (cpu1 - cpu0) * 60 / window
             result.gc_seconds_per_minute_no_fast = _gc_seconds(m0, m1) * 60 / window
+            result.reconciles_per_minute_no_fast = _delta(m0, m1, RECONCILES) * 60 / window
             result.fast_pod_reads_per_minute = result.pod_reads_per_minute - (pods1 - pods0) * 60 / window
             log(f"N={n}: without the fast path: {result.cpu_seconds_per_minute_no_fast:.2f} CPU-s/min (garbage "
-                f"collector {result.gc_seconds_per_minute_no_fast:.2f}), "
+                f"collector {result.gc_seconds_per_minute_no_fast:.2f}; {result.reconciles_per_minute_no_fast:.0f} reconciles/min), "
                 f"{(pods1 - pods0) * 60 / window:.0f} pod reads/min")
         return result
     finally:
