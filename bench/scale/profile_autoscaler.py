@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     store = ObjectStore()
     autoscaled = fill(store, args.services, settings)
     if not args.no_freeze:  # as the operator does once its store is filled (controller/heap.py)
-        HeapFreezer(lambda: 0).freeze()
+        HeapFreezer().install()
     clock = [NOW]
     sources = {"scrape": ScrapeSource(idle_page, timeout=5, window=60),
                FAST_SOURCE: ScrapeSource(idle_page, timeout=2, window=10)}

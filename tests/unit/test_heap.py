@@ -16,58 +16,64 @@ class Node:
         self.other: Node | None = None
 
 
-def _cycle() -> weakref.ref:
+def _cycle() -> tuple[weakref.ref, Node]:
     a, b = Node(), Node()
     a.other, b.other = b, a
     return weakref.ref(a), a
 
 
-@pytest.fixture(autouse=True)
-def _unfrozen():
-    yield
-    gc.unfreeze()
+@pytest.fixture
+def heap():
+    freezer = HeapFreezer(refresh_seconds=3600, clock=lambda: now[0])
+    now[0] = 0.0
+    yield freezer
+    freezer.release()
 
 
-def test_a_frozen_cycle_is_left_to_the_refresh_and_a_new_one_is_collected() -> None:
-    size = [10]
-    heap = HeapFreezer(lambda: size[0])
+now = [0.0]
+
+
+def test_what_survives_a_full_collection_is_frozen_and_left_to_the_refresh(heap) -> None:
     frozen_ref, frozen = _cycle()
-    assert heap.freeze() >= 2 and gc.get_freeze_count() >= 2
+    heap.install()
+    assert heap.freezes == 1 and gc.get_freeze_count() > 0
     del frozen
     fresh_ref, fresh = _cycle()
     del fresh
-    gc.collect()
-    assert fresh_ref() is None  # created after the freeze: collected as before
-    assert frozen_ref() is not None  # frozen: the full collections no longer traverse it
+    gc.collect()  # a full collection: frees the new cycle, freezes again
+    assert fresh_ref() is None
+    assert frozen_ref() is not None  # frozen: full collections no longer traverse it
+    assert heap.freezes == 2
     heap.refresh()
-    assert frozen_ref() is None  # the refresh unfreezes, collects, freezes again
+    assert frozen_ref() is None  # the refresh unfreezes and collects in full
 
 
-def test_freezes_when_the_store_grew_by_a_quarter_and_refreshes_when_old() -> None:
-    size, now = [100], [0.0]
-    heap = HeapFreezer(lambda: size[0], refresh_seconds=3600, clock=lambda: now[0])
-    assert heap.maybe_freeze() and heap.freezes == 1  # never frozen
-    size[0] = 124
-    now[0] = 60
-    assert not heap.maybe_freeze() and heap.freezes == 1
-    size[0] = 125
-    assert heap.maybe_freeze() and heap.frozen_size == 125 and heap.freezes == 2
-    now[0] = 60 + 3599
-    assert not heap.maybe_freeze()
-    now[0] = 60 + 3600
-    assert heap.maybe_freeze() and heap.freezes == 3 and heap.frozen_at == 3660
+def test_young_collections_freeze_nothing(heap) -> None:
+    heap.install()
+    gc.collect(0)
+    gc.collect(1)
+    assert heap.freezes == 1
 
 
-def test_release_unfreezes() -> None:
-    heap = HeapFreezer(lambda: 1)
-    heap.freeze()
+def test_refreshes_when_old(heap) -> None:
+    heap.install()
+    now[0] = 3599
+    assert not heap.maybe_refresh()
+    now[0] = 3600
+    assert heap.maybe_refresh() and heap.frozen_at == 3600
+
+
+def test_release_stops_freezing(heap) -> None:
+    heap.install()
     heap.release()
-    assert gc.get_freeze_count() == 0 and heap.frozen_size is None
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert gc.get_freeze_count() == 0 and heap.freezes == 1
 
 
 def test_bad_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="growth must be > 1"):
-        HeapFreezer(lambda: 1, growth=1.0)
+    with pytest.raises(ValueError, match="refresh_seconds must be > 0"):
+        HeapFreezer(refresh_seconds=0)
 
 
 def test_gc_pauses_are_counted_by_generation() -> None:

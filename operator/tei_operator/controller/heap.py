@@ -1,20 +1,21 @@
 """Keeping Python's cyclic garbage collector off the operator's long-lived objects.
 
 At 1,000 services the operator holds over a million tracked objects that live as long as the process: the watch-fed
-store (cache.py), kopf's per-object memories, the parsed services, the imported modules. CPython's collector runs a
-full collection whenever the objects that survived into its oldest generation since the last one grow by a quarter
-of that generation; the autoscaler's ticks and the watch events keep a steady trickle of such survivors, so a full
-collection came every ~30 s at idle, and each one traversed the whole heap: a cost that grows with N twice (more
-survivors, a bigger heap), the super-linear part of the operator's idle CPU from 300 to 1,000 services.
+store (cache.py), kopf's per-object memories, the parsed services, the imported modules. CPython runs a full
+collection whenever the objects that survived into its oldest generation since the last one grow by a quarter of
+what the last one kept; the watch events and the autoscaler's ticks keep a steady trickle of such survivors, so at
+idle a full collection came about twice a minute, and each traversed the whole heap: a cost that grows with N twice
+(more survivors, a bigger heap), the super-linear part of the operator's idle CPU from 300 to 1,000 services, and
+pauses of the event loop long enough, on a busy machine, to miss a Lease renewal.
 
-`HeapFreezer` moves what is alive into the collector's permanent generation (`gc.freeze()`) after a collection, once
-the store is filled and again whenever the store grew by a quarter since: later collections traverse only what was
-created since. Frozen objects are still freed by reference counting the moment nothing refers to them; only a
-frozen object that later becomes part of a reference cycle waits, for at most `refresh_seconds`, when everything is
-unfrozen, collected once in full and frozen again (`refresh`).
+`HeapFreezer` moves what survived each full collection into the collector's permanent generation (`gc.freeze()`
+from a `gc.callbacks` hook, right after the collection: at that moment every tracked object is one the collection
+found alive). The next full collection traverses only what survived since, and comes only once that is a quarter
+of what the last one kept. Frozen objects are still freed by reference counting the moment nothing refers to them;
+only a frozen object that later becomes part of a reference cycle waits, for at most `refresh_seconds`, when
+everything is unfrozen and collected once in full (`maybe_refresh`, after a resync round).
 
-`gc.callbacks` also measure the collector's pauses (CPU seconds of the thread that ran them, by generation) into
-`tei_operator_gc_pause_seconds_total` (metrics.py), so what collections cost shows in the operator's own metrics.
+`metrics.py` measures the collector's pauses (CPU seconds by generation) into `tei_operator_gc_pause_seconds_total`.
 """
 
 from __future__ import annotations
@@ -26,58 +27,53 @@ from collections.abc import Callable
 
 logger = logging.getLogger("tei_operator.controller")
 
-GROWTH = 1.25
-"""Freeze again when the store holds this many times the objects it held at the last freeze."""
 REFRESH_SECONDS = 3600.0
 """Unfreeze, collect in full and freeze again this often (the bound on how long frozen cyclic garbage waits)."""
+FULL = 2  # the oldest generation: a full collection
 
 
 class HeapFreezer:
-    """Freezes the heap after the store is filled and whenever it grew by `growth` since (`maybe_freeze`), and
-    refreshes the frozen set every `refresh_seconds` (`refresh`). `size()` is the store's object count."""
+    """While installed, freezes the heap after every full collection; `maybe_refresh` unfreezes, collects in full
+    and freezes again every `refresh_seconds`."""
 
-    def __init__(self, size: Callable[[], int], *, growth: float = GROWTH, refresh_seconds: float = REFRESH_SECONDS,
+    def __init__(self, *, refresh_seconds: float = REFRESH_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if growth <= 1.0 or refresh_seconds <= 0:
-            raise ValueError(f"HeapFreezer: growth must be > 1 and refresh_seconds > 0 (got {growth}, "
-                             f"{refresh_seconds})")
-        self.size = size
-        self.growth = growth
+        if refresh_seconds <= 0:
+            raise ValueError(f"HeapFreezer: refresh_seconds must be > 0 (got {refresh_seconds})")
         self.refresh_seconds = refresh_seconds
         self.clock = clock
-        self.frozen_size: int | None = None  # the store's size at the last freeze (None: never frozen)
-        self.frozen_at: float | None = None
+        self.frozen_at: float | None = None  # when everything was last collected in full (None: not installed)
         self.freezes = 0
 
-    def freeze(self) -> int:
-        """Collect what is garbage among the objects not frozen yet, then freeze the rest. Returns the number of
-        objects now frozen."""
-        gc.collect()
-        gc.freeze()
-        self.frozen_size = self.size()
-        self.frozen_at = self.clock()
-        self.freezes += 1
-        frozen = gc.get_freeze_count()
-        logger.debug("Froze the heap: %d objects, the store holding %d", frozen, self.frozen_size)
-        return frozen
+    def _after_collection(self, phase: str, info: dict) -> None:
+        if phase == "stop" and info.get("generation") == FULL:
+            gc.freeze()  # the collection is over: what is tracked now survived it
+            self.freezes += 1
 
-    def maybe_freeze(self) -> bool:
-        """Freeze when never frozen, when the store grew by `growth` since the last freeze, or refresh when the
-        last freeze is `refresh_seconds` old. Returns whether it did either."""
-        if self.frozen_size is None or self.size() >= max(1, self.frozen_size) * self.growth:
-            self.freeze()
-            return True
-        if self.frozen_at is not None and self.clock() - self.frozen_at >= self.refresh_seconds:
-            self.refresh()
-            return True
-        return False
+    def install(self) -> None:
+        """Collect in full now (and freeze what survives), and after every later full collection."""
+        if self._after_collection not in gc.callbacks:
+            gc.callbacks.append(self._after_collection)
+        self.refresh()
 
-    def refresh(self) -> int:
-        """Unfreeze everything, collect in full (frozen objects that became cyclic garbage go now), freeze again."""
+    def refresh(self) -> None:
+        """Unfreeze everything and collect in full (frozen objects that became cyclic garbage go now); the survivors
+        are frozen again."""
         gc.unfreeze()
-        return self.freeze()
+        gc.collect()
+        self.frozen_at = self.clock()
+        logger.debug("Collected the heap in full and froze %d objects", gc.get_freeze_count())
+
+    def maybe_refresh(self) -> bool:
+        """`refresh` when the last one is `refresh_seconds` old. Returns whether it ran."""
+        if self.frozen_at is None or self.clock() - self.frozen_at < self.refresh_seconds:
+            return False
+        self.refresh()
+        return True
 
     def release(self) -> None:
-        """Unfreeze everything (the controller stopped: what it held is garbage from now on)."""
+        """Stop freezing and unfreeze everything (the controller stopped: what it held is garbage from now on)."""
+        if self._after_collection in gc.callbacks:
+            gc.callbacks.remove(self._after_collection)
         gc.unfreeze()
-        self.frozen_size = self.frozen_at = None
+        self.frozen_at = None

@@ -153,7 +153,7 @@ async def resync_forever(store: ObjectStore, queue: ReconcileQueue, kinds: Mappi
 
     Drift is normally caught at once by the child watches; this covers what a watch can miss (an edit of a field
     that emits no event we watch). `tei_operator_resyncs_total` counts the completed rounds. After each round,
-    `heap` freezes what the store grew by (heap.py)."""
+    `heap` refreshes its frozen objects when due (heap.py)."""
     while True:
         await asyncio.sleep(interval)
         try:
@@ -161,7 +161,7 @@ async def resync_forever(store: ObjectStore, queue: ReconcileQueue, kinds: Mappi
             METRICS.resynced()
             logger.debug("Resynced %d services", count)
             if heap is not None:
-                heap.maybe_freeze()
+                heap.maybe_refresh()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed resync is retried at the next interval
@@ -273,7 +273,7 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
         # client is installed at its own import, and that one alone was 15 MiB of the operator's memory).
         return await kopf.login_via_async_client(**kwargs)
     tasks: list[asyncio.Task] = []
-    heap = HeapFreezer(lambda: sum(store.count(t) for t in (*watched_types(reconciler.kinds), NODE)))
+    heap = HeapFreezer()
 
     @kopf.on.startup(id="start-resync", registry=registry)
     async def _start(**_: Any) -> None:
@@ -281,7 +281,7 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
         # first tick must not take a store still filling for an empty cluster.
         await refresh_store(kube, store, watched_types(reconciler.kinds), namespaces, nodes=nodes)
         store.nodes_watched = nodes
-        heap.freeze()  # the store is filled: keep it out of the collector's full collections (heap.py)
+        heap.install()  # the store is filled: keep it out of the collector's full collections (heap.py)
         tasks.append(asyncio.create_task(resync_forever(store, queue, reconciler.kinds, interval, reconciled,
                                                         heap), name="resync"))
         tasks.append(asyncio.create_task(audit_forever(kube, store, queue, reconciler.kinds, namespaces,
