@@ -88,7 +88,11 @@ def fast_path_section(results: list[RunResult], timing: Timing) -> str:
 After the idle window, the operator is restarted with `TEI_OPERATOR_AUTOSCALER_FAST_TICK_SECONDS=0` (no fast path;
 everything else the same), and once its first resync is done and {timing.settle_seconds:g} s more have passed, its
 CPU is measured over {timing.fast_off_seconds:g} s. The fast path reads every Ready pod of an autoscaled service
-below its maxReplicas every 2 s (here ~1 pod per autoscaled service, N / 2 pods).
+below its maxReplicas every 2 s (here ~1 pod per autoscaled service, N / 2 pods). Of each window also the CPU of
+Python's garbage collector (`tei_operator_gc_pause_seconds_total`, part of the CPU) and the reconciles the operator
+ran (`tei_operator_reconciles_total`): a fleet at rest needs none, so reconciles in the window with the fast path off
+mean the restarted operator was still working through its start (kopf resumes every service once), and "the fast
+path" column then understates the fast path by that work.
 
 {table_text}
 """

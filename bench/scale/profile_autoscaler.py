@@ -24,6 +24,7 @@ from tei_operator.api import ServiceResource
 from tei_operator.autoscaling.loop import FAST_SOURCE, Autoscaler, service_types
 from tei_operator.autoscaling.sources.scrape import ScrapeSource
 from tei_operator.controller.cache import ObjectStore
+from tei_operator.controller.heap import HeapFreezer
 from tei_operator.render import render_children
 from tei_operator.settings import load_settings
 
@@ -137,10 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--ticks", type=int, default=5, help="ticks of each kind measured (after one warm-up)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the last tick of each kind")
+    parser.add_argument("--no-freeze", action="store_true", help="leave the filled store in the garbage collector's "
+                        "generations (the operator freezes it: controller/heap.py)")
     args = parser.parse_args(argv)
     settings = load_settings(metrics_source="scrape")
     store = ObjectStore()
     autoscaled = fill(store, args.services, settings)
+    if not args.no_freeze:  # as the operator does once its store is filled (controller/heap.py)
+        HeapFreezer().install()
     clock = [NOW]
     sources = {"scrape": ScrapeSource(idle_page, timeout=5, window=60),
                FAST_SOURCE: ScrapeSource(idle_page, timeout=2, window=10)}

@@ -10,7 +10,9 @@ from .run import RunResult
 
 SCALARS = ("raw_seconds", "operator_seconds", "applies_per_child", "create_writes", "create_reads", "idle_writes",
            "idle_reads", "lease_requests_per_minute", "rss_mib", "cpu_seconds_per_minute", "tick_seconds",
-           "queries_per_tick", "pod_reads_per_minute", "cpu_seconds_per_minute_no_fast", "fast_pod_reads_per_minute")
+           "queries_per_tick", "pod_reads_per_minute", "cpu_seconds_per_minute_no_fast", "fast_pod_reads_per_minute",
+           "gc_seconds_per_minute", "gc_seconds_per_minute_no_fast", "reconciles_per_minute",
+           "reconciles_per_minute_no_fast")
 
 
 def median(results: Sequence[RunResult], name: str) -> float:
@@ -48,7 +50,9 @@ def table(results: Sequence[RunResult]) -> str:
 
 def fast_path_cost(results: Sequence[RunResult]) -> str:
     """Per N: idle CPU with the fast scale-up path on and off (the same window length, a second operator process),
-    the difference, and that per fast-path pod read. Empty when no run measured it."""
+    the difference, and that per fast-path pod read; of each window, the garbage collector's CPU and the reconciles
+    run (a window with reconciles is not idle: the operator was still working through its start). Empty when no run
+    measured it."""
     rows = []
     for n, runs in by_size(results).items():
         off = median(runs, "cpu_seconds_per_minute_no_fast")
@@ -56,11 +60,15 @@ def fast_path_cost(results: Sequence[RunResult]) -> str:
             continue
         on, reads = median(runs, "cpu_seconds_per_minute"), median(runs, "fast_pod_reads_per_minute")
         per_read = (on - off) / reads * 1000 if reads and reads > 0 else float("nan")
-        rows.append(f"| {n} | {_f(on)} | {_f(off)} | {_f(on - off)} | {reads:.0f} | {_f(per_read, 3)} |")
+        rows.append(f"| {n} | {_f(on)} | {_f(off)} | {_f(on - off)} | {reads:.0f} | {_f(per_read, 3)} | "
+                    f"{_f(median(runs, 'gc_seconds_per_minute'))} | {_f(median(runs, 'gc_seconds_per_minute_no_fast'))} | "
+                    f"{_f(median(runs, 'reconciles_per_minute'), 0)} | "
+                    f"{_f(median(runs, 'reconciles_per_minute_no_fast'), 0)} |")
     if not rows:
         return ""
     return "\n".join(["| N | CPU-s / idle min, fast path on | off | the fast path | its pod reads / min | "
-                      "CPU-ms per pod read |", "|---|---|---|---|---|---|", *rows])
+                      "CPU-ms per pod read | garbage collector CPU-s / min, on | off | reconciles / min, on | off |",
+                      "|---|---|---|---|---|---|---|---|---|---|", *rows])
 
 
 def breakdown(result: RunResult, which: str, floor: float = 0.05) -> str:

@@ -79,6 +79,14 @@ class RunResult:
     """The same idle window's CPU with the fast scale-up path off (a second operator process), NaN if not run."""
     fast_pod_reads_per_minute: float = float("nan")
     """Pod reads per idle minute that the fast path made (with it on less with it off)."""
+    gc_seconds_per_minute: float = float("nan")
+    """CPU seconds per idle minute of Python's garbage collector (`tei_operator_gc_pause_seconds_total`), part of
+    cpu_seconds_per_minute; NaN for an operator without that series."""
+    gc_seconds_per_minute_no_fast: float = float("nan")
+    reconciles_per_minute: float = float("nan")
+    """Reconciles the operator ran per idle minute (`tei_operator_reconciles_total`): 0 for a fleet at rest but
+    for the resync's periodic full pass."""
+    reconciles_per_minute_no_fast: float = float("nan")
 
     def to_json(self) -> dict:
         out = dict(self.__dict__)
@@ -211,6 +219,32 @@ def _op_counter(metrics: dict, name: str) -> dict:
 
 def _sample(metrics: dict, name: str) -> float:
     return sum(v for (n, _), v in metrics.items() if n == name)
+
+
+GC_SERIES = "tei_operator_gc_pause_seconds_total"
+
+
+def _metrics_or_none(operator) -> dict | None:
+    try:
+        return operator.metrics()
+    except Exception as exc:  # noqa: BLE001 - a busy operator's /metrics may time out: that figure is then NaN
+        log(f"the operator's /metrics did not answer ({exc}): no garbage collector figure for this window")
+        return None
+
+
+RECONCILES = "tei_operator_reconciles_total"
+
+
+def _delta(before: dict | None, after: dict | None, name: str) -> float:
+    """A counter's increase between two readings of the operator's metrics (NaN without the series)."""
+    if before is None or after is None or not any(n == name for n, _ in after):
+        return float("nan")
+    return _sample(after, name) - _sample(before, name)
+
+
+def _gc_seconds(before: dict | None, after: dict | None) -> float:
+    """The garbage collector's CPU seconds between two readings of the operator's metrics (NaN without the series)."""
+    return _delta(before, after, GC_SERIES)
 
 
 PROFILE_IDLE = bool(os.environ.get("SCALE_BENCH_PROFILE"))
@@ -362,9 +396,12 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
             tick_seconds=tick_sum / ticks if ticks else float("nan"),
             queries_per_tick=(q1 - q0) / ticks if ticks else float("nan"),
             pod_reads_per_minute=(pods1 - pods0) * per_min, operator_client_idle=client_idle,
-            idle_window_seconds=window, resync_seconds=timing.resync_seconds)
+            idle_window_seconds=window, resync_seconds=timing.resync_seconds,
+            gc_seconds_per_minute=_gc_seconds(m0, m1) * per_min,
+            reconciles_per_minute=_delta(m0, m1, RECONCILES) * per_min)
         log(f"N={n}: idle: {result.idle_writes:.3f} writes and {result.idle_reads:.3f} reads per service per minute, "
-            f"RSS {rss:.0f} MiB, {result.cpu_seconds_per_minute:.2f} CPU-s/min, {ticks:.0f} ticks of "
+            f"RSS {rss:.0f} MiB, {result.cpu_seconds_per_minute:.2f} CPU-s/min (garbage collector "
+            f"{result.gc_seconds_per_minute:.2f}; {result.reconciles_per_minute:.0f} reconciles/min), {ticks:.0f} ticks of "
             f"{result.tick_seconds:.3f} s, {result.queries_per_tick:.1f} queries per tick")
 
         # -- 5. the same idle window with the fast scale-up path off: what the 2 s path costs, measured
@@ -381,7 +418,7 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
             time.sleep(timing.settle_seconds)
             _settle(operator, timing)
             pid = operator.proc.pid
-            cpu0, pods0, t0 = _cpu_seconds(pid), fake.reads(), time.monotonic()
+            cpu0, pods0, t0, m0 = _cpu_seconds(pid), fake.reads(), time.monotonic(), _metrics_or_none(operator)
             log(f"N={n}: idle window of {timing.fast_off_seconds:g} s with the fast scale-up path off")
             profiler = (_start_profiler(pid, workdir / "idle-profile-no-fast.txt", timing.fast_off_seconds)
                         if PROFILE_IDLE else None)
@@ -389,9 +426,13 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
             if profiler is not None:
                 profiler.wait(30)
             cpu1, pods1, window = _cpu_seconds(pid), fake.reads(), time.monotonic() - t0
+            m1 = _metrics_or_none(operator)
             result.cpu_seconds_per_minute_no_fast = (cpu1 - cpu0) * 60 / window
+            result.gc_seconds_per_minute_no_fast = _gc_seconds(m0, m1) * 60 / window
+            result.reconciles_per_minute_no_fast = _delta(m0, m1, RECONCILES) * 60 / window
             result.fast_pod_reads_per_minute = result.pod_reads_per_minute - (pods1 - pods0) * 60 / window
-            log(f"N={n}: without the fast path: {result.cpu_seconds_per_minute_no_fast:.2f} CPU-s/min, "
+            log(f"N={n}: without the fast path: {result.cpu_seconds_per_minute_no_fast:.2f} CPU-s/min (garbage "
+                f"collector {result.gc_seconds_per_minute_no_fast:.2f}; {result.reconciles_per_minute_no_fast:.0f} reconciles/min), "
                 f"{(pods1 - pods0) * 60 / window:.0f} pod reads/min")
         return result
     finally:

@@ -20,11 +20,14 @@ Series (all prefixed `tei_operator_`):
   and writes of every autoscaled service), what bench/scale reads the tick time from;
 - `autoscaler_last_successful_tick_timestamp_seconds` and `autoscaler_seconds_since_last_successful_tick`
   (counted from when this replica became leader until its first tick);
+- `gc_pause_seconds_total{generation}`: CPU seconds Python's cyclic garbage collector ran, by generation (0, 1,
+  2: a full collection), measured with `gc.callbacks` (controller/heap.py keeps the long-lived objects out of it);
 - `leader` (1 on the replica that holds the Lease), `leader_transitions_total`, `info{version, identity}`.
 """
 
 from __future__ import annotations
 
+import gc
 import re
 import time
 from collections.abc import Callable
@@ -103,6 +106,10 @@ class OperatorMetrics:
                             "autoscales), else 0.", registry=r)
         self.leader_transitions = Counter(f"{PREFIX}_leader_transitions", "Times this replica became the leader.",
                                           registry=r)
+        self.gc_pauses = Counter(f"{PREFIX}_gc_pause_seconds", "CPU seconds Python's cyclic garbage collector ran, "
+                                 "by generation (2: a full collection).", ["generation"], registry=r)
+        self._gc_series = [self.gc_pauses.labels(str(g)) for g in range(3)]
+        self._gc_started: float | None = None
         self.info = Gauge(f"{PREFIX}_info", "The operator's version and leader-election identity (always 1).",
                           ["version", "identity"], registry=r)
         self._leading = False
@@ -176,6 +183,21 @@ class OperatorMetrics:
     def watch_queue(self, depth: Callable[[], int] | None) -> None:
         """Report `depth()` as the queue depth at each scrape (None: 0, no queue runs here)."""
         self._queue_depth_fn = depth
+
+    def watch_gc(self) -> None:
+        """Count the garbage collector's pauses from now on (once per process: `gc.callbacks` is global)."""
+        if self._gc_callback not in gc.callbacks:
+            gc.callbacks.append(self._gc_callback)
+
+    def _gc_callback(self, phase: str, info: dict) -> None:
+        # CPU time of the collecting thread: the collector holds the GIL, and wall time would count the waits of a
+        # process that shares its cores.
+        if phase == "start":
+            self._gc_started = time.thread_time()
+        elif self._gc_started is not None:
+            generation = int(info.get("generation", 2))
+            self._gc_series[min(max(generation, 0), 2)].inc(max(0.0, time.thread_time() - self._gc_started))
+            self._gc_started = None
 
     def _staleness(self) -> float:
         since = self._last_tick if self._last_tick is not None else self._autoscaler_started

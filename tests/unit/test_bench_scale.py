@@ -118,14 +118,20 @@ def test_the_fast_path_cost_is_the_cpu_with_it_on_less_off_per_pod_read():
 
     assert fast_path_cost([result(100, 20, 21)]) == ""  # not measured: no table
     on = [result(300, 60, 66, cpu_seconds_per_minute=5.0, cpu_seconds_per_minute_no_fast=2.0,
-                 fast_pod_reads_per_minute=4500.0),
+                 fast_pod_reads_per_minute=4500.0, gc_seconds_per_minute=0.2, gc_seconds_per_minute_no_fast=0.1,
+                 reconciles_per_minute=0.0, reconciles_per_minute_no_fast=40.0),
           result(300, 60, 66, cpu_seconds_per_minute=7.0, cpu_seconds_per_minute_no_fast=2.0,
-                 fast_pod_reads_per_minute=4500.0)]
+                 fast_pod_reads_per_minute=4500.0, gc_seconds_per_minute=0.4, gc_seconds_per_minute_no_fast=0.1,
+                 reconciles_per_minute=0.0, reconciles_per_minute_no_fast=60.0)]
     lines = fast_path_cost(on).splitlines()
-    # medians: on 6.0, off 2.0 -> 4.0 CPU-s a minute for 4500 reads: 0.889 CPU-ms per read
-    assert lines[2] == "| 300 | 6.00 | 2.00 | 4.00 | 4500 | 0.889 |"
+    # medians: on 6.0, off 2.0 -> 4.0 CPU-s a minute for 4500 reads: 0.889 CPU-ms per read; GC 0.3 / 0.1; the off
+    # window ran 50 reconciles a minute
+    assert lines[2] == "| 300 | 6.00 | 2.00 | 4.00 | 4500 | 0.889 | 0.30 | 0.10 | 0 | 50 |"
     # Saved runs from before the measure existed load with it unknown.
     saved = result(100, 20, 21).to_json()
-    for name in ("cpu_seconds_per_minute_no_fast", "fast_pod_reads_per_minute"):
+    for name in ("cpu_seconds_per_minute_no_fast", "fast_pod_reads_per_minute", "gc_seconds_per_minute",
+                 "reconciles_per_minute_no_fast"):
         del saved[name]
-    assert math.isnan(RunResult.from_json(saved).cpu_seconds_per_minute_no_fast)
+    loaded = RunResult.from_json(saved)
+    assert math.isnan(loaded.cpu_seconds_per_minute_no_fast) and math.isnan(loaded.gc_seconds_per_minute)
+    assert math.isnan(loaded.reconciles_per_minute_no_fast)

@@ -120,6 +120,9 @@ class PodCounts:
     load_seconds: float | None = None
     """Median over the Ready pods of creation to Ready (the model load time, scheduling included); None when no
     Ready pod shows both times."""
+    timeless: bool = True
+    """Whether the counts hold at any later time for the same pods: no pod was counted by its age (scheduled, not
+    Ready: starting only within the startup grace). `ServiceView.counts` keeps such counts while its pods last."""
 
 
 def count_pods(pods: Sequence[Mapping[str, Any]], now: float, startup_grace_seconds: float) -> PodCounts:
@@ -127,6 +130,7 @@ def count_pods(pods: Sequence[Mapping[str, Any]], now: float, startup_grace_seco
     scheduled. Pods not Ready and older than the grace count as neither (a crash loop is not capacity)."""
     ready, starting, pending = [], 0, 0
     loads: list[float] = []
+    timeless = True
     for pod in pods:
         if is_leaving(pod):
             continue
@@ -139,13 +143,14 @@ def count_pods(pods: Sequence[Mapping[str, Any]], now: float, startup_grace_seco
         elif not (pod.get("spec") or {}).get("nodeName"):
             pending += 1
         else:
+            timeless = False
             created = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
             if created is None or now - created < startup_grace_seconds:
                 starting += 1
     loads.sort()
     load = None if not loads else (loads[len(loads) // 2] if len(loads) % 2 else
                                    (loads[len(loads) // 2 - 1] + loads[len(loads) // 2]) / 2)
-    return PodCounts(tuple(ready), starting, pending, load)
+    return PodCounts(tuple(ready), starting, pending, load, timeless)
 
 
 def pod_target(pod: Mapping[str, Any]) -> PodTarget:
@@ -191,6 +196,18 @@ class ServiceView:
     resource: ServiceResource
     deployment: dict | None
     pods: list[dict]
+    _counts: PodCounts | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def counts(self, now: float) -> PodCounts:
+        """`count_pods` of the view's pods with the service's startup grace, computed once while the result does not
+        depend on `now` (`PodCounts.timeless`): the fast path keeps its views while the store is unchanged, and
+        counting the same pods of 500 services every 2 s was a fifth of its CPU."""
+        if self._counts is not None:
+            return self._counts
+        counts = count_pods(self.pods, now, self.resource.spec.autoscaling.startup_grace_seconds)
+        if counts.timeless:
+            self._counts = counts
+        return counts
 
     @property
     def uid(self) -> str:
@@ -478,7 +495,7 @@ class Autoscaler:
                 most = view.resource.spec.autoscaling.max_replicas
                 if replicas is not None and most is not None and int(replicas) >= most:
                     continue
-                counts = count_pods(view.pods, now, view.resource.spec.autoscaling.startup_grace_seconds)
+                counts = view.counts(now)
                 views.append(view)
                 targets.append(ServiceTarget(view.resource.namespace, view.resource.name,
                                              tuple(pod_target(p) for p in counts.ready)))
@@ -494,7 +511,7 @@ class Autoscaler:
         spec = resource.spec.autoscaling
         dep_spec = deployment.get("spec") or {}
         current = int(dep_spec.get("replicas") if dep_spec.get("replicas") is not None else 1)
-        counts = count_pods(view.pods, now, spec.startup_grace_seconds)
+        counts = view.counts(now)
         memory = self.memory.setdefault(view.uid, _Memory())
         mbt = resource.spec.engine.max_batch_tokens
         pending = self.settings.max_pending_replicas
@@ -564,7 +581,7 @@ class Autoscaler:
         groups: dict[str, list[tuple[ServiceView, ServiceTarget]]] = {}
         out: dict[str, ServiceMetrics] = {}
         for view in views:
-            counts = count_pods(view.pods, now, view.resource.spec.autoscaling.startup_grace_seconds)
+            counts = view.counts(now)
             target = ServiceTarget(view.resource.namespace, view.resource.name,
                                    tuple(pod_target(p) for p in counts.ready))
             groups.setdefault(self.source_name(view.resource), []).append((view, target))
@@ -588,7 +605,7 @@ class Autoscaler:
     def service_signals(view: ServiceView, current: int, metrics: ServiceMetrics | None, schedulable: int | None,
                         now: float) -> Signals:
         """A service's Signals this tick: its pods counted with its startup grace, its metrics as aggregated."""
-        counts = count_pods(view.pods, now, view.resource.spec.autoscaling.startup_grace_seconds)
+        counts = view.counts(now)
         if metrics is None:
             metrics = ServiceMetrics(observed_at=now, error="no metrics were fetched")
         return build_signals(now, current, counts, metrics, schedulable)

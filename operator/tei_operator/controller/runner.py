@@ -30,6 +30,7 @@ from .access import may_watch_nodes, readable_namespaces
 from .endpoints import EndpointError, Endpoints
 from .errors import classify
 from .handlers import ControllerMemo, register
+from .heap import HeapFreezer
 from .leader import LeaderElector, LeaseConfig, lease_client
 from .logs import configure_logging
 from .cache import WATCHED_CHILD_TYPES, ObjectStore
@@ -146,17 +147,21 @@ async def resync_once(store: ObjectStore, queue: ReconcileQueue, kinds: Mapping[
 
 
 async def resync_forever(store: ObjectStore, queue: ReconcileQueue, kinds: Mapping[str, ResourceType],
-                         interval: float, reconciled: Reconciled | None = None) -> None:
+                         interval: float, reconciled: Reconciled | None = None,
+                         heap: HeapFreezer | None = None) -> None:
     """The periodic safety net: every `interval` seconds, a reconcile of every service (from the store: no LIST).
 
     Drift is normally caught at once by the child watches; this covers what a watch can miss (an edit of a field
-    that emits no event we watch). `tei_operator_resyncs_total` counts the completed rounds."""
+    that emits no event we watch). `tei_operator_resyncs_total` counts the completed rounds. After each round,
+    `heap` refreshes its frozen objects when due (heap.py)."""
     while True:
         await asyncio.sleep(interval)
         try:
             count = await resync_once(store, queue, kinds, reconciled)
             METRICS.resynced()
             logger.debug("Resynced %d services", count)
+            if heap is not None:
+                heap.maybe_refresh()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed resync is retried at the next interval
@@ -268,6 +273,7 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
         # client is installed at its own import, and that one alone was 15 MiB of the operator's memory).
         return await kopf.login_via_async_client(**kwargs)
     tasks: list[asyncio.Task] = []
+    heap = HeapFreezer()
 
     @kopf.on.startup(id="start-resync", registry=registry)
     async def _start(**_: Any) -> None:
@@ -275,8 +281,9 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
         # first tick must not take a store still filling for an empty cluster.
         await refresh_store(kube, store, watched_types(reconciler.kinds), namespaces, nodes=nodes)
         store.nodes_watched = nodes
-        tasks.append(asyncio.create_task(resync_forever(store, queue, reconciler.kinds, interval, reconciled),
-                                         name="resync"))
+        heap.install()  # the store is filled: keep it out of the collector's full collections (heap.py)
+        tasks.append(asyncio.create_task(resync_forever(store, queue, reconciler.kinds, interval, reconciled,
+                                                        heap), name="resync"))
         tasks.append(asyncio.create_task(audit_forever(kube, store, queue, reconciler.kinds, namespaces,
                                                        AUDIT_SECONDS, nodes=nodes), name="cache-audit"))
         # One loop for every autoscaled service; it reads services, pods and nodes from the store and queues a
@@ -299,6 +306,7 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
         await reconciler.model_reader.close()
         await reconciler.token_meter.close()
         reconciler.rollout_timers.close()
+        heap.release()
         METRICS.autoscaler_stopped()
         METRICS.watch_queue(None)
         # Stopped by a signal, kopf would wait 5 s at exit for its own task waiting on `stop`: end that wait.
@@ -355,6 +363,7 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
 
     `ready_flag` is set when this replica's controller has started (after it became the leader)."""
     kube = KubeClient.from_environment(pool_size=settings.api_connections)
+    METRICS.watch_gc()
     stopping = stop_flag or asyncio.Event()
     signals = _Signals(stopping)
     elector: LeaderElector | None = None
