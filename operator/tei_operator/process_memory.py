@@ -45,3 +45,37 @@ def limit_malloc_arenas(arenas: int = ARENAS, environ: Mapping[str, str] | None 
     if libc is None or libc.mallopt(M_ARENA_MAX, int(arenas)) != 1:
         return None
     return arenas
+
+
+TRACE_ENV = "TEI_OPERATOR_DEBUG_TRACEMALLOC"
+"""For finding where the memory goes, never for production: a directory. `tei-operator run` then traces Python's
+allocations (tracemalloc, `TEI_OPERATOR_DEBUG_TRACEMALLOC_FRAMES` frames, default 12) and, on each SIGUSR2, writes
+`snapshot-<n>.tracemalloc` there (load it with `tracemalloc.Snapshot.load`) and `gc-<n>.txt`, the live objects
+counted by type. Tracing costs memory and CPU of its own: the RSS of such a run is not the operator's."""
+
+
+def trace_allocations_on_request(environ: Mapping[str, str] | None = None) -> str | None:
+    """Start tracing when `TRACE_ENV` names a directory (see there); returns that directory, or None."""
+    env = os.environ if environ is None else environ
+    directory = env.get(TRACE_ENV)
+    if not directory:
+        return None
+    import collections
+    import gc
+    import signal
+    import tracemalloc
+
+    os.makedirs(directory, exist_ok=True)
+    tracemalloc.start(int(env.get(TRACE_ENV + "_FRAMES") or 12))
+    taken = [0]
+
+    def dump(_signum: int, _frame: object) -> None:
+        taken[0] += 1
+        gc.collect()
+        tracemalloc.take_snapshot().dump(os.path.join(directory, f"snapshot-{taken[0]}.tracemalloc"))
+        counts = collections.Counter(type(obj).__qualname__ for obj in gc.get_objects())
+        with open(os.path.join(directory, f"gc-{taken[0]}.txt"), "w", encoding="utf-8") as out:
+            out.writelines(f"{count} {name}\n" for name, count in counts.most_common(200))
+
+    signal.signal(signal.SIGUSR2, dump)
+    return directory

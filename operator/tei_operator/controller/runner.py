@@ -24,7 +24,7 @@ from ..render.stamp import operator_version
 from ..autoscaling.loop import start_autoscaler
 from ..kube import NODE, POD, KubeApiError, KubeClient, ResourceType
 from ..metrics import METRICS
-from ..process_memory import limit_malloc_arenas
+from ..process_memory import limit_malloc_arenas, trace_allocations_on_request
 from ..settings import Settings
 from .access import may_watch_nodes, readable_namespaces
 from .endpoints import EndpointError, Endpoints
@@ -438,6 +438,7 @@ async def _run_once(kube: KubeClient, settings: Settings, stopping: asyncio.Even
 def run(settings: Settings) -> None:
     """Entry point of `tei-operator run`: cap malloc's arenas, configure logging, run until SIGINT/SIGTERM."""
     arenas = limit_malloc_arenas()  # before the first thread (process_memory.py)
+    trace_allocations_on_request()  # a debugging aid, off unless TEI_OPERATOR_DEBUG_TRACEMALLOC is set
     configure_logging(settings.log_format, settings.log_level)
     logger.debug("Capped malloc arenas at %s", arenas if arenas is not None else "glibc's default (not glibc)")
     try:
