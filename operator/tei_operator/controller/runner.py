@@ -30,6 +30,7 @@ from .access import may_watch_nodes, readable_namespaces
 from .endpoints import EndpointError, Endpoints
 from .errors import classify
 from .handlers import ControllerMemo, register
+from .kopf_login import connection_info
 from .leader import LeaderElector, LeaseConfig, lease_client
 from .logs import configure_logging
 from .cache import WATCHED_CHILD_TYPES, ObjectStore
@@ -261,12 +262,20 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
     nodes = await may_watch_nodes(kube)
     register(registry, owner_types(), nodes=nodes)
 
+    logins = 0
+
     @kopf.on.login(id="login", registry=registry)
-    async def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # The same credentials as KubeClient: the in-cluster service account, or the kubeconfig, read by
-        # kubernetes_asyncio (the synchronous `kubernetes` package is not a dependency: kopf imports whichever
-        # client is installed at its own import, and that one alone was 15 MiB of the operator's memory).
-        return await kopf.login_via_async_client(**kwargs)
+    async def _login(**_: Any) -> kopf.ConnectionInfo:
+        # The same credentials as KubeClient (kube_credentials.py: kubeconfig, exec plugin or in-cluster service
+        # account); no Kubernetes client library is installed for kopf to log in with (kubernetes_asyncio alone was
+        # ~38 MiB of the operator's memory). kopf logs in again when its credentials expire or are refused (401):
+        # the second and later calls fetch fresh ones (a re-read token file, a new run of the exec plugin).
+        nonlocal logins
+        logins += 1
+        if logins > 1:
+            kube.credentials.invalidate()
+        return connection_info(await kube.credentials.get())
+
     tasks: list[asyncio.Task] = []
 
     @kopf.on.startup(id="start-resync", registry=registry)
