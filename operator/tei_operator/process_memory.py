@@ -7,20 +7,35 @@ asyncio's default executor) each kept a heap of their own, mostly free. `tei-ope
 the chart, a local `tei-operator run` and the scale benchmark all run the same way. A MALLOC_ARENA_MAX set in the
 environment wins (glibc has then applied it already). On a C library other than glibc this does nothing.
 
-docs/operations.md ("The operator's own memory") says where the rest of the operator's memory goes.
+Two more settings of glibc's malloc, for the same reason (memory freed inside the process is kept by it otherwise):
+
+- `MMAP_THRESHOLD`: blocks this large or larger (API responses, LIST pages, the JSON text of an apply) are mapped
+  on their own and unmapped when freed. glibc's default threshold rises to the size of the largest such block
+  freed so far (up to 32 MiB), after which large blocks are carved from the heap and leave holes in it between the
+  long-lived objects around them. A MALLOC_MMAP_THRESHOLD_ in the environment wins.
+- `release_free_memory_forever`: every `TRIM_SECONDS`, `malloc_trim(0)` hands the pages of the heap that hold no
+  live block back to the system (glibc keeps them otherwise: after the burst of watch events of creating 1,000
+  services, tens of MiB of them). A few milliseconds each time.
+
+docs/install.md ("The operator's own memory") says where the rest of the operator's memory goes.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from collections.abc import Mapping
 
 ARENAS = 2
-M_ARENA_MAX = -8  # mallopt() parameter number (glibc's malloc.h)
+M_ARENA_MAX = -8  # mallopt() parameter numbers (glibc's malloc.h)
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 256 * 1024  # bytes
+TRIM_SECONDS = 30.0
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     try:
@@ -45,6 +60,38 @@ def limit_malloc_arenas(arenas: int = ARENAS, environ: Mapping[str, str] | None 
     if libc is None or libc.mallopt(M_ARENA_MAX, int(arenas)) != 1:
         return None
     return arenas
+
+
+def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD, environ: Mapping[str, str] | None = None) -> int | None:
+    """Map blocks of `threshold` bytes or more on their own, always (see the module's docstring). Returns the
+    threshold now in force, or None when this is not glibc or it refused."""
+    env = os.environ if environ is None else environ
+    if env.get("MALLOC_MMAP_THRESHOLD_"):
+        try:
+            return int(env["MALLOC_MMAP_THRESHOLD_"])
+        except ValueError:
+            return None
+    libc = _libc()
+    if libc is None or libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) != 1:
+        return None
+    return threshold
+
+
+def release_free_memory() -> bool:
+    """Hand the heap's free pages back to the system (glibc's malloc_trim). Returns whether any were released."""
+    libc = _libc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+async def release_free_memory_forever(seconds: float = TRIM_SECONDS) -> None:
+    """`release_free_memory` every `seconds`, until cancelled (a no-op loop on a C library other than glibc)."""
+    import asyncio
+
+    if _libc() is None:
+        return
+    while True:
+        await asyncio.sleep(seconds)
+        release_free_memory()
 
 
 TRACE_ENV = "TEI_OPERATOR_DEBUG_TRACEMALLOC"

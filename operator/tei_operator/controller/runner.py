@@ -24,7 +24,9 @@ from ..render.stamp import operator_version
 from ..autoscaling.loop import start_autoscaler
 from ..kube import NODE, POD, KubeApiError, KubeClient, ResourceType
 from ..metrics import METRICS
-from ..process_memory import limit_malloc_arenas, trace_allocations_on_request
+from ..kube_credentials import CredentialsError
+from ..process_memory import (fix_mmap_threshold, limit_malloc_arenas, release_free_memory_forever,
+                              trace_allocations_on_request)
 from ..settings import Settings
 from .access import may_watch_nodes, readable_namespaces
 from .endpoints import EndpointError, Endpoints
@@ -382,6 +384,7 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
 
     endpoints = Endpoints(settings.health_host, settings.health_port, settings.metrics_port, readiness)
     await endpoints.start()
+    trimming = asyncio.create_task(release_free_memory_forever(), name="release-free-memory")  # process_memory.py
     try:
         if not settings.leader_election:
             METRICS.set_identity(operator_version(), "")
@@ -415,6 +418,7 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
             await elector.release()
             await elector.kube.close()
     finally:
+        trimming.cancel()
         await endpoints.close()
         await kube.close()
 
@@ -447,6 +451,7 @@ async def _run_once(kube: KubeClient, settings: Settings, stopping: asyncio.Even
 def run(settings: Settings) -> None:
     """Entry point of `tei-operator run`: cap malloc's arenas, configure logging, run until SIGINT/SIGTERM."""
     arenas = limit_malloc_arenas()  # before the first thread (process_memory.py)
+    fix_mmap_threshold()
     trace_allocations_on_request()  # a debugging aid, off unless TEI_OPERATOR_DEBUG_TRACEMALLOC is set
     configure_logging(settings.log_format, settings.log_level)
     logger.debug("Capped malloc arenas at %s", arenas if arenas is not None else "glibc's default (not glibc)")
@@ -455,6 +460,6 @@ def run(settings: Settings) -> None:
     except EndpointError as exc:
         logger.error("Stopped tei-operator: %s", exc)
         raise SystemExit(1) from exc
-    except KubeApiError as exc:
+    except (KubeApiError, CredentialsError) as exc:
         logger.error("Stopped tei-operator: %s", exc)
         raise SystemExit(1) from exc
