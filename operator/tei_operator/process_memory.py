@@ -126,3 +126,38 @@ def trace_allocations_on_request(environ: Mapping[str, str] | None = None) -> st
 
     signal.signal(signal.SIGUSR2, dump)
     return directory
+
+
+def summarize(snapshot_path: str, top: int = 25) -> str:
+    """A snapshot written on SIGUSR2 (see `TRACE_ENV`), its live allocations grouped by the innermost frame in the
+    operator's or kopf's code (who asked for the memory), largest first: `python -m tei_operator.process_memory
+    SNAPSHOT`."""
+    import collections
+    import tracemalloc
+
+    snapshot = tracemalloc.Snapshot.load(snapshot_path)
+    sizes: collections.Counter[str] = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
+    for trace in snapshot.traces:
+        label = "elsewhere (libraries, the interpreter)"
+        for frame in reversed(list(trace.traceback)):  # innermost first
+            name = frame.filename.replace(os.sep, "/")
+            for marker in ("/tei_operator/", "/kopf/"):
+                if marker in name:
+                    label = marker.strip("/") + "/" + name.split(marker, 1)[1] + f":{frame.lineno}"
+                    break
+            else:
+                continue
+            break
+        sizes[label] += trace.size
+        counts[label] += 1
+    lines = [f"live allocations traced: {sum(sizes.values()) / 2**20:.1f} MiB in {sum(counts.values())} blocks",
+             "| MiB | blocks | allocated at (innermost operator/kopf frame) |", "|---|---|---|"]
+    lines += [f"| {size / 2**20:.2f} | {counts[label]} | {label} |" for label, size in sizes.most_common(top)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(summarize(sys.argv[1]))
