@@ -8,9 +8,12 @@ from ..kube_credentials import Credentials
 
 
 def connection_info(creds: Credentials) -> kopf.ConnectionInfo:
-    """`creds` as kopf's ConnectionInfo. kopf logs in again at `expires` (a token file to re-read, an exec
-    credential's expiry) and whenever the API server refuses its credentials (401). kopf has no setting for a
-    kubeconfig's tls-server-name: with one, its watches check the certificate against the server's host name."""
+    """`creds` as kopf's ConnectionInfo, without an expiration: kopf logs in again when the API server refuses its
+    credentials (401), and the login handler then fetches fresh ones (runner.py). An expiration would make kopf drop
+    its connection pool when it passes, ending every watch, which kopf then starts again with a LIST of the whole
+    kind: every minute for the in-cluster token. (kubernetes_asyncio's login, used before, gave none either.) kopf
+    has no setting for a kubeconfig's tls-server-name: with one, its requests check the certificate against the
+    server's host name."""
     scheme = token = username = password = None
     if creds.token:
         scheme, token = "Bearer", creds.token
@@ -25,5 +28,4 @@ def connection_info(creds: Credentials) -> kopf.ConnectionInfo:
         private_key_path=creds.key_path, private_key_data=creds.key_data,
         default_namespace=creds.namespace,
         proxy_url=creds.proxy_url,
-        expiration=creds.expires,
     )
