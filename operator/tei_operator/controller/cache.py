@@ -22,7 +22,6 @@ longer needs follow from it), or `EXTRA_CHILD_TYPES` for children whose own modu
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
@@ -93,22 +92,6 @@ def slim_node(node: Mapping[str, Any]) -> dict[str, Any]:
 # kopf's copy of the last spec it handled (runner.kopf_settings): its bookkeeping, read by kopf from its own events,
 # never by the operator from the store.
 KOPF_DIFFBASE_ANNOTATION = "tei-operator.io/last-handled-configuration"
-_INTERNED: dict[str, Any] = {}
-_INTERNED_MAX = 4096
-
-
-def _interned(tree: Any) -> Any:
-    """One shared copy of equal managedFields trees: the Deployments of one render have the same field sets (the
-    keys name fields, not values), so 1,000 of them hold a handful of trees. Read-only, like everything stored."""
-    key = json.dumps(tree, sort_keys=True, separators=(",", ":"))
-    held = _INTERNED.get(key)
-    if held is None:
-        if len(_INTERNED) >= _INTERNED_MAX:
-            _INTERNED.clear()
-        held = _INTERNED[key] = copy.deepcopy(tree)
-    return held
-
-
 # The parts of a Deployment's field sets the operator reads: spec.template (hand edits, ownership.py) and
 # spec.replicas (who holds it: the autoscaler or not, reconcile's hand-over, kube.owns_field).
 KEPT_SPEC_FIELDS = ("f:template", "f:replicas")
@@ -128,7 +111,7 @@ def slim_managed_fields(entries: Iterable[Mapping[str, Any]] | None) -> list[dic
         if not kept:
             continue
         out.append({"manager": entry.get("manager"), "operation": entry.get("operation"),
-                    "fieldsV1": {"f:spec": _interned(kept)}})
+                    "fieldsV1": {"f:spec": kept}})
     return out
 
 
@@ -145,16 +128,7 @@ def slim_owned(obj: Mapping[str, Any]) -> dict[str, Any]:
     if annotations and KOPF_DIFFBASE_ANNOTATION in annotations:
         meta["annotations"] = {k: v for k, v in annotations.items() if k != KOPF_DIFFBASE_ANNOTATION}
     out["metadata"] = meta
-    return compact_copy(out) if "managedFields" not in meta else _copy_but_fields(out)
-
-
-def _copy_but_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    # A compact copy that leaves the interned managedFields trees shared.
-    fields = obj["metadata"]["managedFields"]
-    meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
-    out = compact_copy({**obj, "metadata": meta})
-    out["metadata"]["managedFields"] = fields
-    return out
+    return compact_copy(out)  # equal field sets of many Deployments are held once, like every equal subtree
 
 
 def compact_copy(tree: Any) -> Any:
