@@ -207,3 +207,24 @@ def test_equal_subtrees_of_stored_objects_are_held_once_and_types_are_kept():
     store.put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ba", "namespace": "x"},
                "spec": {"b": 2, "a": 1}})
     assert list(store.get_now(k.SERVICE, "ba", "x")["spec"]) == ["b", "a"]
+
+
+def test_shared_subtrees_of_objects_no_longer_stored_are_purged():
+    from tei_operator.controller import cache
+
+    store = ObjectStore()
+    kept, gone = _parsed_deployment("kept", 1), _parsed_deployment("gone", 2)
+    gone["spec"]["template"]["spec"]["containers"][0]["args"] = ["--only-in-gone"]
+    store.put(kept)
+    store.put(gone)
+    only_gone = store.get_now(DEPLOYMENT, "gone", "team-a")["spec"]["template"]["spec"]["containers"][0]["args"]
+    in_table = {id(node) for node in cache._SHARED.values()}
+    assert id(only_gone) in in_table
+    store.delete(gone)
+    del only_gone
+    cache.purge_shared()
+    left = {id(node) for node in cache._SHARED.values()}
+    held = store.get_now(DEPLOYMENT, "kept", "team-a")
+    assert id(held["spec"]["template"]["spec"]["containers"]) in left  # still stored: still shared
+    assert len(left) < len(in_table)  # what only "gone" held went with it
+    assert not any(node == ["--only-in-gone"] for node in cache._SHARED.values())

@@ -184,10 +184,24 @@ def _held_or(node: dict | list, hashed: int) -> tuple[Any, int]:
         if same:
             return held, id(held)
     if held is None:
-        if len(_SHARED) >= SHARED_MAX:
-            _SHARED.clear()  # only new copies stop sharing with what was stored before; nothing stored changes
+        global _shared_limit
+        if len(_SHARED) >= _shared_limit:
+            _shared_limit = max(SHARED_MAX, 2 * purge_shared())
         _SHARED[hashed] = node
     return node, id(node)
+
+
+def purge_shared() -> int:
+    """Drop the shared subtrees nothing but the table holds any more (of objects the store replaced or dropped);
+    returns how many are left. Run when the table reaches twice what was left the last time (at least
+    `SHARED_MAX`), so it holds at most as many dead subtrees as live ones."""
+    while True:
+        # Referenced by the table and by getrefcount's argument only: nothing else holds it.
+        dead = [hashed for hashed in list(_SHARED) if sys.getrefcount(_SHARED[hashed]) <= 2]
+        if not dead:
+            return len(_SHARED)
+        for hashed in dead:
+            del _SHARED[hashed]  # its children may now be held by the table alone: the next pass drops them
 
 
 # Strings up to this length are interned by `compact_copy`: keys, kinds, labels, images, condition types and
@@ -196,9 +210,10 @@ def _held_or(node: dict | list, hashed: int) -> tuple[Any, int]:
 INTERN_MAX_CHARS = 64
 _intern = sys.intern
 # The stored dicts and lists `compact_copy` shares, by the hash of their contents. Holds a subtree after the store
-# dropped it, until the table is full and cleared: bounded, a few MiB.
+# dropped it until the next `purge_shared`.
 _SHARED: dict[int, Any] = {}
-SHARED_MAX = 50_000
+SHARED_MAX = 20_000
+_shared_limit = SHARED_MAX
 
 
 def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
