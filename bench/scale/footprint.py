@@ -10,8 +10,8 @@ import subprocess
 import sys
 from collections import Counter
 
-STEPS = ["aiohttp", "pydantic", "kubernetes_asyncio", "kopf", "tei_operator.controller.runner",
-         "tei_operator.autoscaling.loop"]
+STEPS = ["aiohttp", "pydantic", "kopf", "tei_operator.controller.runner", "tei_operator.autoscaling.loop"]
+CLIENTS = ("kubernetes", "kubernetes_asyncio", "pykube")  # kopf imports whichever of these is installed
 
 _PROBE = """
 import importlib, sys
@@ -35,8 +35,9 @@ def main() -> int:
         __import__(step)
     top = Counter(name.split(".")[0] for name in sys.modules).most_common(6)
     print("\nmodules by package: " + ", ".join(f"{name} {count}" for name, count in top))
-    print("sync `kubernetes` package installed (kopf imports it if so): "
-          + ("yes" if "kubernetes" in sys.modules else "no"))
+    loaded = [name for name in CLIENTS if name in sys.modules]
+    print("Kubernetes client packages kopf imported (none needed: the operator reads its own credentials): "
+          + (", ".join(loaded) if loaded else "none"))
     return 0
 
 

@@ -4,7 +4,7 @@ Everything that talks to the API server goes through `KubeClient`: the controlle
 authentication, server-side apply and error decoding live in one place. It works on plain dicts (rendered
 manifests, kopf bodies) and sends the content types the generated per-kind clients do not offer
 (`application/apply-patch+yaml`, `application/merge-patch+json`). The transport is asyncio-native
-(kube_transport.py: aiohttp, one connection pool, credentials loaded by kubernetes_asyncio): no request holds a
+(kube_transport.py: aiohttp, one connection pool, credentials read by kube_credentials.py): no request holds a
 thread, so concurrency is bounded by the pool's connections, not by an executor's workers.
 """
 
@@ -24,7 +24,8 @@ from urllib.parse import quote, urlencode
 from .kube_errors import KubeApiError, NotLeaderError, error_from_response
 from .kube_events import EventKey, RecentEvents, event_key, event_name, event_namespace, new_event, repeat_patch
 from .kube_retry import retry_on_conflict
-from .kube_transport import DEFAULT_POOL_SIZE, ApiTransport, configuration_for
+from .kube_credentials import Credentials, CredentialSource
+from .kube_transport import DEFAULT_POOL_SIZE, ApiTransport, source_for
 from .metrics import METRICS, WRITE_METHODS
 
 logger = logging.getLogger(__name__)
@@ -122,16 +123,18 @@ class KubeClient:
         """Load credentials: an explicit kubeconfig, else $KUBECONFIG or ~/.kube/config, else the in-cluster
         service account. Reads files, so call it at start-up, never at import. `pool_size` bounds the
         connections to the API server (setting TEI_OPERATOR_API_CONNECTIONS for the operator)."""
-        configuration, loader = configuration_for(kubeconfig)
-        return cls(ApiTransport(configuration, pool_size=pool_size, loader=loader), timeout=timeout)
+        return cls(ApiTransport(source_for(kubeconfig), pool_size=pool_size), timeout=timeout)
 
     @classmethod
     def for_host(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS,
                  pool_size: int = DEFAULT_POOL_SIZE) -> "KubeClient":
         """A client of the server at `url` without credentials (tests, a local `kubectl proxy`)."""
-        from kubernetes_asyncio.client import Configuration
+        return cls(ApiTransport(Credentials(server=url), pool_size=pool_size), timeout=timeout)
 
-        return cls(ApiTransport(Configuration(host=url), pool_size=pool_size), timeout=timeout)
+    @property
+    def credentials(self) -> CredentialSource:
+        """Where this client's credentials come from (kopf logs in with the same ones, controller/runner.py)."""
+        return self._transport.source
 
     def close(self) -> Any:
         """Close the connection pool; `await` the result in async code to wait until its sockets are closed."""

@@ -4,24 +4,27 @@ loaded once, before any request goes out, however many requests come at once."""
 import asyncio
 
 from aiohttp import web
-from kubernetes_asyncio.client import Configuration
-
 from tei_operator.kube import KubeClient
+from tei_operator.kube_credentials import Credentials, CredentialSource
 from tei_operator.kube_transport import ApiTransport
 
 
-class SlowLoader:
-    """Stands in for kubernetes_asyncio's KubeConfigLoader: like an exec credential plugin, it takes a while."""
+class SlowSource(CredentialSource):
+    """Like an exec credential plugin, it takes a while to hand out a token."""
 
     def __init__(self, host: str) -> None:
+        super().__init__()
         self.host = host
         self.loads = 0
 
-    async def load_and_set(self, configuration: Configuration) -> None:
+    @property
+    def server(self) -> str:
+        return self.host
+
+    async def _fetch(self) -> Credentials:
         self.loads += 1
         await asyncio.sleep(0.05)
-        configuration.host = self.host
-        configuration.api_key = {"BearerToken": "Bearer t0ken"}
+        return Credentials(server=self.host, token="t0ken")
 
 
 async def _serve_namespaces(seen: list[str | None] | None = None) -> tuple[web.AppRunner, str]:
@@ -43,9 +46,8 @@ async def _serve_namespaces(seen: list[str | None] | None = None) -> tuple[web.A
 async def test_concurrent_first_requests_wait_for_the_one_credential_load():
     seen: list[str | None] = []
     runner, url = await _serve_namespaces(seen)
-    loader = SlowLoader(url)
-    # The configuration starts pointing nowhere useful, as a Configuration does before its loader ran.
-    kube = KubeClient(ApiTransport(Configuration(host="http://127.0.0.1:9"), loader=loader), timeout=5)
+    loader = SlowSource(url)
+    kube = KubeClient(ApiTransport(loader), timeout=5)
     try:
         answers = await asyncio.gather(*(kube.request("GET", "/api/v1/namespaces/ns") for _ in range(10)))
     finally:

@@ -54,3 +54,63 @@ def test_the_cap_keeps_eight_allocating_threads_in_two_arenas() -> None:
 def test_the_environment_wins() -> None:
     assert limit_malloc_arenas(2, environ={"MALLOC_ARENA_MAX": "4"}) == 4
     assert limit_malloc_arenas(2, environ={"MALLOC_ARENA_MAX": "many"}) is None
+
+
+# A 1 MiB block freed raises glibc's default mmap threshold to 1 MiB; then a 300 KiB block comes from the heap. With
+# the threshold fixed it is mapped on its own (mallinfo2's hblkhd: bytes in such mappings).
+_MMAP_PROBE = """
+import ctypes, sys
+from tei_operator.process_memory import fix_mmap_threshold
+if sys.argv[1] == "fixed":
+    print("threshold", fix_mmap_threshold(256 * 1024, environ={}))
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free(ctypes.c_void_p(libc.malloc(1 << 20)))
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(300 * 1024)
+print("mapped", libc.mallinfo2().hblkhd - before)
+"""
+
+# Many 2 KiB blocks (Python objects that large come from malloc), all but one in 64 freed: the heap cannot shrink
+# from its top, only release_free_memory hands the free pages between the survivors back.
+_TRIM_PROBE = """
+from tei_operator.process_memory import release_free_memory
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+blocks = [bytes(2048) + bytes([i % 256]) for i in range(40000)]
+kept = blocks[::64]
+del blocks
+before = rss()
+released = release_free_memory()
+print("released", released, before - rss())
+"""
+
+
+def _probe(code: str, *args: str) -> str:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}, timeout=60).stdout
+
+
+@glibc_only
+def test_the_fixed_threshold_maps_large_blocks_on_their_own() -> None:
+    assert "mapped 0" in _probe(_MMAP_PROBE, "default")  # glibc's raised threshold: from the heap
+    out = _probe(_MMAP_PROBE, "fixed")
+    assert "threshold 262144" in out and int(out.split("mapped")[1]) >= 300 * 1024
+
+
+@glibc_only
+def test_release_free_memory_hands_free_heap_pages_back() -> None:
+    _, released, freed_kib = _probe(_TRIM_PROBE).split()
+    assert released == "True" and int(freed_kib) > 40_000  # of the ~80 MiB freed inside the heap
+
+
+def test_the_environment_wins_for_the_threshold() -> None:
+    from tei_operator.process_memory import fix_mmap_threshold
+
+    assert fix_mmap_threshold(1, environ={"MALLOC_MMAP_THRESHOLD_": "65536"}) == 65536

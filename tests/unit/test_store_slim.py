@@ -182,3 +182,49 @@ def test_a_foreign_pod_is_stored_without_references_into_its_parsed_event():
     held = store.get_now(POD, "p", "other")
     assert held["metadata"]["labels"] == {"app": "x"} and held["metadata"]["labels"] is not pod["metadata"]["labels"]
     assert held["spec"]["containers"][0]["resources"] is not pod["spec"]["containers"][0]["resources"]
+
+
+def test_equal_subtrees_of_stored_objects_are_held_once_and_types_are_kept():
+    store = ObjectStore()
+    one, two = _parsed_deployment("one", 1), _parsed_deployment("two", 2)
+    store.put(one)
+    store.put(two)
+    a, b = store.get_now(DEPLOYMENT, "one", "team-a"), store.get_now(DEPLOYMENT, "two", "team-a")
+    # The containers are equal in both Deployments: one list for both; their metadata differ: one each.
+    assert a["spec"]["template"]["spec"]["containers"] is b["spec"]["template"]["spec"]["containers"]
+    assert a["metadata"] is not b["metadata"] and (a["metadata"]["name"], b["metadata"]["name"]) == ("one", "two")
+    assert a == slim_owned(one) and b == slim_owned(two)
+    # Equal in Python is not equal in JSON: True == 1 and 1 == 1.0, but a stored true stays true.
+    for value in (True, 1, 1.0, "1", None):
+        obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s-{value!r}", "namespace": "x"},
+               "spec": {"flag": value, "list": [value]}}
+        store.put(obj)
+        held = store.get_now(k.SERVICE, f"s-{value!r}", "x")
+        assert type(held["spec"]["flag"]) is type(value) and type(held["spec"]["list"][0]) is type(value)
+    # Same keys in another order: another dict (the order is kept as received).
+    store.put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ab", "namespace": "x"},
+               "spec": {"a": 1, "b": 2}})
+    store.put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ba", "namespace": "x"},
+               "spec": {"b": 2, "a": 1}})
+    assert list(store.get_now(k.SERVICE, "ba", "x")["spec"]) == ["b", "a"]
+
+
+def test_shared_subtrees_of_objects_no_longer_stored_are_purged():
+    from tei_operator.controller import cache
+
+    store = ObjectStore()
+    kept, gone = _parsed_deployment("kept", 1), _parsed_deployment("gone", 2)
+    gone["spec"]["template"]["spec"]["containers"][0]["args"] = ["--only-in-gone"]
+    store.put(kept)
+    store.put(gone)
+    only_gone = store.get_now(DEPLOYMENT, "gone", "team-a")["spec"]["template"]["spec"]["containers"][0]["args"]
+    in_table = {id(node) for node in cache._SHARED.values()}
+    assert id(only_gone) in in_table
+    store.delete(gone)
+    del only_gone
+    cache.purge_shared()
+    left = {id(node) for node in cache._SHARED.values()}
+    held = store.get_now(DEPLOYMENT, "kept", "team-a")
+    assert id(held["spec"]["template"]["spec"]["containers"]) in left  # still stored: still shared
+    assert len(left) < len(in_table)  # what only "gone" held went with it
+    assert not any(node == ["--only-in-gone"] for node in cache._SHARED.values())

@@ -24,13 +24,16 @@ from ..render.stamp import operator_version
 from ..autoscaling.loop import start_autoscaler
 from ..kube import NODE, POD, KubeApiError, KubeClient, ResourceType
 from ..metrics import METRICS
-from ..process_memory import limit_malloc_arenas
+from ..kube_credentials import CredentialsError
+from ..process_memory import (fix_mmap_threshold, limit_malloc_arenas, release_free_memory_forever,
+                              trace_allocations_on_request)
 from ..settings import Settings
 from .access import may_watch_nodes, readable_namespaces
 from .endpoints import EndpointError, Endpoints
 from .errors import classify
 from .handlers import ControllerMemo, register
 from .heap import HeapFreezer
+from .kopf_login import connection_info
 from .leader import LeaderElector, LeaseConfig, lease_client
 from .logs import configure_logging
 from .cache import WATCHED_CHILD_TYPES, ObjectStore
@@ -266,12 +269,20 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
     nodes = await may_watch_nodes(kube)
     register(registry, owner_types(), nodes=nodes)
 
+    logins = 0
+
     @kopf.on.login(id="login", registry=registry)
-    async def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # The same credentials as KubeClient: the in-cluster service account, or the kubeconfig, read by
-        # kubernetes_asyncio (the synchronous `kubernetes` package is not a dependency: kopf imports whichever
-        # client is installed at its own import, and that one alone was 15 MiB of the operator's memory).
-        return await kopf.login_via_async_client(**kwargs)
+    async def _login(**_: Any) -> kopf.ConnectionInfo:
+        # The same credentials as KubeClient (kube_credentials.py: kubeconfig, exec plugin or in-cluster service
+        # account); no Kubernetes client library is installed for kopf to log in with (kubernetes_asyncio alone was
+        # ~38 MiB of the operator's memory). kopf logs in again when its credentials expire or are refused (401):
+        # the second and later calls fetch fresh ones (a re-read token file, a new run of the exec plugin).
+        nonlocal logins
+        logins += 1
+        if logins > 1:
+            kube.credentials.invalidate()
+        return connection_info(await kube.credentials.get())
+
     tasks: list[asyncio.Task] = []
     heap = HeapFreezer()
 
@@ -382,6 +393,7 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
 
     endpoints = Endpoints(settings.health_host, settings.health_port, settings.metrics_port, readiness)
     await endpoints.start()
+    trimming = asyncio.create_task(release_free_memory_forever(), name="release-free-memory")  # process_memory.py
     try:
         if not settings.leader_election:
             METRICS.set_identity(operator_version(), "")
@@ -415,6 +427,7 @@ async def run_async(settings: Settings, *, stop_flag: asyncio.Event | None = Non
             await elector.release()
             await elector.kube.close()
     finally:
+        trimming.cancel()
         await endpoints.close()
         await kube.close()
 
@@ -447,6 +460,8 @@ async def _run_once(kube: KubeClient, settings: Settings, stopping: asyncio.Even
 def run(settings: Settings) -> None:
     """Entry point of `tei-operator run`: cap malloc's arenas, configure logging, run until SIGINT/SIGTERM."""
     arenas = limit_malloc_arenas()  # before the first thread (process_memory.py)
+    fix_mmap_threshold()
+    trace_allocations_on_request()  # a debugging aid, off unless TEI_OPERATOR_DEBUG_TRACEMALLOC is set
     configure_logging(settings.log_format, settings.log_level)
     logger.debug("Capped malloc arenas at %s", arenas if arenas is not None else "glibc's default (not glibc)")
     try:
@@ -454,6 +469,6 @@ def run(settings: Settings) -> None:
     except EndpointError as exc:
         logger.error("Stopped tei-operator: %s", exc)
         raise SystemExit(1) from exc
-    except KubeApiError as exc:
+    except (KubeApiError, CredentialsError) as exc:
         logger.error("Stopped tei-operator: %s", exc)
         raise SystemExit(1) from exc
