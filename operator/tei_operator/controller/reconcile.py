@@ -40,6 +40,7 @@ from ..settings import Settings
 from . import status as st
 from .applied import apply_reason, with_applied_hash
 from .cache import CHILD_TYPES, LiveReads, Reads
+from .errors import classify
 from .events import Change, EventRecorder, describe_apply, describe_removal
 from .cost import TokenRateMeter, cost_status
 from .model_cache import sync_model_cache
@@ -180,6 +181,9 @@ class Reconciler:
                 outcome = await self._reconcile(key, apply=apply)
             except k.KubeApiError as exc:
                 if not exc.namespace_terminating:
+                    failure = classify(exc)
+                    if failure.permanent:
+                        await self._report_rejected(key, failure.message)
                     raise
                 # The namespace is being deleted: the service and its children go with it.
                 logger.debug("Skipped %s: its namespace is being deleted", key)
@@ -189,6 +193,27 @@ class Reconciler:
             self._locks.pop(key, None)
             self.token_meter.forget(key)
         return outcome
+
+    async def _report_rejected(self, key: OwnerKey, message: str) -> None:
+        """The API server refused a child for good (400/422): say so in the conditions (Degraded and Stalled,
+        reason ApplyRejected, with its answer) and, through them, in a Warning Event. The queue does not retry it;
+        the next spec change, or the periodic resync, tries again."""
+        owner = await self.cache.get(self.kinds[key.kind], key.name, key.namespace)
+        if owner is None:
+            return
+        owner.setdefault("apiVersion", self.kinds[key.kind].api_version)
+        owner.setdefault("kind", key.kind)
+        generation = int((owner.get("metadata") or {}).get("generation") or 0)
+        current = owner.get("status") or {}
+        raw_min = (owner.get("spec") or {}).get("minAvailable")
+        min_available = raw_min if isinstance(raw_min, int) and not isinstance(raw_min, bool) else 1
+        try:
+            live = await self.cache.get(k.DEPLOYMENT, active_deployment(key.name, current), key.namespace)
+            await self.write_status(owner, Outcome(key), lambda latest: st.build_status(
+                generation=generation, deployment=live, pods=[], current=latest, now=st.now_rfc3339(),
+                rejected=message, min_available=min_available), keep_counts=True)
+        except k.KubeApiError as exc:  # the failure itself is logged by the queue
+            logger.warning("Failed to report the refusal in the status of %s: %s", key, classify(exc).message)
 
     async def _reconcile(self, key: OwnerKey, *, apply: bool) -> Outcome:
         owner_type = self.kinds[key.kind]
