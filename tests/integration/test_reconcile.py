@@ -201,9 +201,12 @@ def test_a_service_carrying_the_annotations_of_010_reconciles_normally(operator,
     manifest["metadata"]["annotations"] = dict(KOPF_010_ANNOTATIONS)
     kube.apply(manifest)
     kube.wait_condition("embsvc", "upgraded", namespace, "Ready")
-    deployment = kube.get("deployment", "upgraded", namespace)
-    assert tei_container(deployment)["image"].endswith(":1.9")  # a100, the current spec (0.1.0's record says l4)
-    assert deployment["spec"]["template"]["spec"]["nodeSelector"]["nvidia.com/gpu.product"] == PRODUCTS["a100"]
+    owner = kube.get("embsvc", "upgraded", namespace)
+    assert owner["status"]["observedGeneration"] == owner["metadata"]["generation"]
+    assert controlled_by(kube.get("deployment", "upgraded", namespace), owner)
+    pods = pods_of(kube, namespace, owner)  # on an a100, the current spec (0.1.0's record says l4)
+    assert [kube.get("node", p["spec"]["nodeName"])["metadata"]["labels"]["nvidia.com/gpu.product"]
+            for p in pods] == [PRODUCTS["a100"]]
     kube.reconciled("embsvc", "upgraded", namespace, operator)
     annotations = kube.get("embsvc", "upgraded", namespace)["metadata"]["annotations"]
     assert {k: annotations.get(k) for k in KOPF_010_ANNOTATIONS} == KOPF_010_ANNOTATIONS
@@ -214,7 +217,7 @@ def test_a_child_the_api_server_refuses_is_reported_and_not_retried_hot(operator
     a Deployment's pod template: a permanent 422. The service says so (Degraded/Stalled, ApplyRejected, with the
     API server's message, and a Warning Event); the queue does not retry it."""
     annotations = {f"example.com/a{n}": "x" * 4096 for n in range(64)}
-    kube.apply(embedding("refused", namespace, podAnnotations=annotations))
+    kube.apply(embedding("refused", namespace, podAnnotations=annotations), "--server-side")  # no last-applied copy
     degraded = kube.wait_condition("embsvc", "refused", namespace, "Degraded", reason="ApplyRejected")
     assert "refused a child" in degraded["message"] and "Too long" in degraded["message"], degraded["message"]
     assert kube.condition("embsvc", "refused", namespace, "Stalled")["status"] == "True"

@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import datetime
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,6 +58,9 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "tei-operator"
 # Writes computed from a read that went stale (409 Conflict) are recomputed from a fresh read this many times.
 MAX_WRITE_ATTEMPTS = 5
+# A status left for the Deployment controller's update (Reconciler._unobserved_deployment) is refreshed after this
+# many seconds should no such update come.
+UNOBSERVED_REFRESH_SECONDS = 5.0
 
 StatusBuilder = Callable[[Mapping[str, Any]], dict[str, Any]]
 
@@ -83,6 +87,8 @@ class Outcome:
     unsupported_model: str | None = None
     changes: list[Change] = dataclasses.field(default_factory=list)
     status_patch: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # This reconcile sent the Deployment a new spec (created or changed it).
+    deployment_sent: bool = False
 
 
 def owner_types() -> dict[str, k.ResourceType]:
@@ -168,6 +174,10 @@ class Reconciler:
         # The reconcile that deletes a drained Deployment (blue/green model changes); the runner sets its `notify`.
         self.rollout_timers = rollout_steps.RequeueTimers()
         self._locks: dict[OwnerKey, asyncio.Lock] = {}
+        # Refresh a service's status after a delay (the runner sets it: a status-only request of the queue). Without
+        # it, a status that would only say "the Deployment controller has not seen the new spec yet" is written.
+        self.refresh_later: Callable[[OwnerKey, float], None] | None = None
+        self._unobserved_since: dict[OwnerKey, float] = {}  # monotonic time a status was first left (see above)
         # Children this process has seen, by owner uid: a missing one was deleted by someone (-> "Recreated").
         self._seen: set[tuple[str, str, str]] = set()
 
@@ -191,6 +201,7 @@ class Reconciler:
         if not outcome.found:
             # The service is gone: forget its lock (a late trigger just finds it gone again) and its token rate.
             self._locks.pop(key, None)
+            self._unobserved_since.pop(key, None)
             self.token_meter.forget(key)
         return outcome
 
@@ -330,12 +341,40 @@ class Reconciler:
             generation=generation, pods=self.model_reader.report(key, key.namespace, pods, read=not protected),
             protected=protected)
         cost = self._cost(key, resource, view.serving_deployment, pods)
+        if self._unobserved_deployment(outcome, deployment, plan.switching or cache.hold):
+            return outcome
         await self.write_status(owner, outcome, lambda latest: st.build_status(
             generation=generation, deployment=deployment, pods=view.target_pods, current=latest,
             now=st.now_rfc3339(), selector=selector, endpoint=endpoint, image=image, template_hash=template_hash,
             min_available=resource.spec.min_available, served_model=served_model, cost=cost, rollout=view.status,
             adjust=view.adjust, counts_from=view.serving_deployment, cache=cache))
         return outcome
+
+    def _unobserved_deployment(self, outcome: Outcome, deployment: Mapping[str, Any] | None, special: bool) -> bool:
+        """Whether to leave the status for later: this reconcile has just sent the Deployment a new spec, which the
+        Deployment controller has not observed yet. Its status says nothing about the new spec; the controller's
+        update follows within moments, and its watch event refreshes the service's status (as it would anyway):
+        the one status write then says what the controller made of it, instead of two writes (one saying "not
+        observed yet"), a write and a watch event less per created or changed service, and Ready no later.
+        Reconciles meanwhile (the watch event of our own apply) leave it too, for `UNOBSERVED_REFRESH_SECONDS`
+        at most: the refresh then due writes whatever the Deployment says."""
+        key = outcome.key
+        if special or self.refresh_later is None or deployment is None:
+            self._unobserved_since.pop(key, None)
+            return False
+        meta, status = deployment.get("metadata") or {}, deployment.get("status") or {}
+        if int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0):
+            self._unobserved_since.pop(key, None)
+            return False
+        now, since = time.monotonic(), self._unobserved_since.get(key)
+        if since is None and outcome.deployment_sent:
+            self._unobserved_since[key] = now
+            self.refresh_later(key, UNOBSERVED_REFRESH_SECONDS)
+            return True
+        if since is not None and now - since < UNOBSERVED_REFRESH_SECONDS:
+            return True
+        self._unobserved_since.pop(key, None)
+        return False
 
     def _cost(self, key: OwnerKey, resource: Any, deployment: Mapping[str, Any] | None,
               pods: list[dict]) -> dict[str, Any] | None:
@@ -367,6 +406,7 @@ class Reconciler:
             logger.debug("Applying %s %s/%s: %s", kind, namespace, name, reason)
             applied = await self.kube.apply(manifest, self.field_manager, force=True)
             self.cache.put(applied)
+            outcome.deployment_sent = outcome.deployment_sent or rtype == k.DEPLOYMENT
         change = describe_apply(kind, name, before, manifest, applied, seen_before=seen_key in self._seen,
                                 drift=drift) if reason is not None else None
         after, removed = applied, list[ForeignField]()

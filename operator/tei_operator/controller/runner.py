@@ -12,6 +12,7 @@ stops them and stands by again; on SIGTERM it stops them and releases the Lease,
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -272,6 +273,8 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
     reconciler.model_reader.notify = lambda key: queue.request(key, apply=False)
     reconciler.token_meter.notify = lambda key: queue.request(key, apply=False)  # a token-rate round is done or due
     reconciler.rollout_timers.notify = lambda key: queue.request(key, apply=True)  # a drained Deployment is due
+    reconciler.refresh_later = lambda key, delay: asyncio.get_running_loop().call_later(  # outside the running key
+        delay, functools.partial(queue.request, key, apply=False))
     memo = ControllerMemo(reconciler=reconciler, queue=queue, store=store)
     registry = kopf.OperatorRegistry()
     nodes = await may_watch_nodes(kube)
