@@ -1,6 +1,6 @@
 """One idempotent reconcile of one service: render, server-side apply, prune, status.
 
-Every trigger (create, update, resume, a child's event, the periodic resync) ends up in `Reconciler.reconcile`
+Every trigger (a new or changed service, a child's or pod's event, the resync) ends up in `Reconciler.reconcile`
 with the service's key (through the one work queue, queue.py). It reads the service, its children and its pods
 from the watch-fed store (cache.py; `LiveReads` asks the API server instead), and holds a per-service lock, so two
 triggers never interleave their writes. A reconcile that finds nothing to change sends nothing: a child is applied
