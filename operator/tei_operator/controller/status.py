@@ -69,8 +69,8 @@ REASON_MIN_AVAILABLE = "MinimumReplicasReady"
 
 # Problems that stop progress until someone changes something (kstatus: Stalled=True, Failed). The others
 # (Unschedulable, CreateContainerConfigError) may resolve on their own and stall only at the progress deadline.
-STALLING_REASONS = frozenset({REASON_INVALID_SPEC, REASON_UNSUPPORTED_MODEL, REASON_APPLY_REJECTED, REASON_CRASH_LOOP, REASON_IMAGE_PULL, REASON_DEADLINE,
-                              REASON_REPLICA_FAILURE})
+STALLING_REASONS = frozenset({REASON_INVALID_SPEC, REASON_UNSUPPORTED_MODEL, REASON_APPLY_REJECTED, REASON_CRASH_LOOP,
+                              REASON_IMAGE_PULL, REASON_DEADLINE, REASON_REPLICA_FAILURE})
 WAITING_REASONS = frozenset({REASON_UNSCHEDULABLE, REASON_CONTAINER_CONFIG})
 
 # Status keys this controller writes; everything else under status belongs to someone else.
