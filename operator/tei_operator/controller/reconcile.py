@@ -61,6 +61,9 @@ MAX_WRITE_ATTEMPTS = 5
 # A status left for the Deployment controller's update (Reconciler._unobserved_deployment) is refreshed after this
 # many seconds should no such update come.
 UNOBSERVED_REFRESH_SECONDS = 5.0
+# How long a reconcile waits for the /info of a pod that just turned Ready (a local HTTP round trip), so that
+# status.model is written with Ready rather than right after it. A slower pod's answer comes in its own write.
+INFO_WAIT_SECONDS = 0.5
 
 StatusBuilder = Callable[[Mapping[str, Any]], dict[str, Any]]
 
@@ -336,10 +339,13 @@ class Reconciler:
         template_hash = ((((applied or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
             "annotations", {}).get(CONFIG_HASH_ANNOTATION)
         protected = resource.spec.engine.api_key_secret_ref is not None  # TEI guards /info with the key
+        reports = self.model_reader.report(key, key.namespace, pods, read=not protected)
+        if await self.model_reader.settle(pods, INFO_WAIT_SECONDS):
+            # A pod turned Ready: its /info (status.model) goes into the same status write as Ready, not a second.
+            reports = self.model_reader.report(key, key.namespace, pods, read=not protected)
         served_model = served_model_report(
             model_id=served_identity.get("id", resource.spec.model.id), revision=served_identity.get("revision"),
-            generation=generation, pods=self.model_reader.report(key, key.namespace, pods, read=not protected),
-            protected=protected)
+            generation=generation, pods=reports, protected=protected)
         cost = self._cost(key, resource, view.serving_deployment, pods)
         if self._unobserved_deployment(outcome, deployment, plan.switching or cache.hold):
             return outcome
