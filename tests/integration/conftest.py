@@ -34,7 +34,6 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 LOG_TAIL_LINES = 80
 TOUCH_ANNOTATION = "tests.tei-operator.io/touched"
-HANDLED_ANNOTATION = "tei-operator.io/last-handled-configuration"
 
 pytestmark = pytest.mark.cluster
 
@@ -188,15 +187,17 @@ class Kube:
             return None
         return wait_for(check, timeout, what=f"{kind}/{name} {ctype}={status}" + (f" ({reason})" if reason else ""))
 
-    def reconciled(self, kind: str, name: str, namespace: str, timeout: float = 20.0) -> None:
+    def reconciled(self, kind: str, name: str, namespace: str, operator: "OperatorProcess",
+                   timeout: float = 20.0) -> None:
         """Return once the operator has run a full reconcile of the service from this moment on: the positive
-        sign to wait for before asserting that nothing changed. It touches the service with a fresh annotation
-        and waits until kopf's record of the handled configuration (under the operator's prefix, written after
-        the handler returned) holds it."""
+        sign to wait for before asserting that nothing changed. It touches the service with a fresh annotation and
+        waits for the operator's log line saying it reconciled the service after that change (handlers.py logs it
+        once the reconcile it queued has ended)."""
         token = f"{time.monotonic_ns()}"
+        start = len(operator.log_text())
+        line = f" {namespace}/{name} after its labels or annotations changed"
         self.kubectl("annotate", "--overwrite", kind, name, "-n", namespace, f"{TOUCH_ANNOTATION}={token}")
-        wait_for(lambda: token in ((self.get(kind, name, namespace) or {})["metadata"].get("annotations") or {})
-                 .get(HANDLED_ANNOTATION, ""), timeout, what=f"the operator to reconcile {kind}/{name}")
+        wait_for(lambda: line in operator.log_text()[start:], timeout, what=f"the operator to reconcile {kind}/{name}")
 
     def events(self, namespace: str, name: str) -> list[dict]:
         return json.loads(self.kubectl("get", "events", "-n", namespace, "--field-selector",

@@ -258,7 +258,7 @@ def test_an_upgrade_takes_over_the_deployment_and_a_restart_during_the_drain_sti
         assert not (kube.get("embsvc", name, namespace)["status"].get("rollout"))
     finally:
         operator.start()
-    kube.reconciled("embsvc", name, namespace)
+    kube.reconciled("embsvc", name, namespace, operator)
     rollout = wait_for(lambda: rollout_status(kube, namespace, name), 30, what="status.rollout")
     assert (rollout["phase"], rollout["active"]["deployment"]) == ("Stable", name)
     after = kube.get("deployment", name, namespace)

@@ -48,7 +48,7 @@ def test_a_trusted_managers_template_change_survives_and_a_hand_edit_does_not(op
     # No fight: the rollout the trusted edit started completes, and the Deployment then stays put.
     kube.wait_condition("embsvc", "reloaded", namespace, "Ready", timeout=60)
     generation = kube.get("deployment", "reloaded", namespace)["metadata"]["generation"]
-    kube.reconciled("embsvc", "reloaded", namespace)  # the operator looked again at the finished rollout
+    kube.reconciled("embsvc", "reloaded", namespace, operator)  # the operator looked again at the finished rollout
     deployment = kube.get("deployment", "reloaded", namespace)
     assert deployment["metadata"]["generation"] == generation
     assert deployment["spec"]["template"]["metadata"]["annotations"].get(RELOADED) == "configmap/tei-config"

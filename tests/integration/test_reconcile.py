@@ -7,6 +7,7 @@ l4 -> `89-`).
 
 from __future__ import annotations
 
+import json
 
 import pytest
 
@@ -104,14 +105,13 @@ def test_noop_resync_writes_nothing(operator, kube, namespace):
     # operator has reconciled that state.
     wait_for(lambda: deployment_settled(kube.get("deployment", "quiet", namespace)), 30,
              what="the Deployment's rollout to be complete")
-    kube.reconciled("embsvc", "quiet", namespace)
+    kube.reconciled("embsvc", "quiet", namespace, operator)
     dep_rv = kube.get("deployment", "quiet", namespace)["metadata"]["resourceVersion"]
     svc_rv = kube.get("service", "quiet", namespace)["metadata"]["resourceVersion"]
     status_before = kube.get("embsvc", "quiet", namespace)["status"]
-    # A metadata-only change triggers a full reconcile through kopf's update handler; once kopf has recorded the
-    # touch as handled, that reconcile is over: whatever it wrote is visible now, and had it written nothing, no
-    # watch event can echo.
-    kube.reconciled("embsvc", "quiet", namespace)
+    # A metadata-only change queues a full reconcile; once the operator logged it as done, whatever it wrote is
+    # visible now, and had it written nothing, no watch event can echo.
+    kube.reconciled("embsvc", "quiet", namespace, operator)
     assert kube.get("deployment", "quiet", namespace)["metadata"]["resourceVersion"] == dep_rv
     assert kube.get("service", "quiet", namespace)["metadata"]["resourceVersion"] == svc_rv
     assert kube.get("embsvc", "quiet", namespace)["status"]["conditions"] == status_before["conditions"]
@@ -130,16 +130,18 @@ def deployment_settled(dep: dict | None) -> bool:
             and progressing.get("reason") == "NewReplicaSetAvailable")
 
 
-def test_bookkeeping_only_under_our_prefix_and_no_finalizer(operator, kube, namespace):
+def test_no_bookkeeping_on_the_service_and_no_finalizer(operator, kube, namespace):
     kube.apply(embedding("books", namespace))
     kube.wait_condition("embsvc", "books", namespace, "Ready")
+    kube.reconciled("embsvc", "books", namespace, operator)  # a metadata change handled too
     owner = kube.get("embsvc", "books", namespace)
     meta = owner["metadata"]
     assert not meta.get("finalizers"), meta.get("finalizers")
     annotations = meta.get("annotations") or {}
-    assert not [a for a in annotations if "kopf.zalando.org" in a], annotations
-    ours = [a for a in annotations if a.startswith("tei-operator.io/")]
-    assert ours, f"expected kopf's bookkeeping under tei-operator.io/, got {annotations}"
+    # Event handlers only: kopf writes neither its diff base (last-handled-configuration) nor progress.
+    assert not [a for a in annotations if "kopf.zalando.org" in a or a.startswith("tei-operator.io/")], annotations
+    metadata_writers = {m["manager"] for m in meta.get("managedFields") or [] if m.get("subresource") != "status"}
+    assert not {"tei-operator", "kopf"} & metadata_writers, meta.get("managedFields")
     assert set(owner["spec"]) <= {"model", "gpu", "engine", "replicas", "autoscaling", "resources", "nodeSelector",
                                   "tolerations", "affinity", "priorityClassName", "podLabels", "podAnnotations",
                                   "serviceAccountName", "podSecurityContext", "securityContext", "cache", "service",
@@ -180,3 +182,56 @@ def test_deleting_the_service_removes_its_children(operator, kube, namespace):
              is None, 60, what="the garbage collector to delete the Deployment and Service")
     wait_for(lambda: not kube.list("pods", namespace), 60, what="the pods to go")
 
+
+
+# What kopf (the diff-based handlers of 0.1.0) left on every service it handled.
+KOPF_010_ANNOTATIONS = {
+    "tei-operator.io/last-handled-configuration": json.dumps(
+        {"spec": {"model": {"id": "BAAI/bge-small-en-v1.5"}, "gpu": {"count": 1, "type": "l4"}}}),
+    "tei-operator.io/reconcile-on-update": json.dumps(
+        {"started": "2026-01-01T00:00:00.000000Z", "retries": 3, "success": False, "failure": False,
+         "message": "Conflicting write, will retry"}),
+}
+
+
+def test_a_service_carrying_the_annotations_of_010_reconciles_normally(operator, kube, namespace):
+    """0.1.0's kopf bookkeeping (a stale handled spec, a handler half-way through its retries) means nothing now:
+    the service reconciles to its current spec, and the annotations are left as they are."""
+    manifest = embedding("upgraded", namespace)
+    manifest["metadata"]["annotations"] = dict(KOPF_010_ANNOTATIONS)
+    kube.apply(manifest)
+    kube.wait_condition("embsvc", "upgraded", namespace, "Ready")
+    owner = kube.get("embsvc", "upgraded", namespace)
+    assert owner["status"]["observedGeneration"] == owner["metadata"]["generation"]
+    assert controlled_by(kube.get("deployment", "upgraded", namespace), owner)
+    pods = pods_of(kube, namespace, owner)  # on an a100, the current spec (0.1.0's record says l4)
+    assert [kube.get("node", p["spec"]["nodeName"])["metadata"]["labels"]["nvidia.com/gpu.product"]
+            for p in pods] == [PRODUCTS["a100"]]
+    kube.reconciled("embsvc", "upgraded", namespace, operator)
+    annotations = kube.get("embsvc", "upgraded", namespace)["metadata"]["annotations"]
+    assert {k: annotations.get(k) for k in KOPF_010_ANNOTATIONS} == KOPF_010_ANNOTATIONS
+
+
+def test_a_child_the_api_server_refuses_is_reported_and_not_retried_hot(operator, kube, namespace):
+    """The CRD accepts 64 pod annotations of 4 KiB each; their sum is over the 256 KiB the API server allows on
+    a Deployment's pod template: a permanent 422. The service says so (Degraded/Stalled, ApplyRejected, with the
+    API server's message, and a Warning Event); the queue does not retry it."""
+    annotations = {f"example.com/a{n}": "x" * 4096 for n in range(64)}
+    kube.apply(embedding("refused", namespace, podAnnotations=annotations), "--server-side")  # no last-applied copy
+    degraded = kube.wait_condition("embsvc", "refused", namespace, "Degraded", reason="ApplyRejected")
+    assert "refused a child" in degraded["message"] and "Too long" in degraded["message"], degraded["message"]
+    assert kube.condition("embsvc", "refused", namespace, "Stalled")["status"] == "True"
+    wait_for(lambda: [e for e in kube.events(namespace, "refused")
+                      if e["reason"] == "ApplyRejected" and e["type"] == "Warning"], 20, what="the Warning Event")
+    # Not retried: one error line for it, still one after a later reconcile of another service has ended.
+    line = f"Failed to reconcile EmbeddingService {namespace}/refused, not retrying"
+    assert operator.log_text().count(line) == 1
+    kube.apply(embedding("after-refused", namespace))
+    kube.wait_condition("embsvc", "after-refused", namespace, "Ready")
+    kube.reconciled("embsvc", "after-refused", namespace, operator)
+    assert operator.log_text().count(line) == 1
+    assert f"reconcile EmbeddingService {namespace}/refused (attempt" not in operator.log_text()
+    # Fixing the spec reconciles it once more, and it turns Ready.
+    kube.kubectl("patch", "embsvc", "refused", "-n", namespace, "--type=json",
+                 "-p", json.dumps([{"op": "remove", "path": "/spec/podAnnotations"}]))
+    kube.wait_condition("embsvc", "refused", namespace, "Ready")

@@ -1,5 +1,4 @@
-"""API error mapping: which failures kopf retries, how soon, and which it gives up on; and the reconcile queue,
-which retries the same way."""
+"""API error mapping: which failures the reconcile queue retries, how soon, and which it gives up on."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import asyncio
 import json
 import time
 
-import kopf
 import pytest
 
 from tei_operator.controller import errors
@@ -31,28 +29,28 @@ def status_body(code: int, reason: str, message: str) -> bytes:
     (403, "Forbidden", errors.FORBIDDEN_DELAY),
 ])
 def test_temporary_errors_are_retried_with_a_delay(code, reason, delay):
-    err = errors.to_kopf_error(KubeApiError(code, reason, "boom"))
-    assert isinstance(err, kopf.TemporaryError)
-    assert err.delay == delay
-    assert "boom" in str(err)
+    kind = errors.classify(KubeApiError(code, reason, "boom"))
+    assert not kind.permanent
+    assert kind.delay == delay
+    assert "boom" in kind.message
 
 
 def test_throttling_honours_retry_after():
     err = _error_from_response(429, "Too Many Requests", status_body(429, "TooManyRequests", "slow down"),
                                {"Retry-After": "7"}, "PATCH /x")
     assert err.retry_after == 7.0
-    mapped = errors.to_kopf_error(err)
-    assert isinstance(mapped, kopf.TemporaryError) and mapped.delay == 7.0
-    no_hint = errors.to_kopf_error(KubeApiError(429, "TooManyRequests", "slow down"))
-    assert isinstance(no_hint, kopf.TemporaryError) and no_hint.delay == errors.THROTTLED_DELAY
+    mapped = errors.classify(err)
+    assert not mapped.permanent and mapped.delay == 7.0
+    no_hint = errors.classify(KubeApiError(429, "TooManyRequests", "slow down"))
+    assert not no_hint.permanent and no_hint.delay == errors.THROTTLED_DELAY
 
 
 @pytest.mark.parametrize("code,reason", [(400, "BadRequest"), (422, "Invalid")])
 def test_invalid_requests_are_permanent(code, reason):
     message = 'Deployment.apps "x" is invalid: spec.template.spec.containers[0].image: Required value'
-    err = errors.to_kopf_error(_error_from_response(code, reason, status_body(code, reason, message), {}, "PATCH"))
-    assert isinstance(err, kopf.PermanentError)
-    assert "spec.template.spec.containers[0].image: Required value" in str(err)
+    kind = errors.classify(_error_from_response(code, reason, status_body(code, reason, message), {}, "PATCH"))
+    assert kind.permanent
+    assert "spec.template.spec.containers[0].image: Required value" in kind.message
 
 
 def test_status_object_reason_and_message_are_decoded():
@@ -68,29 +66,12 @@ def test_non_status_body_is_kept_as_message():
     assert err.reason == "Bad Gateway" and "proxy error" in err.message
 
 
-def test_context_manager_maps_and_passes_kopf_errors_through():
-    with pytest.raises(kopf.TemporaryError):
-        with errors.kopf_errors():
-            raise KubeApiError(503, "ServiceUnavailable", "etcd leader changed")
-    with pytest.raises(kopf.PermanentError):
-        with errors.kopf_errors():
-            raise KubeApiError(422, "Invalid", "bad")
-    own = kopf.TemporaryError("mine", delay=3)
-    with pytest.raises(kopf.TemporaryError) as caught:
-        with errors.kopf_errors():
-            raise own
-    assert caught.value is own
-    with pytest.raises(ValueError):  # not an API error: left to kopf's default handling
-        with errors.kopf_errors():
-            raise ValueError("x")
-
-
 def test_unknown_exceptions_are_temporary():
     assert not errors.classify(RuntimeError("x")).permanent
     assert errors.classify(ConnectionResetError()).delay == errors.SERVER_ERROR_DELAY
 
 
-# The reconcile queue (child events, resync) retries with the same classification as the kopf handlers.
+# The reconcile queue retries by this classification.
 
 
 class Recorder:

@@ -172,3 +172,18 @@ async def test_reader_does_not_read_a_service_whose_info_needs_the_api_key() -> 
     await asyncio.sleep(0.01)
     assert [i.name for i in infos] == ["a"] and not infos[0].read and reader.reads == 0
     await reader.close()
+
+
+async def test_settle_waits_for_the_reads_under_way_so_the_answer_joins_the_same_status_write() -> None:
+    config = EmulatorConfig(port=0, dimensions=8, revision=SHA_A)
+    async with EmulatorServer(config) as a:
+        reader = ModelInfoReader(None, scrape_via="podip", timeout=2)
+        pods = [pod("a", "uid-a", a.port), pod("c", "uid-c", a.port, ready=False)]
+        assert not await reader.settle(pods, 1.0)  # nothing under way yet
+        (first,) = reader.report("svc", "ns", pods)
+        assert not first.read
+        assert await reader.settle(pods, 2.0)
+        (second,) = reader.report("svc", "ns", pods)
+        assert second.sha == SHA_A  # read within the wait: no second status write needed for it
+        assert not await reader.settle(pods, 1.0)  # known now: nothing to wait for
+        await reader.close()

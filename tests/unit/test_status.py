@@ -171,6 +171,17 @@ def test_progress_deadline_exceeded_is_degraded():
     assert "timed out progressing" in conds["Degraded"]["message"]
 
 
+def test_a_child_refused_by_the_api_server_degrades_and_stalls_with_its_message():
+    conds = by_type(st.desired_conditions(generation=3, deployment=None,
+                                          rejected="The API server refused the request (422 Invalid: Too long)"))
+    for ctype in ("Ready", "Progressing"):
+        assert (conds[ctype]["status"], conds[ctype]["reason"]) == ("False", "ApplyRejected")
+    for ctype in ("Degraded", "Stalled"):
+        assert (conds[ctype]["status"], conds[ctype]["reason"]) == ("True", "ApplyRejected")
+        assert "refused a child of this service" in conds[ctype]["message"]
+        assert "422 Invalid: Too long" in conds[ctype]["message"]
+
+
 def test_invalid_spec():
     conds = by_type(st.desired_conditions(generation=7, deployment=deployment(),
                                           invalid_spec="spec.gpu.count: must be >= 1"))

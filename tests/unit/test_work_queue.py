@@ -154,6 +154,9 @@ class Requests:
     def request(self, key, *, apply: bool = True) -> None:
         self.requested.append((key, apply))
 
+    async def request_and_wait(self, key, *, apply: bool = True) -> None:
+        self.requested.append((key, apply))
+
 
 def _handler_memo():
     """A ControllerMemo over an empty store and a recording queue, and the owner reference of service ns/e."""
@@ -212,3 +215,35 @@ async def test_a_deployment_status_change_only_refreshes_the_status_and_a_spec_c
         await child_event(event={"type": kind, "object": body}, body=body, memo=memo)
     key = OwnerKey("EmbeddingService", "ns", "e")
     assert memo.queue.requested == [(key, True), (key, False), (key, True), (key, True)]
+
+
+async def test_a_service_is_queued_when_new_or_changed_and_not_for_its_own_status_writes(caplog):
+    from tei_operator.controller.handlers import service_event
+    from tei_operator.controller.reconcile import OwnerKey
+
+    memo, _ = _handler_memo()
+
+    def service(version: int, *, uid: str = "u", generation: int = 1, annotations: dict | None = None,
+                status: dict | None = None) -> dict:
+        return {"apiVersion": "tei-operator.io/v1alpha1", "kind": "EmbeddingService",
+                "metadata": {"name": "e", "namespace": "ns", "uid": uid, "resourceVersion": str(version),
+                             "generation": generation, "annotations": annotations or {}},
+                "spec": {"model": {"id": "m"}}, "status": status or {}}
+
+    key = OwnerKey("EmbeddingService", "ns", "e")
+    events = [
+        (None, service(1)),                                           # listed at start: first sight (resume)
+        ("MODIFIED", service(2, status={"observedGeneration": 1})),   # our own status write: nothing
+        ("MODIFIED", service(3, status={"readyReplicas": 1})),        # again: nothing
+        ("MODIFIED", service(4, generation=2)),                       # spec change: one full reconcile
+        ("MODIFIED", service(5, generation=2, annotations={"x": "1"})),  # an annotation: reconciled and logged
+        ("DELETED", service(6, generation=2, annotations={"x": "1"})),   # gone: queued once more (forget)
+        ("ADDED", service(7, uid="v")),                               # created again under the same name
+    ]
+    with caplog.at_level("INFO", logger="tei_operator.controller"):
+        for kind, body in events:
+            await service_event(event={"type": kind, "object": body}, body=body, memo=memo)
+    assert memo.queue.requested == [(key, True), (key, True), (key, True), (key, False), (key, True)]
+    assert memo.store.get_now(memo.reconciler.kinds["EmbeddingService"], "e", "ns")["metadata"]["uid"] == "v"
+    assert [r.getMessage() for r in caplog.records] == [
+        "Reconciled EmbeddingService ns/e after its labels or annotations changed"]

@@ -1,17 +1,13 @@
 """API error mapping, in one place: which failures are worth retrying, and how soon.
 
-kopf retries a handler that raises `kopf.TemporaryError` after its delay and gives up on `kopf.PermanentError`.
-The controller's own reconcile queue (child events, periodic resync) uses the same classification through
-`classify()`, so a failure is treated the same whichever way the reconcile was started.
+Every reconcile runs through the one work queue (queue.py), whatever started it; the queue retries a failure after
+the delay `classify()` gives (doubled per failure in a row) and gives up on a permanent one, which the reconciler
+reports in the service's conditions and Events (reconcile.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator
-
-import kopf
 
 from ..kube import KubeApiError
 
@@ -58,22 +54,3 @@ def classify(exc: BaseException) -> ErrorClass:
     if isinstance(exc, (TimeoutError, ConnectionError, OSError)):
         return ErrorClass(False, SERVER_ERROR_DELAY, f"{type(exc).__name__}: {exc}")
     return ErrorClass(False, UNEXPECTED_DELAY, f"{type(exc).__name__}: {exc}")
-
-
-def to_kopf_error(exc: BaseException) -> kopf.TemporaryError | kopf.PermanentError:
-    """The kopf exception that makes kopf retry (with the right delay) or stop."""
-    kind = classify(exc)
-    if kind.permanent:
-        return kopf.PermanentError(kind.message)
-    return kopf.TemporaryError(kind.message, delay=kind.delay)
-
-
-@contextlib.contextmanager
-def kopf_errors() -> Iterator[None]:
-    """Inside a kopf handler: turn API errors into kopf's retry signals (kopf's own errors pass through)."""
-    try:
-        yield
-    except (kopf.TemporaryError, kopf.PermanentError):
-        raise
-    except KubeApiError as exc:
-        raise to_kopf_error(exc) from exc

@@ -1,33 +1,56 @@
 """The kopf handlers: thin. Each one feeds the watch-fed store (cache.py) and requests its service's key in the one
 work queue (queue.py); none reconciles by itself.
 
-Registered into an explicit `kopf.OperatorRegistry` by `register()` (nothing is registered at import). No handler
-needs a finalizer: there is no deletion handler, no daemon and no kopf timer (kopf timers force a finalizer);
-children go with their service through the garbage collector, and the periodic resync is a plain task
-(see runner.py).
+Registered into an explicit `kopf.OperatorRegistry` by `register()` (nothing is registered at import). Every handler
+is an event handler (`kopf.on.event`): kopf keeps no per-object state for them, computes no diff and writes nothing
+to the objects (no `last-handled-configuration` or progress annotation, no finalizer). There is no deletion handler,
+no daemon and no kopf timer (kopf timers force a finalizer); children go with their service through the garbage
+collector, and the periodic resync is a plain task (see runner.py).
 
-- create / update / resume of a service: queue a full reconcile and wait for it (so kopf records the spec as
-  handled only once it is, and a permanent failure is reported by kopf);
-- every event of a service, a child (cache.WATCHED_CHILD_TYPES), a pod and a node updates the store; a child's event queues
+- every event of a service updates the store; a full reconcile is queued when the service is new to this process
+  (created, or listed when the operator starts: what kopf's resume was) or when what a reconcile reads from it
+  changed: its generation (the spec), its labels or its annotations (`SpecSeen`). The events our own status writes
+  cause change none of these and queue nothing. Failures are retried by the queue (rate-limited backoff); a
+  permanent one is reported in the service's conditions and Events by the reconciler;
+- every event of a child (cache.WATCHED_CHILD_TYPES), a pod and a node updates the store; a child's event queues
   a full reconcile of its service (puts back hand edits, recreates a deleted child), a pod's a status refresh.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import kopf
 
 from .. import kube as k
 from .cache import WATCHED_CHILD_TYPES, ObjectStore
-from .errors import kopf_errors
 from .queue import ReconcileQueue
 from .reconcile import (MANAGED_BY_LABEL, MANAGED_BY_VALUE, OwnerKey, Reconciler, controller_owner,
                         deployment_of_pod, owner_of_pod)
 
+logger = logging.getLogger("tei_operator.controller")
+
 CHILD_LABELS = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+
+
+class SpecSeen(NamedTuple):
+    """What a full reconcile reads from a service besides its status, as last queued: its uid (a service deleted and
+    created again under the same name is new), its generation (the API server bumps it on every spec change, never
+    on a status or metadata write) and a hash of its labels and annotations (the model-support override is one)."""
+
+    uid: str
+    generation: int
+    metadata: int
+
+
+def spec_seen(body: Mapping[str, Any]) -> SpecSeen:
+    meta = body.get("metadata") or {}
+    marks = json.dumps([meta.get("labels") or {}, meta.get("annotations") or {}], sort_keys=True)
+    return SpecSeen(str(meta.get("uid") or ""), int(meta.get("generation") or 0), hash(marks))
 
 
 @dataclasses.dataclass
@@ -37,6 +60,8 @@ class ControllerMemo:
     reconciler: Reconciler
     queue: ReconcileQueue
     store: ObjectStore = dataclasses.field(default_factory=ObjectStore)
+    # Per service, what its last queued full reconcile was for (service_event).
+    seen: dict[OwnerKey, SpecSeen] = dataclasses.field(default_factory=dict)
 
 
 def _key(body: Mapping[str, Any]) -> OwnerKey:
@@ -49,19 +74,32 @@ def _raw(event: Mapping[str, Any], body: Mapping[str, Any]) -> Mapping[str, Any]
     return obj if isinstance(obj, Mapping) else body
 
 
-async def reconcile_service(body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
-    """create / update / resume of a service: reconcile it through the queue and wait (kopf retries what raises)."""
-    memo.store.put(dict(body))
-    with kopf_errors():
-        await memo.queue.request_and_wait(_key(body))
-
-
 async def service_event(event: Mapping[str, Any], body: kopf.Body, memo: ControllerMemo, **_: Any) -> None:
-    """Any event of a service: keep the store current (spec changes are queued by `reconcile_service`); a deleted
-    one is queued once more so the reconciler forgets it."""
-    memo.store.observe(event.get("type"), _raw(event, body))
+    """Any event of a service: keep the store current, and queue a full reconcile when the service is new to this
+    process or its spec, labels or annotations changed (not for the events our own status writes cause). A deleted
+    one is queued once more so the reconciler forgets it.
+
+    A change of labels or annotations alone (no new generation) is waited for and logged once reconciled: it is
+    rare (someone annotated the service), and the line is what tells them, and the tests, that it was looked at."""
+    raw = _raw(event, body)
+    key = _key(raw)
+    memo.store.observe(event.get("type"), raw)
     if event.get("type") == "DELETED":
-        memo.queue.request(_key(body), apply=False)
+        memo.seen.pop(key, None)
+        memo.queue.request(key, apply=False)
+        return
+    seen, before = spec_seen(raw), memo.seen.get(key)
+    if seen == before:
+        return
+    memo.seen[key] = seen
+    if before is None or before[:2] != seen[:2]:
+        memo.queue.request(key, apply=True)
+        return
+    try:
+        await memo.queue.request_and_wait(key, apply=True)
+    except Exception:  # noqa: BLE001 - the queue logged it and retries it (or reported it, when permanent)
+        return
+    logger.info("Reconciled %s after its labels or annotations changed", key)
 
 
 def _status_only(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> bool:
@@ -122,9 +160,6 @@ def register(registry: kopf.OperatorRegistry, kinds: Mapping[str, k.ResourceType
     for rtype in kinds.values():
         selector = {"group": rtype.group, "version": rtype.version, "plural": rtype.plural}
         kopf.on.event(**selector, id="observe-service", registry=registry)(service_event)
-        kopf.on.create(**selector, id="reconcile-on-create", registry=registry)(reconcile_service)
-        kopf.on.update(**selector, id="reconcile-on-update", registry=registry)(reconcile_service)
-        kopf.on.resume(**selector, id="reconcile-on-resume", registry=registry)(reconcile_service)
     for rtype in WATCHED_CHILD_TYPES:
         kopf.on.event(rtype.api_version, rtype.plural, labels=CHILD_LABELS, id=f"watch-{rtype.plural}",
                       registry=registry)(child_event)

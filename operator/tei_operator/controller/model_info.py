@@ -192,6 +192,14 @@ class ModelInfoReader:
             out.append(PodInfo(name, error=failure.error if failure else None))
         return out
 
+    async def settle(self, pods: Sequence[Mapping[str, Any]], timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the reads under way of these pods; whether there were any."""
+        uids = {str((pod.get("metadata") or {}).get("uid", "")) for pod in pods}
+        reading = [task for uid, task in self._reading.items() if uid in uids]
+        if reading:
+            await asyncio.wait(reading, timeout=timeout)
+        return bool(reading)
+
     async def _read(self, key: Any, namespace: str, pod: Mapping[str, Any]) -> None:
         meta = pod.get("metadata") or {}
         uid, name = str(meta.get("uid", "")), str(meta.get("name", ""))

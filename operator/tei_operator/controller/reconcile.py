@@ -1,6 +1,6 @@
 """One idempotent reconcile of one service: render, server-side apply, prune, status.
 
-Every trigger (create, update, resume, a child's event, the periodic resync) ends up in `Reconciler.reconcile`
+Every trigger (a new or changed service, a child's or pod's event, the resync) ends up in `Reconciler.reconcile`
 with the service's key (through the one work queue, queue.py). It reads the service, its children and its pods
 from the watch-fed store (cache.py; `LiveReads` asks the API server instead), and holds a per-service lock, so two
 triggers never interleave their writes. A reconcile that finds nothing to change sends nothing: a child is applied
@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import datetime
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +41,7 @@ from ..settings import Settings
 from . import status as st
 from .applied import apply_reason, with_applied_hash
 from .cache import CHILD_TYPES, LiveReads, Reads
+from .errors import classify
 from .events import Change, EventRecorder, describe_apply, describe_removal
 from .cost import TokenRateMeter, cost_status
 from .model_cache import sync_model_cache
@@ -56,6 +58,12 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "tei-operator"
 # Writes computed from a read that went stale (409 Conflict) are recomputed from a fresh read this many times.
 MAX_WRITE_ATTEMPTS = 5
+# A status left for the Deployment controller's update (Reconciler._unobserved_deployment) is refreshed after this
+# many seconds should no such update come.
+UNOBSERVED_REFRESH_SECONDS = 5.0
+# How long a reconcile waits for the /info of a pod that just turned Ready (a local HTTP round trip), so that
+# status.model is written with Ready rather than right after it. A slower pod's answer comes in its own write.
+INFO_WAIT_SECONDS = 0.5
 
 StatusBuilder = Callable[[Mapping[str, Any]], dict[str, Any]]
 
@@ -82,6 +90,8 @@ class Outcome:
     unsupported_model: str | None = None
     changes: list[Change] = dataclasses.field(default_factory=list)
     status_patch: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # This reconcile sent the Deployment a new spec (created or changed it).
+    deployment_sent: bool = False
 
 
 def owner_types() -> dict[str, k.ResourceType]:
@@ -167,6 +177,10 @@ class Reconciler:
         # The reconcile that deletes a drained Deployment (blue/green model changes); the runner sets its `notify`.
         self.rollout_timers = rollout_steps.RequeueTimers()
         self._locks: dict[OwnerKey, asyncio.Lock] = {}
+        # Refresh a service's status after a delay (the runner sets it: a status-only request of the queue). Without
+        # it, a status that would only say "the Deployment controller has not seen the new spec yet" is written.
+        self.refresh_later: Callable[[OwnerKey, float], None] | None = None
+        self._unobserved_since: dict[OwnerKey, float] = {}  # monotonic time a status was first left (see above)
         # Children this process has seen, by owner uid: a missing one was deleted by someone (-> "Recreated").
         self._seen: set[tuple[str, str, str]] = set()
 
@@ -180,6 +194,9 @@ class Reconciler:
                 outcome = await self._reconcile(key, apply=apply)
             except k.KubeApiError as exc:
                 if not exc.namespace_terminating:
+                    failure = classify(exc)
+                    if failure.permanent:
+                        await self._report_rejected(key, failure.message)
                     raise
                 # The namespace is being deleted: the service and its children go with it.
                 logger.debug("Skipped %s: its namespace is being deleted", key)
@@ -187,8 +204,30 @@ class Reconciler:
         if not outcome.found:
             # The service is gone: forget its lock (a late trigger just finds it gone again) and its token rate.
             self._locks.pop(key, None)
+            self._unobserved_since.pop(key, None)
             self.token_meter.forget(key)
         return outcome
+
+    async def _report_rejected(self, key: OwnerKey, message: str) -> None:
+        """The API server refused a child for good (400/422): say so in the conditions (Degraded and Stalled,
+        reason ApplyRejected, with its answer) and, through them, in a Warning Event. The queue does not retry it;
+        the next spec change, or the periodic resync, tries again."""
+        owner = await self.cache.get(self.kinds[key.kind], key.name, key.namespace)
+        if owner is None:
+            return
+        owner.setdefault("apiVersion", self.kinds[key.kind].api_version)
+        owner.setdefault("kind", key.kind)
+        generation = int((owner.get("metadata") or {}).get("generation") or 0)
+        current = owner.get("status") or {}
+        raw_min = (owner.get("spec") or {}).get("minAvailable")
+        min_available = raw_min if isinstance(raw_min, int) and not isinstance(raw_min, bool) else 1
+        try:
+            live = await self.cache.get(k.DEPLOYMENT, active_deployment(key.name, current), key.namespace)
+            await self.write_status(owner, Outcome(key), lambda latest: st.build_status(
+                generation=generation, deployment=live, pods=[], current=latest, now=st.now_rfc3339(),
+                rejected=message, min_available=min_available), keep_counts=True)
+        except k.KubeApiError as exc:  # the failure itself is logged by the queue
+            logger.warning("Failed to report the refusal in the status of %s: %s", key, classify(exc).message)
 
     async def _reconcile(self, key: OwnerKey, *, apply: bool) -> Outcome:
         owner_type = self.kinds[key.kind]
@@ -300,17 +339,48 @@ class Reconciler:
         template_hash = ((((applied or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
             "annotations", {}).get(CONFIG_HASH_ANNOTATION)
         protected = resource.spec.engine.api_key_secret_ref is not None  # TEI guards /info with the key
+        reports = self.model_reader.report(key, key.namespace, pods, read=not protected)
+        if await self.model_reader.settle(pods, INFO_WAIT_SECONDS):
+            # A pod turned Ready: its /info (status.model) goes into the same status write as Ready, not a second.
+            reports = self.model_reader.report(key, key.namespace, pods, read=not protected)
         served_model = served_model_report(
             model_id=served_identity.get("id", resource.spec.model.id), revision=served_identity.get("revision"),
-            generation=generation, pods=self.model_reader.report(key, key.namespace, pods, read=not protected),
-            protected=protected)
+            generation=generation, pods=reports, protected=protected)
         cost = self._cost(key, resource, view.serving_deployment, pods)
+        if self._unobserved_deployment(outcome, deployment, plan.switching or cache.hold):
+            return outcome
         await self.write_status(owner, outcome, lambda latest: st.build_status(
             generation=generation, deployment=deployment, pods=view.target_pods, current=latest,
             now=st.now_rfc3339(), selector=selector, endpoint=endpoint, image=image, template_hash=template_hash,
             min_available=resource.spec.min_available, served_model=served_model, cost=cost, rollout=view.status,
             adjust=view.adjust, counts_from=view.serving_deployment, cache=cache))
         return outcome
+
+    def _unobserved_deployment(self, outcome: Outcome, deployment: Mapping[str, Any] | None, special: bool) -> bool:
+        """Whether to leave the status for later: this reconcile has just sent the Deployment a new spec, which the
+        Deployment controller has not observed yet. Its status says nothing about the new spec; the controller's
+        update follows within moments, and its watch event refreshes the service's status (as it would anyway):
+        the one status write then says what the controller made of it, instead of two writes (one saying "not
+        observed yet"), a write and a watch event less per created or changed service, and Ready no later.
+        Reconciles meanwhile (the watch event of our own apply) leave it too, for `UNOBSERVED_REFRESH_SECONDS`
+        at most: the refresh then due writes whatever the Deployment says."""
+        key = outcome.key
+        if special or self.refresh_later is None or deployment is None:
+            self._unobserved_since.pop(key, None)
+            return False
+        meta, status = deployment.get("metadata") or {}, deployment.get("status") or {}
+        if int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0):
+            self._unobserved_since.pop(key, None)
+            return False
+        now, since = time.monotonic(), self._unobserved_since.get(key)
+        if since is None and outcome.deployment_sent:
+            self._unobserved_since[key] = now
+            self.refresh_later(key, UNOBSERVED_REFRESH_SECONDS)
+            return True
+        if since is not None and now - since < UNOBSERVED_REFRESH_SECONDS:
+            return True
+        self._unobserved_since.pop(key, None)
+        return False
 
     def _cost(self, key: OwnerKey, resource: Any, deployment: Mapping[str, Any] | None,
               pods: list[dict]) -> dict[str, Any] | None:
@@ -342,6 +412,7 @@ class Reconciler:
             logger.debug("Applying %s %s/%s: %s", kind, namespace, name, reason)
             applied = await self.kube.apply(manifest, self.field_manager, force=True)
             self.cache.put(applied)
+            outcome.deployment_sent = outcome.deployment_sent or rtype == k.DEPLOYMENT
         change = describe_apply(kind, name, before, manifest, applied, seen_before=seen_key in self._seen,
                                 drift=drift) if reason is not None else None
         after, removed = applied, list[ForeignField]()

@@ -12,6 +12,7 @@ stops them and stands by again; on SIGTERM it stops them and releases the Lease,
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -51,13 +52,29 @@ def watched_namespaces(settings: Settings) -> list[str]:
     return [ns for ns in settings.namespaces if ns]
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's "last handled" state, kept nowhere. Every handler is an event handler (handlers.py), which needs no
+    diff; kopf would still deep-copy every watched object (each pod, Deployment and service event) to build one,
+    and read it back from an annotation, only to compare it with nothing."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:  # noqa: ARG002 - kopf's signature
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> None:  # noqa: ARG002
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:  # noqa: ARG002
+        return None
+
+
 def kopf_settings() -> kopf.OperatorSettings:
-    """kopf configured for this project: its bookkeeping under our own annotation prefix, no finalizer, its
-    per-handler Events only for warnings, no kopf peering (one writer is ensured by our own Lease, leader.py)."""
+    """kopf configured for this project: no bookkeeping on the objects (event handlers only: no diff base, no
+    progress, no finalizer), its per-handler Events only for warnings, no kopf peering (one writer is ensured by our
+    own Lease, leader.py)."""
     ks = kopf.OperatorSettings()
+    # Unused with event handlers only; under our prefix should a handler that needs them ever be added.
     ks.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    ks.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    ks.persistence.diffbase_storage = NoDiffBase()
     ks.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"  # never added: no handler requires one
     ks.posting.level = logging.WARNING
     ks.peering.standalone = True
@@ -264,6 +281,8 @@ async def run_controller(kube: KubeClient, settings: Settings, *, stop: asyncio.
     reconciler.model_reader.notify = lambda key: queue.request(key, apply=False)
     reconciler.token_meter.notify = lambda key: queue.request(key, apply=False)  # a token-rate round is done or due
     reconciler.rollout_timers.notify = lambda key: queue.request(key, apply=True)  # a drained Deployment is due
+    reconciler.refresh_later = lambda key, delay: asyncio.get_running_loop().call_later(  # outside the running key
+        delay, functools.partial(queue.request, key, apply=False))
     memo = ControllerMemo(reconciler=reconciler, queue=queue, store=store)
     registry = kopf.OperatorRegistry()
     nodes = await may_watch_nodes(kube)

@@ -50,6 +50,7 @@ OWNED_CONDITION_TYPES = (READY, AVAILABLE, PROGRESSING, DEGRADED, RECONCILING, S
 # Reasons (PascalCase, API conventions); docs/troubleshooting.md has one section per reason.
 REASON_INVALID_SPEC = "InvalidSpec"
 REASON_UNSUPPORTED_MODEL = "UnsupportedModel"
+REASON_APPLY_REJECTED = "ApplyRejected"
 REASON_UNSCHEDULABLE = "Unschedulable"
 REASON_CRASH_LOOP = "CrashLoopBackOff"
 REASON_IMAGE_PULL = "ImagePullBackOff"
@@ -68,8 +69,8 @@ REASON_MIN_AVAILABLE = "MinimumReplicasReady"
 
 # Problems that stop progress until someone changes something (kstatus: Stalled=True, Failed). The others
 # (Unschedulable, CreateContainerConfigError) may resolve on their own and stall only at the progress deadline.
-STALLING_REASONS = frozenset({REASON_INVALID_SPEC, REASON_UNSUPPORTED_MODEL, REASON_CRASH_LOOP, REASON_IMAGE_PULL, REASON_DEADLINE,
-                              REASON_REPLICA_FAILURE})
+STALLING_REASONS = frozenset({REASON_INVALID_SPEC, REASON_UNSUPPORTED_MODEL, REASON_APPLY_REJECTED, REASON_CRASH_LOOP,
+                              REASON_IMAGE_PULL, REASON_DEADLINE, REASON_REPLICA_FAILURE})
 WAITING_REASONS = frozenset({REASON_UNSCHEDULABLE, REASON_CONTAINER_CONFIG})
 
 # Status keys this controller writes; everything else under status belongs to someone else.
@@ -347,7 +348,7 @@ def _kstatus_conditions(standing: Standing, generation: int) -> list[dict[str, A
 def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
                        pods: Sequence[Mapping[str, Any]] = (), invalid_spec: str | None = None,
                        template_hash: str | None = None, min_available: int = 1,
-                       unsupported_model: str | None = None) -> list[dict[str, Any]]:
+                       unsupported_model: str | None = None, rejected: str | None = None) -> list[dict[str, Any]]:
     """Ready, Available, Progressing, Degraded, Reconciling and Stalled (without lastTransitionTime) for what was
     observed.
 
@@ -356,7 +357,19 @@ def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
     pods of the last good spec serve). `template_hash` is the config hash of the rendered pod template: only its
     pods can stall the service (see `current_template_pods`). `min_available` is spec.minAvailable.
     `unsupported_model` says why the model cannot run on TEI (api/unsupported.py): nothing was applied either, and
-    Available again tells whether pods of an earlier spec still serve."""
+    Available again tells whether pods of an earlier spec still serve. `rejected` is the API server's answer when it
+    refused a child for good (400/422): the reconcile stopped there and is not retried until something changes."""
+    if rejected is not None:
+        message = f"The API server refused a child of this service: {rejected}"
+        availability = assess_availability(deployment, min_available)
+        return [
+            make_condition(READY, False, REASON_APPLY_REJECTED, message, generation),
+            make_condition(AVAILABLE, availability.available, availability.reason, availability.message, generation),
+            make_condition(PROGRESSING, False, REASON_APPLY_REJECTED, "Stopped: the API server refused a child",
+                           generation),
+            make_condition(DEGRADED, True, REASON_APPLY_REJECTED, message, generation),
+            *_kstatus_conditions(Standing(False, True, REASON_APPLY_REJECTED, message), generation),
+        ]
     if unsupported_model is not None:
         availability = assess_availability(deployment, min_available)
         return [
@@ -440,7 +453,7 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
                  current: Mapping[str, Any] | None, now: str, selector: str | None = None,
                  endpoint: str | None = None, image: str | None = None, invalid_spec: str | None = None,
                  template_hash: str | None = None, min_available: int = 1, unsupported_model: str | None = None,
-                 served_model: tuple[dict[str, Any], dict[str, Any]] | None = None,
+                 rejected: str | None = None, served_model: tuple[dict[str, Any], dict[str, Any]] | None = None,
                  cost: dict[str, Any] | None | object = KEEP, cache: Any = None,
                  rollout: dict[str, Any] | None | object = KEEP,
                  adjust: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
@@ -459,7 +472,7 @@ def build_status(*, generation: int, deployment: Mapping[str, Any] | None, pods:
     dep_status = ((deployment if counts_from is KEEP else counts_from) or {}).get("status") or {}
     desired = desired_conditions(generation=generation, deployment=deployment, pods=pods, invalid_spec=invalid_spec,
                                  template_hash=template_hash, min_available=min_available,
-                                 unsupported_model=unsupported_model)
+                                 unsupported_model=unsupported_model, rejected=rejected)
     if adjust is not None:
         desired = adjust(desired)
     if served_model is not None:
