@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from . import __doc__ as PACKAGE_DOC
+from .footprint import baseline_mib
 from .report import breakdown, by_size, fast_path_cost, goals, table
 from .run import QUICK, ROOT, TARGETS_SECONDS, RunResult, Timing, log, measure
 
@@ -159,7 +160,7 @@ read directly, as an in-cluster operator does, not through the API server's prox
   queries, decisions and status writes of every autoscaled service); **Prometheus queries / tick** from
   Prometheus's own `prometheus_http_requests_total`. Besides, the operator read the pods directly
   {last.pod_reads_per_minute:.0f} times per idle minute at N = {n_max} (the fast scale-up path every 2 s and the
-  cost sampler: not API requests). Of the RSS, ~94 MiB is there before any object is watched (the imported modules,
+  cost sampler: not API requests). Of the RSS, ~{baseline_mib():.0f} MiB is there before any object is watched (the imported modules,
   `python -m bench.scale.footprint`); the rest grows with the services and with what creating them peaked at, as
   [install.md](../install.md#the-operators-own-memory) explains. The operator runs as its image does: the malloc
   arena cap is set by `tei-operator run` itself, not by the benchmark.

@@ -25,12 +25,21 @@ for name in sys.argv[1:]:
 """
 
 
-def main() -> int:
+def import_steps() -> list[tuple[str, float, int]]:
+    """(module, RSS in MiB after importing it and the ones before, modules loaded), measured in a fresh interpreter."""
     out = subprocess.run([sys.executable, "-c", _PROBE, *STEPS], capture_output=True, text=True, check=True).stdout
+    return [(name, float(rss), int(modules)) for name, rss, modules in (line.split() for line in out.splitlines())]
+
+
+def baseline_mib() -> float:
+    """The operator's RSS once it has imported everything `tei-operator run` imports, before it watches anything."""
+    return import_steps()[-1][1]
+
+
+def main() -> int:
     print("| import (cumulative) | RSS (MiB) | modules |\n|---|---|---|")
-    for line in out.splitlines():
-        name, rss, modules = line.split()
-        print(f"| {name} | {float(rss):.0f} | {modules} |")
+    for name, rss, modules in import_steps():
+        print(f"| {name} | {rss:.0f} | {modules} |")
     for step in STEPS:
         __import__(step)
     top = Counter(name.split(".")[0] for name in sys.modules).most_common(6)
