@@ -252,8 +252,9 @@ def test_service_account_token_can_create_update_scale_status_and_events(cluster
        "-p", json.dumps({"status": {"observedGeneration": owner["metadata"]["generation"], "replicas": 3}}))
     assert cluster.kubectl("get", "embeddingservice", name, "-n", namespace,
                            "-o", "jsonpath={.status.replicas}").stdout == "3"
-    # kopf's bookkeeping annotations on the resource
-    sa("annotate", "embeddingservice", name, "-n", namespace, "tei-operator.io/last-handled-configuration={}")
+    # but never the resource itself (spec, labels, annotations: the users' and GitOps' part)
+    annotated = sa("annotate", "embeddingservice", name, "-n", namespace, "tei-operator.io/x=y", check=False)
+    assert annotated.returncode != 0 and "forbidden" in annotated.stderr.lower(), annotated.stderr
     # events, both APIs
     event = {"apiVersion": "v1", "kind": "Event",
              "metadata": {"name": f"{name}.scaled", "namespace": namespace},

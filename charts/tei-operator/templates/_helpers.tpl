@@ -70,10 +70,11 @@ RBAC rules for what the operator does inside a watched namespace (or everywhere,
 Least privilege: no Secrets (pods reference them; the operator never reads them), no delete on its own resources.
 */}}
 {{- define "tei-operator.namespacedRules" -}}
-# Its custom resources: kopf watches them and patches annotations, finalizers and status.
+# Its custom resources: read and watched; only their status is written (kopf runs event handlers only and writes
+# no annotations or finalizers on them).
 - apiGroups: ["tei-operator.io"]
   resources: ["embeddingservices", "rerankerservices"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["tei-operator.io"]
   resources: ["embeddingservices/status", "rerankerservices/status"]
   verbs: ["get", "patch", "update"]
