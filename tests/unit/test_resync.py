@@ -7,7 +7,7 @@ import asyncio
 
 from tei_operator.controller.cache import ObjectStore
 from tei_operator.controller.reconcile import OwnerKey, owner_types
-from tei_operator.controller.runner import Reconciled, resync_once
+from tei_operator.controller.runner import Reconciled, key_phase, resync_once
 from tei_operator.metrics import METRICS
 
 
@@ -34,7 +34,7 @@ def test_a_resync_reconciles_only_services_whose_namespace_changed_and_all_once_
     for n, ns in enumerate(("a", "a", "b")):
         store.put(service(f"s{n}", ns, n + 1))
     clock = [0.0]
-    reconciled = Reconciled(store, full_seconds=100, clock=lambda: clock[0])
+    reconciled = Reconciled(store, full_seconds=100, clock=lambda: clock[0], phase=lambda key: 0.0)
     queue = Queue(reconciled)
     kinds = owner_types()
     loop = asyncio.new_event_loop()
@@ -69,3 +69,27 @@ def test_a_resync_reconciles_only_services_whose_namespace_changed_and_all_once_
         assert resync() == {"s2"}
     finally:
         loop.close()
+
+
+def test_the_full_passes_of_services_started_together_are_spread_over_the_period():
+    # 1,000 services that all succeeded at t=0 (an operator's start): their full passes must not come as one wave.
+    store = ObjectStore()
+    keys = [OwnerKey("EmbeddingService", f"ns{n % 20}", f"s{n}") for n in range(1000)]
+    for n, key in enumerate(keys):
+        store.put(service(key.name, key.namespace, n + 1))
+    clock = [0.0]
+    reconciled = Reconciled(store, full_seconds=600, clock=lambda: clock[0])
+    for key in keys:
+        reconciled.succeeded(key, reconciled.started(key), apply=True)
+    due_per_minute = []
+    for minute in range(1, 11):
+        clock[0] = 60.0 * minute
+        due = [key for key in keys if not reconciled.unchanged(key)]
+        for key in due:
+            reconciled.resynced(key)
+        due_per_minute.append(len(due))
+    assert sum(due_per_minute) == 1000  # every service had its full pass within the period, once
+    assert max(due_per_minute) <= 150, due_per_minute  # ~100 a minute, not 1,000 at once
+    # And the phase is the same in every process (a restart keeps each service's place).
+    assert key_phase(keys[0]) == key_phase(OwnerKey("EmbeddingService", "ns0", "s0"))
+    assert all(0.0 <= key_phase(key) < 1.0 for key in keys)
