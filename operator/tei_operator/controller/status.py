@@ -345,6 +345,22 @@ def _kstatus_conditions(standing: Standing, generation: int) -> list[dict[str, A
     return [reconciling, stalled]
 
 
+
+def _stopped_conditions(reason: str, message: str, progressing: str, deployment: Mapping[str, Any] | None,
+                        min_available: int, generation: int) -> list[dict]:
+    """The conditions of a service whose reconcile stopped before applying (a spec that cannot be rendered, a model
+    TEI cannot run, a child the API server refused): not Ready, not Progressing (`progressing` says why), Degraded
+    and Stalled with `message`; Available still tells whether the pods of the last good spec serve."""
+    availability = assess_availability(deployment, min_available)
+    return [
+        make_condition(READY, False, reason, message, generation),
+        make_condition(AVAILABLE, availability.available, availability.reason, availability.message, generation),
+        make_condition(PROGRESSING, False, reason, progressing, generation),
+        make_condition(DEGRADED, True, reason, message, generation),
+        *_kstatus_conditions(Standing(False, True, reason, message), generation),
+    ]
+
+
 def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
                        pods: Sequence[Mapping[str, Any]] = (), invalid_spec: str | None = None,
                        template_hash: str | None = None, min_available: int = 1,
@@ -360,37 +376,16 @@ def desired_conditions(*, generation: int, deployment: Mapping[str, Any] | None,
     Available again tells whether pods of an earlier spec still serve. `rejected` is the API server's answer when it
     refused a child for good (400/422): the reconcile stopped there and is not retried until something changes."""
     if rejected is not None:
-        message = f"The API server refused a child of this service: {rejected}"
-        availability = assess_availability(deployment, min_available)
-        return [
-            make_condition(READY, False, REASON_APPLY_REJECTED, message, generation),
-            make_condition(AVAILABLE, availability.available, availability.reason, availability.message, generation),
-            make_condition(PROGRESSING, False, REASON_APPLY_REJECTED, "Stopped: the API server refused a child",
-                           generation),
-            make_condition(DEGRADED, True, REASON_APPLY_REJECTED, message, generation),
-            *_kstatus_conditions(Standing(False, True, REASON_APPLY_REJECTED, message), generation),
-        ]
+        return _stopped_conditions(REASON_APPLY_REJECTED,
+                                   f"The API server refused a child of this service: {rejected}",
+                                   "Stopped: the API server refused a child", deployment, min_available, generation)
     if unsupported_model is not None:
-        availability = assess_availability(deployment, min_available)
-        return [
-            make_condition(READY, False, REASON_UNSUPPORTED_MODEL, unsupported_model, generation),
-            make_condition(AVAILABLE, availability.available, availability.reason, availability.message, generation),
-            make_condition(PROGRESSING, False, REASON_UNSUPPORTED_MODEL, "Nothing was applied: the model is known not "
-                       "to run on TEI", generation),
-            make_condition(DEGRADED, True, REASON_UNSUPPORTED_MODEL, unsupported_model, generation),
-            *_kstatus_conditions(Standing(False, True, REASON_UNSUPPORTED_MODEL, unsupported_model), generation),
-        ]
+        return _stopped_conditions(REASON_UNSUPPORTED_MODEL, unsupported_model,
+                                   "Nothing was applied: the model is known not to run on TEI", deployment,
+                                   min_available, generation)
     if invalid_spec is not None:
-        message = f"The spec cannot be rendered: {invalid_spec}"
-        availability = assess_availability(deployment, min_available)
-        return [
-            make_condition(READY, False, REASON_INVALID_SPEC, message, generation),
-            make_condition(AVAILABLE, availability.available, availability.reason, availability.message, generation),
-            make_condition(PROGRESSING, False, REASON_INVALID_SPEC, "Nothing was applied: the spec is invalid",
-                           generation),
-            make_condition(DEGRADED, True, REASON_INVALID_SPEC, message, generation),
-            *_kstatus_conditions(Standing(False, True, REASON_INVALID_SPEC, message), generation),
-        ]
+        return _stopped_conditions(REASON_INVALID_SPEC, f"The spec cannot be rendered: {invalid_spec}",
+                                   "Nothing was applied: the spec is invalid", deployment, min_available, generation)
     progress = deployment_progress(deployment)
     problem = None if progress.ready else (diagnose_pods(pods) or deployment_problem(deployment))
     if progress.ready:
