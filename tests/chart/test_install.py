@@ -171,7 +171,7 @@ def test_install_runs_the_operator_with_its_own_identity(cluster, release):
 
 OPERATOR_CAN = [
     ("get", "embeddingservices.tei-operator.io", None), ("list", "rerankerservices.tei-operator.io", None),
-    ("watch", "embeddingservices.tei-operator.io", None), ("patch", "embeddingservices.tei-operator.io", None),
+    ("watch", "embeddingservices.tei-operator.io", None),
     ("patch", "embeddingservices.tei-operator.io", "status"), ("update", "rerankerservices.tei-operator.io", "status"),
     ("create", "deployments.apps", None), ("patch", "deployments.apps", None), ("delete", "deployments.apps", None),
     ("update", "deployments.apps", "scale"), ("patch", "deployments.apps", "scale"),
@@ -184,6 +184,7 @@ OPERATOR_CANNOT = [
     ("get", "secrets", None), ("list", "secrets", None), ("create", "pods", None), ("delete", "pods", None),
     ("create", "pods", "exec"), ("create", "pods", "attach"), ("create", "pods", "portforward"),
     ("create", "embeddingservices.tei-operator.io", None),
+    ("patch", "embeddingservices.tei-operator.io", None), ("update", "rerankerservices.tei-operator.io", None),
     ("delete", "rerankerservices.tei-operator.io", None), ("create", "configmaps", None),
     ("create", "roles.rbac.authorization.k8s.io", None),
 ]
