@@ -47,34 +47,32 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
-def limit_malloc_arenas(arenas: int = ARENAS, environ: Mapping[str, str] | None = None) -> int | None:
-    """Cap glibc's malloc arenas at `arenas` (call before threads start). Returns the cap now in force: `arenas`,
-    the environment's MALLOC_ARENA_MAX when set, or None when this is not glibc or it refused."""
+def _set_malloc_option(param: int, value: int, env_name: str, environ: Mapping[str, str] | None) -> int | None:
+    """mallopt(param, value) unless the environment sets `env_name` (glibc has applied that one already). Returns
+    the value now in force, or None when this is not glibc, it refused, or the environment's value is not a number."""
     env = os.environ if environ is None else environ
-    if env.get("MALLOC_ARENA_MAX"):
+    if env.get(env_name):
         try:
-            return int(env["MALLOC_ARENA_MAX"])
+            return int(env[env_name])
         except ValueError:
             return None
     libc = _libc()
-    if libc is None or libc.mallopt(M_ARENA_MAX, int(arenas)) != 1:
+    if libc is None or libc.mallopt(param, int(value)) != 1:
         return None
-    return arenas
+    return value
+
+
+def limit_malloc_arenas(arenas: int = ARENAS, environ: Mapping[str, str] | None = None) -> int | None:
+    """Cap glibc's malloc arenas at `arenas` (call before threads start). Returns the cap now in force: `arenas`,
+    the environment's MALLOC_ARENA_MAX when set, or None when this is not glibc or it refused."""
+    return _set_malloc_option(M_ARENA_MAX, arenas, "MALLOC_ARENA_MAX", environ)
 
 
 def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD, environ: Mapping[str, str] | None = None) -> int | None:
     """Map blocks of `threshold` bytes or more on their own, always (see the module's docstring). Returns the
-    threshold now in force, or None when this is not glibc or it refused."""
-    env = os.environ if environ is None else environ
-    if env.get("MALLOC_MMAP_THRESHOLD_"):
-        try:
-            return int(env["MALLOC_MMAP_THRESHOLD_"])
-        except ValueError:
-            return None
-    libc = _libc()
-    if libc is None or libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) != 1:
-        return None
-    return threshold
+    threshold now in force, the environment's MALLOC_MMAP_THRESHOLD_ when set, or None when this is not glibc or
+    it refused."""
+    return _set_malloc_option(M_MMAP_THRESHOLD, threshold, "MALLOC_MMAP_THRESHOLD_", environ)
 
 
 def release_free_memory() -> bool:
