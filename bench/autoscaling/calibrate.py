@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import math
 import random
 import re
@@ -167,15 +169,38 @@ def calibrate(seconds: float | tuple[float, float, float], seed: int = 0) -> lis
     return [measure_point(profile, load, d, seed, http_s) for load, d in zip(LOADS, durations)]
 
 
+def load_points(path: Path) -> list[Point]:
+    """The points a `--json` run wrote."""
+    return [Point(**{**d, "emulator": Side(**d["emulator"]), "simulator": Side(**d["simulator"]),
+                     "per_request": tuple(d["per_request"])}) for d in json.loads(path.read_text())]
+
+
+def _seconds(text: str) -> float | tuple[float, float, float]:
+    parts = [float(x) for x in text.split(",")]
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) != len(LOADS):
+        raise argparse.ArgumentTypeError(f"give one duration or {len(LOADS)} (one per load), not {len(parts)}")
+    return tuple(parts)  # type: ignore[return-value]
+
+
+def _describe(seconds: float | tuple[float, ...]) -> str:
+    return ",".join(f"{s:g}" for s in seconds) if isinstance(seconds, tuple) else f"{seconds:g}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.autoscaling.calibrate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=30.0, help="seconds of load per point (default 30)")
+    ap.add_argument("--seconds", type=_seconds, default=30.0,
+                    help="seconds of load per point, or one duration per load as A,B,C (default 30)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-report", action="store_true", help=f"print only; do not rewrite {REPORT.name}")
+    ap.add_argument("--json", type=Path, metavar="PATH", help="also write the points as JSON (what the test reads)")
     args = ap.parse_args(argv)
     profile = load_profile(PROFILE)
     points = calibrate(args.seconds, args.seed)
+    if args.json:
+        args.json.write_text(json.dumps([dataclasses.asdict(p) for p in points], indent=1))
     rows = table(points)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -184,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         md = "\n".join(["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
                        + ["| " + " | ".join(r) + " |" for r in rows[1:]])
         md += (f"\n\nProfile `{PROFILE}`, {INPUTS_PER_REQUEST} x {input_tokens()}-token input(s) per request, capacity "
-               f"{capacity(profile):.1f} requests/s, {args.seconds:.0f} s per load. Reproduce: "
-               f"`python -m bench.autoscaling.calibrate --seconds {args.seconds:g} --seed {args.seed}`.")
+               f"{capacity(profile):.1f} requests/s, {_describe(args.seconds)} s per load. Reproduce: "
+               f"`python -m bench.autoscaling.calibrate --seconds {_describe(args.seconds)} --seed {args.seed}`.")
         text = REPORT.read_text()
         if START not in text:
             raise SystemExit(f"{REPORT}: no {START} ... {END} block to fill")
