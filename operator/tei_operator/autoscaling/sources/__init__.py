@@ -135,6 +135,9 @@ class SourceResult:
     error: str | None = None
     pod_errors: Mapping[str, str] = field(default_factory=dict)
     """Per pod uid, why it could not be read (for the message that names it)."""
+    at_rest: frozenset[str] = frozenset()
+    """Pods read in this fetch whose every kept sample is one unchanged page with an empty queue: nothing arrived,
+    nothing waits, nothing was refused over the window (the scrape source's; empty from sources that cannot tell)."""
 
 
 def _sum(values: Iterable[float | None]) -> float | None:

@@ -228,6 +228,15 @@ class PodHistory:
     def last_time(self) -> float | None:
         return self.samples[-1][0] if self.samples else None
 
+    @property
+    def at_rest(self) -> bool:
+        """At least two samples, all one page (`parse_cached` hands out one object per page), its queue empty:
+        every counter's increase over the window is zero and nothing waits."""
+        if len(self.samples) < 2:
+            return False
+        last = self.samples[-1][1]
+        return last.queue_size == 0 and all(s is last for _, s in self.samples)
+
     def metrics(self) -> PodMetrics | None:
         """Rates over the kept samples and the mean queue; None without any sample."""
         if not self.samples:
@@ -528,25 +537,37 @@ class ScrapeSource(MetricsSource):
         # Never more scrapes in flight than the fetcher allows: a scrape waiting for a free connection would spend
         # its timeout queueing and read as a pod that did not answer.
         self.concurrency = min(concurrency, int(getattr(fetcher, "max_concurrency", concurrency)))
-        self._semaphore = asyncio.Semaphore(self.concurrency)
         self._histories: dict[str, PodHistory] = {}
         self._clock = clock
 
     async def _scrape(self, pod: PodTarget, now: float) -> tuple[str, RawSample | None, float, str | None]:
-        async with self._semaphore:
-            try:
-                async with asyncio.timeout(self.timeout):  # no task of its own, unlike wait_for (a sweep's CPU)
-                    text = await self._fetch(pod)
-                t = self._clock() if self._clock else now
-                return pod.uid, parse_cached(text), t, None
-            except asyncio.TimeoutError:
-                return pod.uid, None, now, f"/metrics did not answer within {self.timeout:g}s"
-            except ScrapeError as exc:
-                return pod.uid, None, now, str(exc)
+        try:
+            async with asyncio.timeout(self.timeout):  # no task of its own, unlike wait_for (a sweep's CPU)
+                text = await self._fetch(pod)
+            t = self._clock() if self._clock else now
+            return pod.uid, parse_cached(text), t, None
+        except asyncio.TimeoutError:
+            return pod.uid, None, now, f"/metrics did not answer within {self.timeout:g}s"
+        except ScrapeError as exc:
+            return pod.uid, None, now, str(exc)
 
     async def fetch(self, services: Sequence[ServiceTarget], now: float) -> SourceResult:
+        """Read every pod once: `concurrency` workers take the next pod from one list until none is left, so a
+        pod's timeout starts when its GET does (not while it waits its turn), and a sweep of 500 pods is 32 tasks,
+        not 500 tasks queueing on a semaphore (a third of a sweep's CPU at 1,000 idle services)."""
         pods = {pod.uid: pod for service in services for pod in service.pods}
-        results = await asyncio.gather(*(self._scrape(pod, now) for pod in pods.values()))
+        todo = iter(list(pods.values()))
+        results: list[tuple[str, RawSample | None, float, str | None]] = []
+
+        async def worker() -> None:
+            for pod in todo:
+                results.append(await self._scrape(pod, now))
+
+        workers = min(self.concurrency, len(pods))
+        if workers == 1:
+            await worker()
+        elif workers > 1:
+            await asyncio.gather(*(worker() for _ in range(workers)))
         return self.absorb(list(pods), results, now)
 
     def absorb_pages(self, pages: Mapping[str, str], now: float) -> SourceResult:
@@ -565,11 +586,15 @@ class ScrapeSource(MetricsSource):
         """Add one sweep's samples (uid, sample or None, time read, error) to the pods' histories and answer the
         rates of the pods `uids`. Synchronous and clock-free: `now` is the only time it knows."""
         errors: dict[str, str] = {}
+        at_rest: set[str] = set()
         for uid, sample, t, error in results:
             if sample is None:
                 errors[uid] = error or "unread"
                 continue
-            self._histories.setdefault(uid, PodHistory(self.window)).add(t, sample)
+            history = self._histories.setdefault(uid, PodHistory(self.window))
+            history.add(t, sample)
+            if history.at_rest:
+                at_rest.add(uid)
         # Forget pods gone for a while (a pod that comes back is a new uid anyway).
         wanted = set(uids)
         for uid in [u for u, h in self._histories.items() if u not in wanted
@@ -583,7 +608,7 @@ class ScrapeSource(MetricsSource):
                 out[uid] = metrics  # possibly older than this tick: the caller judges staleness
         if errors:
             logger.debug("Failed to scrape %d of %d pods: %s", len(errors), len(uids), errors)
-        return SourceResult(pods=out, pod_errors=errors)
+        return SourceResult(pods=out, pod_errors=errors, at_rest=frozenset(at_rest))
 
     async def close(self) -> None:
         closer = getattr(self._fetch, "close", None)
