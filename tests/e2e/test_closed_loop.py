@@ -192,11 +192,16 @@ async def test_prometheus_source_closed_loop(request, scarce_cluster, prometheus
         t_out = timeline.mark(f"Prometheus stopped at {at_outage} replicas")
         await wait(lambda: limited(reader, namespace, name) == ("True", "MetricsUnavailable"), 4 * TICK_SECONDS + 5,
                    "ScalingLimited=True/MetricsUnavailable", timeline)
-        # The autoscaler looks every tick and counts each failed read in status: wait until it has failed for
-        # longer than a full scale-down window (plus four ticks), then check it held.
+        # The autoscaler looks every tick and counts each tick it could not read in its own metrics (the status
+        # counts only up to failureThreshold, so an outage does not rewrite it every tick): wait until it has failed
+        # for longer than a full scale-down window (plus four ticks), then check it held.
         failed_ticks = int(WINDOW / TICK_SECONDS) + 4
-        await wait(lambda: metric_failures(reader, namespace, name) >= failed_ticks, (failed_ticks + 10) * TICK_SECONDS,
+        unavailable = lambda: operator.metric_sum("tei_operator_autoscaler_decisions_total",  # noqa: E731
+                                                  limit="MetricsUnavailable")
+        before = unavailable()
+        await wait(lambda: unavailable() - before >= failed_ticks, (failed_ticks + 10) * TICK_SECONDS,
                    f"{failed_ticks} failed metric reads in a row", timeline)
+        assert metric_failures(reader, namespace, name) == 3  # the default failureThreshold: counted up to it
         during = [r for t, r in timeline.replicas_at_or_after(t_out)]
         assert during and min(during) == at_outage, (
             f"replicas changed during the metrics outage: {sorted(set(during))} (had {at_outage})\n"

@@ -276,7 +276,9 @@ async def test_unknown_metrics_never_scale_down_and_say_so(world, cluster):
     assert "connection refused" in cond["message"] and cond["observedGeneration"] == generation
     auto = (await world.status("svc"))["autoscaling"]
     assert "queuePerReplica" not in auto["signals"]  # unknown is absent, not 0
-    assert auto["consecutiveMetricFailures"] == 10 and auto["lastDecision"] == "Limited"
+    # counted up to failureThreshold (3 by default), then left there: ten failed ticks, three status writes
+    assert auto["consecutiveMetricFailures"] == 3 and auto["lastDecision"] == "Limited"
+    assert "3 or more failures in a row" in auto["reason"] and "for 3 or more ticks" in cond["message"]
     assert [e["type"] for e in await world.events("svc", "ScalingLimited")] == ["Warning"]  # one, not one per tick
     # Metrics back and idle: scale-down is allowed again, after the window.
     world.source.queue = {"svc": 0.0}

@@ -138,10 +138,27 @@ def test_fallback_after_failure_threshold():
         assert d.desired_replicas == 2
     d, st = decide(sig(2, error="no series", t=30), st, sp, MBT, now=30)
     assert (d.action, d.desired_replicas) == ("ScaleUp", 5)
-    assert "failure 3 of 3" in d.reason and "fallbackReplicas 5" in d.reason
+    assert "3 or more failures in a row" in d.reason and "fallbackReplicas 5" in d.reason
     # a fallback below the current count never scales down
     d, _ = decide(sig(8, error="no series", t=45), st, sp, MBT, now=45)
     assert d.desired_replicas == 8
+
+
+def test_an_outage_reads_the_same_every_tick_once_past_the_failure_threshold():
+    """What the status quotes (reason, ScalingLimited's message) stops changing once the count reaches
+    failureThreshold: an outage does not rewrite every autoscaled service's status every tick."""
+    sp = spec(failureThreshold=3)
+    st = watched()
+    seen = []
+    for t in range(0, 150, 15):  # ten ticks of stale metrics, last read at t = -100
+        d, st = decide(sig(4, queue=0.0, t=-100.0), st, sp, MBT, now=t)
+        assert (d.action, d.desired_replicas, d.limited_by) == ("Hold", 4, "MetricsUnavailable")
+        seen.append((d.reason, d.limited_message))
+    assert "failure 1 of 3" in seen[0][0] and "for 1 tick(s)" in seen[0][1]
+    assert len(set(seen[:3])) == 3  # 1, 2, then "3 or more"
+    assert set(seen[2:]) == {seen[2]}, seen[2:]
+    assert "3 or more failures in a row" in seen[2][0] and "for 3 or more ticks" in seen[2][1]
+    assert st.consecutive_failures == 10  # the policy still counts; only what is written stops at the threshold
 
 
 def test_gpu_capacity_clamp():

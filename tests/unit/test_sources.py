@@ -170,7 +170,13 @@ def test_stale_or_missing_pod_makes_the_service_unknown_never_zero():
     assert ok.error is None and ok.queue_size_total == 6 and ok.request_rate == 4.0
     old = aggregate(svc, SourceResult({"uid-a": fresh, "uid-b": stale}), 101.0, stale_seconds=60,
                     fresh_grace_seconds=60)
-    assert old.error and "pod b" in old.error and "71s old" in old.error and old.queue_size_total is None
+    assert old.error and "pod b" in old.error and old.queue_size_total is None
+    # when it was last read, not its age: the message (and the status that quotes it) stays while the outage lasts
+    assert "last read at 1970-01-01T00:00:30Z, more than 60s ago" in old.error
+    later = aggregate(svc, SourceResult({"uid-a": fresh, "uid-b": stale}), 160.0, stale_seconds=60,
+                      fresh_grace_seconds=60)
+    assert later.error.replace("pod a: metrics last read at 1970-01-01T00:01:40Z, more than 60s ago; ", "") == \
+        old.error
     missing = aggregate(svc, SourceResult({"uid-a": fresh}, pod_errors={"uid-b": "connection refused"}), 101.0,
                         stale_seconds=60, fresh_grace_seconds=60)
     assert missing.error and "connection refused" in missing.error
@@ -218,7 +224,7 @@ async def test_scrape_source_reads_a_real_emulator_and_goes_stale_when_it_stops(
     clock[0] += 20
     fourth = await source.fetch([svc], clock[0])
     agg = aggregate(svc, fourth, clock[0], stale_seconds=10, fresh_grace_seconds=10)
-    assert agg.error and "old" in agg.error and agg.queue_size_total is None
+    assert agg.error and "more than 10s ago" in agg.error and agg.queue_size_total is None
     await source.close()
 
 

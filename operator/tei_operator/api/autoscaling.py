@@ -390,4 +390,7 @@ class AutoscalingStatus(StatusModel):
                                          "tei_operator_autoscaler_last_successful_tick_timestamp_seconds.")
     last_tick_time: str | None = Field(None, description="Deprecated, no longer written (0.1.x refreshed it once a "
                                        "minute); removed at the status's next change. See lastChangeTime.")
-    consecutive_metric_failures: int | None = Field(None, description="Metric reads failed in a row.")
+    consecutive_metric_failures: int | None = Field(None, description=(
+        "Metric reads failed in a row, counted up to spec.autoscaling.failureThreshold: that value means at least "
+        "that many (the ScalingLimited condition's lastTransitionTime says since when). Not counted further, so "
+        "an outage does not rewrite the status every tick."))

@@ -664,7 +664,8 @@ class Autoscaler:
         status = autoscaling_status(decision, signals, last_scale_time=memory.last_scale_time or
                                     parse_time(((view.body.get("status") or {}).get("autoscaling") or {})
                                                .get("lastScaleTime")),
-                                    now=now, failures=memory.state.consecutive_failures)
+                                    now=now, failures=min(memory.state.consecutive_failures,
+                                                          view.resource.spec.autoscaling.failure_threshold))
         condition = scaling_limited_condition(decision, generation)
         before = find_condition((view.body.get("status") or {}).get("conditions"), SCALING_LIMITED)
         patch = await self.writer.write_status(view.rtype, view.body, status, condition, now=rfc3339(now))

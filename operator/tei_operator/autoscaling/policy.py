@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ..api.autoscaling import AutoscalingSpec
+from ..timestamps import rfc3339
 from . import scale_down, throughput
 from .reading import Reading
 from .signals import Signals
@@ -225,7 +226,9 @@ def _metrics_problem(s: Signals, spec: AutoscalingSpec, now: float) -> str | Non
         return "te_queue_size has no value for the ready pods"
     age = now - s.observed_at
     if age > spec.metrics_max_age_seconds:
-        return f"metrics are {age:.0f}s old (more than metricsMaxAgeSeconds {spec.metrics_max_age_seconds})"
+        # when they were read, not how old they are: the text stays the same while the outage lasts
+        return (f"metrics last read at {rfc3339(s.observed_at)}, more than metricsMaxAgeSeconds "
+                f"{spec.metrics_max_age_seconds} ago")
     return None
 
 
@@ -680,11 +683,18 @@ def decide(
 
     if problem:
         rec = current
-        reason = f"metrics unavailable ({problem}), failure {failures} of {spec.failure_threshold}: held {current}"
-        if failures >= spec.failure_threshold and spec.fallback_replicas is not None and spec.fallback_replicas > rec:
+        # The count is said up to failureThreshold, then "or more": an outage that lasts reads the same every tick
+        # and writes no status (the ScalingLimited condition's lastTransitionTime says since when), instead of one
+        # status write per tick for every autoscaled service while Prometheus is down.
+        threshold = spec.failure_threshold
+        count = (f"failure {failures} of {threshold}" if failures < threshold
+                 else f"{threshold} or more failures in a row")
+        reason = f"metrics unavailable ({problem}), {count}: held {current}"
+        if failures >= threshold and spec.fallback_replicas is not None and spec.fallback_replicas > rec:
             rec = spec.fallback_replicas
             reason += f", raised to fallbackReplicas {rec}"
-        limited = ("MetricsUnavailable", f"Metrics unavailable for {failures} tick(s): {problem}; never scaling down "
+        ticks = f"{failures} tick(s)" if failures < threshold else f"{threshold} or more ticks"
+        limited = ("MetricsUnavailable", f"Metrics unavailable for {ticks}: {problem}; never scaling down "
                    "on unknown metrics")
     elif s.ready_replicas <= 0:
         rec = current

@@ -14,7 +14,6 @@ A patch that only changes `status.autoscaling` (the usual case) does not touch t
 
 from __future__ import annotations
 
-import datetime
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -24,6 +23,7 @@ from ..conditions import (condition_differs, find_condition, make_condition, mer
                           remove_condition)
 from ..kube import DEPLOYMENT, KubeClient, MERGE_PATCH, ResourceType
 from ..kube_retry import retry_on_conflict
+from ..timestamps import rfc3339
 from .policy import Decision
 from .signals import Signals
 
@@ -37,10 +37,6 @@ EVENT_COMPONENT = "tei-operator-autoscaler"
 CONFLICT_RETRIES = 4
 UNCOMPARED = ("lastChangeTime", "lastTickTime")
 """Keys of status.autoscaling whose difference alone is no reason to write (a tick's own time)."""
-
-
-def rfc3339(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _round(value: float | None, digits: int) -> float | None:

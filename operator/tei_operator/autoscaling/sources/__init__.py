@@ -27,6 +27,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ...timestamps import rfc3339
+
 __all__ = [
     "MetricsSource", "PodMetrics", "PodTarget", "ServiceMetrics", "ServiceTarget", "SourceResult", "aggregate",
 ]
@@ -180,8 +182,9 @@ def aggregate(service: ServiceTarget, result: SourceResult, now: float, *, stale
     for pod in service.pods:
         metrics = result.pods.get(pod.uid)
         if metrics is not None and now - metrics.observed_at > stale_seconds:
-            problems.append(f"pod {pod.name}: metrics are {now - metrics.observed_at:.0f}s old "
-                            f"(more than {stale_seconds:g}s)")
+            # when it was read, not how old that is: the message stays the same while the outage lasts
+            problems.append(f"pod {pod.name}: metrics last read at {rfc3339(metrics.observed_at)}, more than "
+                            f"{stale_seconds:g}s ago")
             continue
         if metrics is None:
             young = pod.ready_since is not None and now - pod.ready_since < fresh_grace_seconds

@@ -1,0 +1,130 @@
+"""The autoscaler's status writes are bounded by the states a service goes through, not by how long each lasts
+(issue #10): while it is created (at 1,000 services creation takes four minutes) and while its metrics cannot be
+read (a Prometheus outage: one write per tick per autoscaled service would be ~2,000 writes a minute at 1,000
+services). The main tick runs over the watch-fed store as the scale benchmark's fleet fills it
+(bench/scale/profile_autoscaler.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+
+from bench.scale.fakepods import IDLE_METRICS
+from bench.scale.profile_autoscaler import NOW, StoreWrites, _stamp, fill
+from tei_operator.autoscaling.loop import FAST_SOURCE, Autoscaler
+from tei_operator.autoscaling.sources import PodTarget
+from tei_operator.autoscaling.sources.scrape import ScrapeError, ScrapeSource
+from tei_operator.controller.cache import ObjectStore
+from tei_operator.kube import POD
+from tei_operator.settings import load_settings
+
+TICK = 15.0
+HELD = 3  # ticks each state lasts
+
+
+def test_each_creation_state_is_written_once_however_long_it_lasts():
+    settings = load_settings(metrics_source="scrape")
+    store = ObjectStore()
+    autoscaled = fill(store, 4, settings)
+    ready = [copy.deepcopy(p) for p in store.list_now(POD)]
+    for p in ready:
+        store.delete(p)
+    serving = [False]
+
+    async def page(pod: PodTarget) -> str:
+        if not serving[0]:
+            raise ScrapeError("connection refused")  # the server is not up before the pod is Ready
+        return IDLE_METRICS
+
+    clock = [NOW]
+    kube = StoreWrites(store)
+    scaler = Autoscaler(kube, settings, clock=lambda: clock[0], cache=store,
+                        sources={"scrape": ScrapeSource(page, timeout=2, window=60),
+                                 FAST_SOURCE: ScrapeSource(page, timeout=2, window=10)})
+    version = [10**7]
+
+    def pods(phase: str, is_ready: bool) -> None:
+        for p in ready:
+            version[0] += 1
+            q = copy.deepcopy(p)
+            q["metadata"]["resourceVersion"] = str(version[0])
+            q["status"]["phase"] = phase
+            q["status"]["conditions"] = [{"type": "Ready", "status": "True" if is_ready else "False",
+                                          "lastTransitionTime": _stamp(clock[0])}]
+            store.put(q)
+
+    writes: list[list[int]] = []
+    loop = asyncio.new_event_loop()
+    try:
+        def state(change) -> None:
+            change()
+            per_tick = []
+            for _ in range(HELD):
+                before = kube.writes
+                clock[0] += TICK
+                outcomes = loop.run_until_complete(scaler.tick())
+                assert len(outcomes) == autoscaled and not any(o.error for o in outcomes), outcomes
+                per_tick.append(kube.writes - before)
+            writes.append(per_tick)
+
+        state(lambda: None)                        # the Deployment, no pod yet
+        state(lambda: pods("Pending", False))      # scheduled, pulling
+        state(lambda: pods("Running", False))      # loading the model
+        state(lambda: pods("Running", True))       # Ready, its /metrics not answering yet
+        state(lambda: serving.__setitem__(0, True))  # read: rates from the second read on
+    finally:
+        loop.close()
+    # Nothing is written while a state lasts: only its first tick (and the rates' first tick) may write.
+    assert all(sum(per_tick[2:]) == 0 for per_tick in writes), writes
+    total = sum(sum(per_tick) for per_tick in writes)
+    assert total <= 4 * autoscaled, writes
+    assert total >= 2 * autoscaled, writes  # it does say what it sees: waiting, then the rates
+
+
+class _CountEvents(StoreWrites):
+    events = 0
+
+    async def create_event(self, *args, **kwargs):
+        self.events += 1
+
+
+def test_a_metrics_outage_writes_each_service_failure_threshold_times_not_every_tick():
+    settings = load_settings(metrics_source="scrape")
+    store = ObjectStore()
+    autoscaled = fill(store, 4, settings)
+    up = [True]
+
+    async def page(pod: PodTarget) -> str:
+        if not up[0]:
+            raise ScrapeError("connection refused")
+        return IDLE_METRICS
+
+    clock = [NOW]
+    kube = _CountEvents(store)
+    scaler = Autoscaler(kube, settings, clock=lambda: clock[0], cache=store,
+                        sources={"scrape": ScrapeSource(page, timeout=2, window=60),
+                                 FAST_SOURCE: ScrapeSource(page, timeout=2, window=10)})
+    loop = asyncio.new_event_loop()
+    try:
+        def ticks(n: int) -> list[int]:
+            out = []
+            for _ in range(n):
+                before = kube.writes
+                clock[0] += TICK
+                outcomes = loop.run_until_complete(scaler.tick())
+                assert len(outcomes) == autoscaled and not any(o.error for o in outcomes), outcomes
+                out.append(kube.writes - before)
+            return out
+
+        ticks(4)  # settled: the first reads' statuses written
+        assert ticks(2) == [0, 0]
+        up[0] = False  # the pods' /metrics stop answering: stale after metrics_stale_seconds (60 s, four ticks)
+        during = ticks(20)
+        limited = [o.decision.limited_by for o in loop.run_until_complete(scaler.tick())]
+    finally:
+        loop.close()
+    assert limited == ["MetricsUnavailable"] * autoscaled  # the outage is seen, and said
+    threshold = 3  # spec.autoscaling.failureThreshold's default
+    assert sum(during) == threshold * autoscaled, during  # failure 1, 2, then "3 or more"
+    assert sum(during[-10:]) == 0, during
+    assert kube.events == autoscaled  # one Warning each when it began
