@@ -10,25 +10,18 @@ import asyncio
 import copy
 
 from bench.scale.fakepods import IDLE_METRICS
-from bench.scale.profile_autoscaler import NOW, StoreWrites, _stamp, fill
-from tei_operator.autoscaling.loop import FAST_SOURCE, Autoscaler
+from bench.scale.profile_autoscaler import StoreWrites, _stamp
 from tei_operator.autoscaling.sources import PodTarget
-from tei_operator.autoscaling.sources.scrape import ScrapeError, ScrapeSource
-from tei_operator.controller.cache import ObjectStore
+from tei_operator.autoscaling.sources.scrape import ScrapeError
 from tei_operator.kube import POD
-from tei_operator.settings import load_settings
+
+from .store_world import store_world
 
 TICK = 15.0
 HELD = 3  # ticks each state lasts
 
 
 def test_each_creation_state_is_written_once_however_long_it_lasts():
-    settings = load_settings(metrics_source="scrape")
-    store = ObjectStore()
-    autoscaled = fill(store, 4, settings)
-    ready = [copy.deepcopy(p) for p in store.list_now(POD)]
-    for p in ready:
-        store.delete(p)
     serving = [False]
 
     async def page(pod: PodTarget) -> str:
@@ -36,11 +29,11 @@ def test_each_creation_state_is_written_once_however_long_it_lasts():
             raise ScrapeError("connection refused")  # the server is not up before the pod is Ready
         return IDLE_METRICS
 
-    clock = [NOW]
-    kube = StoreWrites(store)
-    scaler = Autoscaler(kube, settings, clock=lambda: clock[0], cache=store,
-                        sources={"scrape": ScrapeSource(page, timeout=2, window=60),
-                                 FAST_SOURCE: ScrapeSource(page, timeout=2, window=10)})
+    w = store_world(4, page)
+    store, scaler, kube, clock, autoscaled = w.store, w.scaler, w.kube, w.clock, w.autoscaled
+    ready = [copy.deepcopy(p) for p in store.list_now(POD)]
+    for p in ready:
+        store.delete(p)
     version = [10**7]
 
     def pods(phase: str, is_ready: bool) -> None:
@@ -89,9 +82,6 @@ class _CountEvents(StoreWrites):
 
 
 def test_a_metrics_outage_writes_each_service_failure_threshold_times_not_every_tick():
-    settings = load_settings(metrics_source="scrape")
-    store = ObjectStore()
-    autoscaled = fill(store, 4, settings)
     up = [True]
 
     async def page(pod: PodTarget) -> str:
@@ -99,11 +89,8 @@ def test_a_metrics_outage_writes_each_service_failure_threshold_times_not_every_
             raise ScrapeError("connection refused")
         return IDLE_METRICS
 
-    clock = [NOW]
-    kube = _CountEvents(store)
-    scaler = Autoscaler(kube, settings, clock=lambda: clock[0], cache=store,
-                        sources={"scrape": ScrapeSource(page, timeout=2, window=60),
-                                 FAST_SOURCE: ScrapeSource(page, timeout=2, window=10)})
+    w = store_world(4, page, kube=_CountEvents)
+    scaler, kube, clock, autoscaled = w.scaler, w.kube, w.clock, w.autoscaled
     loop = asyncio.new_event_loop()
     try:
         def ticks(n: int) -> list[int]:

@@ -9,13 +9,12 @@ import asyncio
 import pytest
 
 from bench.scale.fakepods import IDLE_METRICS
-from bench.scale.profile_autoscaler import NOW, StoreWrites, fill
-from tei_operator.autoscaling.loop import AT_REST, FAST_SOURCE, Autoscaler, build_signals
+from bench.scale.profile_autoscaler import NOW
+from tei_operator.autoscaling.loop import AT_REST, FAST_SOURCE, build_signals
 from tei_operator.autoscaling.policy import PolicyState, decide_fast
 from tei_operator.autoscaling.sources import PodTarget, aggregate
-from tei_operator.autoscaling.sources.scrape import ScrapeSource
-from tei_operator.controller.cache import ObjectStore
-from tei_operator.settings import load_settings
+
+from .store_world import store_world
 
 # A pod that served requests before and is idle now: its counters are not zero, they just do not move.
 USED_PAGE = (IDLE_METRICS.replace('te_request_count{method="batch"} 0', 'te_request_count{method="batch"} 1234')
@@ -24,18 +23,11 @@ USED_PAGE = (IDLE_METRICS.replace('te_request_count{method="batch"} 0', 'te_requ
 
 def _world(pages):
     """Four autoscaled services (and four others) in the store; `pages(pod)` answers each pod's /metrics."""
-    settings = load_settings(metrics_source="scrape")
-    store = ObjectStore()
-    fill(store, 8, settings)
-
     async def page(pod: PodTarget) -> str:
         return pages(pod)
 
-    clock = [NOW]
-    scaler = Autoscaler(StoreWrites(store), settings, clock=lambda: clock[0], cache=store,
-                        sources={"scrape": ScrapeSource(page, timeout=2, window=60),
-                                 FAST_SOURCE: ScrapeSource(page, timeout=2, window=10)})
-    return scaler, clock
+    w = store_world(8, page)
+    return w.scaler, w.clock
 
 
 def _fast_ticks(scaler, clock, n: int):

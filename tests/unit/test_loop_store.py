@@ -8,31 +8,21 @@ import asyncio
 import copy
 
 from bench.scale.fakepods import IDLE_METRICS
-from bench.scale.profile_autoscaler import NOW, StoreWrites, fill
-from tei_operator.autoscaling.loop import FAST_SOURCE, Autoscaler
 from tei_operator.autoscaling.sources import PodTarget
-from tei_operator.autoscaling.sources.scrape import ScrapeSource
-from tei_operator.controller.cache import ObjectStore
 from tei_operator.kube import DEPLOYMENT
-from tei_operator.settings import load_settings
+
+from .store_world import store_world
 
 
 def world(n: int):
-    settings = load_settings(metrics_source="scrape")
-    store = ObjectStore()
-    autoscaled = fill(store, n, settings)
     read: list[str] = []
 
     async def page(pod: PodTarget) -> str:
         read.append(pod.name)
         return IDLE_METRICS
 
-    clock = [NOW]
-    kube = StoreWrites(store)
-    scaler = Autoscaler(kube, settings, clock=lambda: clock[0], cache=store,
-                        sources={"scrape": ScrapeSource(page, timeout=2, window=60),
-                                 FAST_SOURCE: ScrapeSource(page, timeout=2, window=10)})
-    return store, scaler, kube, clock, read, autoscaled
+    w = store_world(n, page)
+    return w.store, w.scaler, w.kube, w.clock, read, w.autoscaled
 
 
 def test_an_idle_tick_writes_no_status_once_the_first_ones_said_what_they_saw():
