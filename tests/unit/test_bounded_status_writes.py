@@ -21,6 +21,18 @@ TICK = 15.0
 HELD = 3  # ticks each state lasts
 
 
+def _ticks(w, loop: asyncio.AbstractEventLoop, n: int) -> list[int]:
+    """`n` main ticks, TICK apart; the status writes of each."""
+    out = []
+    for _ in range(n):
+        before = w.kube.writes
+        w.clock[0] += TICK
+        outcomes = loop.run_until_complete(w.scaler.tick())
+        assert len(outcomes) == w.autoscaled and not any(o.error for o in outcomes), outcomes
+        out.append(w.kube.writes - before)
+    return out
+
+
 def test_each_creation_state_is_written_once_however_long_it_lasts():
     serving = [False]
 
@@ -30,7 +42,7 @@ def test_each_creation_state_is_written_once_however_long_it_lasts():
         return IDLE_METRICS
 
     w = store_world(4, page)
-    store, scaler, kube, clock, autoscaled = w.store, w.scaler, w.kube, w.clock, w.autoscaled
+    store, clock, autoscaled = w.store, w.clock, w.autoscaled
     ready = [copy.deepcopy(p) for p in store.list_now(POD)]
     for p in ready:
         store.delete(p)
@@ -51,14 +63,7 @@ def test_each_creation_state_is_written_once_however_long_it_lasts():
     try:
         def state(change) -> None:
             change()
-            per_tick = []
-            for _ in range(HELD):
-                before = kube.writes
-                clock[0] += TICK
-                outcomes = loop.run_until_complete(scaler.tick())
-                assert len(outcomes) == autoscaled and not any(o.error for o in outcomes), outcomes
-                per_tick.append(kube.writes - before)
-            writes.append(per_tick)
+            writes.append(_ticks(w, loop, HELD))
 
         state(lambda: None)                        # the Deployment, no pod yet
         state(lambda: pods("Pending", False))      # scheduled, pulling
@@ -90,18 +95,11 @@ def test_a_metrics_outage_writes_each_service_failure_threshold_times_not_every_
         return IDLE_METRICS
 
     w = store_world(4, page, kube=_CountEvents)
-    scaler, kube, clock, autoscaled = w.scaler, w.kube, w.clock, w.autoscaled
+    scaler, kube, autoscaled = w.scaler, w.kube, w.autoscaled
     loop = asyncio.new_event_loop()
     try:
         def ticks(n: int) -> list[int]:
-            out = []
-            for _ in range(n):
-                before = kube.writes
-                clock[0] += TICK
-                outcomes = loop.run_until_complete(scaler.tick())
-                assert len(outcomes) == autoscaled and not any(o.error for o in outcomes), outcomes
-                out.append(kube.writes - before)
-            return out
+            return _ticks(w, loop, n)
 
         ticks(4)  # settled: the first reads' statuses written
         assert ticks(2) == [0, 0]
