@@ -15,7 +15,7 @@ A patch that only changes `status.autoscaling` (the usual case) does not touch t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..api.status import status_summary
