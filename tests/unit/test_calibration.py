@@ -24,7 +24,7 @@ import pytest
 
 from bench.autoscaling.calibrate import LOADS, load_points, table
 
-pytestmark = pytest.mark.calibration
+pytestmark = [pytest.mark.calibration, pytest.mark.slow]  # ~40 s of real time: `make test` runs it, `make test-unit` not
 
 ROOT = Path(__file__).resolve().parents[2]
 
