@@ -217,6 +217,12 @@ class ServiceView:
         return str((self.body.get("metadata") or {}).get("uid", ""))
 
     @property
+    def current_replicas(self) -> int:
+        """The Deployment's spec.replicas (the API server defaults a missing value to 1; 1 without a Deployment)."""
+        replicas = ((self.deployment or {}).get("spec") or {}).get("replicas")
+        return int(replicas if replicas is not None else 1)
+
+    @property
     def label(self) -> str:
         return f"{self.resource.kind} {self.resource.namespace}/{self.resource.name}"
 
@@ -477,10 +483,8 @@ class Autoscaler:
                 # Every Ready pod at rest over the window (no request, no queue, no 429): `decide_fast` holds and
                 # keeps its state (nothing to learn a peak from, no ratio above 0), so it is not asked. At 1,000
                 # idle services this is most of the fast path's own CPU (tests/unit/test_fast_at_rest.py).
-                current = ((view.deployment.get("spec") or {}).get("replicas"))
                 outcomes.append(TickOutcome(view.label, decision=Decision(
-                    desired_replicas=int(current if current is not None else 1), action="Hold", reason=AT_REST,
-                    fast=True)))
+                    desired_replicas=view.current_replicas, action="Hold", reason=AT_REST, fast=True)))
                 continue
             metrics = aggregate(target, result, now, stale_seconds=stale,
                                 fresh_grace_seconds=self.settings.metrics_stale_seconds)
@@ -522,7 +526,7 @@ class Autoscaler:
             return TickOutcome(view.label, error="the Deployment does not exist yet")
         spec = resource.spec.autoscaling
         dep_spec = deployment.get("spec") or {}
-        current = int(dep_spec.get("replicas") if dep_spec.get("replicas") is not None else 1)
+        current = view.current_replicas
         counts = view.counts(now)
         memory = self.memory.setdefault(view.uid, _Memory())
         mbt = resource.spec.engine.max_batch_tokens
@@ -629,7 +633,7 @@ class Autoscaler:
             return TickOutcome(view.label, error="the Deployment does not exist yet")
         spec = resource.spec.autoscaling
         dep_spec = deployment.get("spec") or {}
-        current = int(dep_spec.get("replicas") if dep_spec.get("replicas") is not None else 1)
+        current = view.current_replicas
         schedulable = None
         if usage is not None:
             template_spec = (dep_spec.get("template") or {}).get("spec") or {}
