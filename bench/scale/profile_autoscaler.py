@@ -5,7 +5,11 @@ Ready (N services of both kinds over 20 namespaces, half autoscaled, one Ready p
 by the operator's own render functions, GPU nodes), then runs the real `Autoscaler.tick()` and `fast_tick()` against
 that store with a fetcher that answers every pod with the scale benchmark's idle TEI page (no HTTP: what is measured
 is the operator's Python around the network). Prints the CPU seconds per main tick and per fast tick, and the top
-functions of a cProfile of each (`--profile`). The HTTP cost of a scrape is measured by the scale benchmark itself.
+functions of a cProfile of each (`--profile`).
+
+`--http` reads the pods over HTTP instead, as the operator does (`KeepAliveFetcher`, one kept connection a pod): one
+`bench.scale.fakepods` process answers at every pod address (127.0.x.y on loopback, a port of its own), and the
+fast tick's CPU then includes the requests (the pods' side is another process, not counted).
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ import asyncio
 import cProfile
 import io
 import pstats
+import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 
 from tei_operator import kube as k
 from tei_operator.api import ServiceResource
 from tei_operator.autoscaling.loop import FAST_SOURCE, Autoscaler, service_types
-from tei_operator.autoscaling.sources.scrape import ScrapeSource
+from tei_operator.autoscaling.sources.scrape import KeepAliveFetcher, ScrapeSource
 from tei_operator.controller.cache import ObjectStore
 from tei_operator.controller.heap import HeapFreezer
 from tei_operator.render import render_children
@@ -38,8 +44,9 @@ def _stamp(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def fill(store: ObjectStore, n: int, settings) -> int:
-    """The fleet of the scale benchmark, Ready, in `store`. Returns the number of autoscaled services."""
+def fill(store: ObjectStore, n: int, settings, port: int | None = None) -> int:
+    """The fleet of the scale benchmark, Ready, in `store`. Returns the number of autoscaled services. With `port`,
+    the pods are at 127.0.x.y:port (where `--http`'s fakepods answers), else at 198.18.x.y on their TEI port."""
     rv = 1000
     kinds = service_types()
     autoscaled = 0
@@ -65,9 +72,13 @@ def fill(store: ObjectStore, n: int, settings) -> int:
                                 "namespace": planned.namespace, "uid": str(uuid.uuid4()),
                                 "resourceVersion": str(rv + 1), "creationTimestamp": _stamp(NOW - 3600)},
                    "spec": {**template["spec"], "nodeName": f"gpu-{i % 10}"},
-                   "status": {"phase": "Running", "podIP": f"198.18.{i // 250}.{i % 250 + 1}",
+                   "status": {"phase": "Running", "podIP": f"{'127.0' if port else '198.18'}.{i // 250}.{i % 250 + 1}",
                               "conditions": [{"type": "Ready", "status": "True",
                                               "lastTransitionTime": _stamp(NOW - 3000)}]}}
+            if port:
+                pod["spec"] = {**pod["spec"], "containers": [
+                    {**c, "ports": [{**x, "containerPort": port} for x in c.get("ports") or []]}
+                    for c in pod["spec"]["containers"]]}
             rv += 1
             store.put(pod)
     for node in range(10):
@@ -116,6 +127,24 @@ async def idle_page(pod) -> str:
     return IDLE_METRICS
 
 
+def start_fakepods() -> tuple[subprocess.Popen, int]:
+    """`bench.scale.fakepods` on a free port of 0.0.0.0, once it answers."""
+    from tests.cluster.harness import free_port
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.scale.fakepods", "--port", str(port)])
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+            return process, port
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("bench.scale.fakepods did not start") from None
+            time.sleep(0.1)
+
+
 def cpu(work, profile: bool) -> tuple[float, str]:
     profiler = cProfile.Profile() if profile else None
     started = time.process_time()
@@ -140,15 +169,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the last tick of each kind")
     parser.add_argument("--no-freeze", action="store_true", help="leave the filled store in the garbage collector's "
                         "generations (the operator freezes it: controller/heap.py)")
+    parser.add_argument("--http", action="store_true", help="the fast tick reads the pods over HTTP from one "
+                        "bench.scale.fakepods process (127.0.x.y), as the operator does")
     args = parser.parse_args(argv)
     settings = load_settings(metrics_source="scrape")
     store = ObjectStore()
-    autoscaled = fill(store, args.services, settings)
+    pods, port = start_fakepods() if args.http else (None, None)
+    try:
+        return _run(args, settings, store, port)
+    finally:
+        if pods is not None:
+            pods.terminate()
+            pods.wait(10)
+
+
+def _run(args, settings, store: ObjectStore, port: int | None) -> int:
+    autoscaled = fill(store, args.services, settings, port)
     if not args.no_freeze:  # as the operator does once its store is filled (controller/heap.py)
         HeapFreezer().install()
     clock = [NOW]
     sources = {"scrape": ScrapeSource(idle_page, timeout=5, window=60),
-               FAST_SOURCE: ScrapeSource(idle_page, timeout=2, window=10)}
+               FAST_SOURCE: ScrapeSource(KeepAliveFetcher() if port else idle_page, timeout=2, window=10)}
     kube = StoreWrites(store)
     scaler = Autoscaler(kube, settings, sources=sources, clock=lambda: clock[0], cache=store)
     loop = asyncio.new_event_loop()
@@ -170,11 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         results[what] = (times[len(times) // 2], period)
         if text:
             print(f"--- {what} ---\n{text}")
-    print(f"N = {args.services} services ({autoscaled} autoscaled, one Ready pod each), store only, no HTTP; "
+    how = "the fast tick over HTTP (fakepods)" if port else "no HTTP"
+    print(f"N = {args.services} services ({autoscaled} autoscaled, one Ready pod each), store only, {how}; "
           f"status writes after the warm-up: {kube.writes - settled}")
     for what, (seconds, period) in results.items():
         print(f"  {what}: {seconds * 1000:.1f} ms CPU (median of {args.ticks}), every {period:g} s: "
               f"{seconds * 60 / period:.2f} CPU-s per minute")
+    loop.run_until_complete(scaler.close())
     loop.close()
     return 0
 

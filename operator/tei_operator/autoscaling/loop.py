@@ -200,6 +200,7 @@ class ServiceView:
     deployment: dict | None
     pods: list[dict]
     _counts: PodCounts | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    _at_rest: TickOutcome | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def counts(self, now: float) -> PodCounts:
         """`count_pods` of the view's pods with the service's startup grace, computed once while the result does not
@@ -225,6 +226,14 @@ class ServiceView:
     @property
     def label(self) -> str:
         return f"{self.resource.kind} {self.resource.namespace}/{self.resource.name}"
+
+    def at_rest(self) -> TickOutcome:
+        """The fast path's hold for the service while its pods are at rest (`AT_REST`): it depends on the view
+        alone, so it is made once per view (the fast path keeps its views while the store is unchanged)."""
+        if self._at_rest is None:
+            self._at_rest = TickOutcome(self.label, decision=Decision(
+                desired_replicas=self.current_replicas, action="Hold", reason=AT_REST, fast=True))
+        return self._at_rest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -483,8 +492,7 @@ class Autoscaler:
                 # Every Ready pod at rest over the window (no request, no queue, no 429): `decide_fast` holds and
                 # keeps its state (nothing to learn a peak from, no ratio above 0), so it is not asked. At 1,000
                 # idle services this is most of the fast path's own CPU (tests/unit/test_fast_at_rest.py).
-                outcomes.append(TickOutcome(view.label, decision=Decision(
-                    desired_replicas=view.current_replicas, action="Hold", reason=AT_REST, fast=True)))
+                outcomes.append(view.at_rest())
                 continue
             metrics = aggregate(target, result, now, stale_seconds=stale,
                                 fresh_grace_seconds=self.settings.metrics_stale_seconds)
