@@ -25,7 +25,6 @@ import time
 import urllib.request
 import uuid
 
-from tei_operator import kube as k
 from tei_operator.api import ServiceResource
 from tei_operator.autoscaling.loop import FAST_SOURCE, Autoscaler, service_types
 from tei_operator.autoscaling.sources.scrape import KeepAliveFetcher, ScrapeSource
