@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 
 from tei_operator.autoscaling.sources import PodMetrics, PodTarget, ServiceTarget, SourceResult, aggregate
-from tei_operator.autoscaling.sources.prometheus import (PrometheusSource, build_queries, parse_vector,
+from tei_operator.autoscaling.sources.prometheus import (QUERY_NAMES, PrometheusSource, build_queries, parse_vector,
                                                          queue_series_lost)
 from tei_operator.autoscaling.sources.scrape import (ApiProxyFetcher, KeepAliveFetcher, PodHistory, RawSample, ScrapeError,
                                                      ScrapeSource, check_content_type, counter_increase,
@@ -413,6 +413,16 @@ def wait_up(port: int, timeout: float = 20) -> None:
     raise AssertionError("Prometheus did not scrape the emulator in time")
 
 
+def connections_accepted(port: int) -> float:
+    """The HTTP connections Prometheus has accepted so far (its own net_conntrack counter on its /metrics, this
+    read's included)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith('net_conntrack_listener_conn_accepted_total{listener_name="http"}'):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("Prometheus's /metrics has no net_conntrack_listener_conn_accepted_total")
+
+
 @pytest.mark.slow  # a real Prometheus scraping an emulator: ~10 s
 @pytest.mark.timeout(90)
 async def test_prometheus_source_against_a_real_prometheus(prometheus_binary):
@@ -454,6 +464,16 @@ async def test_prometheus_source_against_a_real_prometheus(prometheus_binary):
             assert result.pods["uid-idle"].queue_size == 0 and "uid-idle" not in result.pod_errors
             # Served requests, te_queue_size gone: unread, never an empty queue.
             assert "uid-2" not in result.pods and "te_queue_size is missing" in result.pod_errors["uid-2"]
+            # Later ticks' queries go over the connections the threads opened (a client per thread, kept): three
+            # more ticks of 11 queries open a connection only for a query thread that had none (the pool starts
+            # its threads as it needs them), at most one per thread in all. Each read of the counter opens one.
+            before, opened = await asyncio.to_thread(connections_accepted, port), source._clients.opened  # noqa: SLF001
+            for _ in range(3):
+                again = await source.fetch([svc], time.time())
+                assert again.error is None and again.pods["uid-0"].request_rate
+            new_connections = await asyncio.to_thread(connections_accepted, port) - before - 1
+            assert new_connections == source._clients.opened - opened  # noqa: SLF001
+            assert source._clients.opened <= len(QUERY_NAMES)  # noqa: SLF001
         finally:
             proc.terminate()
             proc.wait(timeout=10)

@@ -37,7 +37,7 @@ from typing import Any
 from ..api.autoscaling import AutoscalingSpec
 from .policy import Decision, PolicyState, decide
 from .signals import Signals
-from .sources.prometheus import instant_query_sync
+from .sources.prometheus import ThreadClients
 from .writer import rfc3339
 
 ACTIVATION_UNAVAILABLE = "ActivationUnavailable"
@@ -184,9 +184,11 @@ class ActivationReader:
         self.url = url.rstrip("/") if url else None
         self.timeout = timeout
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tei-activation")
+        self._clients = ThreadClients(self.url, timeout) if self.url else None
 
     def _query_sync(self, promql: str) -> Any:
-        return instant_query_sync(self.url, promql, self.timeout)
+        assert self._clients is not None
+        return self._clients.query(promql)
 
     async def read(self, promql: str) -> Activation:
         """The query's value, or the error (never raises)."""
@@ -208,6 +210,8 @@ class ActivationReader:
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._clients is not None:
+            self._clients.close()
 
 
 async def scale_to_zero_tick(autoscaler: Any, signals: Signals, memory: Any, spec: AutoscalingSpec, resource: Any,
