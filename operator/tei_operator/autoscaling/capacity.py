@@ -23,6 +23,10 @@ TERMINATED_PHASES = ("Succeeded", "Failed")
 SCHEDULING_EFFECTS = ("NoSchedule", "NoExecute")
 
 
+_MULTIPLIERS = (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("k", 10**3), ("M", 10**6), ("G", 10**9))
+"""Quantity suffixes of whole numbers, the two-letter ones first ("Mi" before "M")."""
+
+
 def parse_count(quantity: Any) -> int:
     """An extended-resource quantity as an integer (extended resources are whole numbers: "1", 2, "4", "1k").
     Raises ValueError for anything else."""
@@ -31,8 +35,9 @@ def parse_count(quantity: Any) -> int:
     if isinstance(quantity, int):
         return quantity
     text = str(quantity).strip()
-    multipliers = {"k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
-    for suffix, factor in sorted(multipliers.items(), key=lambda kv: -len(kv[0])):
+    if text.isascii() and text.isdigit():  # "1", "8": nearly every GPU count (every tick reads each service's)
+        return int(text)
+    for suffix, factor in _MULTIPLIERS:
         if text.endswith(suffix):
             return int(text[: -len(suffix)]) * factor
     value = float(text)
