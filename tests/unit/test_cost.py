@@ -135,6 +135,22 @@ async def test_meter_measures_the_tokens_the_pods_served() -> None:
         await meter.close()
 
 
+async def test_meter_round_skips_a_pod_it_cannot_read_and_keeps_the_others() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: the pod went away
+        s.bind(("127.0.0.1", 0))
+        gone = s.getsockname()[1]
+    async with EmulatorServer(EmulatorConfig(port=0, dimensions=8)) as a:
+        meter = TokenRateMeter(None, scrape_via="podip", interval=60, timeout=1)
+        meter.tokens_per_second("svc", "ns", [ready_pod("a", a.port), ready_pod("gone", gone)])
+        round_one = meter._rounds["svc"]  # noqa: SLF001 - the round the call started
+        await asyncio.wait_for(round_one, 5)
+        assert meter.reads == 2
+        assert "uid-a" in meter._samples and "uid-gone" not in meter._samples  # noqa: SLF001
+        await meter.close()
+
+
 def test_docs_cost_table_is_what_the_command_prints() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "cost.md").read_text()
     assert quoted_cost_table(DEFAULT_GPU_PRICES) in docs, "rerun: python -m tei_operator.controller.cost"

@@ -151,7 +151,11 @@ class TokenRateMeter:
 
     async def _round(self, key: Any, namespace: str, pods: Sequence[Mapping[str, Any]]) -> None:
         try:
-            await asyncio.gather(*(self._sample(namespace, pod) for pod in pods))
+            many = getattr(self._fetch, "fetch_many", None)
+            if many is not None:  # the kept-alive fetcher: the round's pods at once, no task or timer per pod
+                await self._sample_many(namespace, pods, many)
+            else:
+                await asyncio.gather(*(self._sample(namespace, pod) for pod in pods))
         finally:
             self._rounds.pop(key, None)
         while len(self._samples) > self.cache_size:
@@ -170,10 +174,28 @@ class TokenRateMeter:
             return (shown is None) != (now is None)
         return _significant(shown) != _significant(now)
 
-    async def _sample(self, namespace: str, pod: Mapping[str, Any]) -> None:
+    @staticmethod
+    def _target(namespace: str, pod: Mapping[str, Any]) -> PodTarget:
         meta = pod.get("metadata") or {}
-        target = PodTarget(namespace=namespace, name=str(meta.get("name", "")), uid=str(meta.get("uid", "")),
-                           ip=(pod.get("status") or {}).get("podIP"), port=tei_port(pod))
+        return PodTarget(namespace=namespace, name=str(meta.get("name", "")), uid=str(meta.get("uid", "")),
+                         ip=(pod.get("status") or {}).get("podIP"), port=tei_port(pod))
+
+    async def _sample_many(self, namespace: str, pods: Sequence[Mapping[str, Any]], many: Any) -> None:
+        targets = [self._target(namespace, pod) for pod in pods]
+        self.reads += len(targets)
+        for target, answer in zip(targets, await many(targets, self.timeout)):
+            try:
+                if isinstance(answer, Exception):
+                    raise answer
+                value = token_counter(answer)
+            except Exception as exc:  # noqa: BLE001 - a missed reading only delays the rate
+                logger.debug("Failed to read the token counter of pod %s/%s: %s", namespace, target.name,
+                             exc or type(exc).__name__)
+                continue
+            self._samples.setdefault(target.uid, _PodSamples()).add(self.clock(), value)
+
+    async def _sample(self, namespace: str, pod: Mapping[str, Any]) -> None:
+        target = self._target(namespace, pod)
         try:
             async with self._semaphore:
                 self.reads += 1
