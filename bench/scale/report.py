@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 from .run import RunResult
 
-SCALARS = ("raw_seconds", "operator_seconds", "applies_per_child", "create_writes", "create_reads", "idle_writes",
+SCALARS = ("raw_seconds", "operator_seconds", "applies_per_child", "create_writes", "create_reads", "settled_writes",
+           "settled_client_writes", "settled_seconds", "idle_writes",
            "idle_reads", "lease_requests_per_minute", "rss_mib", "cpu_seconds_per_minute", "tick_seconds",
            "queries_per_tick", "pod_reads_per_minute", "cpu_seconds_per_minute_no_fast", "fast_pod_reads_per_minute",
            "gc_seconds_per_minute", "gc_seconds_per_minute_no_fast", "reconciles_per_minute",
@@ -34,15 +35,16 @@ def _f(x: float, digits: int = 2) -> str:
 def table(results: Sequence[RunResult]) -> str:
     """One row per N: medians over its runs."""
     lines = ["| N | runs | raw client -> Ready (s) | operator -> Ready (s) | ratio | applies per child | "
-             "writes / service (create) | reads / service (create) | writes / service / idle min | "
+             "writes / service (create) | reads / service (create) | writes / service (to settled) | "
+             "writes / service / idle min | "
              "reads / service / idle min | RSS (MiB) | CPU-s / idle min | tick (s) | Prometheus queries / tick |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, runs in by_size(results).items():
         raw, op = median(runs, "raw_seconds"), median(runs, "operator_seconds")
         lines.append(
             f"| {n} | {len(runs)} | {raw:.1f} | {op:.1f} | {op / raw:.2f} | {_f(median(runs, 'applies_per_child'))} | "
             f"{_f(median(runs, 'create_writes'), 1)} | {_f(median(runs, 'create_reads'), 1)} | "
-            f"{_f(median(runs, 'idle_writes'), 3)} | {_f(median(runs, 'idle_reads'), 3)} | "
+            f"{_f(median(runs, 'settled_writes'), 1)} | {_f(median(runs, 'idle_writes'), 3)} | {_f(median(runs, 'idle_reads'), 3)} | "
             f"{median(runs, 'rss_mib'):.0f} | {_f(median(runs, 'cpu_seconds_per_minute'))} | "
             f"{_f(median(runs, 'tick_seconds'), 3)} | {_f(median(runs, 'queries_per_tick'), 1)} |")
     return "\n".join(lines)
@@ -115,11 +117,19 @@ def goals(results: Sequence[RunResult]) -> str:
         per_svc_time = (op / n_max) / (median(small, "operator_seconds") / n_min)
         cpu_growth = (median(runs, "cpu_seconds_per_minute") / n_max) / (
             median(small, "cpu_seconds_per_minute") / n_min)
+        # Writes per created service: all that creating caused (to the settle) where measured. The creating phase
+        # alone is 10x longer at 10x the services, so it holds more of each service's later writes (the cost
+        # status's first rate a minute after Ready, the autoscaler's first metrics): bounded by it, the small N
+        # reads cheaper for a reason that is not the operator's.
+        settled = not math.isnan(growth("settled_writes"))
+        writes_growth = growth("settled_writes") if settled else growth("create_writes")
         rows.append((f"cost growing linearly or better from {n_min} to {n_max}",
-                     f"per service at {n_max} / at {n_min}: time to Ready {per_svc_time:.2f}, create requests "
-                     f"{_f(growth('create_writes'))} (writes) {_f(growth('create_reads'))} (reads), idle CPU "
-                     f"{_f(cpu_growth)}",
-                     per_svc_time <= 1.1 and growth("create_writes") <= 1.1))
+                     f"per service at {n_max} / at {n_min}: time to Ready {per_svc_time:.2f}, writes "
+                     + (f"{_f(growth('settled_writes'))} from the apply to the settle "
+                        f"({_f(growth('create_writes'))} within the creating phase), " if settled else
+                        f"{_f(growth('create_writes'))} within the creating phase, ")
+                     + f"reads {_f(growth('create_reads'))}, idle CPU {_f(cpu_growth)}",
+                     per_svc_time <= 1.1 and writes_growth <= 1.1))
     lines = [f"| goal (at N = {n_max}) | measured | met |", "|---|---|---|"]
     lines += [f"| {g} | {m} | {'yes' if ok else '**no**'} |" for g, m, ok in rows]
     return "\n".join(lines)

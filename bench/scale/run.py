@@ -87,6 +87,16 @@ class RunResult:
     """Reconciles the operator ran per idle minute (`tei_operator_reconciles_total`): 0 for a fleet at rest but
     for the resync's periodic full pass."""
     reconciles_per_minute_no_fast: float = float("nan")
+    settled_writes: float = float("nan")
+    """Writes per service from the apply until the operator went quiet after all were Ready (the settle): every
+    write creating caused, the cost status's first rate and the autoscaler's first metrics included, whatever
+    the length of the creating phase (which `create_writes` is bounded by). Subtracted as `create`; NaN if not
+    measured."""
+    settled_client_writes: float = float("nan")
+    """The same span's writes per service by the operator's own client counter (`tei_operator_api_requests_total`,
+    no subtraction; kopf's own requests are not in it): a cross-check of `settled_writes`."""
+    settled_seconds: float = float("nan")
+    """From the apply to the end of the settle."""
 
     def to_json(self) -> dict:
         out = dict(self.__dict__)
@@ -327,6 +337,7 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
         op_plan = plan(n, "op")
         log(f"N={n}: operator: applying {n} services")
         sent0, before, t0 = api.sent.copy(), c.parse_request_totals(api.metrics()), time.monotonic()
+        create_sent0, create_before, create_t0, create_m0 = sent0, before, t0, operator.metrics()
         # py-spy for at most as long as the raw baseline took, twice (it stops with the operator if sooner)
         creating = (_start_profiler(operator.proc.pid, workdir / "create-profile.txt", 2 * raw_seconds + 60)
                     if PROFILE_IDLE else None)
@@ -366,6 +377,16 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
         pid = operator.proc.pid
         m0, cpu0, q0, pods0 = operator.metrics(), _cpu_seconds(pid), prom.queries_served(), fake.reads()
         before, t0 = c.parse_request_totals(api.metrics()), time.monotonic()
+        # Creating through the settle: what the operator wrote from the apply until it went quiet, subtracted as
+        # `created` is (the benchmark's own requests, the raw children's control-plane traffic, the idle rate for
+        # the rest of the span), and by its own client counter.
+        settled_span = t0 - create_t0
+        to_settled = c.minus(c.delta(before, create_before), c.delta(api.sent, create_sent0), raw_cp, noise_rate,
+                             scale=[1.0, 1.0, settled_span - raw_window])
+        client_span = c.minus(_op_counter(m0, "tei_operator_api_requests_total"),
+                              _op_counter(create_m0, "tei_operator_api_requests_total"))
+        log(f"N={n}: from the apply to the settle ({settled_span:.0f} s): {c.writes(to_settled) / n:.2f} writes per "
+            f"service ({c.writes(client_span) / n:.2f} by the operator's own counter)")
         log(f"N={n}: idle window of {timing.idle_seconds:g} s ({prom.targets_up()} of {targets} pods scraped by "
             "Prometheus)")
         profiler = _start_profiler(pid, workdir / "idle-profile.txt", timing.idle_seconds) if PROFILE_IDLE else None
@@ -391,7 +412,8 @@ def measure(n: int, workdir: Path, timing: Timing) -> RunResult:
             n=n, raw_seconds=raw_seconds, operator_seconds=operator_seconds, children=n_children,
             applies_per_child=applies, create={k: v / n for k, v in created.items()},
             create_writes=c.writes(created) / n, create_reads=c.reads(created) / n,
-            idle=idle, idle_writes=c.writes(idle), idle_reads=c.reads(idle), lease_requests_per_minute=lease,
+            settled_writes=c.writes(to_settled) / n, settled_client_writes=c.writes(client_span) / n,
+            settled_seconds=settled_span, idle=idle, idle_writes=c.writes(idle), idle_reads=c.reads(idle), lease_requests_per_minute=lease,
             rss_mib=rss, cpu_seconds_per_minute=(cpu1 - cpu0) * per_min, ticks=ticks,
             tick_seconds=tick_sum / ticks if ticks else float("nan"),
             queries_per_tick=(q1 - q0) / ticks if ticks else float("nan"),

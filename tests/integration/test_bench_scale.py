@@ -36,6 +36,10 @@ def test_quick_scale_benchmark_measures_both_phases(tmp_path):
     assert run["applies_per_child"] >= 1
     assert run["create"].get("APPLY deployments", 0) >= 1 and run["create"].get("APPLY services", 0) >= 1
     assert run["create_writes"] > 0
+    # From the apply to the settle: at least the creating phase's writes (the span holds it), by the API server's
+    # counts and by the operator's own client counter.
+    assert run["settled_seconds"] > run["operator_seconds"]
+    assert run["settled_writes"] >= run["create_writes"] - 0.5 and run["settled_client_writes"] >= 3
     # Idle: the window held autoscaler ticks that queried Prometheus, and the operator process was read.
     assert run["ticks"] >= 1 and 0 < run["tick_seconds"] < 30
     assert run["queries_per_tick"] >= 1

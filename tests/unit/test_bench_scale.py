@@ -94,6 +94,24 @@ def test_goals_say_which_are_met_at_the_largest_size():
     assert "n/a s" in text  # no tick measured is said, not hidden
 
 
+def test_linear_cost_is_judged_on_the_writes_to_the_settle_where_measured():
+    def linear_row(runs) -> str:
+        return next(line for line in goals(runs).splitlines() if line.startswith("| cost growing linearly"))
+
+    # 3 writes per service within the creating phase at N = 100, 5 at N = 1000 (a phase 10x longer holds more of
+    # each service's later writes); to the settle 5.0 and 5.2.
+    row = linear_row([result(100, 20, 21, create_writes=3.0, settled_writes=5.0),
+                      result(1000, 200, 210, create_writes=5.0, settled_writes=5.2)])
+    assert "writes 1.04 from the apply to the settle (1.67 within the creating phase)" in row
+    assert row.endswith("| yes |")
+    row = linear_row([result(100, 20, 21, create_writes=3.0, settled_writes=5.0),
+                      result(1000, 200, 210, create_writes=5.0, settled_writes=6.0)])
+    assert "writes 1.20 from the apply to the settle" in row and row.endswith("| **no** |")
+    # Runs saved before the settle was measured: the creating phase's writes decide.
+    row = linear_row([result(100, 20, 21, create_writes=3.0), result(1000, 200, 210, create_writes=5.0)])
+    assert "writes 1.67 within the creating phase" in row and row.endswith("| **no** |")
+
+
 def test_runs_saved_as_json_load_back_for_the_before_table(tmp_path):
     import json
 
