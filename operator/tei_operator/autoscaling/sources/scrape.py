@@ -466,7 +466,7 @@ class KeepAliveFetcher:
         connection = self._connections.pop(key, None)
         return connection if connection is not None and not connection.closed else None
 
-    def _done(self, key: tuple[str, int], connection: _HttpConnection, answer: Answer, now: float) -> str:
+    def _answered(self, key: tuple[str, int], connection: _HttpConnection, answer: Answer, now: float) -> str:
         """Put the connection back (or close it) and return the page, or raise ScrapeError for a non-200 answer or
         one that is not a metrics page."""
         status, content_type, body, keep = answer
@@ -489,9 +489,7 @@ class KeepAliveFetcher:
         if not pod.ip:
             raise ScrapeError("pod has no IP yet")
         key = (pod.ip, int(pod.port))
-        now = self._clock()
-        if now - self._swept > self._idle:
-            self._sweep(now)
+        now = self._now()
         request = self._request(pod)
         connection = self._kept(key)
         if connection is not None:
@@ -512,7 +510,7 @@ class KeepAliveFetcher:
             except BaseException:
                 connection.close()
                 raise
-        return self._done(key, connection, answer, now)
+        return self._answered(key, connection, answer, now)
 
     async def fetch_many(self, pods: Sequence[PodTarget], timeout: float,
                          concurrency: int = DEFAULT_CONCURRENCY) -> list[str | Exception]:
@@ -526,9 +524,7 @@ class KeepAliveFetcher:
         its own `timeout`; a kept connection the pod had closed is tried once more on a new one, as `__call__`
         does, within what is left of the sweep's `timeout`."""
         loop = asyncio.get_running_loop()
-        now = self._clock()
-        if now - self._swept > self._idle:
-            self._sweep(now)
+        now = self._now()
         answers: list[str | Exception] = [ScrapeError("unread")] * len(pods)
         waiting: dict[int, _HttpConnection] = {}
         retries: list[asyncio.Task[None]] = []
@@ -541,7 +537,7 @@ class KeepAliveFetcher:
                 del waiting[i]
                 if error is None:
                     try:
-                        answers[i] = self._done(key, connection, answer, now)  # type: ignore[arg-type]
+                        answers[i] = self._answered(key, connection, answer, now)  # type: ignore[arg-type]
                     except ScrapeError as exc:
                         answers[i] = exc
                 else:  # the kept connection was closed by the pod: once more on a new connection
@@ -602,6 +598,13 @@ class KeepAliveFetcher:
         except OSError as exc:
             raise ScrapeError(f"GET {pod_ip_url(pod.ip or '', pod.port)} failed: {type(exc).__name__}: {exc}") from None
         return connection
+
+    def _now(self) -> float:
+        """The clock, after closing the connections idle for `idle_seconds` if that was not done for as long."""
+        now = self._clock()
+        if now - self._swept > self._idle:
+            self._sweep(now)
+        return now
 
     def _sweep(self, now: float) -> None:
         self._swept = now
