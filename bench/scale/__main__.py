@@ -92,8 +92,9 @@ everything else the same), and once its first resync is done and {timing.settle_
 CPU is measured over {timing.fast_off_seconds:g} s. The fast path reads every Ready pod of an autoscaled service
 below its maxReplicas every 2 s (here ~1 pod per autoscaled service, N / 2 pods). Of each window also the CPU of
 Python's garbage collector (`tei_operator_gc_pause_seconds_total`, part of the CPU) and the reconciles the operator
-ran (`tei_operator_reconciles_total`): a fleet at rest needs none, so reconciles in the window with the fast path off
-mean the restarted operator was still working through its start (kopf resumes every service once), and "the fast
+ran (`tei_operator_reconciles_total`): at rest these are the resync's full passes, every service once every 10
+minutes, each in its own slot of that period (~N / 10 a minute); more than that in the window with the fast path off
+means the restarted operator was still working through its start (kopf resumes every service once), and "the fast
 path" column then understates the fast path by that work.
 
 {table_text}

@@ -130,7 +130,9 @@ class Reconciled:
     The services' full passes are spread over the period, each at its own phase (`phase(key)`, a fraction in
     [0, 1) stable per service): the services an operator starts with all succeed within moments of each other, and
     their full passes then came together, one wave of every service every `full_seconds` (a burst of CPU and of
-    reconciles, at 1,000 services, on top of the idle operator's steady work)."""
+    reconciles, at 1,000 services, on top of the idle operator's steady work). A service's full passes stay in its
+    slots whatever else reconciles it (`_slot`): many services created or changed together are reconciled by the
+    same resyncs, and would otherwise line up again."""
 
     def __init__(self, store: ObjectStore, *, full_seconds: float, clock: Callable[[], float] = time.monotonic,
                  phase: Callable[[OwnerKey], float] | None = None) -> None:
@@ -144,11 +146,17 @@ class Reconciled:
     def started(self, key: OwnerKey) -> int:
         return self.store.namespace_version(key.namespace)
 
+    def _slot(self, key: OwnerKey) -> float:
+        """The latest of `key`'s full-pass times at or before now: they are `phase(key)` of a period past every
+        multiple of the period, so each service keeps its place whatever made its last reconcile run."""
+        now, offset = self.clock(), self.phase(key) * self.full_seconds
+        return now - (now - offset) % self.full_seconds
+
     def succeeded(self, key: OwnerKey, version: int, *, apply: bool) -> None:
         if apply:  # a status-only refresh does not say the children are as they should be
             self._seen[key] = version
-            # As if its last full pass was `phase` of a period before now: the first comes within one period.
-            self._full.setdefault(key, self.clock() - self.phase(key) * self.full_seconds)
+            # Its first full pass comes at its next slot, within one period.
+            self._full.setdefault(key, self._slot(key))
 
     def failed(self, key: OwnerKey) -> None:
         self._seen.pop(key, None)
@@ -160,7 +168,9 @@ class Reconciled:
         return self.clock() - self._full.get(key, float("-inf")) < self.full_seconds
 
     def resynced(self, key: OwnerKey) -> None:
-        self._full[key] = self.clock()
+        # Its next full pass at its next slot, not a period after now: services that a change of their namespace
+        # had the resync reconcile together (1,000 created at once) must not come back as one wave a period later.
+        self._full[key] = self._slot(key)
 
 
 async def resync_once(store: ObjectStore, queue: ReconcileQueue, kinds: Mapping[str, ResourceType],
