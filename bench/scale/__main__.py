@@ -42,8 +42,9 @@ def code_described() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        # The reports under docs/benchmarks are what benchmark runs write (an earlier or aborted run's), not code.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)docs/benchmarks"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         return f"commit {sha}" + (" with uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "an unknown commit"
