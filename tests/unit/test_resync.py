@@ -71,58 +71,58 @@ def test_a_resync_reconciles_only_services_whose_namespace_changed_and_all_once_
         loop.close()
 
 
+class Fleet:
+    """1,000 services over 20 namespaces that all succeeded at t=0 (an operator's start), on a hand-moved clock."""
+
+    def __init__(self) -> None:
+        self.store = ObjectStore()
+        self.keys = [OwnerKey("EmbeddingService", f"ns{n % 20}", f"s{n}") for n in range(1000)]
+        for n, key in enumerate(self.keys):
+            self.store.put(service(key.name, key.namespace, n + 1))
+        self.clock = [0.0]
+        self.reconciled = Reconciled(self.store, full_seconds=600, clock=lambda: self.clock[0])
+        for key in self.keys:
+            self.reconciled.succeeded(key, self.reconciled.started(key), apply=True)
+
+    def due_per_minute(self, start: float) -> list[int]:
+        """For each of the 10 minutes after `start`: how many full passes a resync at its end runs."""
+        counts = []
+        for minute in range(1, 11):
+            self.clock[0] = start + 60.0 * minute
+            due = [key for key in self.keys if not self.reconciled.unchanged(key)]
+            for key in due:
+                self.reconciled.resynced(key)
+            counts.append(len(due))
+        return counts
+
+
 def test_the_full_passes_of_services_started_together_are_spread_over_the_period():
-    # 1,000 services that all succeeded at t=0 (an operator's start): their full passes must not come as one wave.
-    store = ObjectStore()
-    keys = [OwnerKey("EmbeddingService", f"ns{n % 20}", f"s{n}") for n in range(1000)]
-    for n, key in enumerate(keys):
-        store.put(service(key.name, key.namespace, n + 1))
-    clock = [0.0]
-    reconciled = Reconciled(store, full_seconds=600, clock=lambda: clock[0])
-    for key in keys:
-        reconciled.succeeded(key, reconciled.started(key), apply=True)
-    due_per_minute = []
-    for minute in range(1, 11):
-        clock[0] = 60.0 * minute
-        due = [key for key in keys if not reconciled.unchanged(key)]
-        for key in due:
-            reconciled.resynced(key)
-        due_per_minute.append(len(due))
+    # Their full passes must not come as one wave.
+    fleet = Fleet()
+    due_per_minute = fleet.due_per_minute(0.0)
     assert sum(due_per_minute) == 1000  # every service had its full pass within the period, once
     assert max(due_per_minute) <= 150, due_per_minute  # ~100 a minute, not 1,000 at once
     # And the phase is the same in every process (a restart keeps each service's place).
+    keys = fleet.keys
     assert key_phase(keys[0]) == key_phase(OwnerKey("EmbeddingService", "ns0", "s0"))
     assert all(0.0 <= key_phase(key) < 1.0 for key in keys)
 
 
 def test_services_a_change_reconciled_together_keep_their_own_full_pass_slots():
-    # 1,000 services spread over the period, then reconciled by the same resync because their namespaces changed
-    # (created or edited together): their next full passes stay spread, not one wave a period after the change.
-    store = ObjectStore()
-    keys = [OwnerKey("EmbeddingService", f"ns{n % 20}", f"s{n}") for n in range(1000)]
-    for n, key in enumerate(keys):
-        store.put(service(key.name, key.namespace, n + 1))
-    clock = [0.0]
-    reconciled = Reconciled(store, full_seconds=600, clock=lambda: clock[0])
-    for key in keys:
-        reconciled.succeeded(key, reconciled.started(key), apply=True)
-    clock[0] = 300.0
+    # Then reconciled by the same resync because their namespaces changed (created or edited together): their next
+    # full passes stay spread, not one wave a period after the change.
+    fleet = Fleet()
+    fleet.clock[0] = 300.0
     for n in range(20):  # every namespace changed: the resync reconciles every service
-        store.put({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": f"ns{n}",
-                                                                   "resourceVersion": str(2000 + n)}})
+        fleet.store.put({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": f"ns{n}",
+                                                                         "resourceVersion": str(2000 + n)}})
     loop = asyncio.new_event_loop()
     try:
-        queue = Queue(reconciled)
-        loop.run_until_complete(resync_once(store, queue, owner_types(), reconciled))
+        queue = Queue(fleet.reconciled)
+        loop.run_until_complete(resync_once(fleet.store, queue, owner_types(), fleet.reconciled))
     finally:
         loop.close()
     assert len(queue.ran) == 1000
-    due_per_minute = []
-    for minute in range(1, 11):
-        clock[0] = 300.0 + 60.0 * minute
-        due = [key for key in keys if not reconciled.unchanged(key)]
-        for key in due:
-            reconciled.resynced(key)
-        due_per_minute.append(len(due))
+    due_per_minute = fleet.due_per_minute(300.0)
     assert sum(due_per_minute) == 1000  # each once within the period after the change
     assert max(due_per_minute) <= 150, due_per_minute  # ~100 a minute (a wave: 1,000 in the 10th minute)
