@@ -54,8 +54,7 @@ def fast_path_cost(results: Sequence[RunResult]) -> str:
     """Per N: idle CPU with the fast scale-up path on and off (the same window length, a second operator process),
     the difference, and that per fast-path pod read; of each window, the garbage collector's CPU and the reconciles
     run (at rest only the resync's full passes, ~N / 10 a minute; more: the operator was still working through its
-    start). Empty when no run
-    measured it."""
+    start). Empty when no run measured it."""
     rows = []
     for n, runs in by_size(results).items():
         off = median(runs, "cpu_seconds_per_minute_no_fast")
