@@ -96,7 +96,9 @@ Python's garbage collector (`tei_operator_gc_pause_seconds_total`, part of the C
 ran (`tei_operator_reconciles_total`): at rest these are the resync's full passes, every service once every 10
 minutes, each in its own slot of that period (~N / 10 a minute); more than that in the window with the fast path off
 means the restarted operator was still working through its start (kopf resumes every service once), and "the fast
-path" column then understates the fast path by that work.
+path" column then understates the fast path by that work. The parts, in-process and without a cluster (the store filled
+like this fleet once Ready): `python -m bench.scale.profile_autoscaler --http` measures the CPU of one main tick and
+one fast tick (its pod reads over HTTP), `python -m bench.scale.profile_reconcile` the CPU of one full pass.
 
 {table_text}
 """

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 
 from tei_operator.api import ServiceResource
-from tei_operator.controller.applied import (APPLIED_HASH_ANNOTATION, apply_reason, applied_hash, drift, quantity,
-                                             with_applied_hash)
+from tei_operator.controller.applied import (APPLIED_HASH_ANNOTATION, ApplyReasons, apply_reason, applied_hash,
+                                             drift, quantity, with_applied_hash)
 from tei_operator.render import render_children
 from tei_operator.settings import Settings
 
@@ -93,3 +95,61 @@ def test_quantities_compare_by_value_and_unnamed_list_items_by_content():
     assert drift({"args": ["--a", "1"]}, {"args": ["--a", "2"]}) == ["args"]
     assert drift({"flag": True}, {"flag": "true"}) == ["flag"]
     assert drift({"empty": {}, "none": None}, {}) == []
+
+
+def test_the_hash_is_the_canonical_json_of_the_manifest_without_its_annotation():
+    """The hash of 0.1.0's children, spelled out: an operator whose hashing changed would re-apply every child of
+    every service after an upgrade."""
+    for manifest in rendered():
+        body = json.loads(json.dumps(manifest))
+        del body["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        assert applied_hash(manifest) == hashlib.sha256(canonical.encode()).hexdigest()[:16], manifest["kind"]
+
+
+def test_with_applied_hash_leaves_the_manifest_it_was_given_as_it_was():
+    manifest = render_children(ServiceResource.from_body({
+        "apiVersion": "tei-operator.io/v1alpha1", "kind": "EmbeddingService",
+        "metadata": {"name": "e", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": {"model": {"id": "BAAI/bge-small-en-v1.5"}, "gpu": {"count": 0}}}), Settings()).deployment
+    before = copy.deepcopy(manifest)
+    stamped = with_applied_hash(manifest)
+    assert manifest == before
+    assert stamped["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] == applied_hash(manifest)
+    assert {k: v for k, v in stamped["metadata"]["annotations"].items() if k != APPLIED_HASH_ANNOTATION} == \
+        before["metadata"].get("annotations", {})
+
+
+def test_apply_reasons_remember_an_object_version_found_as_rendered_and_nothing_else():
+    reasons = ApplyReasons()
+    manifest = rendered()[0]
+    live = as_stored(manifest)
+    assert reasons.reason(manifest, live) is None and reasons.remembered == 0
+    assert reasons.reason(manifest, live) is None and reasons.remembered == 1
+    # A hand edit comes with a new resourceVersion: checked again, and found.
+    edited = copy.deepcopy(live)
+    edited["metadata"]["resourceVersion"] = "43"
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "elsewhere/tei:1"
+    assert reasons.reason(manifest, edited).startswith("drift in ")
+    assert reasons.reason(manifest, edited).startswith("drift in ")  # a drift is never remembered as "nothing"
+    # A new render (another hash) over the version remembered as clean: checked again.
+    assert reasons.reason(manifest, live) is None
+    remembered = reasons.remembered
+    changed = with_applied_hash({**manifest, "spec": {**manifest["spec"], "replicas": 5}})
+    assert reasons.reason(changed, live) == "rendered differently" and reasons.remembered == remembered
+    # Without a resourceVersion (not from the API server) nothing is remembered.
+    unversioned = copy.deepcopy(live)
+    del unversioned["metadata"]["resourceVersion"]
+    assert [reasons.reason(manifest, unversioned) for _ in range(2)] == [None, None]
+    assert reasons.remembered == remembered
+
+
+def test_apply_reasons_forget_the_least_recently_checked_children_beyond_their_size():
+    reasons = ApplyReasons(size=2)
+    manifests = rendered()[:3]
+    lives = [as_stored(m) for m in manifests]
+    for manifest, live in zip(manifests, lives):
+        assert reasons.reason(manifest, live) is None
+    assert reasons.remembered == 0
+    assert reasons.reason(manifests[0], lives[0]) is None and reasons.remembered == 0  # forgotten: checked again
+    assert reasons.reason(manifests[2], lives[2]) is None and reasons.remembered == 1

@@ -132,3 +132,13 @@ def test_a_mig_profile_is_counted_by_its_own_resource_name():
     usage = ClusterUsage.from_lists([n], [pod("x", "a100-mig", request_field="limits")])
     assert schedulable_replicas(usage, spec, mig, []).schedulable == 7
     assert schedulable_replicas(usage, template(), GPU, []).schedulable == 0  # no nvidia.com/gpu there
+
+
+def test_a_usage_answers_each_pod_spec_object_once_and_never_another_object_from_that_memo():
+    usage = ClusterUsage.from_lists([node("a", 8), node("b", 8)], [pod("x", "a", gpus=3)])
+    two, one = template(gpus=2), template(gpus=1)
+    assert schedulable_replicas(usage, two, GPU, []).fits == 2 + 4
+    assert usage.placement(two, GPU)[1] is usage.placement(two, GPU)[1]  # remembered per object
+    assert schedulable_replicas(usage, one, GPU, []).fits == 5 + 8  # an equal placement, another request
+    assert schedulable_replicas(usage, template(gpus=2), GPU, []).fits == 6  # an equal object: the same answer
+    assert schedulable_replicas(usage, {"containers": [{"name": "cpu"}]}, GPU, []) is None

@@ -64,3 +64,27 @@ def test_the_fast_path_reads_only_services_below_max_and_rebuilds_its_views_on_a
         assert len(read) == 3 and not any(p.startswith(name + "-") for p in read)
     finally:
         loop.close()
+
+
+def test_the_main_tick_keeps_what_it_looks_at_while_the_store_is_unchanged_and_sees_a_new_gpu_node():
+    store, scaler, kube, clock, read, autoscaled = world(8)
+    loop = asyncio.new_event_loop()
+    try:
+        for _ in range(3):  # the first ticks write every status (a change of the store)
+            clock[0] += 15
+            loop.run_until_complete(scaler.tick())
+        kept = scaler._kept  # noqa: SLF001 - what the next tick reuses
+        services, _, usage, views = kept[1]
+        assert len(views) == len(services) == autoscaled and usage is not None and len(usage.nodes) == 10
+        clock[0] += 15
+        loop.run_until_complete(scaler.tick())
+        assert scaler._kept is kept  # noqa: SLF001 - nothing changed: reused
+        node = copy.deepcopy(usage.nodes[0])
+        node["metadata"].update(name="gpu-new", uid="new-node-uid")
+        store.put(node)
+        clock[0] += 15
+        outcomes = loop.run_until_complete(scaler.tick())
+        assert scaler._kept is not kept and len(scaler._kept[1][2].nodes) == 11  # noqa: SLF001
+        assert len(outcomes) == autoscaled and all(o.error is None for o in outcomes)
+    finally:
+        loop.close()

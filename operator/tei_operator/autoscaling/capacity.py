@@ -159,6 +159,7 @@ class ClusterUsage:
     pods_by_node: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     _allocated: dict[tuple[str, str], int] = field(default_factory=dict)
     _free: dict[str, list[NodeFree]] = field(default_factory=dict)
+    _placements: dict[tuple[int, str], tuple[Mapping[str, Any], int, list[NodeFree]]] = field(default_factory=dict)
 
     @classmethod
     def from_lists(cls, nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> "ClusterUsage":
@@ -184,6 +185,20 @@ class ClusterUsage:
         if key not in self._free:
             self._free[key] = self._match(pod_spec, resource)
         return self._free[key]
+
+    def placement(self, pod_spec: Mapping[str, Any], resource: str) -> tuple[int, list[NodeFree]]:
+        """(what one pod of `pod_spec` requests of `resource`, `free_on_matching_nodes` when that is more than 0),
+        remembered per pod spec
+        object: the autoscaler keeps one usage while the watch-fed store is unchanged, whose objects are read-only,
+        so at rest each service's answer is a lookup. The memo holds the spec it was made for, so an object that
+        took a freed one's id is never taken for it."""
+        key = (id(pod_spec), resource)
+        held = self._placements.get(key)
+        if held is None or held[0] is not pod_spec:
+            per_pod = pod_request(pod_spec, resource)
+            nodes = self.free_on_matching_nodes(pod_spec, resource) if per_pod > 0 else []
+            held = self._placements[key] = (pod_spec, per_pod, nodes)
+        return held[1], held[2]
 
     def _match(self, pod_spec: Mapping[str, Any], resource: str) -> list[NodeFree]:
         out = []
@@ -214,10 +229,9 @@ def schedulable_replicas(usage: ClusterUsage, pod_spec: Mapping[str, Any], resou
     """The replicas of one service the matching nodes can hold: its pods already bound to a node, plus, per
     matching node, free // (GPUs per pod) (a pod cannot span nodes). None when the pod requests none of the
     resource (a CPU service: GPU capacity sets no limit)."""
-    per_pod = pod_request(pod_spec, resource)
+    per_pod, nodes = usage.placement(pod_spec, resource)
     if per_pod <= 0:
         return None
     placed = sum(1 for p in service_pods if (p.get("spec") or {}).get("nodeName") and not is_terminated(p)
                  and not (p.get("metadata") or {}).get("deletionTimestamp"))
-    nodes = usage.free_on_matching_nodes(pod_spec, resource)
     return Capacity(placed=placed, fits=sum(n.free // per_pod for n in nodes), matching_nodes=len(nodes))

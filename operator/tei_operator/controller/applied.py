@@ -15,13 +15,14 @@ or, without names, by content (an item of ours must still be there).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from ..json_tree import without_annotations
 
 APPLIED_HASH_ANNOTATION = "tei-operator.io/applied-hash"
 # Not part of what we compare: set by the API server, or compared elsewhere.
@@ -33,20 +34,17 @@ _SUFFIX = {"": 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T"
 
 def applied_hash(manifest: Mapping[str, Any]) -> str:
     """A stable hash of what we apply, leaving out the hash annotation itself."""
-    body = copy.deepcopy(dict(manifest))
-    annotations = (body.get("metadata") or {}).get("annotations")
-    if annotations and APPLIED_HASH_ANNOTATION in annotations:
-        del annotations[APPLIED_HASH_ANNOTATION]
+    body = without_annotations(manifest, (APPLIED_HASH_ANNOTATION,), drop_empty=False)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def with_applied_hash(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `manifest` carrying its hash in `tei-operator.io/applied-hash`."""
-    out = copy.deepcopy(dict(manifest))
-    digest = applied_hash(out)
-    out.setdefault("metadata", {}).setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = digest
-    return out
+    """A copy of `manifest` carrying its hash in `tei-operator.io/applied-hash`: its top level, metadata and
+    annotations are copied, the rest (spec, labels, ...) is shared with `manifest` (change neither)."""
+    meta = dict(manifest.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), APPLIED_HASH_ANNOTATION: applied_hash(manifest)}
+    return {**manifest, "metadata": meta}
 
 
 def hash_of(obj: Mapping[str, Any] | None) -> str | None:
@@ -132,3 +130,36 @@ def apply_reason(manifest: Mapping[str, Any], live: Mapping[str, Any] | None) ->
     if fields:
         return "drift in " + ", ".join(fields[:5]) + (" ..." if len(fields) > 5 else "")
     return None
+
+
+class ApplyReasons:
+    """`apply_reason`, remembering the object versions it found nothing to apply to.
+
+    `drift()` walks every field of a manifest (most of a full reconcile's CPU once nothing is copied needlessly),
+    and at rest a service's full pass finds the same children it found last time. Its answer depends only on the
+    manifest, which its applied hash stands for, and the object, which its uid and resourceVersion stand for: when
+    both are the ones of the last "nothing to apply" for that child, that is the answer again. At most `size`
+    children are remembered (the least recently checked are forgotten first)."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._clean: dict[tuple[str, str, str], tuple[str, str, str]] = {}
+        self.remembered = 0  # answers given from memory (tests)
+
+    def reason(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> str | None:
+        meta, live_meta = manifest.get("metadata") or {}, (live or {}).get("metadata") or {}
+        child = (str(manifest.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        version = (str(live_meta.get("uid") or ""), str(live_meta.get("resourceVersion") or ""),
+                   str(hash_of(manifest) or ""))
+        known = all(version)
+        if known and self._clean.get(child) == version:
+            self._clean[child] = self._clean.pop(child)  # recently checked: forgotten last
+            self.remembered += 1
+            return None
+        reason = apply_reason(manifest, live)
+        self._clean.pop(child, None)
+        if reason is None and known:
+            self._clean[child] = version
+            while len(self._clean) > self.size:
+                del self._clean[next(iter(self._clean))]
+        return reason

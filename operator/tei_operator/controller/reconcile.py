@@ -39,7 +39,7 @@ from ..render.rollout import INSTANCE_LABEL, model_identity, retarget, serving_s
 from ..render.rollout import selector_string as rollout_selector_string
 from ..settings import Settings
 from . import status as st
-from .applied import apply_reason, with_applied_hash
+from .applied import ApplyReasons, with_applied_hash
 from .cache import CHILD_TYPES, LiveReads, Reads
 from .errors import classify
 from .events import Change, EventRecorder, describe_apply, describe_removal
@@ -183,6 +183,8 @@ class Reconciler:
         self._unobserved_since: dict[OwnerKey, float] = {}  # monotonic time a status was first left (see above)
         # Children this process has seen, by owner uid: a missing one was deleted by someone (-> "Recreated").
         self._seen: set[tuple[str, str, str]] = set()
+        # Whether a child needs an apply, remembered per object version (a full pass at rest re-checks the same).
+        self.apply_reasons = ApplyReasons()
 
     def lock(self, key: OwnerKey) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -405,7 +407,7 @@ class Reconciler:
         before = await self.cache.get(rtype, name, namespace)
         if rtype == k.DEPLOYMENT and self._autoscaled(resource):
             before = await self._hand_replicas_to_autoscaler(resource, manifest, before)
-        reason = apply_reason(manifest, before)
+        reason = self.apply_reasons.reason(manifest, before)
         if reason is None:  # the cached object already is what an apply would make of it: send nothing
             applied = before
         else:

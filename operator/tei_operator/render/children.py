@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api.kinds import API_VERSION
+from ..json_tree import copy_tree
 from ..api.resource import ServiceResource
 from ..settings import Settings
 from .labels import common_labels, selector_labels
@@ -38,6 +39,11 @@ class Children:
     def all(self) -> list[dict[str, Any]]:
         """Every child, in apply order."""
         return [self.deployment, self.service] + [c for c in (self.pdb, self.network_policy) if c is not None]
+
+    def copy(self) -> "Children":
+        """A deep copy: changing it leaves these manifests as they are."""
+        return Children(deployment=copy_tree(self.deployment), service=copy_tree(self.service),
+                        pdb=copy_tree(self.pdb), network_policy=copy_tree(self.network_policy))
 
 
 def owner_references(resource: ServiceResource) -> list[dict[str, Any]]:

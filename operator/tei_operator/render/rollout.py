@@ -12,7 +12,6 @@ A Deployment's selector is immutable, a Service's and a PDB's are not: only thos
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Mapping
@@ -121,7 +120,7 @@ def retarget(children: Children, service_name: str, *, deployment: str, active: 
     `active`. Every Deployment records its model identity in its metadata. The one named like the service keeps the
     pod template and selector as rendered (no restart of a Deployment created before blue/green existed); any other
     gets its own instance label and the model hash."""
-    out = copy.deepcopy(children)
+    out = children.copy()
     dep = out.deployment
     dep["metadata"].setdefault("annotations", {})[MODEL_ANNOTATION] = identity_annotation(identity)
     if deployment != service_name:

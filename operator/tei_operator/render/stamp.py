@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
+from ..json_tree import without_annotations
+
 RENDERED_BY_ANNOTATION = "tei-operator.io/rendered-by"
 RENDER_HASH_ANNOTATION = "tei-operator.io/rendered-hash"
 STAMP_ANNOTATIONS = (RENDERED_BY_ANNOTATION, RENDER_HASH_ANNOTATION)
@@ -44,13 +46,7 @@ def operator_version() -> str:
 
 def manifest_hash(manifest: Mapping[str, Any]) -> str:
     """A short stable hash of a manifest, leaving out the stamp annotations themselves."""
-    body = json.loads(json.dumps(manifest))  # a deep copy of plain JSON values
-    annotations = (body.get("metadata") or {}).get("annotations")
-    if annotations:
-        for key in STAMP_ANNOTATIONS:
-            annotations.pop(key, None)
-        if not annotations:
-            del body["metadata"]["annotations"]
+    body = without_annotations(manifest, STAMP_ANNOTATIONS, drop_empty=True)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
