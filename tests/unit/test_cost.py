@@ -154,3 +154,25 @@ async def test_meter_round_skips_a_pod_it_cannot_read_and_keeps_the_others() -> 
 def test_docs_cost_table_is_what_the_command_prints() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "cost.md").read_text()
     assert quoted_cost_table(DEFAULT_GPU_PRICES) in docs, "rerun: python -m tei_operator.controller.cost"
+
+
+async def test_rounds_due_together_are_one_sweep_of_all_their_pods() -> None:
+    sweeps: list[list[str]] = []
+
+    class Pages:
+        async def fetch_many(self, targets, timeout):
+            sweeps.append(sorted(t.uid for t in targets))
+            return ["te_request_input_length_sum 100\n"] * len(targets)
+
+        async def __call__(self, target):  # pragma: no cover - fetch_many is used
+            raise AssertionError("a pod read alone")
+
+    meter = TokenRateMeter(None, interval=0.5, fetch=Pages())
+    for name in ("a", "b", "c"):
+        meter.tokens_per_second(f"svc-{name}", "ns", [ready_pod(name, 80)])
+    await asyncio.wait_for(meter._rounds["svc-a"], 5)  # noqa: SLF001 - the batch the rounds are in
+    assert sweeps == [["uid-a", "uid-b", "uid-c"]]
+    while len(sweeps) < 2:  # the next rounds start by themselves, due together again
+        await asyncio.sleep(0.02)
+    assert sweeps[1] == ["uid-a", "uid-b", "uid-c"] and meter.reads == 6
+    await meter.close()

@@ -33,16 +33,18 @@ def _closed_port() -> int:
 
 
 class Pods:
-    """aiohttp answering by port: `ok` (a page), `slow` (1 s late), `e503` (an error); one connection per peer."""
+    """aiohttp answering by port: `ok` (a page), `slow` (1 s late), `e503` (an error); counts the connections."""
 
     def __init__(self) -> None:
-        self.peers: list[tuple[int, tuple]] = []
+        # (port, the server side of the connection): held, so two connections are never one object. A client's
+        # (address, port) would not do: Linux gives connections to different addresses the same local port.
+        self.peers: list[tuple[int, object]] = []
         self.ports: dict[str, int] = {}
 
     async def start(self) -> Pods:
         async def handle(request: web.Request) -> web.StreamResponse:
             port = request.transport.get_extra_info("sockname")[1]
-            self.peers.append((port, request.transport.get_extra_info("peername")))
+            self.peers.append((port, request.transport))
             if port == self.ports["slow"]:
                 await asyncio.sleep(1.0)
             if port == self.ports["e503"]:
@@ -58,7 +60,7 @@ class Pods:
         return self
 
     def connections(self, name: str) -> int:
-        return len({peer for port, peer in self.peers if port == self.ports[name]})
+        return len({id(peer) for port, peer in self.peers if port == self.ports[name]})
 
 
 async def _flaky_server() -> tuple[asyncio.Server, list[int]]:
@@ -174,3 +176,43 @@ def test_a_sweep_answer_reads_as_the_per_pod_path_would(answer):
     else:
         assert sample is None and t == 100.0
         assert error == ("/metrics did not answer within 2s" if isinstance(answer, TimeoutError) else str(answer))
+
+
+async def test_answers_that_trickle_in_are_read_several_per_poll_and_the_poll_stops_with_the_sweep():
+    """Pods answering 1 ms apart (a busy machine, pods at their own pace): the fetcher's own selector is polled a
+    few times for the sweep, each pass reading every answer that came since, instead of the event loop waking once
+    per answer; once every answer is in, nothing is polled any more."""
+    delays: dict[str, float] = {}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        delay = delays.get(writer.get_extra_info("sockname")[0], 0.0)
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await asyncio.sleep(delay)
+                body = PAGE.encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(handle, "0.0.0.0", 0)
+    port = server.sockets[0].getsockname()[1]
+    targets = [pod(f"p{n}", port, ip=f"127.0.0.{n}") for n in range(1, 61)]
+    for n in range(1, 61):
+        delays[f"127.0.0.{n}"] = 0.001 * n
+    fetcher = KeepAliveFetcher()
+    try:
+        assert await fetcher.fetch_many(targets, 2.0) == [PAGE] * 60  # connects
+        polls = fetcher.polls
+        assert await fetcher.fetch_many(targets, 2.0) == [PAGE] * 60
+        swept = fetcher.polls - polls
+        assert 1 <= swept < 60, swept  # fewer passes than answers (~18 for 60 answers over ~60 ms)
+        await asyncio.sleep(0.2)
+        assert fetcher.polls == polls + swept  # no poll without an answer awaited
+    finally:
+        await fetcher.close()
+        server.close()
+        await server.wait_closed()

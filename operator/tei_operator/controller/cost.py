@@ -4,7 +4,7 @@ The token rate comes from TEI's histogram of tokens per input, `te_request_input
 tokens of every input TEI runs, after truncation: embeddings and rerank pairs alike). `TokenRateMeter` reads that
 counter from each Ready pod every `interval` seconds in the background (never inside a reconcile), keeps the last
 two readings per pod, and reports the sum of the pods' rates. It starts the next round itself (with the Ready pods
-the last reconcile passed), and `notify` queues a status refresh only when a round moved the figure the status shows
+the last reconcile passed; the rounds of services due within a second of each other are one sweep), and `notify` queues a status refresh only when a round moved the figure the status shows
 (4 significant digits): an idle fleet's rate stays 0 and costs no reconcile. It samples only services whose GPU
 type has a price.
 
@@ -32,6 +32,9 @@ TOKEN_COUNTER = "te_request_input_length_sum"
 FORGET_AFTER_INTERVALS = 30
 """A service no reconcile asked about for this many sampling intervals is no longer sampled (the resync asks about
 every service every few minutes at most; the reconcile of a deleted service forgets it at once)."""
+BATCH_SECONDS = 1.0
+"""Rounds that come due within this long of each other are read in one sweep of all their pods (at most a tenth of
+the interval): at 1,000 services, a sweep per service's round was ~0.1 ms CPU per pod read."""
 
 
 def _significant(value: float, digits: int = 4) -> float:
@@ -114,7 +117,10 @@ class TokenRateMeter:
         self.notify: Callable[[Any], None] | None = None
         self._semaphore = asyncio.Semaphore(concurrency)
         self._samples: dict[str, _PodSamples] = {}
-        self._rounds: dict[Any, asyncio.Task[None]] = {}
+        self._rounds: dict[Any, asyncio.Task[None]] = {}  # the batch each key's round is in
+        self._batch: dict[Any, tuple[str, list[Mapping[str, Any]]]] = {}  # rounds due, read together soon
+        self._batch_task: asyncio.Task[None] | None = None
+        self.batch_seconds = min(BATCH_SECONDS, interval / 10)
         self._last_round: dict[Any, float] = {}
         self._timers: dict[Any, asyncio.TimerHandle] = {}
         self._pods: dict[Any, tuple[str, list[Mapping[str, Any]]]] = {}  # the Ready pods the last call passed
@@ -147,26 +153,35 @@ class TokenRateMeter:
             self.forget(key)  # no reconcile asked for it for long (the service went away unnoticed): stop
             return
         self._last_round[key] = self.clock()
-        self._rounds[key] = asyncio.create_task(self._round(key, namespace, ready), name=f"token-rate-{key}")
+        # Rounds due within `batch_seconds` of each other are read together: one sweep of all their pods.
+        self._batch[key] = (namespace, ready)
+        if self._batch_task is None:
+            self._batch_task = asyncio.create_task(self._batch_round(), name="token-rate-rounds")
+        self._rounds[key] = self._batch_task
 
-    async def _round(self, key: Any, namespace: str, pods: Sequence[Mapping[str, Any]]) -> None:
+    async def _batch_round(self) -> None:
+        await asyncio.sleep(self.batch_seconds)
+        batch, self._batch, self._batch_task = self._batch, {}, None
         try:
+            targets = [(namespace, pod) for namespace, pods in batch.values() for pod in pods]
             many = getattr(self._fetch, "fetch_many", None)
-            if many is not None:  # the kept-alive fetcher: the round's pods at once, no task or timer per pod
-                await self._sample_many(namespace, pods, many)
+            if many is not None:  # the kept-alive fetcher: every pod of the batch at once
+                await self._sample_many(targets, many)
             else:
-                await asyncio.gather(*(self._sample(namespace, pod) for pod in pods))
+                await asyncio.gather(*(self._sample(namespace, pod) for namespace, pod in targets))
         finally:
-            self._rounds.pop(key, None)
+            for key in batch:
+                self._rounds.pop(key, None)
         while len(self._samples) > self.cache_size:
             self._samples.pop(next(iter(self._samples)))
         loop = asyncio.get_running_loop()
-        if key in self._timers:
-            self._timers.pop(key).cancel()
-        if key in self._pods:  # not forgotten meanwhile
-            self._timers[key] = loop.call_later(self.interval, self._start_round, key)
-        if self._moved(self._shown.get(key), self._rate(pods)):
-            self._notify(key)
+        for key, (_, pods) in batch.items():
+            if key in self._timers:
+                self._timers.pop(key).cancel()
+            if key in self._pods:  # not forgotten meanwhile
+                self._timers[key] = loop.call_later(self.interval, self._start_round, key)
+            if self._moved(self._shown.get(key), self._rate(pods)):
+                self._notify(key)
 
     @staticmethod
     def _moved(shown: float | None, now: float | None) -> bool:
@@ -180,8 +195,8 @@ class TokenRateMeter:
         return PodTarget(namespace=namespace, name=str(meta.get("name", "")), uid=str(meta.get("uid", "")),
                          ip=(pod.get("status") or {}).get("podIP"), port=tei_port(pod))
 
-    async def _sample_many(self, namespace: str, pods: Sequence[Mapping[str, Any]], many: Any) -> None:
-        targets = [self._target(namespace, pod) for pod in pods]
+    async def _sample_many(self, pods: Sequence[tuple[str, Mapping[str, Any]]], many: Any) -> None:
+        targets = [self._target(namespace, pod) for namespace, pod in pods]
         self.reads += len(targets)
         for target, answer in zip(targets, await many(targets, self.timeout)):
             try:
@@ -189,7 +204,7 @@ class TokenRateMeter:
                     raise answer
                 value = token_counter(answer)
             except Exception as exc:  # noqa: BLE001 - a missed reading only delays the rate
-                logger.debug("Failed to read the token counter of pod %s/%s: %s", namespace, target.name,
+                logger.debug("Failed to read the token counter of pod %s/%s: %s", target.namespace, target.name,
                              exc or type(exc).__name__)
                 continue
             self._samples.setdefault(target.uid, _PodSamples()).add(self.clock(), value)
@@ -218,6 +233,7 @@ class TokenRateMeter:
         if timer is not None:
             timer.cancel()
         self._last_round.pop(key, None)
+        self._batch.pop(key, None)
         self._pods.pop(key, None)
         self._shown.pop(key, None)
         self._asked.pop(key, None)
@@ -225,9 +241,10 @@ class TokenRateMeter:
     async def close(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
-        for task in list(self._rounds.values()):
+        tasks = set(self._rounds.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._rounds.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         close = getattr(self._fetch, "close", None)
         if close is not None:
             await close()
