@@ -63,6 +63,13 @@ class Pods:
         return len({id(peer) for port, peer in self.peers if port == self.ports[name]})
 
 
+async def _answer_page(writer: asyncio.StreamWriter) -> None:
+    body = PAGE.encode()
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + str(len(body)).encode()
+                 + b"\r\n\r\n" + body)
+    await writer.drain()
+
+
 async def _flaky_server() -> tuple[asyncio.Server, list[int]]:
     """Answers the first request of a connection (kept alive) and closes the connection at its second one without
     an answer: a pod whose keep-alive timeout crossed the next request. Returns the server and, per connection,
@@ -78,10 +85,7 @@ async def _flaky_server() -> tuple[asyncio.Server, list[int]]:
                 seen[index] += 1
                 if seen[index] > 1:
                     break
-                body = PAGE.encode()
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
-                await writer.drain()
+                await _answer_page(writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         writer.close()
@@ -190,10 +194,7 @@ async def test_answers_that_trickle_in_are_read_several_per_poll_and_the_poll_st
             while True:
                 await reader.readuntil(b"\r\n\r\n")
                 await asyncio.sleep(delay)
-                body = PAGE.encode()
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
-                await writer.drain()
+                await _answer_page(writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         writer.close()
