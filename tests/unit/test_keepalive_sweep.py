@@ -8,7 +8,9 @@ pod closed is tried once more on a new one. What it must not do: a task per pod.
 from __future__ import annotations
 
 import asyncio
+import http.server
 import socket
+import threading
 import time
 
 import pytest
@@ -68,6 +70,17 @@ async def _answer_page(writer: asyncio.StreamWriter) -> None:
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " + str(len(body)).encode()
                  + b"\r\n\r\n" + body)
     await writer.drain()
+
+
+async def _serve_pages(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A pod: the page to every request, on a kept-alive connection."""
+    try:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            await _answer_page(writer)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    writer.close()
 
 
 async def _flaky_server() -> tuple[asyncio.Server, list[int]]:
@@ -213,6 +226,70 @@ async def test_answers_that_trickle_in_are_read_several_per_poll_and_the_poll_st
         assert 1 <= swept < 60, swept  # fewer passes than answers (~18 for 60 answers over ~60 ms)
         await asyncio.sleep(0.2)
         assert fetcher.polls == polls + swept  # no poll without an answer awaited
+    finally:
+        await fetcher.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_sweep_cancelled_with_its_event_loop_leaves_the_fetcher_working_in_the_next_loop():
+    """A sweep cancelled while answers are awaited (its loop ends with it) closes the connections it waited on, and
+    the next event loop gets polls of its own (the first loop's pending poll never runs)."""
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            requests.append(self.path)
+            if len(requests) == 2:
+                time.sleep(0.5)  # the second sweep's answer comes after it was cancelled
+            body = PAGE.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    target = pod("a", server.server_address[1])
+    fetcher = KeepAliveFetcher()
+    try:
+        assert asyncio.run(fetcher.fetch_many([target], 2.0)) == [PAGE]  # connects, keeps the connection
+        with pytest.raises(TimeoutError):
+            asyncio.run(asyncio.wait_for(fetcher.fetch_many([target], 2.0), 0.1))
+        assert not fetcher._busy  # noqa: SLF001 - nothing is awaited any more
+        started = time.monotonic()
+        assert asyncio.run(fetcher.fetch_many([target], 2.0)) == [PAGE]  # a new connection, polled in this loop
+        assert time.monotonic() - started < 1.5
+    finally:
+        asyncio.run(fetcher.close())
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_failure_while_reading_one_answer_leaves_the_others_read():
+    class Failing(KeepAliveFetcher):
+        failing = False
+
+        def _answered(self, key, connection, answer, now):
+            if self.failing and key[0] == "127.0.0.2":
+                raise RuntimeError("a bug while handling one answer")
+            return super()._answered(key, connection, answer, now)
+
+    server = await asyncio.start_server(_serve_pages, "0.0.0.0", 0)
+    port = server.sockets[0].getsockname()[1]
+    targets = [pod("a", port, ip="127.0.0.1"), pod("b", port, ip="127.0.0.2"), pod("c", port, ip="127.0.0.3")]
+    fetcher = Failing()
+    try:
+        assert await fetcher.fetch_many(targets, 0.5) == [PAGE] * 3  # connects
+        fetcher.failing = True
+        answers = await fetcher.fetch_many(targets, 0.5)  # kept connections: read by the poll
+        assert answers[0] == PAGE and answers[2] == PAGE and isinstance(answers[1], ScrapeError)
     finally:
         await fetcher.close()
         server.close()

@@ -490,6 +490,7 @@ class KeepAliveFetcher:
         self._selector: selectors.BaseSelector | None = None  # made with the first connection
         self._busy: set[_Connection] = set()  # connections whose answer is awaited
         self._poll_timer: asyncio.TimerHandle | None = None
+        self._poll_loop: asyncio.AbstractEventLoop | None = None
         self._poll_delay = POLL_FIRST_SECONDS
         self.polls = 0  # passes over the selector (tests)
 
@@ -498,10 +499,15 @@ class KeepAliveFetcher:
         asyncio.get_running_loop().call_soon(callback, *args)
 
     def _poll_soon(self) -> None:
-        """Make sure a poll is due while answers are awaited."""
-        if self._poll_timer is None:
+        """Make sure a poll is due while answers are awaited (in this event loop: a fetcher used by another one
+        before may have left a timer there)."""
+        loop = asyncio.get_running_loop()
+        if self._poll_timer is None or self._poll_loop is not loop:
+            if self._poll_timer is not None:
+                self._poll_timer.cancel()
             self._poll_delay = POLL_FIRST_SECONDS
-            self._poll_timer = asyncio.get_running_loop().call_later(self._poll_delay, self._poll)
+            self._poll_loop = loop
+            self._poll_timer = loop.call_later(self._poll_delay, self._poll)
 
     def _poll(self) -> None:
         """Read every socket that has data, in one pass; poll again while answers are awaited: soon after a pass that
@@ -512,7 +518,13 @@ class KeepAliveFetcher:
         self.polls += 1
         ready = self._selector.select(0)
         for key, _ in ready:
-            key.data.readable()
+            connection = key.data
+            try:
+                connection.readable()
+            except Exception:  # noqa: BLE001 - one connection's failure must not stop the poll for the others
+                logger.exception("Failed to read an answer of a pod's /metrics; closed its connection")
+                connection._finish(None, ScrapeError("failed to read the answer"))
+                connection.close()
         if self._busy:
             self._poll_delay = POLL_FIRST_SECONDS if ready else min(2 * self._poll_delay, POLL_MAX_SECONDS)
             self._poll_timer = asyncio.get_running_loop().call_later(self._poll_delay, self._poll)
@@ -644,6 +656,11 @@ class KeepAliveFetcher:
                         connection.close()  # never reuse a connection whose answer may still come
                         answers[i] = TimeoutError()
                     waiting.clear()
+                except BaseException:  # cancelled: nobody reads these answers any more
+                    for connection in waiting.values():
+                        connection.close()
+                    waiting.clear()
+                    raise
             if retries:
                 await asyncio.gather(*retries)
 
