@@ -123,7 +123,8 @@ async def _measure(services: int, rounds: int, profile: bool) -> tuple[list[floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.scale.profile_reconcile", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.scale.profile_reconcile",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5, help="rounds over every service measured (after two that "
                         "settle the fleet)")

@@ -188,10 +188,9 @@ class ClusterUsage:
 
     def placement(self, pod_spec: Mapping[str, Any], resource: str) -> tuple[int, list[NodeFree]]:
         """(what one pod of `pod_spec` requests of `resource`, `free_on_matching_nodes` when that is more than 0),
-        remembered per pod spec
-        object: the autoscaler keeps one usage while the watch-fed store is unchanged, whose objects are read-only,
-        so at rest each service's answer is a lookup. The memo holds the spec it was made for, so an object that
-        took a freed one's id is never taken for it."""
+        remembered per pod spec object: the autoscaler keeps one usage while the watch-fed store is unchanged, whose
+        objects are read-only, so at rest each service's answer is a lookup. The memo holds the spec it was made
+        for, so an object that took a freed one's id is never taken for it."""
         key = (id(pod_spec), resource)
         held = self._placements.get(key)
         if held is None or held[0] is not pod_spec:

@@ -4,8 +4,9 @@ The token rate comes from TEI's histogram of tokens per input, `te_request_input
 tokens of every input TEI runs, after truncation: embeddings and rerank pairs alike). `TokenRateMeter` reads that
 counter from each Ready pod every `interval` seconds in the background (never inside a reconcile), keeps the last
 two readings per pod, and reports the sum of the pods' rates. It starts the next round itself (with the Ready pods
-the last reconcile passed; the rounds of services due within a second of each other are one sweep), and `notify` queues a status refresh only when a round moved the figure the status shows
-(4 significant digits): an idle fleet's rate stays 0 and costs no reconcile. It samples only services whose GPU
+the last reconcile passed; the rounds of services due within a second of each other are one sweep), and `notify`
+queues a status refresh only when a round moved the figure the status shows (4 significant digits): an idle fleet's
+rate stays 0 and costs no reconcile. It samples only services whose GPU
 type has a price.
 
 `cost_status()` is pure: price, GPUs and token rate in, the `status.cost` object out.

@@ -338,7 +338,8 @@ class _Connection:
         self.owner._busy.add(self)
         if sent != len(request):
             # A request of a few dozen bytes on an idle connection fits its send buffer: anything less is a failure.
-            self.owner._call_soon(self._finish, None, ScrapeError(f"connection failed: {error or 'partial write'}"))
+            asyncio.get_running_loop().call_soon(
+                self._finish, None, ScrapeError(f"connection failed: {error or 'partial write'}"))
             return
         self.owner._poll_soon()
 
@@ -364,11 +365,8 @@ class _Connection:
             self._finish(None, exc)
             self.close()
             return
-        if answer is not None:
+        if answer is not None:  # at the end, `_response` answers or raises: never None
             self._finish(answer, None)
-        elif not data:  # cannot happen (_response raises at the end without an answer): never wait on a closed socket
-            self._finish(None, ScrapeError("connection closed"))
-            self.close()
 
     def _finish(self, answer: Answer | None, error: ScrapeError | None) -> None:
         done, self.done = self.done, None
@@ -495,9 +493,6 @@ class KeepAliveFetcher:
         self.polls = 0  # passes over the selector (tests)
 
     # -- the poll ---------------------------------------------------------------------------------------------
-    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
-        asyncio.get_running_loop().call_soon(callback, *args)
-
     def _poll_soon(self) -> None:
         """Make sure a poll is due while answers are awaited (in this event loop: a fetcher used by another one
         before may have left a timer there)."""
