@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/tei-operator
 
 .PHONY: help venv tools test test-unit test-fast test-integration test-e2e crds docs demo demo-down cluster-up \
         cluster-down cluster-exec \
-        bench-autoscaling bench-failover bench-scale test-faults install
+        bench-autoscaling bench-failover bench-first-scale-up bench-scale test-faults install
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ demo-down: venv ## stop what `make demo` started
 
 bench-autoscaling: venv ## compare the autoscaling policy with HPA/KEDA/KPA/static baselines at equal SLO; writes docs/benchmarks/autoscaling.md
 	nice -n 10 $(BIN)/python -m bench.autoscaling
+
+bench-first-scale-up: venv tools ## time from a load step in the pods' metrics to the scale-up, 5 e2e runs; writes docs/benchmarks/first-scale-up.md
+	$(BIN)/python -m bench.first_scale_up
 
 bench-failover: venv tools ## SIGKILL/SIGTERM the operator's leader beside a standby; writes docs/benchmarks/failover.md
 	$(BIN)/python -m bench.failover

@@ -125,6 +125,8 @@ def test_report_is_generated_from_the_run(quick, tmp_path):
     met = sum(1 for v in verdicts if v == "met")
     missed = sum(1 for v in verdicts if v.startswith("**NOT"))
     assert f"{met} of {len(rows)} goals met, {missed} not met" in text
+    first_up = next(line for line in table.splitlines() if line.startswith("| First scale-up <= 5 s"))
+    assert "tests/e2e/test_fast_scale_up.py" in first_up or "NOT MEASURED" in first_up, first_up
     # the equal-attainment table has a row per short test trace and a column per policy
     assert re.search(r"^\| step \| .+ \|$", text, re.M)
     # what each trace allows: a row per short test trace, from the same run's static fleets and oracle
