@@ -8,7 +8,8 @@ spec.replicas rises (polled every 0.1 s). The ScaledUp Event must say the fast p
 
 `python -m bench.first_scale_up` runs this test several times on one control plane and reports the figures
 (docs/benchmarks/first-scale-up.md): FIRST_SCALE_UP_RUNS sets how many runs are collected (1 by default), and
-FIRST_SCALE_UP_RECORD names a file each passing run appends its measurement to as one JSON line.
+FIRST_SCALE_UP_RECORD names a file each run that saw its scale-up appends its measurement to as one JSON line,
+before its asserts (a slow run is recorded, then fails).
 
 TEI facts relied on: te_queue_size counts inputs waiting; 429 when the concurrency permits are used up.
 """

@@ -333,3 +333,37 @@ def test_status_defaults_to_observed_generation_zero_so_kstatus_reads_a_new_serv
         status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
         assert status["default"] == {"observedGeneration": 0}
         assert status["properties"]["observedGeneration"]["type"] == "integer"
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_no_pattern_uses_a_class_escape_python_and_the_api_server_read_differently(kind):
+    """Python's re reads \\s, \\d, \\w (and \\b) as Unicode classes, the API server's RE2 as ASCII ones: a pattern
+    with one accepts "\\x85" (NEL) on one side and refuses it on the other (found by
+    tests/integration/test_validation_property.py for spec.engine.image)."""
+    import re
+
+    bad = {path: node["pattern"] for path, node in walk(root_schema(kind))
+           if "pattern" in node and re.search(r"\\[sdwbSDWB]", node["pattern"])}
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("image, ok", [("ghcr.io/huggingface/text-embeddings-inference:89-1.9", True),
+                                       ("registry.local:5000/tei@sha256:" + "a" * 64, True),
+                                       ("tei\x85", False), ("tei image", False), ("t\u00e9i", False)])
+def test_engine_image_is_printable_ascii_without_spaces(image, ok):
+    spec = {"model": {"id": "BAAI/bge-m3"}, "engine": {"image": image}}
+    if ok:
+        assert parse_spec("EmbeddingService", spec).engine.image == image
+    else:
+        with pytest.raises(InvalidSpecError, match="spec.engine.image"):
+            parse_spec("EmbeddingService", spec)
+
+
+@pytest.mark.parametrize("model_id, ok", [("/data/mod\u00e8le", True), ("/data/a\x85b", True), ("/data/a b", False)])
+def test_a_cache_path_model_id_refuses_ascii_whitespace_only_as_the_api_server_does(model_id, ok):
+    spec = {"model": {"id": model_id}}
+    if ok:
+        assert parse_spec("EmbeddingService", spec).model.id == model_id
+    else:
+        with pytest.raises(InvalidSpecError, match="spec.model.id"):
+            parse_spec("EmbeddingService", spec)

@@ -86,9 +86,9 @@ class EngineSpec(ApiModel):
         "version. Unset: the operator's default TEI version (its teiVersion setting).",
     )
     image: str | None = Field(
-        None, min_length=1, max_length=512, pattern=r"^[^\s]+$",
+        None, min_length=1, max_length=512, pattern=r"^[!-~]+$",
         description="Full image reference that replaces the computed one (mirrors, air-gapped registries, "
-        "digests). It must still match the GPU architecture the service lands on.",
+        "digests): printable ASCII, no spaces. It must still match the GPU architecture the service lands on.",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         None, description="Image pull policy of the TEI container. Unset: Kubernetes' default.",

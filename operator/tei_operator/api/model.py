@@ -10,7 +10,9 @@ from .base import ApiModel, FieldError
 from .types import DnsSubdomain
 
 # A hub id ("BAAI/bge-m3", "sentence-transformers/all-MiniLM-L6-v2") or a path inside the cache volume ("/data/...").
-MODEL_ID_PATTERN = r"^(/data/[^\s]+|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)$"
+# No \s, \d or \w in a pattern: Python's re reads them as Unicode classes and the API server's RE2 as ASCII ones,
+# so pydantic and the CRD would disagree (tests/unit/test_crds.py checks every pattern).
+MODEL_ID_PATTERN = r"^(/data/[^ \t\n\r\f\v]+|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)$"
 REVISION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
 
 
