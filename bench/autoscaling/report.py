@@ -18,10 +18,11 @@ from .experiment import COMPETENT, GOAL, Outcome, Plan, make_policy
 from .bulk_pools import goal_row, section as bulk_section
 from .run import INGEST, MIXED, ONLINE, START_UTILIZATION, Result, physical_limit_tokens_per_s, replica_capacity
 from .sweep import AtGoal, Point, gpu_hours_at, median_points
+from ..first_scale_up import REPORT as FIRST_SCALE_UP_REPORT, ROOT as BENCH_ROOT
 from .traces import Trace
 
 RUNTIME_BUDGET_S = 300.0
-FIRST_SCALE_UP_PAGE = "docs/benchmarks/first-scale-up.md"
+FIRST_SCALE_UP_PAGE = str(FIRST_SCALE_UP_REPORT.relative_to(BENCH_ROOT))  # the page bench/first_scale_up.py writes
 GPU_RATIO_GOAL = 0.8
 BULK_RATIO_GOAL = 1.4
 
